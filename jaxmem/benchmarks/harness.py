@@ -1,0 +1,37 @@
+"""Timing done properly: warm-up (compile), block_until_ready, median of repeats."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, min_time_s: float = 0.0) -> dict:
+    """Times fn(*args) (jitted or plain); returns median/min seconds over `repeats` calls.
+
+    Every call's outputs are waited for with jax.block_until_ready, so asynchronous
+    dispatch is not mistaken for speed. Warm-up calls (compilation) are not timed.
+    """
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - t_start < min_time_s:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
+
+
+def matmul_rate(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
+    """Measured FLOP/s of an n x n x n matmul on the default device (the roofline used by entries)."""
+    key = jax.random.PRNGKey(0)
+    a = jax.random.normal(key, (n, n), dtype)
+    b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), dtype)
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+    seconds = time_fn(matmul, a, b, repeats=repeats)["median_s"]
+    return 2.0 * n**3 / seconds

@@ -1,0 +1,39 @@
+"""The shared absl entry point of every launcher in launch/.
+
+    python launch/<x>.py --config=configs/<x>.py:<preset> [--config.a.b=value ...] --workdir=DIR
+
+The resolved config is written into the workdir before the run starts; rerunning the same
+command resumes (or skips finished work) from what the workdir holds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxmem import io, parallel
+
+
+def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_workdir: str) -> None:
+    """Defines --config/--workdir, resolves them and calls run(config, workdir)."""
+    config_flag = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<preset>",
+                                                  lock_config=True)
+    flags.DEFINE_string("workdir", default_workdir, "Folder that receives everything the run writes.")
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        if config_flag.value is None:
+            raise app.UsageError("--config=configs/<family>.py:<preset> is required")
+        parallel.initialize_distributed()
+        workdir = os.path.abspath(flags.FLAGS.workdir)
+        config = config_flag.value
+        io.save_config(workdir, config)
+        logging.info("workdir: %s", workdir)
+        run(config, workdir)
+
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Denoisers as pure functions: apply(params, x, noise_level, **cond) -> clean estimate."""

@@ -1,0 +1,110 @@
+"""The workdir contract: everything a run writes goes through these atomic writers.
+
+A file is written to a temporary sibling and renamed into place, so a crashed or
+killed run never leaves a half-written table, figure or config behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path in the same folder; renames it onto `path` on success."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> str:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if hasattr(value, "__array__"):
+        return np.asarray(value).tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_json(path: str, obj) -> str:
+    return write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def write_csv(path: str, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    """Writes a list of dicts as CSV; columns default to the keys of the first row."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format_cell(row.get(k)) for k in columns})
+    return write_text(path, buffer.getvalue())
+
+
+def _format_cell(value):
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    return value
+
+
+def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    """Renders a list of dicts as a GitHub Markdown table."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(_format_cell(row.get(c, ""))) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def append_jsonl(path: str, records: Iterable[Mapping]) -> None:
+    """Appends JSON lines (metrics); each line is flushed whole."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        for record in records:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+        f.flush()
+
+
+def save_npz(path: str, **arrays) -> str:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return path
+
+
+def save_figure(path: str, figure) -> str:
+    """Saves a matplotlib figure atomically as PNG and closes it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            figure.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> str:
+    """Writes the resolved config into the workdir as `config.json` (plus a readable dump)."""
+    write_text(os.path.join(workdir, "config.txt"), str(config))
+    return write_json(os.path.join(workdir, "config.json"), config.to_dict())

@@ -1,0 +1,84 @@
+"""Noise grids: the EDM rho-schedule, the VP grid of the GMM laboratory, analysis grids.
+
+Conventions. VE/EDM: y = x + sigma * eps, sigma in data units (pixels in [-1, 1]).
+VP (GMM laboratory): x_t = alpha_t x + sigma_t eps with alpha_t = sqrt(1 - t^2),
+sigma_t = t, so psi_t = alpha_t^2 / sigma_t^2 is the signal-to-noise ratio; the
+equivalent VE level of x_t / alpha_t is sigma = t / sqrt(1 - t^2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxmem.config import require
+
+
+def edm_sigmas(
+    num_steps: int = 18,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    append_zero: bool = True,
+) -> np.ndarray:
+    """EDM sampling grid (Karras et al. 2022, eq. 5), float64, decreasing.
+
+    sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho, i = 0..n-1,
+    followed by a final 0 when `append_zero`. Shape [n] or [n + 1].
+    """
+    require(num_steps >= 2, "num_steps", num_steps, "an integer >= 2")
+    require(0 < sigma_min < sigma_max, "sigma_min, sigma_max", (sigma_min, sigma_max),
+            "0 < sigma_min < sigma_max")
+    require(rho > 0, "rho", rho, "rho > 0")
+    ramp = np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return np.append(sigmas, 0.0) if append_zero else sigmas
+
+
+def log_sigmas(num: int = 40, sigma_min: float = 0.002, sigma_max: float = 80.0) -> np.ndarray:
+    """Log-spaced analysis grid, increasing, float64, shape [num]."""
+    require(num >= 1, "num", num, "an integer >= 1")
+    require(0 < sigma_min <= sigma_max, "sigma_min, sigma_max", (sigma_min, sigma_max),
+            "0 < sigma_min <= sigma_max")
+    return np.geomspace(sigma_min, sigma_max, num)
+
+
+def vp_times(num: int = 26, t_min: float = 0.001, t_max: float = 0.999) -> np.ndarray:
+    """VP time grid of the GMM laboratory: linspace(t_min, t_max, num), float64, shape [num]."""
+    require(num >= 2, "num", num, "an integer >= 2")
+    require(0 < t_min < t_max < 1, "t_min, t_max", (t_min, t_max), "0 < t_min < t_max < 1")
+    return np.linspace(t_min, t_max, num)
+
+
+def vp_alpha(t):
+    """alpha_t = sqrt(1 - t^2) (works on numpy and jax arrays)."""
+    return (1.0 - t * t) ** 0.5
+
+
+def vp_sigma(t):
+    """sigma_t = t."""
+    return t
+
+
+def vp_snr(t):
+    """psi_t = alpha_t^2 / sigma_t^2 = (1 - t^2) / t^2."""
+    return (1.0 - t * t) / (t * t)
+
+
+def vp_time_to_ve_sigma(t):
+    """VE noise level of x_t / alpha_t: sigma = t / sqrt(1 - t^2)."""
+    return t / (1.0 - t * t) ** 0.5
+
+
+def ve_sigma_to_vp_time(sigma):
+    """Inverse of `vp_time_to_ve_sigma`: t = sigma / sqrt(1 + sigma^2)."""
+    return sigma / (1.0 + sigma * sigma) ** 0.5
+
+
+def edm_index_range(sigmas: np.ndarray, lo: float, hi: float) -> tuple[int, int] | None:
+    """Inclusive index range [i, j] of the (decreasing) grid entries with lo <= sigma <= hi.
+
+    Returns None when no grid level lies in the interval.
+    """
+    idx = np.nonzero((sigmas >= lo) & (sigmas <= hi))[0]
+    return (int(idx[0]), int(idx[-1])) if idx.size else None

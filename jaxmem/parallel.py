@@ -1,0 +1,59 @@
+"""Meshes, shardings and multi-host start-up (jax.jit + NamedSharding; no pmap).
+
+Code written against these helpers runs unchanged on 1 CPU, on 8 fake CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=8), one GPU or a pod.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed() -> None:
+    """Calls jax.distributed.initialize() when launched as one of several processes.
+
+    Detected from the cluster's environment (JAX_COORDINATOR_ADDRESS, SLURM, TPU VM
+    metadata via JAX's own auto-detection). A single process is left alone.
+    """
+    multi = any(
+        os.environ.get(v)
+        for v in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")
+    )
+    if os.environ.get("SLURM_NTASKS") == "1":
+        multi = False
+    if multi and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+def make_mesh(axis_name: str = DATA_AXIS, devices=None) -> Mesh:
+    """A 1-D mesh over all (global) devices."""
+    devices = np.asarray(devices if devices is not None else jax.devices())
+    return Mesh(devices.reshape(-1), (axis_name,))
+
+
+def sharding_along(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
+    """NamedSharding splitting array axis `axis` over the mesh's (single) axis."""
+    spec = [None] * ndim
+    spec[axis] = mesh.axis_names[0]
+    return NamedSharding(mesh, P(*spec))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int, axis: int = 0) -> tuple[np.ndarray, int]:
+    """Pads `axis` of x (by repeating its last entry) to a multiple; returns (padded, original length)."""
+    n = x.shape[axis]
+    extra = (-n) % multiple
+    if extra == 0:
+        return x, n
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, extra)
+    return np.pad(x, widths, mode="edge"), n
