@@ -93,7 +93,7 @@ def test_eight_devices_equal_one_device():
     one = knn(queries, train, k=2, mesh=parallel.make_mesh(devices=jax.devices()[:1]))
     eight = knn(queries, train, k=2, mesh=parallel.make_mesh(), query_block=2)
     np.testing.assert_array_equal(one[1], eight[1])
-    np.testing.assert_array_equal(one[0], eight[0])
+    np.testing.assert_allclose(one[0], eight[0], rtol=1e-6)  # float32 reduction order differs by block shape
 
 
 def test_memorization_test():
