@@ -1,0 +1,60 @@
+"""The launcher contract shared by launch/*.py: presets, overrides, workdir."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+CONFIG = textwrap.dedent("""
+    import ml_collections
+    from jaxmem.config import select_preset
+
+    def _tiny():
+        return ml_collections.ConfigDict({"training": {"steps": 3}, "seed": 0})
+
+    def get_config(arg=None):
+        return select_preset(arg, {"tiny": _tiny, "other": _tiny})
+""")
+
+LAUNCHER = textwrap.dedent("""
+    import os
+    from jaxmem import io
+    from jaxmem.cli import run_main
+
+    def run(config, workdir):
+        io.write_json(os.path.join(workdir, "result.json"), {"steps": config.training.steps})
+
+    if __name__ == "__main__":
+        run_main(run, default_workdir="unused")
+""")
+
+
+def _launch(tmp_path, *args):
+    (tmp_path / "cfg.py").write_text(CONFIG)
+    (tmp_path / "launch.py").write_text(LAUNCHER)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, str(tmp_path / "launch.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+
+
+def test_run_writes_resolved_config_and_results(tmp_path):
+    out = _launch(tmp_path, "--config=cfg.py:tiny", "--config.training.steps=7", "--workdir=wd")
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "wd" / "config.json").read_text())
+    assert config["training"]["steps"] == 7 and config["preset"] == "tiny"
+    assert json.loads((tmp_path / "wd" / "result.json").read_text()) == {"steps": 7}
+
+
+def test_unknown_preset_lists_valid_ones(tmp_path):
+    out = _launch(tmp_path, "--config=cfg.py:huge", "--workdir=wd")
+    assert out.returncode != 0
+    assert "unknown config preset 'huge'; valid presets: other, tiny" in out.stderr
+    assert not (tmp_path / "wd").exists()
+
+
+def test_misspelled_override_fails(tmp_path):
+    out = _launch(tmp_path, "--config=cfg.py:tiny", "--config.training.stepz=7", "--workdir=wd")
+    assert out.returncode != 0
+    assert "stepz" in out.stderr and "steps" in out.stderr  # names the bad field and the valid one
+    assert not (tmp_path / "wd").exists()
