@@ -1,0 +1,89 @@
+"""The GMM memorisation laboratory: crossover M* versus N (launch/crossover.py).
+
+Presets (--config=configs/crossover.py:<preset>):
+  smoke  seconds on a CPU; the end-to-end test
+  demo   `make demo`: a few minutes on 2 CPU cores, 3 values of N, the linear trend of M* in N
+  paper  "On the Edge of Memorization": d in {30,40,50,60} x K in {3,6,9,12} x N in
+         {50,100,150,200}, M/N in 0.1..1.0, 50,000 steps, 100 noise draws, 50 samples,
+         25-step DDIM (640 models; for an accelerator)
+  scale  N up to 10^4, d up to 3072, a finer M grid and several seeds (GPU/TPU)
+
+Fields (score_sde style groups):
+  data      model ('isotropic' GMM or 'lowrank' digit templates), dims (d; multiples of 64 for
+            'lowrank', d = 64 C), num_components (K), train_sizes (N), num_val, variance (s0^2)
+  model     capacity_fractions (M/N), init ('partial': M training points with s^2 =
+            init_variance; 'random': N(0, I) means, the ablation), init_variance, num_seeds
+  training  steps, noise_draws (per point and step), peak_lr, final_lr, warmup_fraction,
+            weighting of the loss ('eps', 'x0', 'custom' with custom_weights), chunk_steps
+            (steps per compiled chunk and checkpoint), time grid (num_times, t_min, t_max)
+  sampling  num_samples per model, num_steps of the DDIM sampler
+  eval      noise_draws for the per-t losses, delta (transition window), weightings of the
+            predicted crossovers, crossover_points (M values of the partial-memorisation curve)
+"""
+
+import ml_collections
+
+from jaxmem.config import select_preset
+
+FRACTIONS_10 = tuple(round(0.1 * i, 2) for i in range(1, 11))
+
+
+def _base() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.data = ml_collections.ConfigDict(dict(
+        model="isotropic", dims=(50,), num_components=(12,), train_sizes=(200,), num_val=200,
+        variance=1.0))
+    config.model = ml_collections.ConfigDict(dict(
+        capacity_fractions=FRACTIONS_10, init="partial", init_variance=1e-6, num_seeds=1))
+    config.training = ml_collections.ConfigDict(dict(
+        steps=50_000, noise_draws=100, peak_lr=1e-3, final_lr=1e-6, warmup_fraction=0.1,
+        weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=26, t_min=0.001,
+        t_max=0.999))
+    config.sampling = ml_collections.ConfigDict(dict(num_samples=50, num_steps=25))
+    config.eval = ml_collections.ConfigDict(dict(
+        noise_draws=20, delta=0.1, weightings=("x0", "eps"), crossover_points=50))
+    return config
+
+
+def smoke() -> ml_collections.ConfigDict:
+    config = _base()
+    config.data.update(dims=(6,), num_components=(2,), train_sizes=(8, 12), num_val=16)
+    config.model.capacity_fractions = (0.25, 0.5, 1.0)
+    config.training.update(steps=20, noise_draws=4, chunk_steps=10)
+    config.sampling.update(num_samples=8, num_steps=5)
+    config.eval.update(noise_draws=2, crossover_points=6)
+    return config
+
+
+def demo() -> ml_collections.ConfigDict:
+    config = _base()
+    config.data.update(dims=(10,), num_components=(3,), train_sizes=(20, 40, 60), num_val=100)
+    config.training.update(steps=1_500, noise_draws=20, chunk_steps=500)
+    config.sampling.update(num_samples=50)
+    return config
+
+
+def paper() -> ml_collections.ConfigDict:
+    config = _base()
+    config.data.update(dims=(30, 40, 50, 60), num_components=(3, 6, 9, 12),
+                       train_sizes=(50, 100, 150, 200))
+    return config
+
+
+def scale() -> ml_collections.ConfigDict:
+    config = _base()
+    config.data.update(dims=(64, 3072), num_components=(10,), train_sizes=(1_000, 3_000, 10_000),
+                       num_val=1_000)
+    config.model.update(capacity_fractions=tuple(round(0.05 * i, 2) for i in range(1, 21)),
+                        num_seeds=3)
+    config.training.update(steps=20_000, noise_draws=4, chunk_steps=1_000)
+    config.eval.update(noise_draws=4, crossover_points=100)
+    return config
+
+
+PRESETS = {"demo": demo, "smoke": smoke, "paper": paper, "scale": scale}
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+    return select_preset(arg, PRESETS)

@@ -1,0 +1,345 @@
+"""The crossover experiment: memorisation capacity M* versus training-set size N.
+
+For every data dimension d one grid of models (all K, N, seeds and capacities M of that d) is
+trained by jaxmem.train.gmm_grid in one compiled program. Each trained model is then sampled
+with deterministic DDIM and its memorisation ratio measured with the 1/3 nearest-neighbour
+test; the per-t losses (x0 units) of the trained models and of the baselines (ground truth,
+fully memorising, partially memorising for a fine grid of M) give the predicted crossovers.
+Per data set (d, K, N, seed) the table holds the empirical transition M_pt (ratio crosses
+0.5), its delta window (ratio first reaches delta / 1 - delta) and M* predicted by the closed
+form and by the measured losses for each weighting.
+
+Workdir:
+  d<d>/checkpoints/   orbax checkpoints of the grid while it trains (resumed on rerun)
+  d<d>/result.npz     everything measured for that grid (a rerun skips finished grids)
+  crossover.csv, crossover.md, summary.json, crossover.png, memorization_ratio.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jaxmem import io, neighbors, noise, sampling, theory
+from jaxmem.config import require, require_choice
+from jaxmem.data import gmm as gmm_data
+from jaxmem.denoisers import gmm as gmm_denoiser
+from jaxmem.train import gmm_grid
+
+DATA_MODELS = ("isotropic", "lowrank")
+INITS = ("partial", "random")
+TEMPLATE_PIXELS = 64  # the 8x8 digit templates of the low-rank model
+EVAL_SEED = 12345
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Fails fast, naming the field, on configs the experiment cannot run."""
+    data, model, training = config.data, config.model, config.training
+    require_choice("data.model", data.model, DATA_MODELS)
+    require(len(data.dims) >= 1 and all(int(d) >= 1 for d in data.dims), "data.dims (d)",
+            tuple(data.dims), "integers >= 1")
+    if data.model == "lowrank":
+        require(all(int(d) % TEMPLATE_PIXELS == 0 for d in data.dims), "data.dims (d)",
+                tuple(data.dims), f"multiples of {TEMPLATE_PIXELS} for data.model='lowrank' (d = 64 C)")
+    require(len(data.train_sizes) >= 1 and all(int(n) >= 1 for n in data.train_sizes),
+            "data.train_sizes (N)", tuple(data.train_sizes), "integers >= 1")
+    require(len(data.num_components) >= 1 and all(int(k) >= 1 for k in data.num_components),
+            "data.num_components (K)", tuple(data.num_components), "integers >= 1")
+    smallest_n = min(int(n) for n in data.train_sizes)
+    require(max(int(k) for k in data.num_components) <= smallest_n, "data.num_components (K)",
+            tuple(data.num_components), f"K <= N for every N (smallest N = {smallest_n})")
+    require(data.num_val >= 1, "data.num_val", data.num_val, "an integer >= 1")
+    require(data.variance > 0, "data.variance (s0^2)", data.variance, "a positive float")
+    fractions = tuple(model.capacity_fractions)
+    require(len(fractions) >= 1 and all(f > 0 for f in fractions), "model.capacity_fractions (M/N)",
+            fractions, "positive fractions")
+    require(max(fractions) <= 1.0, "model.capacity_fractions (M/N)", fractions,
+            f"M <= N: fractions <= 1 (M = {max(fractions)} N > N)")
+    require_choice("model.init", model.init, INITS)
+    require(model.init_variance > 0, "model.init_variance", model.init_variance, "a positive float")
+    require(model.num_seeds >= 1, "model.num_seeds", model.num_seeds, "an integer >= 1")
+    require(training.steps >= 1, "training.steps", training.steps, "an integer >= 1")
+    require(training.chunk_steps >= 1, "training.chunk_steps", training.chunk_steps, "an integer >= 1")
+    require(training.noise_draws >= 1, "training.noise_draws", training.noise_draws, "an integer >= 1")
+    require(training.peak_lr > 0 and training.final_lr >= 0, "training.peak_lr, training.final_lr",
+            (training.peak_lr, training.final_lr), "peak_lr > 0, final_lr >= 0")
+    require(0 <= training.warmup_fraction < 1, "training.warmup_fraction", training.warmup_fraction,
+            "a fraction in [0, 1)")
+    times = _times(config)
+    for field, weighting in [("training.weighting", training.weighting),
+                             *[("eval.weightings", w) for w in config.eval.weightings]]:
+        require_choice(field, weighting, theory.WEIGHTINGS)
+        if weighting == "custom":
+            theory.eps_loss_weights(times, "custom", training.custom_weights)
+    require(config.sampling.num_samples >= 2, "sampling.num_samples", config.sampling.num_samples,
+            "an integer >= 2")
+    require(config.sampling.num_steps >= 1, "sampling.num_steps", config.sampling.num_steps,
+            "an integer >= 1")
+    require(config.eval.noise_draws >= 1, "eval.noise_draws", config.eval.noise_draws, "an integer >= 1")
+    require(0 < config.eval.delta < 0.5, "eval.delta", config.eval.delta, "a fraction in (0, 0.5)")
+    require(config.eval.crossover_points >= 2, "eval.crossover_points", config.eval.crossover_points,
+            "an integer >= 2")
+
+
+def _times(config) -> np.ndarray:
+    return noise.vp_times(config.training.num_times, config.training.t_min, config.training.t_max)
+
+
+def capacities(num_train: int, fractions) -> np.ndarray:
+    """The distinct capacities M = round(f N) (at least 1), increasing."""
+    return np.unique(np.maximum(1, np.rint(np.asarray(fractions) * num_train)).astype(np.int64))
+
+
+def make_data(config, dim: int, num_components: int, num_train: int, seed_index: int) -> gmm_data.GMMData:
+    seed = (config.seed, dim, num_components, num_train, seed_index)
+    if config.data.model == "isotropic":
+        return gmm_data.isotropic_gmm(dim, num_components, num_train, config.data.num_val, seed,
+                                      config.data.variance)
+    return gmm_data.lowrank_templates(num_components, dim // TEMPLATE_PIXELS, num_train,
+                                      config.data.num_val, seed)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def x0_losses_per_time(params, mask, points, point_mask, eps, times):
+    """Denoising loss in x0 units, E|x0_hat(alpha x + sigma eps, t) - x|^2 summed over dims: [T].
+
+    points: [N, d]; point_mask: [N] float; eps: [N, R, d] noise draws shared by every t (and by
+    every denoiser evaluated with the same draws: common random numbers); times: [T].
+    """
+    num_points, draws, dim = eps.shape
+
+    def at_time(t):
+        x_t = noise.vp_alpha(t) * points[:, None, :] + noise.vp_sigma(t) * eps
+        x0_hat = gmm_denoiser.apply_x0(params, x_t.reshape(-1, dim), t, mask).reshape(eps.shape)
+        per_point = jnp.mean(jnp.sum((x0_hat - points[:, None, :]) ** 2, axis=-1), axis=1)
+        return jnp.sum(point_mask * per_point) / jnp.sum(point_mask)
+
+    return jax.lax.map(at_time, jnp.asarray(times, jnp.float32))
+
+
+@jax.jit
+def _grid_losses(params, masks, points, point_masks, eps, times):
+    """x0_losses_per_time vmapped over models: [G, T]."""
+    return jax.vmap(x0_losses_per_time, (0, 0, 0, 0, None, None))(params, masks, points, point_masks,
+                                                                    eps, times)
+
+
+@jax.jit
+def _capacity_losses(params, masks, points, point_mask, eps, times):
+    """x0_losses_per_time of one set of means under several component masks: [J, T]."""
+    return jax.vmap(x0_losses_per_time, (None, 0, None, None, None, None))(params, masks, points,
+                                                                            point_mask, eps, times)
+
+
+def _sample_grid(params, masks, x_start, times):
+    """DDIM samples of every model of the grid: [G, S, d]."""
+    def one_model(p, m, x):
+        return sampling.ddim_sample(lambda x_t, t: gmm_denoiser.apply(p, x_t, t, m), x, times)
+
+    return jax.jit(jax.vmap(one_model))(params, masks, x_start)
+
+
+# --------------------------------------------------------------------------- one grid (one d)
+
+
+def _grid_fingerprint(config, dim: int) -> str:
+    """The config fields a grid's results depend on (a rerun with other values must not reuse them)."""
+    fields = {k: config[k].to_dict() for k in ("data", "model", "training", "sampling", "eval")}
+    fields["data"].pop("dims")
+    return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
+
+
+def run_grid(config, dim: int, grid_dir: str) -> dict:
+    """Trains and evaluates every model of dimension `dim`; returns (and saves) the arrays.
+
+    Returned per model g: K, N, seed, M, ratio (memorisation), train_loss / val_loss [T]
+    (x0 units), variance (final s^2), skipped (non-finite steps). Per data set j:
+    set_K, set_N, set_seed, gen_loss, mem_loss [T], pmem_M [J], pmem_loss [J, T] (padded
+    with NaN beyond each set's capacities).
+    """
+    result_path = os.path.join(grid_dir, "result.npz")
+    fingerprint = _grid_fingerprint(config, dim)
+    if os.path.exists(result_path):
+        with np.load(result_path) as f:
+            stored = str(f["fingerprint"])
+            require(stored == fingerprint, f"{result_path} (config)", "a finished grid of another config",
+                    "the same config as the run that wrote it; use a new --workdir")
+            logging.info("grid d=%d already finished: %s", dim, result_path)
+            return {k: f[k] for k in f.files}
+
+    times = _times(config)
+    data_sets = [(k, n, s, make_data(config, dim, k, n, s))
+                 for k in config.data.num_components for n in config.data.train_sizes
+                 for s in range(config.model.num_seeds)]
+    max_n = max(config.data.train_sizes)
+    models = [(j, int(m)) for j, (_, n, _, _) in enumerate(data_sets)
+              for m in capacities(n, config.model.capacity_fractions)]
+    max_m = max(m for _, m in models)
+    num_models = len(models)
+
+    train = np.zeros((len(data_sets), max_n, dim), np.float32)
+    point_mask = np.zeros((len(data_sets), max_n), np.float32)
+    for j, (_, n, _, data) in enumerate(data_sets):
+        train[j, :n], point_mask[j, :n] = data.train, 1.0
+    set_of_model = np.array([j for j, _ in models])
+    model_m = np.array([m for _, m in models])
+    component_mask = np.arange(max_m)[None, :] < model_m[:, None]
+
+    init_rng = np.random.default_rng((config.seed, dim, 7))
+    if config.model.init == "partial":  # M distinct training points (the sets are shuffled i.i.d. draws)
+        means = train[set_of_model, :max_m]
+    else:  # the ablation: means from N(0, I)
+        means = init_rng.standard_normal((num_models, max_m, dim)).astype(np.float32)
+    means = np.where(component_mask[..., None], means, 0.0).astype(np.float32)
+    params = {"means": means,
+              "log_var": np.full(num_models, np.log(config.model.init_variance), np.float32)}
+    batch = {"train": train[set_of_model], "point_mask": point_mask[set_of_model],
+             "component_mask": component_mask}
+    rngs = np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.seed), i))(
+        jnp.arange(num_models) + 1000 * dim))
+
+    loss_fn = gmm_grid.make_gmm_loss(
+        times, theory.eps_loss_weights(times, config.training.weighting, config.training.custom_weights),
+        config.training.noise_draws)
+    optimizer = optax.adam(gmm_grid.adam_schedule(
+        config.training.steps, config.training.peak_lr, config.training.final_lr,
+        config.training.warmup_fraction))
+    logging.info("grid d=%d: %d models (%d data sets, M <= %d, N <= %d), %d steps", dim, num_models,
+                 len(data_sets), max_m, max_n, config.training.steps)
+    state = gmm_grid.train_grid(params, batch, rngs, loss_fn=loss_fn, optimizer=optimizer,
+                                steps=config.training.steps, chunk_steps=config.training.chunk_steps,
+                                checkpoint_dir=os.path.join(grid_dir, "checkpoints"),
+                                name=f"train d={dim}")
+    trained = jax.device_get(state.params)
+
+    # Memorisation ratio from deterministic DDIM samples (same starting noise for every model).
+    key = jax.random.PRNGKey(EVAL_SEED)
+    x_start = jax.random.normal(key, (config.sampling.num_samples, dim))
+    samples = np.asarray(_sample_grid(trained, component_mask,
+                                      jnp.broadcast_to(x_start, (num_models,) + x_start.shape),
+                                      noise.vp_times(config.sampling.num_steps + 1,
+                                                     config.training.t_min, config.training.t_max)))
+    ratio = np.array([neighbors.memorization_rate(samples[g], data_sets[j][3].train)
+                      for g, j in enumerate(set_of_model)])
+
+    # Per-t losses (x0 units) of the trained models, train and validation.
+    eps_train = jax.random.normal(jax.random.fold_in(key, 1), (max_n, config.eval.noise_draws, dim))
+    train_loss = _grid_losses(trained, component_mask, batch["train"], batch["point_mask"], eps_train, times)
+    val = np.stack([data.val for _, _, _, data in data_sets])[set_of_model]
+    eps_val = jax.random.normal(jax.random.fold_in(key, 2), (val.shape[1], config.eval.noise_draws, dim))
+    val_loss = _grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32), eps_val, times)
+
+    # Baselines per data set on the training points (same noise draws as the trained models).
+    num_points = config.eval.crossover_points
+    gen_loss = np.full((len(data_sets), len(times)), np.nan)
+    mem_loss = np.zeros((len(data_sets), len(times)))
+    pmem_m = np.zeros((len(data_sets), num_points))
+    pmem_loss = np.full((len(data_sets), num_points, len(times)), np.nan)
+    for j, (_, n, _, data) in enumerate(data_sets):  # a handful of data sets per grid
+        points, mask_j = train[j], point_mask[j]
+        if data.variance is not None:
+            gen_loss[j] = _grid_losses(
+                jax.tree_util.tree_map(lambda x: x[None], gmm_denoiser.ground_truth_params(data.means, data.variance)),
+                np.ones((1, data.means.shape[0]), bool), points[None], mask_j[None], eps_train, times)[0]
+        memorizer = gmm_denoiser.memorizing_params(points)
+        m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))
+        masks = np.arange(max_n)[None, :] < m_values[:, None]
+        losses = np.asarray(_capacity_losses(memorizer, masks, points, mask_j, eps_train, times))
+        pmem_m[j, :len(m_values)], pmem_m[j, len(m_values):] = m_values, np.nan
+        pmem_loss[j, :len(m_values)] = losses
+        mem_loss[j] = losses[-1]
+
+    result = dict(
+        fingerprint=np.array(fingerprint), times=times,
+        K=np.array([data_sets[j][0] for j in set_of_model]), N=np.array([data_sets[j][1] for j in set_of_model]),
+        seed=np.array([data_sets[j][2] for j in set_of_model]), M=model_m, ratio=ratio,
+        train_loss=np.asarray(train_loss), val_loss=np.asarray(val_loss),
+        variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped),
+        set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
+        set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
+        pmem_M=pmem_m, pmem_loss=pmem_loss)
+    io.save_npz(result_path, **result)
+    return result
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(config, dim: int, result: dict) -> list[dict]:
+    """One table row per data set (d, K, N, seed): M_pt, delta window, predicted M* per method."""
+    times, delta = result["times"], config.eval.delta
+    rows = []
+    for j in range(len(result["set_N"])):
+        k, n, s = int(result["set_K"][j]), int(result["set_N"][j]), int(result["set_seed"][j])
+        of_set = (result["K"] == k) & (result["N"] == n) & (result["seed"] == s)
+        order = np.argsort(result["M"][of_set])
+        m, ratio = result["M"][of_set][order], result["ratio"][of_set][order]
+        row = dict(d=dim, K=k, N=n, seed=s, M_pt=theory.first_crossing(m, ratio, 0.5),
+                   window_start=theory.first_crossing(m, ratio, delta),
+                   window_end=theory.first_crossing(m, ratio, 1.0 - delta),
+                   ratio_at_max_M=float(ratio[-1]))
+        valid = np.isfinite(result["pmem_M"][j])
+        for weighting in config.eval.weightings:
+            custom = config.training.custom_weights
+            variance = config.data.variance if config.data.model == "isotropic" else np.nan
+            row[f"Mstar_formula_{weighting}"] = n * theory.formula_crossover_fraction(
+                times, weighting, variance, custom)
+            gen = theory.weighted_loss(result["gen_loss"][j], times, weighting, custom)
+            pmem = theory.weighted_loss(result["pmem_loss"][j][valid], times, weighting, custom)
+            row[f"Mstar_measured_{weighting}"] = theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen)
+        rows.append(row)
+    return rows
+
+
+def linear_fit(n, m_star) -> dict:
+    """Least-squares line M* = slope N + intercept over the finite points, with R^2."""
+    n, m_star = np.asarray(n, np.float64), np.asarray(m_star, np.float64)
+    ok = np.isfinite(m_star)
+    if ok.sum() < 2 or np.ptp(n[ok]) == 0:
+        return dict(slope=float("nan"), intercept=float("nan"), r2=float("nan"), points=int(ok.sum()))
+    slope, intercept = np.polyfit(n[ok], m_star[ok], 1)
+    residual = m_star[ok] - (slope * n[ok] + intercept)
+    total = np.sum((m_star[ok] - m_star[ok].mean()) ** 2)
+    r2 = 1.0 - np.sum(residual**2) / total if total > 0 else 1.0
+    return dict(slope=float(slope), intercept=float(intercept), r2=float(r2), points=int(ok.sum()))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths)."""
+    from jaxmem.plots import crossover as crossover_plots
+
+    validate_config(config)
+    rows, ratio_curves = [], []
+    for dim in config.data.dims:
+        result = run_grid(config, int(dim), os.path.join(workdir, f"d{int(dim)}"))
+        rows += summarize(config, int(dim), result)
+        ratio_curves.append(dict(d=int(dim), K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
+    for row in rows:
+        logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f]", row["d"], row["K"], row["N"],
+                     row["seed"], row["M_pt"], row["window_start"], row["window_end"])
+
+    fit = linear_fit([r["N"] for r in rows], [r["M_pt"] for r in rows])
+    predicted = {key: linear_fit([r["N"] for r in rows], [r[key] for r in rows])["slope"]
+                 for key in rows[0] if key.startswith("Mstar_")}
+    paths = dict(table_csv=io.write_csv(os.path.join(workdir, "crossover.csv"), rows),
+                 table_md=io.write_text(os.path.join(workdir, "crossover.md"), io.markdown_table(rows)))
+    paths["crossover_png"] = crossover_plots.save_crossover(os.path.join(workdir, "crossover.png"), rows, fit)
+    paths["ratio_png"] = crossover_plots.save_ratio_curves(os.path.join(workdir, "memorization_ratio.png"),
+                                                           ratio_curves)
+    summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, files=paths)
+    io.write_json(os.path.join(workdir, "summary.json"), summary)
+    logging.info("M*/N slope: %.3f (intercept %.2f, R^2 %.3f, %d points); predicted slopes: %s",
+                 fit["slope"], fit["intercept"], fit["r2"], fit["points"],
+                 ", ".join(f"{k}={v:.3f}" for k, v in predicted.items()))
+    logging.info("table: %s and %s; figures: %s and %s", paths["table_csv"], paths["table_md"],
+                 paths["crossover_png"], paths["ratio_png"])
+    return summary

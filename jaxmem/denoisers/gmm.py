@@ -1,0 +1,117 @@
+"""The GMM denoiser of the memorization laboratory (VP process), as pure functions.
+
+Process (jaxmem.noise): x_t = alpha_t x0 + sigma_t eps, alpha_t = sqrt(1 - t^2), sigma_t = t.
+Model: M means mu_m [M, d], one shared scalar variance s^2 (stored as `log_var`), uniform
+priors over the components that `mask` switches on. The exact posterior mean of x0 under this
+model (the paper's denoiser) is
+
+    v_t      = alpha_t^2 s^2 + sigma_t^2
+    w_m      = softmax_m(-|x_t - alpha_t mu_m|^2 / (2 v_t))        (over unmasked m)
+    x0_hat   = sum_m w_m [mu_m + (alpha_t s^2 / v_t)(x_t - alpha_t mu_m)]
+    eps_hat  = (x_t - alpha_t x0_hat) / sigma_t = (sigma_t / v_t)(x_t - alpha_t mbar),
+
+with mbar = sum_m w_m mu_m. The logits are computed in matmul form: |x_t|^2 is the same for
+every component and cancels in the softmax, leaving (alpha_t <x_t, mu_m> - alpha_t^2 |mu_m|^2 / 2)
+/ v_t, so a batch needs one [B, d] x [d, M] product and no [B, M, d] difference tensor; the
+softmax is a log-sum-exp (jax.nn.softmax subtracts the row maximum).
+
+The same function with fixed parameters gives the baselines: the ground-truth (generalising)
+denoiser of the data GMM (means = data means, s^2 = s0^2), the fully memorising denoiser
+(means = all N training points, s^2 -> 0: the empirical optimal denoiser) and the partially
+memorising one (means = a fixed subset of M training points, s^2 -> 0). `log_var = -inf`
+gives s^2 = 0 exactly.
+
+Parameters: {"means": [M, d] float32, "log_var": [] float32}. `mask`: [M] bool (None = all).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.noise import vp_alpha, vp_sigma
+
+MEMORIZING_LOG_VAR = -np.inf  # s^2 = 0: the empirical optimal denoiser over the means
+PARTIAL_INIT_VARIANCE = 1e-6  # the paper's partial-memorisation initialisation
+
+
+def make_params(means, variance) -> dict:
+    """Parameters {"means": [M, d] float32, "log_var": [] float32} from means and s^2 (>= 0)."""
+    means = jnp.asarray(means, jnp.float32)
+    return {"means": means, "log_var": jnp.log(jnp.asarray(variance, jnp.float32))}
+
+
+def ground_truth_params(data_means, data_variance: float = 1.0) -> dict:
+    """The data GMM itself: the generalising (Bayes-optimal) denoiser."""
+    return make_params(data_means, data_variance)
+
+
+def memorizing_params(train_points) -> dict:
+    """Means = all N training points, s^2 = 0: the empirical optimal denoiser."""
+    return make_params(train_points, 0.0)
+
+
+def partial_memorizing_params(train_points, num_memorized: int, max_components: int | None = None
+                              ) -> tuple[dict, jax.Array]:
+    """Means = the first `num_memorized` training points (one fixed subset for every t), s^2 = 0.
+
+    Returns (params, mask); the means are padded to `max_components` rows (default: all N
+    points as candidates, masked beyond `num_memorized`), so every M shares one shape and
+    the baselines of a whole M grid vmap over `mask`.
+    """
+    train_points = jnp.asarray(train_points, jnp.float32)
+    max_components = train_points.shape[0] if max_components is None else max_components
+    mask = jnp.arange(max_components) < num_memorized
+    return memorizing_params(train_points[:max_components]), mask
+
+
+def _schedule(t):
+    t = jnp.asarray(t, jnp.float32)
+    return vp_alpha(t), vp_sigma(t)
+
+
+def component_logits(params: dict, x_t, t, mask=None):
+    """Log-posterior of each component up to a per-row constant: [B, M].
+
+    x_t: [B, d]; t: scalar or [B]; mask: [M] bool or None. Masked components get -inf.
+    """
+    means = params["means"]
+    alpha, sigma = _schedule(t)
+    alpha, sigma = jnp.broadcast_to(alpha, x_t.shape[:1]), jnp.broadcast_to(sigma, x_t.shape[:1])
+    v = alpha**2 * jnp.exp(params["log_var"]) + sigma**2                       # [B]
+    cross = x_t @ means.T                                                       # [B, M]
+    half_sqnorm = 0.5 * jnp.sum(means * means, axis=-1)                         # [M]
+    logits = (alpha[:, None] * cross - alpha[:, None] ** 2 * half_sqnorm) / v[:, None]
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    return logits
+
+
+def _posterior_terms(params: dict, x_t, t, mask):
+    """(alpha [B,1], sigma [B,1], v [B,1], s^2, mbar [B, d]) shared by both parametrisations."""
+    alpha, sigma = _schedule(t)
+    alpha = jnp.broadcast_to(alpha, x_t.shape[:1])[:, None]
+    sigma = jnp.broadcast_to(sigma, x_t.shape[:1])[:, None]
+    variance = jnp.exp(params["log_var"])
+    v = alpha**2 * variance + sigma**2
+    weights = jax.nn.softmax(component_logits(params, x_t, t, mask), axis=-1)   # [B, M]
+    return alpha, sigma, v, variance, weights @ params["means"]
+
+
+def apply(params: dict, x_t, t, mask=None):
+    """eps-prediction eps_hat = (sigma_t / v_t)(x_t - alpha_t mbar): [B, d], units of eps.
+
+    x_t: [B, d] noisy points; t: scalar or [B] VP times in (0, 1); mask: [M] bool or None.
+    """
+    alpha, sigma, v, _, mean_of_means = _posterior_terms(params, x_t, t, mask)
+    return (sigma / v) * (x_t - alpha * mean_of_means)
+
+
+def apply_x0(params: dict, x_t, t, mask=None):
+    """Posterior mean x0_hat = (alpha_t s^2 x_t + sigma_t^2 mbar) / v_t: [B, d], data units.
+
+    Algebraically (x_t - sigma_t eps_hat) / alpha_t, written without the division by alpha_t.
+    """
+    alpha, sigma, v, variance, mean_of_means = _posterior_terms(params, x_t, t, mask)
+    return (alpha * variance * x_t + sigma**2 * mean_of_means) / v

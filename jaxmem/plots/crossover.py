@@ -1,0 +1,69 @@
+"""Figures of the crossover experiment: M* versus N, memorisation ratio versus M/N."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from jaxmem import io
+
+
+def save_crossover(path: str, rows: list[dict], fit: dict) -> str:
+    """M_pt (with its delta window) versus N per (d, K), the linear fit and the predicted M*.
+
+    rows: the table rows of jaxmem.crossover.summarize; fit: {slope, intercept, r2}.
+    """
+    figure, axis = plt.subplots(figsize=(6.4, 4.8))
+    n_all = np.array([r["N"] for r in rows], np.float64)
+    groups = sorted({(r["d"], r["K"]) for r in rows})
+    for d, k in groups:
+        mine = [r for r in rows if (r["d"], r["K"]) == (d, k)]
+        n = np.array([r["N"] for r in mine], np.float64)
+        m_pt = np.array([r["M_pt"] for r in mine])
+        low = m_pt - np.array([r["window_start"] for r in mine])
+        high = np.array([r["window_end"] for r in mine]) - m_pt
+        axis.errorbar(n, m_pt, yerr=np.nan_to_num(np.stack([low, high]), nan=0.0).clip(0), fmt="o",
+                      capsize=3, label=f"M_pt d={d} K={k}")
+    grid = np.linspace(0.0, n_all.max() * 1.05, 50)
+    if np.isfinite(fit["slope"]):
+        axis.plot(grid, fit["slope"] * grid + fit["intercept"], "k-",
+                  label=f"fit: {fit['slope']:.3f} N + {fit['intercept']:.1f} (R$^2$={fit['r2']:.3f})")
+    styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (1, 3))])
+    for key in [k for k in rows[0] if k.startswith("Mstar_")]:
+        values = np.array([r[key] for r in rows], np.float64)
+        ok = np.isfinite(values)
+        if not ok.any():
+            continue
+        if key.startswith("Mstar_formula_"):
+            slope = float(np.median(values[ok] / n_all[ok]))
+            axis.plot(grid, slope * grid, linestyle=next(styles), label=f"{key[6:]}: {slope:.3f} N")
+        else:
+            axis.plot(n_all[ok], values[ok], "x", label=key[6:])
+    axis.plot(grid, grid, color="0.8", lw=0.8, label="M = N")
+    axis.set(xlabel="training points N", ylabel="capacity M", title="Memorisation transition M* vs N")
+    axis.legend(fontsize=7)
+    return io.save_figure(path, figure)
+
+
+def save_ratio_curves(path: str, curves: list[dict]) -> str:
+    """Memorisation ratio versus M/N, one panel per (d, K), one line per N (mean over seeds).
+
+    curves: per grid {d: int, K, N, M, ratio: arrays over the grid's models}.
+    """
+    panels = [(c, int(d_k)) for c in curves for d_k in np.unique(c["K"])]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for axis, (curve, k) in zip(axes.flat, panels):
+        for n in np.unique(curve["N"]):
+            of_n = (curve["K"] == k) & (curve["N"] == n)
+            m_values = np.unique(curve["M"][of_n])
+            mean_ratio = [curve["ratio"][of_n & (curve["M"] == m)].mean() for m in m_values]
+            axis.plot(m_values / n, mean_ratio, "o-", ms=3, label=f"N={n}")
+        axis.axhline(0.5, color="0.7", lw=0.8)
+        axis.set(title=f"d={curve['d']} K={k}", xlabel="M / N", ylabel="memorisation ratio", ylim=(-0.03, 1.03))
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    return io.save_figure(path, figure)

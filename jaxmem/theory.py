@@ -1,0 +1,88 @@
+"""Closed-form crossover approximations and the measured-loss crossover of the GMM laboratory.
+
+Weightings. A weighting is lambda(t) on the eps-unit training loss (what the trainer uses):
+  "eps"     lambda = 1 (the paper's unweighted eps-prediction loss)
+  "x0"      lambda = 1 / psi_t (the loss in x0 units, |x0_hat - x0|^2 = |eps_hat - eps|^2 / psi_t)
+  "custom"  lambda = a user array over the time grid.
+Because |eps_hat - eps|^2 = psi_t |x0_hat - x0|^2, the same objective on x0-unit losses has
+weights w_t = lambda_t psi_t ("x0": w = 1, uniform over the grid).
+
+Crossover (DESIGN.md, "GMM laboratory"): the capacity M* at which the weighted training loss
+of the partially memorising model (M training points as components, s^2 -> 0) falls below
+that of the generalising ground truth. With gen - mem ~ d s0^2 / (1 + psi_t s0^2) and
+pmem - mem ~ d s0^2 (1 - M/N) in x0 units,
+
+    M*/N = 1 - sum_t w_t / (1 + psi_t s0^2) / sum_t w_t.
+
+The measured partial-memorisation loss is larger than this approximation, so the
+measured-loss crossover (from baseline losses) is reported as well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxmem.config import require, require_choice
+from jaxmem.noise import vp_snr
+
+WEIGHTINGS = ("eps", "x0", "custom")
+
+
+def eps_loss_weights(times, weighting: str, custom=None) -> np.ndarray:
+    """lambda(t) on the eps-unit loss for each grid time: [T] float64."""
+    require_choice("weighting", weighting, WEIGHTINGS)
+    times = np.asarray(times, np.float64)
+    if weighting == "eps":
+        return np.ones_like(times)
+    if weighting == "x0":
+        return 1.0 / vp_snr(times)
+    custom = np.asarray(custom if custom is not None else [], np.float64)
+    require(custom.shape == times.shape and np.all(custom >= 0) and np.any(custom > 0),
+            "custom_weights", custom.tolist(), f"{times.size} non-negative numbers, not all zero "
+            "(one per grid time)")
+    return custom
+
+
+def x0_loss_weights(times, weighting: str, custom=None) -> np.ndarray:
+    """w_t = lambda_t psi_t: the same objective's weights on x0-unit losses: [T] float64."""
+    return eps_loss_weights(times, weighting, custom) * vp_snr(np.asarray(times, np.float64))
+
+
+def formula_crossover_fraction(times, weighting: str, variance: float = 1.0, custom=None) -> float:
+    """M*/N = 1 - sum_t w_t / (1 + psi_t s0^2) / sum_t w_t (closed-form approximation)."""
+    w = x0_loss_weights(times, weighting, custom)
+    psi = vp_snr(np.asarray(times, np.float64))
+    return float(1.0 - np.sum(w / (1.0 + psi * variance)) / np.sum(w))
+
+
+def weighted_loss(x0_losses, times, weighting: str, custom=None) -> np.ndarray:
+    """sum_t w_t L_t / sum_t w_t over the last axis of x0-unit losses [..., T]."""
+    w = x0_loss_weights(times, weighting, custom)
+    return np.asarray(x0_losses, np.float64) @ w / np.sum(w)
+
+
+def measured_crossover(capacities, partial_losses, generalizing_loss) -> float:
+    """The capacity where the partially memorising loss first falls to the generalising loss.
+
+    capacities: increasing M values [J]; partial_losses: weighted loss of the partially
+    memorising model at each M [J]; generalizing_loss: weighted ground-truth loss (scalar).
+    Linear interpolation between the two grid points around the first crossing; NaN when the
+    partial loss never falls that low, capacities[0] when it already starts below.
+    """
+    gap = np.asarray(partial_losses, np.float64) - float(generalizing_loss)
+    return first_crossing(capacities, -gap, 0.0)
+
+
+def first_crossing(xs, ys, level: float) -> float:
+    """The first x at which the curve ys(xs) reaches `level` (linear interpolation); NaN if never.
+
+    Used for the empirical transition M_pt (memorisation ratio 0.5) and its delta window.
+    """
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    above = np.nonzero(ys >= level)[0]
+    if above.size == 0:
+        return float("nan")
+    j = int(above[0])
+    if j == 0:
+        return float(xs[0])
+    return float(xs[j - 1] + (xs[j] - xs[j - 1]) * (level - ys[j - 1]) / (ys[j] - ys[j - 1]))
