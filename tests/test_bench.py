@@ -1,0 +1,39 @@
+"""The benchmark harness and launcher (timing logic, entry registry, output files)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+
+from conftest import REPO
+from jaxmem.benchmarks.harness import time_fn
+
+
+def test_time_fn_counts_repeats_and_waits():
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return jnp.sin(x)
+
+    result = time_fn(fn, jnp.ones(4), repeats=3, warmup=2)
+    assert len(calls) == 5 and result["repeats"] == 3
+    assert 0 < result["min_s"] <= result["median_s"]
+
+
+def test_bench_launcher_knn_quick(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=knn", "--size=quick",
+                          f"--workdir={tmp_path}"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    ours = [r for r in rows if r["method"].startswith("jaxmem")]
+    assert len(ours) == 1 and ours[0]["agrees_with_numpy"] == 1.0
+    assert any(r["method"].startswith("numpy") for r in rows)
+    assert "| knn |" in (tmp_path / "results.md").read_text()
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=nope"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "unknown bench entries ['nope']" in bad.stderr
