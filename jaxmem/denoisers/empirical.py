@@ -1,0 +1,213 @@
+"""The empirical optimal denoiser, streamed over blocks of the training set.
+
+For a training set {x_i}, i = 1..N, in R^d and VE noise y = x + sigma * eps, the denoiser that
+minimises the denoising loss on the empirical distribution is the posterior mean
+
+    w_i(y, sigma) = softmax_i(-|y - x_i|^2 / (2 sigma^2)),     m_sigma(y) = sum_i w_i x_i
+
+(DESIGN.md, "Formulas"). The softmax runs over N candidates; it is computed block by block with a
+running log-sum-exp (`RunningSoftmax`), so a [Q, N] matrix never exists: memory is O(Q * block).
+`RunningSoftmax` is the one streamed log-sum-exp of jaxmem; the multi-level concentration kernel in
+`jaxmem.geometry.concentration` reuses it.
+
+Numerics. Squared distances come from the matmul expansion |y|^2 - 2 y.x_i + |x_i|^2, whose
+absolute error (~ float32 eps * |y|^2) is harmless where it is small against 2 sigma^2 but
+decides the weights where a query sits almost on a training point at tiny sigma. Hence, in every
+block, the candidate nearest to the query is re-computed exactly from the difference y - x_i
+(`exact_nearest_in_block`), and the logits are shifted by the running maximum, i.e. by the
+per-query minimum squared distance, so nothing underflows to 0/0 at sigma = 1e-3.
+
+Usage as a denoiser (same calling convention as a trained network):
+
+    params = empirical.make_params(train_images, block_size=1024)   # train: [N, H, W, C] or [N, d]
+    x0_hat = empirical.apply(params, noisy, sigma)                   # noisy: [B, H, W, C], sigma: () or [B]
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.config import require
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class RunningSoftmax(NamedTuple):
+    """Streamed softmax statistics over candidates i, for any leading query shape S.
+
+    With l_i the logits seen so far and M their running maximum (attained at i = i_max):
+      max_logit   [*S]      M
+      rest        [*S]      sum_{i != i_max} exp(l_i - M)   (so the softmax mass is 1 + rest)
+      mass_sq     [*S]      sum_i exp(2 (l_i - M))
+      mass_logit  [*S]      sum_i exp(l_i - M) (l_i - M)
+      weighted    [*S, d]   sum_i exp(l_i - M) v_i   (None when no values are streamed)
+    Keeping `rest` apart from the leading 1 keeps 1 - max weight and the entropy accurate to
+    float32 relative precision when the posterior is almost one-hot (tiny sigma): every
+    accumulated term is positive, nothing cancels.
+    """
+
+    max_logit: jax.Array
+    rest: jax.Array
+    mass_sq: jax.Array
+    mass_logit: jax.Array
+    weighted: jax.Array | None
+
+    @classmethod
+    def init(cls, shape: tuple[int, ...], value_dim: int | None = None, dtype=jnp.float32) -> "RunningSoftmax":
+        zeros = jnp.zeros(shape, dtype)
+        weighted = None if value_dim is None else jnp.zeros((*shape, value_dim), dtype)
+        # The finite minimum (not -inf) keeps (old - new) * 0 at exactly 0 on the first block.
+        return cls(jnp.full(shape, jnp.finfo(dtype).min, dtype), zeros - 1.0, zeros, zeros, weighted)
+
+    def update(self, logits: jax.Array, valid: jax.Array, values: jax.Array | None = None) -> "RunningSoftmax":
+        """Folds in one block: logits [*S, B], valid [B] (padding mask), values [B, d] or None."""
+        masked = jnp.where(valid, logits, -jnp.inf)
+        block_argmax = jnp.argmax(masked, axis=-1)
+        block_max = jnp.take_along_axis(masked, block_argmax[..., None], axis=-1)[..., 0]
+        new_max = jnp.maximum(self.max_logit, block_max)
+        shift = self.max_logit - new_max  # <= 0
+        scale = jnp.exp(shift)
+        centred = jnp.where(valid, logits - new_max[..., None], 0.0)
+        p = jnp.where(valid, jnp.exp(centred), 0.0)
+        not_block_argmax = jnp.arange(logits.shape[-1]) != block_argmax[..., None]
+        took_over = block_max > self.max_logit
+        rest = (jnp.where(took_over, scale * (1.0 + self.rest), self.rest + jnp.exp(block_max - new_max))
+                + jnp.sum(jnp.where(not_block_argmax, p, 0.0), axis=-1))
+        mass_sq = scale * scale * self.mass_sq + (p * p).sum(-1)
+        mass_logit = scale * (self.mass_logit + shift * (1.0 + self.rest)) + (p * centred).sum(-1)
+        weighted = None
+        if self.weighted is not None:
+            weighted = scale[..., None] * self.weighted + jnp.matmul(p, values, precision=HIGHEST)
+        return RunningSoftmax(new_max, rest, mass_sq, mass_logit, weighted)
+
+    def log_partition(self) -> jax.Array:
+        """log sum_i exp(l_i), [*S]."""
+        return self.max_logit + jnp.log1p(self.rest)
+
+    def max_weight(self) -> jax.Array:
+        """max_i w_i = exp(M - logsumexp) = 1 / (1 + rest), [*S]."""
+        return 1.0 / (1.0 + self.rest)
+
+    def entropy(self) -> jax.Array:
+        """-sum_i w_i log w_i in nats, [*S]."""
+        return jnp.maximum(jnp.log1p(self.rest) - self.mass_logit / (1.0 + self.rest), 0.0)
+
+    def effective_count(self) -> jax.Array:
+        """1 / sum_i w_i^2, in [1, N], [*S]."""
+        return jnp.square(1.0 + self.rest) / self.mass_sq
+
+    def mean(self) -> jax.Array:
+        """sum_i w_i v_i, [*S, d]."""
+        return self.weighted / (1.0 + self.rest)[..., None]
+
+
+def make_params(train: np.ndarray | jax.Array, block_size: int = 1024) -> dict:
+    """Packs a training set into the denoiser's params (a pytree of arrays, safe to jit/vmap over).
+
+    train: [N, ...] (images or flat vectors; flattened to d = prod(...)). The points are padded
+    to a whole number of blocks of `block_size` (the streaming granularity: memory per call is
+    O(queries * block_size)); padded rows are masked out. Returns
+      {"points": [num_blocks, block, d] float32, "sq_norms": [num_blocks, block], "valid": [num_blocks, block] bool}.
+    """
+    train = np.asarray(train, np.float32)
+    require(train.ndim >= 2, "train.ndim", train.ndim, ">= 2 ([N, d] or [N, H, W, C])")
+    n = train.shape[0]
+    require(n > 0, "train (training set size N)", n, "N >= 1 (the training set is empty)")
+    require(isinstance(block_size, int | np.integer) and block_size >= 1, "block_size", block_size,
+            "an integer >= 1")
+    flat = train.reshape(n, -1)
+    require(bool(np.all(np.isfinite(flat))), "train", "non-finite values", "finite values only")
+    block = min(int(block_size), n)
+    num_blocks = -(-n // block)
+    padded = np.zeros((num_blocks * block, flat.shape[1]), np.float32)
+    padded[:n] = flat
+    valid = np.arange(num_blocks * block) < n
+    points = padded.reshape(num_blocks, block, -1)
+    return {
+        "points": jnp.asarray(points),
+        "sq_norms": jnp.asarray(np.einsum("kbd,kbd->kb", points, points)),
+        "valid": jnp.asarray(valid.reshape(num_blocks, block)),
+    }
+
+
+def dimension(params: dict) -> int:
+    """d, the flattened dimension of the training points."""
+    return params["points"].shape[-1]
+
+
+def exact_nearest_in_block(approx_sq_dist: jax.Array, anchors: jax.Array, block_points: jax.Array,
+                           valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Index of each row's nearest valid candidate and its exact difference vector.
+
+    approx_sq_dist [Q, B] (matmul expansion), anchors [Q, d], block_points [B, d], valid [B].
+    Returns (nearest [Q] int, anchors - block_points[nearest] as [Q, d]). Callers overwrite the
+    expansion at `nearest` with quantities computed from the exact difference.
+    """
+    nearest = jnp.argmin(jnp.where(valid, approx_sq_dist, jnp.inf), axis=-1)
+    return nearest, anchors - block_points[nearest]
+
+
+def replace_at(matrix: jax.Array, columns: jax.Array, values: jax.Array) -> jax.Array:
+    """matrix [Q, B] with matrix[q, columns[q]] = values[q]."""
+    hit = jnp.arange(matrix.shape[-1]) == columns[:, None]
+    return jnp.where(hit, values[:, None], matrix)
+
+
+def squared_distances(queries: jax.Array, query_sq_norms: jax.Array, block_points: jax.Array,
+                      block_sq_norms: jax.Array, valid: jax.Array) -> jax.Array:
+    """|y_q - x_i|^2 for one block, [Q, B]: matmul expansion, nearest candidate exact, >= 0."""
+    cross = jnp.matmul(queries, block_points.T, precision=HIGHEST)
+    approx = jnp.maximum(query_sq_norms[:, None] - 2.0 * cross + block_sq_norms[None, :], 0.0)
+    nearest, diff = exact_nearest_in_block(approx, queries, block_points, valid)
+    return replace_at(approx, nearest, jnp.sum(diff * diff, axis=-1))
+
+
+def posterior(params: dict, y: jax.Array, sigma: jax.Array, with_mean: bool = True) -> RunningSoftmax:
+    """Streamed posterior over the training set for flat queries y [Q, d] at sigma [Q] (> 0).
+
+    Logits l_i = -|y - x_i|^2 / (2 sigma^2); one lax.scan step per block of training points.
+    The result gives W = max_weight(), entropy(), effective_count() and, with `with_mean`,
+    m_sigma(y) = mean() [Q, d].
+    """
+    y = y.astype(jnp.float32)
+    inv_two_var = 0.5 / jnp.square(sigma.astype(jnp.float32))
+    y_sq = jnp.sum(y * y, axis=-1)
+
+    def step(state, block):
+        points, sq_norms, valid = block
+        logits = -squared_distances(y, y_sq, points, sq_norms, valid) * inv_two_var[:, None]
+        return state.update(logits, valid, points if with_mean else None), None
+
+    init = RunningSoftmax.init((y.shape[0],), y.shape[1] if with_mean else None)
+    state, _ = jax.lax.scan(step, init, (params["points"], params["sq_norms"], params["valid"]))
+    return state
+
+
+def check_sigma(sigma, field: str = "sigma") -> None:
+    """Rejects concrete noise levels that are not finite and > 0 (traced values pass through)."""
+    if isinstance(sigma, jax.core.Tracer):
+        return
+    values = np.asarray(sigma, np.float64)
+    require(values.size > 0 and bool(np.all(np.isfinite(values) & (values > 0))), field,
+            values.tolist() if values.size <= 8 else f"array with min {values.min():.3g}",
+            "finite noise levels > 0")
+
+
+def apply(params: dict, x: jax.Array, sigma) -> jax.Array:
+    """m_sigma(x): the empirical optimal denoiser, a drop-in for a network's apply.
+
+    params: from `make_params` (holds the training set). x: [B, ...] noisy inputs whose trailing
+    dims flatten to d (e.g. [B, H, W, C]). sigma: scalar or [B] noise standard deviation, > 0,
+    same units as the pixels. Returns the posterior-mean clean estimate with x's shape.
+    """
+    d = dimension(params)
+    require(x.ndim >= 2 and int(np.prod(x.shape[1:])) == d, "x.shape", tuple(x.shape),
+            f"[B, ...] with trailing dims flattening to d = {d} (the training set's dimension)")
+    require(x.shape[0] > 0, "x (queries)", tuple(x.shape), "at least one query (the batch is empty)")
+    check_sigma(sigma)
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (x.shape[0],))
+    return posterior(params, x.reshape(x.shape[0], d), sigma).mean().reshape(x.shape).astype(x.dtype)

@@ -1,0 +1,48 @@
+"""Runs a per-query kernel over chunks of queries, each chunk sharded over all devices.
+
+The geometry kernels are independent per query, so the query axis is the data axis: every
+chunk is split over the mesh (`jaxmem.parallel.sharding_along`), the training set and the
+noise grid are replicated, and jit's partitioner runs each device's slice. Chunks bound the
+memory of the [chunk, levels, block] temporaries; a Python loop over chunks (not over queries
+or noise levels) logs progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from jaxmem import parallel
+from jaxmem.config import require
+from jaxmem.progress import Progress
+
+
+def map_query_chunks(kernel: Callable, queries: tuple, shared: tuple, chunk_size: int,
+                     mesh=None, name: str = "queries") -> dict:
+    """Applies kernel(*query_chunk, *shared) over chunks of the leading query axis.
+
+    queries: arrays [Q, ...] (same Q), split into chunks of at most `chunk_size` (rounded up to
+    a multiple of the device count) and sharded over the mesh along that axis. shared: pytrees
+    replicated on every device. kernel returns a pytree of arrays with leading axis = chunk.
+    Returns that pytree for all Q queries as numpy arrays.
+    """
+    num_queries = queries[0].shape[0]
+    require(num_queries > 0, f"{name} (number of queries)", num_queries, ">= 1 (the query set is empty)")
+    require(all(q.shape[0] == num_queries for q in queries), f"{name} leading sizes",
+            [q.shape[0] for q in queries], "all equal")
+    require(isinstance(chunk_size, int | np.integer) and chunk_size >= 1, "chunk_size", chunk_size,
+            "an integer >= 1")
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    chunk = -(-min(int(chunk_size), num_queries) // mesh.size) * mesh.size
+    padded = [parallel.pad_to_multiple(np.asarray(q), chunk)[0] for q in queries]
+    shared = jax.device_put(shared, parallel.replicated(mesh))
+    progress = Progress(name, total=num_queries, unit="query")
+    outputs = []
+    for start in range(0, padded[0].shape[0], chunk):
+        chunk_args = [jax.device_put(q[start:start + chunk], parallel.sharding_along(mesh, q.ndim))
+                      for q in padded]
+        outputs.append(jax.device_get(kernel(*chunk_args, *shared)))
+        progress.update(min(chunk, num_queries - start))
+    return jax.tree.map(lambda *parts: np.concatenate(parts)[:num_queries], *outputs)

@@ -1,0 +1,149 @@
+"""Posterior concentration of the empirical optimal denoiser over a whole grid of noise levels.
+
+For a clean point x (a training point for W_sigma) with noise z and levels s_1..s_L, the query at
+level s is y = x + s z and (DESIGN.md)
+
+    |y - x_i|^2 = |x - x_i|^2 + 2 s <z, x - x_i> + s^2 |z|^2 = G_i + 2 s C_i + s^2 |z|^2.
+
+G and C need one matmul each per block of training points and serve every level: the logits
+-|y - x_i|^2 / (2 s^2) are, up to the constant -|z|^2 / 2 that cancels in the softmax,
+l_i(s) = -G_i / (2 s^2) - C_i / s. The softmax over i is streamed with the shared
+`RunningSoftmax` (per query and level), giving at each level
+
+    W_sigma = E[max_i w_i],   entropy -sum w log w,   effective count 1 / sum w_i^2,
+    source weight w_{i*} (i* the training index of x; exactly exp(-logsumexp) since l_{i*} = 0).
+
+Numerics: G_{i*} = C_{i*} = 0 exactly for the source, and in every block the nearest other
+candidate's G and C are re-computed from the exact difference x - x_i (near-duplicates).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.config import require
+from jaxmem.denoisers import empirical
+from jaxmem.denoisers.empirical import HIGHEST, RunningSoftmax
+from jaxmem.geometry.batching import map_query_chunks
+
+NO_SOURCE = -1
+CONCENTRATION_FIELDS = ("max_weight", "entropy", "effective_count", "source_weight")
+
+
+def noisy_distance_terms(clean, clean_sq, noise, noise_dot_clean, source, block, block_offset):
+    """G = |x_q - x_i|^2 and C = <z_q, x_q - x_i> for one training block, each [Q, B].
+
+    clean, noise [Q, d]; clean_sq = |x_q|^2, noise_dot_clean = <z_q, x_q> [Q]; source [Q] training
+    index of x_q or NO_SOURCE; block = (points [B, d], sq_norms [B], valid [B]); block_offset: index
+    of the block's first point. Expansion products, with the source and each row's nearest other
+    candidate exact.
+    """
+    points, sq_norms, valid = block
+    gram = jnp.maximum(clean_sq[:, None] - 2.0 * jnp.matmul(clean, points.T, precision=HIGHEST)
+                       + sq_norms[None, :], 0.0)
+    cross = noise_dot_clean[:, None] - jnp.matmul(noise, points.T, precision=HIGHEST)
+    is_source = (block_offset + jnp.arange(points.shape[0]))[None, :] == source[:, None]
+    nearest, diff = empirical.exact_nearest_in_block(gram, clean, points, valid & ~is_source)
+    gram = empirical.replace_at(gram, nearest, jnp.sum(diff * diff, axis=-1))
+    cross = empirical.replace_at(cross, nearest, jnp.sum(noise * diff, axis=-1))
+    return jnp.where(is_source, 0.0, gram), jnp.where(is_source, 0.0, cross)
+
+
+def scan_noisy_blocks(params: dict, clean, noise, source, fold, init):
+    """lax.scan over training blocks: state = fold(state, G [Q, B], C [Q, B], valid [B])."""
+    clean_sq = jnp.sum(clean * clean, axis=-1)
+    noise_dot_clean = jnp.sum(noise * clean, axis=-1)
+    block = params["points"].shape[1]
+
+    def step(state, xs):
+        k, points, sq_norms, valid = xs
+        gram, cross = noisy_distance_terms(clean, clean_sq, noise, noise_dot_clean, source,
+                                           (points, sq_norms, valid), k * block)
+        return fold(state, gram, cross, valid), None
+
+    xs = (jnp.arange(params["points"].shape[0]), params["points"], params["sq_norms"], params["valid"])
+    state, _ = jax.lax.scan(step, init, xs)
+    return state
+
+
+@jax.jit
+def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
+    """Per-query concentration at every level in one pass; clean/noise [Q, d], source [Q], sigmas [L].
+
+    Returns {field: [Q, L]} for CONCENTRATION_FIELDS.
+    """
+    clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
+    gram_coef = (-0.5 / jnp.square(sigmas))[None, :, None]
+    cross_coef = (-1.0 / sigmas)[None, :, None]
+
+    def fold(state, gram, cross, valid):
+        return state.update(gram[:, None, :] * gram_coef + cross[:, None, :] * cross_coef, valid)
+
+    state = scan_noisy_blocks(params, clean, noise, source,
+                              fold, RunningSoftmax.init((clean.shape[0], sigmas.shape[0])))
+    source_weight = jnp.where(source[:, None] >= 0, jnp.exp(-state.log_partition()), 0.0)
+    return {"max_weight": state.max_weight(), "entropy": state.entropy(),
+            "effective_count": state.effective_count(), "source_weight": source_weight}
+
+
+def check_queries(params: dict, clean: np.ndarray, noise: np.ndarray, field: str = "queries") -> None:
+    """Shape checks shared by the geometry kernels: [Q, d] queries matching the training set."""
+    d = empirical.dimension(params)
+    require(clean.ndim == 2 and clean.shape[0] > 0, f"{field}.shape", tuple(clean.shape),
+            "[Q, d] with Q >= 1 (the query set is empty or not 2-D)")
+    require(clean.shape[1] == d, f"{field} dimension d", clean.shape[1],
+            f"d = {d}, the training set's dimension")
+    require(noise.shape == clean.shape, "noise.shape", tuple(noise.shape), f"{tuple(clean.shape)} (as {field})")
+
+
+def posterior_concentration(params: dict, clean: np.ndarray, noise: np.ndarray, sigmas: np.ndarray,
+                            source: np.ndarray | None = None, chunk_size: int = 1024, mesh=None) -> dict:
+    """Concentration statistics of noisy queries x_q + s z_q for every s in `sigmas`.
+
+    params: `empirical.make_params(train)`. clean, noise: [Q, d] float32 (z ~ N(0, I); the same
+    draw serves every level). sigmas: [L] > 0. source: [Q] training index of each clean point
+    (NO_SOURCE = -1 for points outside the training set); default all NO_SOURCE.
+    Returns {field: [Q, L] float32} for CONCENTRATION_FIELDS (entropy in nats). Queries are
+    processed in chunks sharded over the mesh.
+    """
+    clean, noise = np.asarray(clean, np.float32), np.asarray(noise, np.float32)
+    check_queries(params, clean, noise)
+    empirical.check_sigma(sigmas, "sigmas")
+    source = np.full(clean.shape[0], NO_SOURCE, np.int32) if source is None else np.asarray(source, np.int32)
+    require(source.shape == clean.shape[:1], "source.shape", source.shape, f"({clean.shape[0]},)")
+    return map_query_chunks(concentration_kernel, (clean, noise, source),
+                            (params, np.asarray(sigmas, np.float32)), chunk_size, mesh, name="concentration")
+
+
+def per_sigma_concentration(params: dict, clean, noise, sigmas) -> dict:
+    """Baseline for the benchmark and tests: one full streamed pass per level on y = x + s z.
+
+    Same statistics as `concentration_kernel` (without source weights), [Q, L] each.
+    """
+    def one_level(sigma):
+        state = empirical.posterior(params, clean + sigma * noise, jnp.full(clean.shape[:1], sigma),
+                                    with_mean=False)
+        return state.max_weight(), state.entropy(), state.effective_count()
+
+    max_weight, entropy, effective_count = jax.lax.map(one_level, sigmas.astype(jnp.float32))
+    return {"max_weight": max_weight.T, "entropy": entropy.T, "effective_count": effective_count.T}
+
+
+per_sigma_concentration_jit = jax.jit(per_sigma_concentration)
+
+
+def summarize(per_query: np.ndarray, draws: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over queries and its standard error, per level; per_query [Q, L] -> ([L], [L]).
+
+    Q = points * draws, laid out point-major (the draws of one clean point adjacent). Draws of
+    one point are correlated across levels and share the point, so the standard error is over
+    the independent points' means: std(ddof=1) / sqrt(points); with a single point it is over
+    the draws instead.
+    """
+    per_query = np.asarray(per_query, np.float64)
+    per_point = per_query.reshape(-1, draws, per_query.shape[-1]).mean(axis=1)
+    samples = per_point if per_point.shape[0] > 1 else per_query
+    se = samples.std(axis=0, ddof=1) / np.sqrt(samples.shape[0]) if samples.shape[0] > 1 else np.zeros(samples.shape[1])
+    return per_query.mean(axis=0), se
