@@ -68,7 +68,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
             params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
             ema_params=keep(ema_params, state.ema_params), step=state.step + 1,
             skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                        finite=finite.astype(jnp.float32))
         return new_state, metrics
 

@@ -1,0 +1,89 @@
+"""The crossover experiment: config validation, theory, and the smoke preset end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxmem import crossover, noise, theory
+from jaxmem.config import load_config
+
+CONFIG = "configs/crossover.py"
+
+
+@pytest.fixture
+def config(request):
+    from tests.conftest import REPO
+
+    return load_config(os.path.join(REPO, CONFIG) + ":smoke")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.capacity_fractions", (0.5, 1.2), r"model.capacity_fractions \(M/N\).*M <= N"),
+    ("data.num_components", (2, 9), r"data.num_components \(K\).*K <= N"),
+    ("data.dims", (0,), r"data.dims \(d\).*>= 1"),
+    ("training.steps", 0, r"training.steps = 0 is invalid"),
+    ("training.weighting", "l2", r"training.weighting = 'l2'.*'eps', 'x0', 'custom'"),
+    ("eval.weightings", ("x0", "snr"), r"eval.weightings = 'snr'"),
+    ("data.model", "mnist", r"data.model = 'mnist'.*'isotropic', 'lowrank'"),
+    ("training.weighting", "custom", r"custom_weights"),
+])
+def test_bad_config_names_the_field(config, field, value, message):
+    group, name = field.split(".")
+    with config.unlocked():
+        config[group][name] = value
+    with pytest.raises(ValueError, match=message):
+        crossover.validate_config(config)
+
+
+def test_presets_are_valid_and_paper_matches_the_reference():
+    from tests.conftest import REPO
+
+    for preset in ("smoke", "demo", "paper", "scale"):
+        crossover.validate_config(load_config(os.path.join(REPO, CONFIG) + f":{preset}"))
+    paper = load_config(os.path.join(REPO, CONFIG) + ":paper")
+    assert tuple(paper.data.dims) == (30, 40, 50, 60) and tuple(paper.data.num_components) == (3, 6, 9, 12)
+    assert tuple(paper.data.train_sizes) == (50, 100, 150, 200)
+    assert paper.training.steps == 50_000 and paper.training.noise_draws == 100
+    assert paper.sampling.num_samples == 50 and paper.sampling.num_steps == 25
+    demo = load_config(os.path.join(REPO, CONFIG) + ":demo")
+    assert len(demo.data.train_sizes) >= 3
+
+
+def test_theory_weightings_and_crossings():
+    t = noise.vp_times()
+    # x0 units with s0 = 1: 1/(1 + psi) = t^2, so M*/N = 1 - mean(t^2) over the grid.
+    assert theory.formula_crossover_fraction(t, "x0") == pytest.approx(1 - np.mean(t**2))
+    assert theory.formula_crossover_fraction(t, "eps") > 0.999  # psi_t ~ 1e6 at t = 0.001 dominates
+    flat = theory.eps_loss_weights(t, "custom", 1 / noise.vp_snr(t))
+    assert theory.formula_crossover_fraction(t, "custom", custom=flat) == pytest.approx(
+        theory.formula_crossover_fraction(t, "x0"))
+    np.testing.assert_allclose(theory.x0_loss_weights(t, "x0"), 1.0)
+    assert theory.measured_crossover([10, 20, 30], [5.0, 3.0, 1.0], 2.0) == pytest.approx(25.0)
+    assert np.isnan(theory.measured_crossover([10, 20], [5.0, 3.0], 1.0))
+    assert theory.first_crossing([1, 2, 3, 4], [0.0, 0.2, 0.6, 1.0], 0.5) == pytest.approx(2.75)
+    fit = crossover.linear_fit([50, 100, 150, 200], [40, 80, 120, 160])
+    assert fit["slope"] == pytest.approx(0.8) and fit["r2"] == pytest.approx(1.0)
+
+
+def test_smoke_preset_end_to_end_and_rerun_skips(config, tmp_path):
+    workdir = str(tmp_path)
+    summary = crossover.run(config, workdir)
+    for name in ("crossover.csv", "crossover.md", "crossover.png", "memorization_ratio.png", "summary.json"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    rows = summary["rows"]
+    assert [(r["N"], r["K"]) for r in rows] == [(8, 2), (12, 2)]
+    header = open(os.path.join(workdir, "crossover.csv")).readline().strip().split(",")
+    assert {"N", "M_pt", "window_start", "window_end", "Mstar_formula_x0", "Mstar_measured_x0"} <= set(header)
+    with np.load(os.path.join(workdir, "d6", "result.npz")) as f:
+        assert f["ratio"].shape == (6,) and np.all((f["ratio"] >= 0) & (f["ratio"] <= 1))
+        assert np.all(f["skipped"] == 0) and f["pmem_loss"].shape[-1] == 26
+    stamp = os.path.getmtime(os.path.join(workdir, "d6", "result.npz"))
+    again = crossover.run(config, workdir)  # finished grids are reused, not retrained
+    assert os.path.getmtime(os.path.join(workdir, "d6", "result.npz")) == stamp
+    assert json.loads(json.dumps(again["fit"])) == json.loads(json.dumps(summary["fit"]))
+    with config.unlocked():
+        config.training.steps = 21
+    with pytest.raises(ValueError, match="another config"):
+        crossover.run(config, workdir)
