@@ -67,11 +67,10 @@ def make_gmm_loss(times, time_weights, noise_draws: int) -> Callable:
         eps, time_index = jax.vmap(draws_for_point, (0, None))(keys, dim)       # [N,R,d], [N,R]
         t = times[time_index]
         x_t = vp_alpha(t)[..., None] * train[:, None, :] + vp_sigma(t)[..., None] * eps
-        eps_hat = gmm_denoiser.apply(params, x_t.reshape(-1, dim), t.reshape(-1),
-                                     batch["component_mask"])
-        per_draw = jnp.sum((eps_hat - eps.reshape(-1, dim)) ** 2, axis=-1).reshape(t.shape)
-        per_point = jnp.mean(time_weights[time_index] * per_draw, axis=1)          # [N]
-        loss = jnp.sum(point_mask * per_point) / jnp.sum(point_mask)
+        point_weights = (time_weights[time_index] * point_mask[:, None]) / (jnp.sum(point_mask) * noise_draws)
+        loss = gmm_denoiser.weighted_eps_loss(
+            params, x_t.reshape(-1, dim), t.reshape(-1), eps.reshape(-1, dim), point_weights.reshape(-1),
+            batch["component_mask"].astype(jnp.float32))
         return loss, {"variance": jnp.exp(params["log_var"])}
 
     return loss_fn
@@ -80,6 +79,23 @@ def make_gmm_loss(times, time_weights, noise_draws: int) -> Callable:
 def _pad_models(tree, multiple: int):
     """Pads the leading (model) axis of every leaf to a multiple of the device count."""
     return jax.tree_util.tree_map(lambda x: parallel.pad_to_multiple(np.asarray(x), multiple)[0], tree)
+
+
+def init_grid(params, rngs, optimizer: optax.GradientTransformation) -> TrainState:
+    """Fresh states of G models (every leaf with a leading model axis G)."""
+    return jax.vmap(lambda p, r: init_state(p, optimizer, r))(params, rngs)
+
+
+def grid_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """run_chunk(state, batch, length) -> (state, metrics of the last step): `length` steps of
+    the vmapped train step under lax.scan (jit it with `length` static)."""
+    grid_step = jax.vmap(make_train_step(loss_fn, optimizer))
+
+    def run_chunk(state, batch, length):
+        state, metrics = jax.lax.scan(lambda s, _: grid_step(s, batch), state, None, length=length)
+        return state, jax.tree_util.tree_map(lambda m: m[-1], metrics)
+
+    return run_chunk
 
 
 def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.GradientTransformation,
@@ -99,20 +115,14 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
     shard = lambda tree: jax.tree_util.tree_map(  # noqa: E731
         lambda x: parallel.sharding_along(mesh, np.ndim(x)), tree)
 
-    grid_init = jax.vmap(lambda p, r: init_state(p, optimizer, r))
+    grid_init = lambda p, r: init_grid(p, r, optimizer)  # noqa: E731
     state_shapes = jax.eval_shape(grid_init, params, rngs)
     state_sharding = shard(state_shapes)
     batch_sharding = shard(batch)
     state = jax.jit(grid_init, out_shardings=state_sharding)(params, rngs)
     batch = jax.device_put(batch, batch_sharding)
 
-    grid_step = jax.vmap(make_train_step(loss_fn, optimizer))
-
-    def run_chunk(state, batch, length):
-        state, metrics = jax.lax.scan(lambda s, _: grid_step(s, batch), state, None, length=length)
-        return state, jax.tree_util.tree_map(lambda m: m[-1], metrics)
-
-    compiled = jax.jit(run_chunk, static_argnums=2, donate_argnums=0,
+    compiled = jax.jit(grid_chunk(loss_fn, optimizer), static_argnums=2, donate_argnums=0,
                        out_shardings=(state_sharding, None))
 
     manager = None
