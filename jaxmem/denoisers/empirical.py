@@ -37,59 +37,70 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class RunningSoftmax(NamedTuple):
-    """Streamed softmax statistics over candidates i, for any leading query shape S.
+    """Streamed softmax over candidates i with logits l_i = -beta e_i, for a leading query shape S.
 
-    With l_i the logits seen so far and M their running maximum (attained at i = i_max):
-      max_logit   [*S]      M
-      rest        [*S]      sum_{i != i_max} exp(l_i - M)   (so the softmax mass is 1 + rest)
-      mass_sq     [*S]      sum_i exp(2 (l_i - M))
-      mass_logit  [*S]      sum_i exp(l_i - M) (l_i - M)
-      weighted    [*S, d]   sum_i exp(l_i - M) v_i   (None when no values are streamed)
-    Keeping `rest` apart from the leading 1 keeps 1 - max weight and the entropy accurate to
-    float32 relative precision when the posterior is almost one-hot (tiny sigma): every
-    accumulated term is positive, nothing cancels.
+    e_i are energies in squared-distance units (|y - x_i|^2, or |y - x_i|^2 minus a per-query
+    constant) and beta = 1 / (2 sigma^2) > 0 the inverse temperature. The state holds the
+    running minimum energy E (the best candidate, i = i_min) and sums relative to it:
+      inv_temperature [*S]      beta
+      min_energy      [*S]      E = min_i e_i
+      rest            [*S]      sum_{i != i_min} exp(-beta (e_i - E))   (softmax mass = 1 + rest)
+      mass_sq         [*S]      sum_i exp(-2 beta (e_i - E))
+      mass_logit      [*S]      sum_i exp(-beta (e_i - E)) (-beta (e_i - E))
+      weighted        [*S, d]   sum_i exp(-beta (e_i - E)) v_i   (None when no values are streamed)
+    Differences e_i - E are taken in distance units before scaling by beta, i.e. the per-query
+    minimum squared distance is subtracted first: at sigma = 1e-3 a logit like -1.7e6 never
+    exists, so nothing rounds, underflows or turns into 0/0. Keeping `rest` apart from the
+    leading 1 keeps 1 - max weight and the entropy accurate to float32 relative precision when
+    the posterior is almost one-hot: every accumulated term is positive.
     """
 
-    max_logit: jax.Array
+    inv_temperature: jax.Array
+    min_energy: jax.Array
     rest: jax.Array
     mass_sq: jax.Array
     mass_logit: jax.Array
     weighted: jax.Array | None
 
     @classmethod
-    def init(cls, shape: tuple[int, ...], value_dim: int | None = None, dtype=jnp.float32) -> "RunningSoftmax":
-        zeros = jnp.zeros(shape, dtype)
-        weighted = None if value_dim is None else jnp.zeros((*shape, value_dim), dtype)
-        # The finite minimum (not -inf) keeps (old - new) * 0 at exactly 0 on the first block.
-        return cls(jnp.full(shape, jnp.finfo(dtype).min, dtype), zeros - 1.0, zeros, zeros, weighted)
+    def init(cls, inv_temperature: jax.Array, value_dim: int | None = None) -> "RunningSoftmax":
+        """Empty state for inv_temperature [*S] (and values of dimension value_dim)."""
+        zeros = jnp.zeros_like(inv_temperature)
+        weighted = None if value_dim is None else jnp.zeros((*zeros.shape, value_dim), zeros.dtype)
+        return cls(inv_temperature, zeros + jnp.inf, zeros - 1.0, zeros, zeros, weighted)
 
-    def update(self, logits: jax.Array, valid: jax.Array, values: jax.Array | None = None) -> "RunningSoftmax":
-        """Folds in one block: logits [*S, B], valid [B] (padding mask), values [B, d] or None."""
-        masked = jnp.where(valid, logits, -jnp.inf)
-        block_argmax = jnp.argmax(masked, axis=-1)
-        block_max = jnp.take_along_axis(masked, block_argmax[..., None], axis=-1)[..., 0]
-        new_max = jnp.maximum(self.max_logit, block_max)
-        shift = self.max_logit - new_max  # <= 0
-        scale = jnp.exp(shift)
-        centred = jnp.where(valid, logits - new_max[..., None], 0.0)
+    def update(self, energies: jax.Array, valid: jax.Array, values: jax.Array | None = None) -> "RunningSoftmax":
+        """Folds in one block: energies [*S, B], valid [B] (padding mask), values [B, d] or None."""
+        beta = self.inv_temperature
+        masked = jnp.where(valid, energies, jnp.inf)
+        block_argmin = jnp.argmin(masked, axis=-1)
+        block_min = jnp.take_along_axis(masked, block_argmin[..., None], axis=-1)[..., 0]
+        new_min = jnp.minimum(self.min_energy, block_min)
+        old_mass = 1.0 + self.rest  # 0 for the empty state
+        gap = (new_min - self.min_energy) * beta  # <= 0; -inf for the empty state
+        scale = jnp.exp(gap)
+        centred = jnp.where(valid, (new_min[..., None] - masked) * beta[..., None], 0.0)
+        is_block_argmin = jnp.arange(energies.shape[-1]) == block_argmin[..., None]
+        # The block's best candidate gets exactly exp((new_min - block_min) beta): 1 when it leads.
+        centred = jnp.where(is_block_argmin, ((new_min - block_min) * beta)[..., None], centred)
         p = jnp.where(valid, jnp.exp(centred), 0.0)
-        not_block_argmax = jnp.arange(logits.shape[-1]) != block_argmax[..., None]
-        took_over = block_max > self.max_logit
-        rest = (jnp.where(took_over, scale * (1.0 + self.rest), self.rest + jnp.exp(block_max - new_max))
-                + jnp.sum(jnp.where(not_block_argmax, p, 0.0), axis=-1))
-        mass_sq = scale * scale * self.mass_sq + (p * p).sum(-1)
-        mass_logit = scale * (self.mass_logit + shift * (1.0 + self.rest)) + (p * centred).sum(-1)
+        took_over = block_min < self.min_energy
+        rest = (jnp.where(took_over, scale * old_mass, self.rest + jnp.exp((new_min - block_min) * beta))
+                + jnp.sum(jnp.where(is_block_argmin, 0.0, p), axis=-1))
+        mass_sq = scale * scale * self.mass_sq + jnp.sum(p * p, axis=-1)
+        carried_logit = jnp.where(old_mass > 0, scale * (self.mass_logit + gap * old_mass), 0.0)
+        mass_logit = carried_logit + jnp.sum(p * centred, axis=-1)
         weighted = None
         if self.weighted is not None:
             weighted = scale[..., None] * self.weighted + jnp.matmul(p, values, precision=HIGHEST)
-        return RunningSoftmax(new_max, rest, mass_sq, mass_logit, weighted)
+        return RunningSoftmax(beta, new_min, rest, mass_sq, mass_logit, weighted)
 
     def log_partition(self) -> jax.Array:
-        """log sum_i exp(l_i), [*S]."""
-        return self.max_logit + jnp.log1p(self.rest)
+        """log sum_i exp(-beta e_i), [*S]."""
+        return -self.inv_temperature * self.min_energy + jnp.log1p(self.rest)
 
     def max_weight(self) -> jax.Array:
-        """max_i w_i = exp(M - logsumexp) = 1 / (1 + rest), [*S]."""
+        """max_i w_i = 1 / (1 + rest), [*S]."""
         return 1.0 / (1.0 + self.rest)
 
     def entropy(self) -> jax.Array:
@@ -169,20 +180,19 @@ def squared_distances(queries: jax.Array, query_sq_norms: jax.Array, block_point
 def posterior(params: dict, y: jax.Array, sigma: jax.Array, with_mean: bool = True) -> RunningSoftmax:
     """Streamed posterior over the training set for flat queries y [Q, d] at sigma [Q] (> 0).
 
-    Logits l_i = -|y - x_i|^2 / (2 sigma^2); one lax.scan step per block of training points.
+    Energies |y - x_i|^2 at inverse temperature 1 / (2 sigma^2); one lax.scan step per block.
     The result gives W = max_weight(), entropy(), effective_count() and, with `with_mean`,
     m_sigma(y) = mean() [Q, d].
     """
     y = y.astype(jnp.float32)
-    inv_two_var = 0.5 / jnp.square(sigma.astype(jnp.float32))
     y_sq = jnp.sum(y * y, axis=-1)
 
     def step(state, block):
         points, sq_norms, valid = block
-        logits = -squared_distances(y, y_sq, points, sq_norms, valid) * inv_two_var[:, None]
-        return state.update(logits, valid, points if with_mean else None), None
+        energies = squared_distances(y, y_sq, points, sq_norms, valid)
+        return state.update(energies, valid, points if with_mean else None), None
 
-    init = RunningSoftmax.init((y.shape[0],), y.shape[1] if with_mean else None)
+    init = RunningSoftmax.init(0.5 / jnp.square(sigma.astype(jnp.float32)), y.shape[1] if with_mean else None)
     state, _ = jax.lax.scan(step, init, (params["points"], params["sq_norms"], params["valid"]))
     return state
 

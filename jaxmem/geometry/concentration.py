@@ -5,13 +5,13 @@ level s is y = x + s z and (DESIGN.md)
 
     |y - x_i|^2 = |x - x_i|^2 + 2 s <z, x - x_i> + s^2 |z|^2 = G_i + 2 s C_i + s^2 |z|^2.
 
-G and C need one matmul each per block of training points and serve every level: the logits
--|y - x_i|^2 / (2 s^2) are, up to the constant -|z|^2 / 2 that cancels in the softmax,
-l_i(s) = -G_i / (2 s^2) - C_i / s. The softmax over i is streamed with the shared
+G and C need one matmul each per block of training points and serve every level: up to the
+constant s^2 |z|^2, which cancels in the softmax, the energies are e_i(s) = G_i + 2 s C_i at
+inverse temperature 1 / (2 s^2). The softmax over i is streamed with the shared
 `RunningSoftmax` (per query and level), giving at each level
 
     W_sigma = E[max_i w_i],   entropy -sum w log w,   effective count 1 / sum w_i^2,
-    source weight w_{i*} (i* the training index of x; exactly exp(-logsumexp) since l_{i*} = 0).
+    source weight w_{i*} (i* the training index of x; exactly exp(-logsumexp) since e_{i*} = 0).
 
 Numerics: G_{i*} = C_{i*} = 0 exactly for the source, and in every block the nearest other
 candidate's G and C are re-computed from the exact difference x - x_i (near-duplicates).
@@ -75,14 +75,13 @@ def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
     Returns {field: [Q, L]} for CONCENTRATION_FIELDS.
     """
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
-    gram_coef = (-0.5 / jnp.square(sigmas))[None, :, None]
-    cross_coef = (-1.0 / sigmas)[None, :, None]
+    twice_sigma = (2.0 * sigmas)[None, :, None]
 
     def fold(state, gram, cross, valid):
-        return state.update(gram[:, None, :] * gram_coef + cross[:, None, :] * cross_coef, valid)
+        return state.update(gram[:, None, :] + twice_sigma * cross[:, None, :], valid)
 
-    state = scan_noisy_blocks(params, clean, noise, source,
-                              fold, RunningSoftmax.init((clean.shape[0], sigmas.shape[0])))
+    inv_temperature = jnp.broadcast_to(0.5 / jnp.square(sigmas), (clean.shape[0], sigmas.shape[0]))
+    state = scan_noisy_blocks(params, clean, noise, source, fold, RunningSoftmax.init(inv_temperature))
     source_weight = jnp.where(source[:, None] >= 0, jnp.exp(-state.log_partition()), 0.0)
     return {"max_weight": state.max_weight(), "entropy": state.entropy(),
             "effective_count": state.effective_count(), "source_weight": source_weight}

@@ -8,13 +8,13 @@ import numpy as np
 REGIME_COLOURS = {"small": "#4c72b0", "medium": "#c44e52", "large": "#55a868", "neither": "#999999"}
 
 
-def _shade(axis, sigmas: np.ndarray, regime_map: dict) -> None:
+def _shade(axis, sigmas: np.ndarray, regime_map: dict, with_labels: bool) -> None:
     """Shades each regime interval (clipped to the plotted grid)."""
     for name, interval in regime_map["regimes"].items():
         lo = interval["sigma_min"] if interval["sigma_min"] is not None else sigmas[0]
         hi = interval["sigma_max"] if interval["sigma_max"] is not None else sigmas[-1]
         axis.axvspan(max(lo, sigmas[0]), min(hi, sigmas[-1]), color=REGIME_COLOURS[name], alpha=0.12,
-                     label=f"{name} regime")
+                     label=f"{name} regime" if with_labels else None)
 
 
 def geometry_figure(sigmas: np.ndarray, max_weight: np.ndarray, coverage: np.ndarray, regime_map: dict,
@@ -29,7 +29,7 @@ def geometry_figure(sigmas: np.ndarray, max_weight: np.ndarray, coverage: np.nda
     figure, axes = plt.subplots(2 if with_mse else 1, 1, figsize=(7, 7 if with_mse else 4), sharex=True,
                                 squeeze=False)
     top = axes[0, 0]
-    _shade(top, sigmas, regime_map)
+    _shade(top, sigmas, regime_map, with_labels=True)
     top.plot(sigmas, max_weight, "o-", ms=3, color="black", label=r"$W_\sigma$ (posterior concentration)")
     top.plot(sigmas, coverage, "s-", ms=3, color="tab:orange", label=r"$C_\sigma$ (shell coverage)")
     thresholds = regime_map["thresholds"]
@@ -42,7 +42,7 @@ def geometry_figure(sigmas: np.ndarray, max_weight: np.ndarray, coverage: np.nda
     top.set_title(title)
     if with_mse:
         bottom = axes[1, 0]
-        _shade(bottom, sigmas, regime_map)
+        _shade(bottom, sigmas, regime_map, with_labels=False)
         bottom.plot(sigmas, mse_train, "o-", ms=3, label="empirical optimum, training points")
         bottom.plot(sigmas, mse_heldout, "s-", ms=3, label="empirical optimum, held-out points")
         if mse_wiener is not None:

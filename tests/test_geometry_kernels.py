@@ -1,0 +1,183 @@
+"""Geometry kernels against float64 brute force, across devices, and on bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmem import parallel
+from jaxmem.denoisers import empirical, linear
+from jaxmem.geometry import concentration, coverage
+
+SIGMAS = np.geomspace(1e-3, 1e2, 26).astype(np.float32)
+
+
+def _problem(n=40, d=12, q=24, seed=0):
+    rng = np.random.default_rng(seed)
+    train = rng.uniform(-1, 1, (n, d)).astype(np.float32)
+    source = rng.integers(0, n, q).astype(np.int32)
+    noise = rng.standard_normal((q, d)).astype(np.float32)
+    return train, source, noise
+
+
+def brute_posterior(y, sigma, train):
+    """float64 reference: (W, entropy, effective count, weights, mean) for queries y [Q, d].
+
+    Entropy as log1p(rest) - sum w l (l shifted to max 0), so values near 0 keep their digits.
+    """
+    logits = -((y[:, None, :] - train[None]) ** 2).sum(-1) / (2 * sigma**2)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    top = np.arange(p.shape[1]) == p.argmax(axis=1)[:, None]
+    rest = np.where(top, 0.0, p).sum(axis=1)  # the mass beyond the top weight, without cancellation
+    mass = 1.0 + rest
+    weights = p / mass[:, None]
+    entropy = np.log1p(rest) - (p * logits).sum(axis=1) / mass
+    return 1.0 / mass, entropy, 1.0 / (weights**2).sum(axis=1), weights, weights @ train
+
+
+def test_concentration_matches_float64_brute_force_from_1e_3_to_1e2():
+    train, source, noise = _problem()
+    params = empirical.make_params(train, block_size=16)  # 3 blocks, the last one padded
+    stats = concentration.posterior_concentration(params, train[source], noise, SIGMAS, source, chunk_size=16)
+    train64 = train.astype(np.float64)
+    saw_spread = False
+    for j, sigma in enumerate(SIGMAS.astype(np.float64)):
+        y = train64[source] + sigma * noise.astype(np.float64)
+        max_weight, entropy, count, weights, _ = brute_posterior(y, sigma, train64)
+        expected = {"max_weight": max_weight, "entropy": entropy, "effective_count": count,
+                    "source_weight": weights[np.arange(len(source)), source]}
+        for name, ref in expected.items():
+            got = stats[name][:, j]
+            assert np.all(np.isfinite(got)), (name, sigma)
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-30, err_msg=f"{name} at sigma={sigma:.3g}")
+        saw_spread |= bool(np.any((max_weight > 0.2) & (max_weight < 0.8)))
+    assert saw_spread  # the grid crosses the interesting range, not only one-hot / uniform
+    assert np.all(stats["max_weight"][:, 0] == 1.0)  # sigma = 1e-3: snapped to the source, no NaN
+
+
+def test_empirical_denoiser_matches_float64_brute_force():
+    train, source, noise = _problem(seed=1)
+    params = empirical.make_params(train, block_size=16)
+    apply = jax.jit(empirical.apply)
+    rng = np.random.default_rng(2)
+    for clean in (train[source], rng.uniform(-1, 1, noise.shape).astype(np.float32)):
+        for sigma in SIGMAS:
+            y = clean + sigma * noise  # float32 queries; the reference sees the same values
+            got = np.asarray(apply(params, y, sigma))
+            *_, ref = brute_posterior(y.astype(np.float64), float(sigma), train.astype(np.float64))
+            assert np.all(np.isfinite(got))
+            err = np.abs(got - ref).max(axis=1) / np.abs(ref).max(axis=1)
+            assert err.max() < 1e-5, (sigma, err.max())
+
+
+def test_denoiser_accepts_images_and_per_example_sigma():
+    train, _, _ = _problem(n=10, d=12)
+    params = empirical.make_params(train.reshape(10, 2, 2, 3), block_size=4)
+    x = train[:3].reshape(3, 2, 2, 3) + 0.01
+    out = empirical.apply(params, x, jnp.array([1e-3, 1.0, 100.0]))
+    assert out.shape == x.shape
+    np.testing.assert_allclose(out[0], train[0].reshape(2, 2, 3), atol=1e-6)  # tiny sigma: nearest point
+    np.testing.assert_allclose(out[2], train.mean(0).reshape(2, 2, 3), atol=1e-2)  # huge sigma: the mean
+
+
+def test_near_duplicate_training_points_keep_their_weights():
+    """Two points 1e-3 apart: at sigma ~ 1e-3 their weights depend on distance gaps of ~1e-6 that
+    the matmul expansion alone cannot resolve (|x|^2 ~ 16); the exact re-computation of each
+    block's nearest candidate must."""
+    rng = np.random.default_rng(3)
+    train = rng.uniform(-1, 1, (8, 48)).astype(np.float32)
+    train[5] = train[2] + np.float32(1e-3) * rng.standard_normal(48).astype(np.float32) / np.sqrt(48)
+    params = empirical.make_params(train, block_size=4)  # the pair sits in different blocks
+    source = np.array([2, 5, 2, 5], np.int32)
+    noise = rng.standard_normal((4, 48)).astype(np.float32)
+    sigmas = np.array([3e-4, 1e-3, 3e-3], np.float32)
+    stats = concentration.posterior_concentration(params, train[source], noise, sigmas, source)
+    for j, sigma in enumerate(sigmas.astype(np.float64)):
+        y = train.astype(np.float64)[source] + sigma * noise.astype(np.float64)
+        max_weight, entropy, count, weights, _ = brute_posterior(y, sigma, train.astype(np.float64))
+        np.testing.assert_allclose(stats["max_weight"][:, j], max_weight, rtol=1e-4)
+        np.testing.assert_allclose(stats["source_weight"][:, j], weights[np.arange(4), source], rtol=1e-4)
+        np.testing.assert_allclose(stats["entropy"][:, j], entropy, rtol=1e-4, atol=1e-30)
+    assert np.any((stats["max_weight"] > 0.55) & (stats["max_weight"] < 0.95))
+
+
+def test_shared_matmul_path_equals_per_sigma_recompute():
+    train, source, noise = _problem(seed=4)
+    params = empirical.make_params(train, block_size=16)
+    shared = concentration.concentration_kernel(train[source], noise, source, params, SIGMAS)
+    baseline = concentration.per_sigma_concentration_jit(params, jnp.asarray(train[source]), jnp.asarray(noise),
+                                                         jnp.asarray(SIGMAS))
+    for name in baseline:
+        np.testing.assert_allclose(shared[name], baseline[name], rtol=2e-5, atol=1e-30)
+
+
+def test_coverage_matches_float64_union_of_annuli():
+    rng = np.random.default_rng(5)
+    d = 24
+    train = rng.uniform(-1, 1, (60, d)).astype(np.float32)
+    held = rng.uniform(-1, 1, (30, d)).astype(np.float32)
+    clean = np.repeat(held, 4, axis=0)
+    noise = rng.standard_normal(clean.shape).astype(np.float32)
+    sigmas = np.geomspace(0.05, 5, 21).astype(np.float32)
+    params = empirical.make_params(train, block_size=32)
+    covered = coverage.shell_coverage(params, clean, noise, sigmas, c=5.0, chunk_size=40)
+    r_in, r_out = coverage.shell_radii(d, 5.0)
+    mismatches = 0
+    for j, sigma in enumerate(sigmas.astype(np.float64)):
+        y = clean.astype(np.float64) + sigma * noise.astype(np.float64)
+        sq = ((y[:, None, :] - train.astype(np.float64)[None]) ** 2).sum(-1)
+        lo, hi = (sigma * r_in) ** 2, (sigma * r_out) ** 2
+        ref = ((sq >= lo) & (sq <= hi)).any(axis=1)
+        near_boundary = ((np.abs(sq - lo) <= 1e-6 * lo) | (np.abs(sq - hi) <= 1e-6 * hi)).any(axis=1)
+        mismatches += int(np.sum((covered[:, j] != ref) & ~near_boundary))
+    assert mismatches == 0
+    fraction = covered.mean(axis=0)
+    assert fraction.min() == 0.0 and fraction.max() == 1.0 and np.any((fraction > 0.1) & (fraction < 0.9))
+
+
+def test_eight_devices_give_the_same_results_as_one():
+    assert jax.device_count() == 8  # tests/conftest.py
+    train, source, noise = _problem(q=21, seed=6)  # 21 queries: padding to the device count
+    params = empirical.make_params(train, block_size=16)
+    one = parallel.make_mesh(devices=jax.devices()[:1])
+    eight = parallel.make_mesh()
+    stats_1 = concentration.posterior_concentration(params, train[source], noise, SIGMAS, source, chunk_size=8, mesh=one)
+    stats_8 = concentration.posterior_concentration(params, train[source], noise, SIGMAS, source, chunk_size=8, mesh=eight)
+    for name in concentration.CONCENTRATION_FIELDS:
+        np.testing.assert_allclose(stats_8[name], stats_1[name], rtol=1e-5, atol=1e-30)
+    cov_1 = coverage.shell_coverage(params, train[source], noise, SIGMAS, mesh=one)
+    cov_8 = coverage.shell_coverage(params, train[source], noise, SIGMAS, mesh=eight)
+    np.testing.assert_array_equal(cov_8, cov_1)
+
+
+def test_kernels_vmap_over_noise_draws():
+    train, source, noise = _problem(q=6, seed=7)
+    params = empirical.make_params(train, block_size=16)
+    draws = jnp.stack([noise, -noise])
+    batched = jax.vmap(lambda z: concentration.concentration_kernel(train[source], z, source, params, SIGMAS))(draws)
+    single = concentration.concentration_kernel(train[source], -noise, source, params, SIGMAS)
+    np.testing.assert_allclose(batched["max_weight"][1], single["max_weight"], rtol=1e-6)
+
+
+def test_bad_input_errors_name_the_field():
+    train, source, noise = _problem(q=4)
+    params = empirical.make_params(train)
+    with pytest.raises(ValueError, match="sigmas"):
+        concentration.posterior_concentration(params, train[source], noise, np.array([0.1, 0.0]), source)
+    with pytest.raises(ValueError, match="sigmas"):
+        coverage.shell_coverage(params, train[source], noise, np.array([-1.0]))
+    with pytest.raises(ValueError, match="sigma"):
+        empirical.apply(params, train[:2], -1.0)
+    with pytest.raises(ValueError, match="queries dimension d.*training set's dimension"):
+        concentration.posterior_concentration(params, train[source][:, :5], noise[:, :5], SIGMAS)
+    with pytest.raises(ValueError, match="x.shape"):
+        empirical.apply(params, np.zeros((2, 5), np.float32), 1.0)
+    with pytest.raises(ValueError, match="training set is empty"):
+        empirical.make_params(np.zeros((0, 12), np.float32))
+    with pytest.raises(ValueError, match="query set is empty"):
+        coverage.shell_coverage(params, np.zeros((0, 12), np.float32), np.zeros((0, 12), np.float32), SIGMAS)
+    with pytest.raises(ValueError, match="data set is empty"):
+        linear.make_params(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="train"):
+        empirical.make_params(np.full((3, 2), np.nan, np.float32))
