@@ -1,0 +1,86 @@
+"""Real data (digits) behaviour, the smoke preset end to end, and config validation."""
+
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmem.config import load_config
+from jaxmem.data import load_images, train_heldout_split
+from jaxmem.denoisers import empirical
+from jaxmem.geometry import concentration, coverage, experiment
+
+from conftest import REPO
+
+CONFIG = os.path.join(REPO, "configs", "geometry.py")
+
+
+def test_digits_concentration_falls_and_coverage_rises_with_sigma():
+    digits = load_images("digits")
+    train_idx, held_idx = train_heldout_split(digits.labels, 600, 150, seed=0)
+    train, held = digits.flat[train_idx], digits.flat[held_idx]
+    params = empirical.make_params(train, block_size=256)
+    sigmas = np.geomspace(0.02, 30, 24)
+    key = jax.random.PRNGKey(0)
+    source = np.repeat(np.arange(0, 600, 4), 2)  # 150 training points x 2 draws
+    z = np.asarray(jax.random.normal(key, (source.size, train.shape[1])))
+    stats = concentration.posterior_concentration(params, train[source], z, sigmas, source)
+    max_weight, _ = concentration.summarize(stats["max_weight"], draws=2)
+    clean = np.repeat(held, 2, axis=0)
+    covered = coverage.shell_coverage(params, clean, np.asarray(jax.random.normal(jax.random.fold_in(key, 1), clean.shape)),
+                                      sigmas)
+    cover, _ = concentration.summarize(covered, draws=2)
+    assert np.all(np.diff(max_weight) <= 0) and max_weight[0] > 0.999 and max_weight[-1] < 0.01
+    assert np.all(np.diff(cover) >= 0) and cover[0] == 0.0 and cover[-1] == 1.0
+    assert np.all(np.diff(concentration.summarize(stats["entropy"], 2)[0]) >= 0)
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_preset_end_to_end(tmp_path):
+    config = load_config(CONFIG + ":smoke")
+    result = experiment.run(config, str(tmp_path))
+    for name in ("concentration.csv", "coverage.csv", "mse.csv", "wiener_distance.csv", "regimes.json",
+                 "geometry.png", "split_indices.npz"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = _read_csv(tmp_path / "concentration.csv")
+    assert len(rows) == config.grid.num_sigmas
+    assert {"sigma", "max_weight", "max_weight_se", "entropy", "effective_count", "source_weight"} <= set(rows[0])
+    mse_rows = _read_csv(tmp_path / "mse.csv")
+    assert float(mse_rows[0]["train_mse"]) < 1e-6 < float(mse_rows[0]["heldout_mse"])  # memorized at small sigma
+    regime = json.loads((tmp_path / "regimes.json").read_text())
+    assert set(regime["regimes"]) <= {"small", "medium", "large", "neither"} and "small" in regime["regimes"]
+    assert len(regime["levels"]) == config.grid.num_sigmas
+    assert result["paths"]["figure"].endswith("geometry.png")
+    with np.load(tmp_path / "split_indices.npz") as split:
+        assert len(split["train"]) == config.data.n_train and len(np.intersect1d(split["train"], split["heldout"])) == 0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data.dataset", "imagenet", "data.dataset"),
+    ("data.heldout_split", "validation", "data.heldout_split"),
+    ("concentration.num_points", 10_000, "concentration.num_points"),
+    ("coverage.draws", 0, "coverage.draws"),
+    ("grid.sigma_min", 0.0, "grid.sigma_min"),
+    ("coverage.c", -1.0, "coverage.c"),
+])
+def test_bad_config_fields_are_named(field, value, message):
+    config = load_config(CONFIG + ":smoke")
+    group, name = field.split(".")
+    config[group][name] = value
+    with pytest.raises(ValueError, match=message):
+        experiment.check_config(config)
+
+
+def test_presets_exist_and_validate():
+    for preset in ("smoke", "digits", "mnist", "cifar10_1k", "cifar10_50k"):
+        experiment.check_config(load_config(f"{CONFIG}:{preset}"))
+    assert load_config(CONFIG + ":cifar10_1k").grid.num_sigmas == 40
+    with pytest.raises(ValueError, match="valid presets"):
+        load_config(CONFIG + ":nope")
