@@ -15,10 +15,13 @@ Fields (score_sde style groups):
             init_variance; 'random': N(0, I) means, the ablation), init_variance, num_seeds
   training  steps, noise_draws (per point and step), peak_lr, final_lr, warmup_fraction,
             weighting of the loss ('eps', 'x0', 'custom' with custom_weights), chunk_steps
-            (steps per compiled chunk and checkpoint), time grid (num_times, t_min, t_max)
+            (steps per compiled chunk and checkpoint), time grid (num_times, t_min, t_max),
+            point_block (noisy points per rematerialised block, 0 = all: bounds memory),
+            grid_per_train_size (one grid per (d, N) instead of per d: no padding to the largest N)
   sampling  num_samples per model, num_steps of the DDIM sampler
   eval      noise_draws for the per-t losses, delta (transition window), weightings of the
-            predicted crossovers, crossover_points (M values of the partial-memorisation curve)
+            predicted crossovers, crossover_points (M values of the partial-memorisation curve),
+            model_batch (models evaluated at once, 0 = all)
 """
 
 import ml_collections
@@ -39,10 +42,10 @@ def _base() -> ml_collections.ConfigDict:
     config.training = ml_collections.ConfigDict(dict(
         steps=50_000, noise_draws=100, peak_lr=1e-3, final_lr=1e-6, warmup_fraction=0.1,
         weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=26, t_min=0.001,
-        t_max=0.999))
+        t_max=0.999, point_block=0, grid_per_train_size=False))
     config.sampling = ml_collections.ConfigDict(dict(num_samples=50, num_steps=25))
     config.eval = ml_collections.ConfigDict(dict(
-        noise_draws=20, delta=0.1, weightings=("x0", "eps"), crossover_points=50))
+        noise_draws=20, delta=0.1, weightings=("x0", "eps"), crossover_points=50, model_batch=0))
     return config
 
 
@@ -77,8 +80,9 @@ def scale() -> ml_collections.ConfigDict:
                        num_val=1_000)
     config.model.update(capacity_fractions=tuple(round(0.05 * i, 2) for i in range(1, 21)),
                         num_seeds=3)
-    config.training.update(steps=20_000, noise_draws=4, chunk_steps=1_000)
-    config.eval.update(noise_draws=4, crossover_points=100)
+    config.training.update(steps=20_000, noise_draws=4, chunk_steps=1_000, point_block=8_192,
+                           grid_per_train_size=True)
+    config.eval.update(noise_draws=4, crossover_points=100, model_batch=4)
     return config
 
 

@@ -10,13 +10,14 @@ Per data set (d, K, N, seed) the table holds the empirical transition M_pt (rati
 form and by the measured losses for each weighting.
 
 Workdir:
-  d<d>/checkpoints/   orbax checkpoints of the grid while it trains (resumed on rerun)
-  d<d>/result.npz     everything measured for that grid (a rerun skips finished grids)
+  d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
+  d<d>[_n<N>]/result.npz    everything measured for that grid (a rerun skips finished grids)
   crossover.csv, crossover.md, summary.json, crossover.png, memorization_ratio.png
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -67,6 +68,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(model.num_seeds >= 1, "model.num_seeds", model.num_seeds, "an integer >= 1")
     require(training.steps >= 1, "training.steps", training.steps, "an integer >= 1")
     require(training.chunk_steps >= 1, "training.chunk_steps", training.chunk_steps, "an integer >= 1")
+    require(training.point_block >= 0, "training.point_block", training.point_block,
+            "an integer >= 0 (0 = the whole batch at once)")
+    require(config.eval.model_batch >= 0, "eval.model_batch", config.eval.model_batch,
+            "an integer >= 0 (0 = all models at once)")
     require(training.noise_draws >= 1, "training.noise_draws", training.noise_draws, "an integer >= 1")
     require(training.peak_lr > 0 and training.final_lr >= 0, "training.peak_lr, training.final_lr",
             (training.peak_lr, training.final_lr), "peak_lr > 0, final_lr >= 0")
@@ -126,18 +131,25 @@ def x0_losses_per_time(params, mask, points, point_mask, eps, times):
     return jax.lax.map(at_time, jnp.asarray(times, jnp.float32))
 
 
-@jax.jit
-def _grid_losses(params, masks, points, point_masks, eps, times):
-    """x0_losses_per_time vmapped over models: [G, T]."""
-    return jax.vmap(x0_losses_per_time, (0, 0, 0, 0, None, None))(params, masks, points, point_masks,
-                                                                    eps, times)
+def _map_models(fn, xs, model_batch: int):
+    """fn over the leading axis of xs: all at once (vmap) when model_batch is 0, else in batches."""
+    if model_batch <= 0:
+        return jax.vmap(fn)(xs)
+    return jax.lax.map(fn, xs, batch_size=model_batch)
 
 
-@jax.jit
-def _capacity_losses(params, masks, points, point_mask, eps, times):
+@functools.partial(jax.jit, static_argnames="model_batch")
+def _grid_losses(params, masks, points, point_masks, eps, times, model_batch=0):
+    """x0_losses_per_time of every model of a grid: [G, T]."""
+    return _map_models(lambda a: x0_losses_per_time(*a, eps, times), (params, masks, points, point_masks),
+                       model_batch)
+
+
+@functools.partial(jax.jit, static_argnames="model_batch")
+def _capacity_losses(params, masks, points, point_mask, eps, times, model_batch=0):
     """x0_losses_per_time of one set of means under several component masks: [J, T]."""
-    return jax.vmap(x0_losses_per_time, (None, 0, None, None, None, None))(params, masks, points,
-                                                                            point_mask, eps, times)
+    return _map_models(lambda m: x0_losses_per_time(params, m, points, point_mask, eps, times), masks,
+                       model_batch)
 
 
 def _sample_grid(params, masks, x_start, times):
@@ -151,15 +163,26 @@ def _sample_grid(params, masks, x_start, times):
 # --------------------------------------------------------------------------- one grid (one d)
 
 
-def _grid_fingerprint(config, dim: int) -> str:
+def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     """The config fields a grid's results depend on (a rerun with other values must not reuse them)."""
     fields = {k: config[k].to_dict() for k in ("data", "model", "training", "sampling", "eval")}
     fields["data"].pop("dims")
+    fields["data"]["train_sizes"] = [int(n) for n in train_sizes]
+    fields["eval"].pop("model_batch")
     return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
 
 
-def run_grid(config, dim: int, grid_dir: str) -> dict:
-    """Trains and evaluates every model of dimension `dim`; returns (and saves) the arrays.
+def grids(config) -> list[tuple[int, tuple[int, ...], str]]:
+    """(d, train sizes, folder name) of each grid: one per d, or per (d, N) when
+    training.grid_per_train_size (no padding of small training sets to the largest N)."""
+    sizes = tuple(int(n) for n in config.data.train_sizes)
+    if config.training.grid_per_train_size:
+        return [(int(d), (n,), f"d{int(d)}_n{n}") for d in config.data.dims for n in sizes]
+    return [(int(d), sizes, f"d{int(d)}") for d in config.data.dims]
+
+
+def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
+    """Trains and evaluates every model of dimension `dim` and the given N; returns (and saves) the arrays.
 
     Returned per model g: K, N, seed, M, ratio (memorisation), train_loss / val_loss [T]
     (x0 units), variance (final s^2), skipped (non-finite steps). Per data set j:
@@ -167,7 +190,7 @@ def run_grid(config, dim: int, grid_dir: str) -> dict:
     with NaN beyond each set's capacities).
     """
     result_path = os.path.join(grid_dir, "result.npz")
-    fingerprint = _grid_fingerprint(config, dim)
+    fingerprint = _grid_fingerprint(config, dim, train_sizes)
     if os.path.exists(result_path):
         with np.load(result_path) as f:
             stored = str(f["fingerprint"])
@@ -178,9 +201,9 @@ def run_grid(config, dim: int, grid_dir: str) -> dict:
 
     times = _times(config)
     data_sets = [(k, n, s, make_data(config, dim, k, n, s))
-                 for k in config.data.num_components for n in config.data.train_sizes
+                 for k in config.data.num_components for n in train_sizes
                  for s in range(config.model.num_seeds)]
-    max_n = max(config.data.train_sizes)
+    max_n = max(train_sizes)
     models = [(j, int(m)) for j, (_, n, _, _) in enumerate(data_sets)
               for m in capacities(n, config.model.capacity_fractions)]
     max_m = max(m for _, m in models)
@@ -209,7 +232,7 @@ def run_grid(config, dim: int, grid_dir: str) -> dict:
 
     loss_fn = gmm_grid.make_gmm_loss(
         times, theory.eps_loss_weights(times, config.training.weighting, config.training.custom_weights),
-        config.training.noise_draws)
+        config.training.noise_draws, config.training.point_block)
     optimizer = optax.adam(gmm_grid.adam_schedule(
         config.training.steps, config.training.peak_lr, config.training.final_lr,
         config.training.warmup_fraction))
@@ -233,10 +256,13 @@ def run_grid(config, dim: int, grid_dir: str) -> dict:
 
     # Per-t losses (x0 units) of the trained models, train and validation.
     eps_train = jax.random.normal(jax.random.fold_in(key, 1), (max_n, config.eval.noise_draws, dim))
-    train_loss = _grid_losses(trained, component_mask, batch["train"], batch["point_mask"], eps_train, times)
+    model_batch = config.eval.model_batch
+    train_loss = _grid_losses(trained, component_mask, batch["train"], batch["point_mask"], eps_train, times,
+                              model_batch=model_batch)
     val = np.stack([data.val for _, _, _, data in data_sets])[set_of_model]
     eps_val = jax.random.normal(jax.random.fold_in(key, 2), (val.shape[1], config.eval.noise_draws, dim))
-    val_loss = _grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32), eps_val, times)
+    val_loss = _grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32), eps_val, times,
+                            model_batch=model_batch)
 
     # Baselines per data set on the training points (same noise draws as the trained models).
     num_points = config.eval.crossover_points
@@ -253,7 +279,8 @@ def run_grid(config, dim: int, grid_dir: str) -> dict:
         memorizer = gmm_denoiser.memorizing_params(points)
         m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))
         masks = np.arange(max_n)[None, :] < m_values[:, None]
-        losses = np.asarray(_capacity_losses(memorizer, masks, points, mask_j, eps_train, times))
+        losses = np.asarray(_capacity_losses(memorizer, masks, points, mask_j, eps_train, times,
+                                             model_batch=model_batch))
         pmem_m[j, :len(m_values)], pmem_m[j, len(m_values):] = m_values, np.nan
         pmem_loss[j, :len(m_values)] = losses
         mem_loss[j] = losses[-1]
@@ -319,10 +346,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     validate_config(config)
     rows, ratio_curves = [], []
-    for dim in config.data.dims:
-        result = run_grid(config, int(dim), os.path.join(workdir, f"d{int(dim)}"))
-        rows += summarize(config, int(dim), result)
-        ratio_curves.append(dict(d=int(dim), K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
+    for dim, train_sizes, folder in grids(config):
+        result = run_grid(config, dim, train_sizes, os.path.join(workdir, folder))
+        rows += summarize(config, dim, result)
+        ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
     for row in rows:
         logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f]", row["d"], row["K"], row["N"],
                      row["seed"], row["M_pt"], row["window_start"], row["window_end"])

@@ -113,3 +113,17 @@ def test_adam_schedule_warmup_and_decay():
     assert float(schedule(100)) == pytest.approx(1e-3)
     assert float(schedule(550)) == pytest.approx((1e-3 + 1e-6) / 2, rel=1e-3)
     assert float(schedule(1000)) == pytest.approx(1e-6, rel=1e-3)
+
+
+def test_point_blocks_give_the_same_loss_and_gradient():
+    times = noise.vp_times(6)
+    params, batch, rngs = _grid([(10, 6, 0)])
+    params, batch = jax.tree_util.tree_map(lambda x: jnp.asarray(x[0]), (params, batch))
+    whole = gmm_grid.make_gmm_loss(times, np.ones_like(times), DRAWS)
+    blocked = gmm_grid.make_gmm_loss(times, np.ones_like(times), DRAWS, point_block=7)  # 30 points: 5 blocks, padded
+    rng = jax.random.PRNGKey(4)
+    (a, _), ga = jax.value_and_grad(whole, has_aux=True)(params, batch, rng)
+    (b, _), gb = jax.value_and_grad(blocked, has_aux=True)(params, batch, rng)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    for x, y in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)

@@ -44,11 +44,14 @@ def adam_schedule(steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
         boundaries=[warmup])
 
 
-def make_gmm_loss(times, time_weights, noise_draws: int) -> Callable:
+def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0) -> Callable:
     """loss_fn(params, batch, rng) -> (loss, metrics) for one GMM denoiser (full batch).
 
     times: [T] VP time grid; time_weights: [T] lambda(t) on the eps-unit loss (ones: the
-    paper's unweighted loss); noise_draws: R draws per training point and step.
+    paper's unweighted loss); noise_draws: R draws per training point and step;
+    point_block: when > 0, the N R noisy points are processed in blocks of this many under
+    jax.checkpoint (the same loss and gradient, memory bounded by one block's [block, M]
+    logits, about a third more compute); 0 processes the whole batch at once.
     batch: {"train": [N, d], "point_mask": [N] float (1 real, 0 padding),
             "component_mask": [M] bool}.
     """
@@ -68,10 +71,20 @@ def make_gmm_loss(times, time_weights, noise_draws: int) -> Callable:
         t = times[time_index]
         x_t = vp_alpha(t)[..., None] * train[:, None, :] + vp_sigma(t)[..., None] * eps
         point_weights = (time_weights[time_index] * point_mask[:, None]) / (jnp.sum(point_mask) * noise_draws)
-        loss = gmm_denoiser.weighted_eps_loss(
-            params, x_t.reshape(-1, dim), t.reshape(-1), eps.reshape(-1, dim), point_weights.reshape(-1),
-            batch["component_mask"].astype(jnp.float32))
-        return loss, {"variance": jnp.exp(params["log_var"])}
+        flat = (x_t.reshape(-1, dim), t.reshape(-1), eps.reshape(-1, dim), point_weights.reshape(-1))
+        component_mask = batch["component_mask"].astype(jnp.float32)
+        if point_block <= 0 or flat[1].shape[0] <= point_block:
+            return gmm_denoiser.weighted_eps_loss(params, *flat, component_mask), metrics(params)
+        # Whole blocks: pad with zero-weight copies of the last point, then sum rematerialised blocks.
+        extra = -flat[1].shape[0] % point_block
+        padded = [jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in flat[:3]]
+        padded.append(jnp.pad(flat[3], (0, extra)))
+        blocked = [a.reshape((-1, point_block) + a.shape[1:]) for a in padded]
+        block_loss = jax.checkpoint(lambda xs: gmm_denoiser.weighted_eps_loss(params, *xs, component_mask))
+        return jnp.sum(jax.lax.map(block_loss, blocked)), metrics(params)
+
+    def metrics(params):
+        return {"variance": jnp.exp(params["log_var"])}
 
     return loss_fn
 
