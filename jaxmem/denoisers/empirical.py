@@ -40,14 +40,15 @@ class RunningSoftmax(NamedTuple):
     """Streamed softmax over candidates i with logits l_i = -beta e_i, for a leading query shape S.
 
     e_i are energies in squared-distance units (|y - x_i|^2, or |y - x_i|^2 minus a per-query
-    constant) and beta = 1 / (2 sigma^2) > 0 the inverse temperature. The state holds the
-    running minimum energy E (the best candidate, i = i_min) and sums relative to it:
+    constant) and beta = 1 / (2 sigma^2) > 0 the inverse temperature. A state summarises the
+    candidates seen so far relative to their minimum energy E (attained at i = i_min):
       inv_temperature [*S]      beta
       min_energy      [*S]      E = min_i e_i
       rest            [*S]      sum_{i != i_min} exp(-beta (e_i - E))   (softmax mass = 1 + rest)
       mass_sq         [*S]      sum_i exp(-2 beta (e_i - E))
       mass_logit      [*S]      sum_i exp(-beta (e_i - E)) (-beta (e_i - E))
       weighted        [*S, d]   sum_i exp(-beta (e_i - E)) v_i   (None when no values are streamed)
+    Each block is summarised on its own (`of_block`) and merged into the running state (`merge`).
     Differences e_i - E are taken in distance units before scaling by beta, i.e. the per-query
     minimum squared distance is subtracted first: at sigma = 1e-3 a logit like -1.7e6 never
     exists, so nothing rounds, underflows or turns into 0/0. Keeping `rest` apart from the
@@ -64,36 +65,48 @@ class RunningSoftmax(NamedTuple):
 
     @classmethod
     def init(cls, inv_temperature: jax.Array, value_dim: int | None = None) -> "RunningSoftmax":
-        """Empty state for inv_temperature [*S] (and values of dimension value_dim)."""
+        """Empty state (no candidates: mass 0) for inv_temperature [*S] and values of dim value_dim."""
         zeros = jnp.zeros_like(inv_temperature)
         weighted = None if value_dim is None else jnp.zeros((*zeros.shape, value_dim), zeros.dtype)
         return cls(inv_temperature, zeros + jnp.inf, zeros - 1.0, zeros, zeros, weighted)
 
-    def update(self, energies: jax.Array, valid: jax.Array, values: jax.Array | None = None) -> "RunningSoftmax":
-        """Folds in one block: energies [*S, B], valid [B] (padding mask), values [B, d] or None."""
+    @classmethod
+    def of_block(cls, inv_temperature: jax.Array, energies: jax.Array, valid: jax.Array,
+                 values: jax.Array | None = None) -> "RunningSoftmax":
+        """Summary of one block: energies [*S, B], valid [B] (padding mask), values [B, d] or None."""
+        # One materialised buffer, so the minimum and the exponents see bit-identical energies and
+        # the block's best candidates get exactly centred = 0 (no argmin needed to exclude them).
+        energies = jax.lax.optimization_barrier(jnp.where(valid, energies, jnp.inf))
+        block_min = jnp.min(energies, axis=-1)
+        # <= 0; padding clamps to a huge negative finite value, so p = 0 and p * centred = 0.
+        centred = jnp.maximum((block_min[..., None] - energies) * inv_temperature[..., None],
+                              jnp.finfo(energies.dtype).min)
+        p = jnp.exp(centred)
+        leaders = jnp.sum(centred == 0.0, axis=-1).astype(p.dtype)
+        rest = jnp.sum(jnp.where(centred < 0.0, p, 0.0), axis=-1) + (leaders - 1.0)
+        weighted = None if values is None else jnp.matmul(p, values, precision=HIGHEST)
+        return cls(inv_temperature, block_min, rest, jnp.sum(p * p, axis=-1), jnp.sum(p * centred, axis=-1), weighted)
+
+    def merge(self, other: "RunningSoftmax") -> "RunningSoftmax":
+        """The summary of both candidate sets (same inv_temperature)."""
         beta = self.inv_temperature
-        masked = jnp.where(valid, energies, jnp.inf)
-        block_argmin = jnp.argmin(masked, axis=-1)
-        block_min = jnp.take_along_axis(masked, block_argmin[..., None], axis=-1)[..., 0]
-        new_min = jnp.minimum(self.min_energy, block_min)
-        old_mass = 1.0 + self.rest  # 0 for the empty state
-        gap = (new_min - self.min_energy) * beta  # <= 0; -inf for the empty state
-        scale = jnp.exp(gap)
-        centred = jnp.where(valid, (new_min[..., None] - masked) * beta[..., None], 0.0)
-        is_block_argmin = jnp.arange(energies.shape[-1]) == block_argmin[..., None]
-        # The block's best candidate gets exactly exp((new_min - block_min) beta): 1 when it leads.
-        centred = jnp.where(is_block_argmin, ((new_min - block_min) * beta)[..., None], centred)
-        p = jnp.where(valid, jnp.exp(centred), 0.0)
-        took_over = block_min < self.min_energy
-        rest = (jnp.where(took_over, scale * old_mass, self.rest + jnp.exp((new_min - block_min) * beta))
-                + jnp.sum(jnp.where(is_block_argmin, 0.0, p), axis=-1))
-        mass_sq = scale * scale * self.mass_sq + jnp.sum(p * p, axis=-1)
-        carried_logit = jnp.where(old_mass > 0, scale * (self.mass_logit + gap * old_mass), 0.0)
-        mass_logit = carried_logit + jnp.sum(p * centred, axis=-1)
+        new_min = jnp.minimum(self.min_energy, other.min_energy)
+        gaps = [(new_min - part.min_energy) * beta for part in (self, other)]  # <= 0; -inf if empty
+        scales = [jnp.exp(gap) for gap in gaps]
+        masses = [1.0 + part.rest for part in (self, other)]
+        rest = jnp.where(self.min_energy <= other.min_energy, self.rest + scales[1] * masses[1],
+                         other.rest + scales[0] * masses[0])
+        mass_sq = scales[0] ** 2 * self.mass_sq + scales[1] ** 2 * other.mass_sq
+        mass_logit = sum(jnp.where(mass > 0, scale * (part.mass_logit + gap * mass), 0.0)
+                         for part, gap, scale, mass in zip((self, other), gaps, scales, masses))
         weighted = None
         if self.weighted is not None:
-            weighted = scale[..., None] * self.weighted + jnp.matmul(p, values, precision=HIGHEST)
+            weighted = scales[0][..., None] * self.weighted + scales[1][..., None] * other.weighted
         return RunningSoftmax(beta, new_min, rest, mass_sq, mass_logit, weighted)
+
+    def update(self, energies: jax.Array, valid: jax.Array, values: jax.Array | None = None) -> "RunningSoftmax":
+        """Folds in one block: energies [*S, B], valid [B], values [B, d] (when streaming values)."""
+        return self.merge(RunningSoftmax.of_block(self.inv_temperature, energies, valid, values))
 
     def log_partition(self) -> jax.Array:
         """log sum_i exp(-beta e_i), [*S]."""

@@ -75,13 +75,14 @@ def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
     Returns {field: [Q, L]} for CONCENTRATION_FIELDS.
     """
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
-    twice_sigma = (2.0 * sigmas)[None, :, None]
 
     def fold(state, gram, cross, valid):
-        return state.update(gram[:, None, :] + twice_sigma * cross[:, None, :], valid)
+        # Levels one at a time (lax.map): [Q, block] temporaries stay cache-resident.
+        return jax.lax.map(lambda level: level[1].update(gram + 2.0 * level[0] * cross, valid), (sigmas, state))
 
-    inv_temperature = jnp.broadcast_to(0.5 / jnp.square(sigmas), (clean.shape[0], sigmas.shape[0]))
+    inv_temperature = jnp.broadcast_to((0.5 / jnp.square(sigmas))[:, None], (sigmas.shape[0], clean.shape[0]))
     state = scan_noisy_blocks(params, clean, noise, source, fold, RunningSoftmax.init(inv_temperature))
+    state = jax.tree.map(jnp.transpose, state)  # [L, Q] -> [Q, L]
     source_weight = jnp.where(source[:, None] >= 0, jnp.exp(-state.log_partition()), 0.0)
     return {"max_weight": state.max_weight(), "entropy": state.entropy(),
             "effective_count": state.effective_count(), "source_weight": source_weight}

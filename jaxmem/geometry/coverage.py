@@ -57,18 +57,18 @@ def coverage_kernel(clean, noise, params, sigmas, radii) -> jax.Array:
     Returns covered [Q, L] bool: exists i with (s r_in)^2 <= |x_q + s z_q - x_i|^2 <= (s r_out)^2.
     """
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
-    noise_sq = jnp.sum(noise * noise, axis=-1)[:, None, None]
-    s = sigmas[None, :, None]
-    lower, upper = jnp.square(s * radii[0]), jnp.square(s * radii[1])
-    source = jnp.full(clean.shape[:1], NO_SOURCE)
+    noise_sq = jnp.sum(noise * noise, axis=-1)[:, None]
 
     def fold(covered, gram, cross, valid):
-        sq_dist = gram[:, None, :] + 2.0 * s * cross[:, None, :] + s * s * noise_sq
-        inside = (sq_dist >= lower) & (sq_dist <= upper) & valid
-        return covered | jnp.any(inside, axis=-1)
+        def level(args):  # one level at a time (lax.map): [Q, block] temporaries stay cache-resident
+            s, covered_at_level = args
+            sq_dist = gram + 2.0 * s * cross + s * s * noise_sq
+            inside = (sq_dist >= jnp.square(s * radii[0])) & (sq_dist <= jnp.square(s * radii[1])) & valid
+            return covered_at_level | jnp.any(inside, axis=-1)
+        return jax.lax.map(level, (sigmas, covered))
 
-    init = jnp.zeros((clean.shape[0], sigmas.shape[0]), bool)
-    return scan_noisy_blocks(params, clean, noise, source, fold, init)
+    init = jnp.zeros((sigmas.shape[0], clean.shape[0]), bool)
+    return scan_noisy_blocks(params, clean, noise, jnp.full(clean.shape[:1], NO_SOURCE), fold, init).T
 
 
 def shell_coverage(params: dict, clean: np.ndarray, noise: np.ndarray, sigmas: np.ndarray, c: float = 5.0,

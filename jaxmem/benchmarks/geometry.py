@@ -1,0 +1,77 @@
+"""Bench entry: the whole sigma grid from one pair of matmuls per block versus a pass per level.
+
+Both methods compute W (max weight), entropy and effective count for the same noisy queries
+x_q + s z_q at every level s of a 40-level grid:
+  shared_matmul   jaxmem.geometry.concentration.concentration_kernel: G = |x - x_i|^2 and
+                  C = <z, x - x_i> once per block, all levels from them (4 Q N d flops)
+  per_sigma       the baseline: y = x + s z formed per level and streamed through the empirical
+                  denoiser's posterior (L passes, 2 L Q N d flops)
+matmul_fraction = matmul flops / time / measured matmul rate (the roofline of the distance work).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem import noise
+from jaxmem.benchmarks.harness import matmul_rate, time_fn
+from jaxmem.denoisers import empirical
+from jaxmem.geometry import concentration
+
+NAME = "geometry"
+
+# (queries Q, training points N, dimension d, block size, repeats); "full" on an accelerator is
+# the cifar10_50k measurement (10,000 noisy queries against 50,000 CIFAR-sized images).
+SIZES = {
+    "quick": (128, 1024, 3072, 512, 3),
+    "full": (512, 4096, 3072, 1024, 3),
+    "full_accelerator": (10_000, 50_000, 3072, 2048, 3),
+}
+NUM_SIGMAS = 40
+
+
+def _inputs(num_queries: int, num_train: int, dim: int, block: int):
+    key = jax.random.PRNGKey(0)
+    train = jax.random.uniform(key, (num_train, dim), jnp.float32, -1.0, 1.0)
+    source = jnp.arange(num_queries, dtype=jnp.int32) % num_train
+    z = jax.random.normal(jax.random.fold_in(key, 1), (num_queries, dim), jnp.float32)
+    sigmas = jnp.asarray(noise.log_sigmas(NUM_SIGMAS), jnp.float32)
+    return empirical.make_params(np.asarray(train), block), train[source], z, source, sigmas
+
+
+def _peak_bytes() -> int | None:
+    """Peak device memory in use so far (accelerators report it; CPU does not)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def run(size: str) -> list[dict]:
+    """Times both methods on the same inputs; rows: entry, method, shape, median_s, ratio_vs_baseline, ...
+
+    On an accelerator, "full" times only the shared path at cifar10_50k size (the per-level
+    baseline would take 20x longer); its ratio_vs_baseline is None there.
+    """
+    cifar_scale = size == "full" and jax.default_backend() != "cpu"
+    num_queries, num_train, dim, block, repeats = SIZES["full_accelerator" if cifar_scale else size]
+    params, clean, z, source, sigmas = _inputs(num_queries, num_train, dim, block)
+    rate = matmul_rate()
+    shape = f"Q={num_queries} N={num_train} d={dim} L={NUM_SIGMAS} block={block}"
+
+    shared = time_fn(concentration.concentration_kernel, clean, z, source, params, sigmas, repeats=repeats)
+    shared_flops = 4.0 * num_queries * num_train * dim
+    rows = [{"entry": NAME, "method": "shared_matmul", "shape": shape, **shared, "ratio_vs_baseline": None,
+             "matmul_fraction": shared_flops / shared["median_s"] / rate, "peak_bytes": _peak_bytes()}]
+    if not cifar_scale:
+        baseline = time_fn(concentration.per_sigma_concentration_jit, params, clean, z, sigmas, repeats=repeats)
+        baseline_flops = 2.0 * NUM_SIGMAS * num_queries * num_train * dim
+        rows.append({"entry": NAME, "method": "per_sigma (baseline)", "shape": shape, **baseline,
+                     "ratio_vs_baseline": 1.0, "matmul_fraction": baseline_flops / baseline["median_s"] / rate})
+        rows[0]["ratio_vs_baseline"] = baseline["median_s"] / shared["median_s"]
+        shared_w = concentration.concentration_kernel(clean, z, source, params, sigmas)["max_weight"]
+        baseline_w = concentration.per_sigma_concentration_jit(params, clean, z, sigmas)["max_weight"]
+        rows[0]["max_abs_diff_W"] = float(jnp.max(jnp.abs(shared_w - baseline_w)))
+    for row in rows:
+        row["matmul_rate_gflops"] = rate / 1e9
+    return rows
