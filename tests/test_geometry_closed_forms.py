@@ -7,7 +7,7 @@ from scipy.stats import chi2
 
 from jaxmem import noise
 from jaxmem.denoisers import empirical, linear
-from jaxmem.geometry import concentration, coverage, mse, regimes
+from jaxmem.geometry import coverage, mse, queries, regimes
 
 
 def test_shell_radii_and_exact_chi2_mass():
@@ -31,7 +31,7 @@ def test_single_point_coverage_converges_to_chi2_shell_mass(d, c, draws):
     z = np.asarray(jax.random.normal(jax.random.PRNGKey(d), (draws, d)))
     sigmas = np.array([1e-2, 1.0, 30.0], np.float32)
     covered = coverage.shell_coverage(params, np.repeat(point, draws, axis=0), z, sigmas, c=c, chunk_size=2048)
-    estimate, se = concentration.summarize(covered, draws=draws)
+    estimate, se = queries.mean_and_standard_error(covered, draws=draws)
     mass = coverage.chi2_shell_mass(d, c)
     binomial_se = np.sqrt(mass * (1 - mass) / draws)
     assert np.all(np.abs(estimate - mass) < 4 * binomial_se), (estimate, mass)

@@ -11,7 +11,7 @@ import pytest
 from jaxmem.config import load_config
 from jaxmem.data import load_images, train_heldout_split
 from jaxmem.denoisers import empirical
-from jaxmem.geometry import concentration, coverage, experiment
+from jaxmem.geometry import concentration, coverage, experiment, queries
 
 from conftest import REPO
 
@@ -28,14 +28,14 @@ def test_digits_concentration_falls_and_coverage_rises_with_sigma():
     source = np.repeat(np.arange(0, 600, 4), 2)  # 150 training points x 2 draws
     z = np.asarray(jax.random.normal(key, (source.size, train.shape[1])))
     stats = concentration.posterior_concentration(params, train[source], z, sigmas, source)
-    max_weight, _ = concentration.summarize(stats["max_weight"], draws=2)
+    max_weight, _ = queries.mean_and_standard_error(stats["max_weight"], draws=2)
     clean = np.repeat(held, 2, axis=0)
     covered = coverage.shell_coverage(params, clean, np.asarray(jax.random.normal(jax.random.fold_in(key, 1), clean.shape)),
                                       sigmas)
-    cover, _ = concentration.summarize(covered, draws=2)
+    cover, _ = queries.mean_and_standard_error(covered, draws=2)
     assert np.all(np.diff(max_weight) <= 0) and max_weight[0] > 0.999 and max_weight[-1] < 0.01
     assert np.all(np.diff(cover) >= 0) and cover[0] == 0.0 and cover[-1] == 1.0
-    assert np.all(np.diff(concentration.summarize(stats["entropy"], 2)[0]) >= 0)
+    assert np.all(np.diff(queries.mean_and_standard_error(stats["entropy"], 2)[0]) >= 0)
 
 
 def _read_csv(path):

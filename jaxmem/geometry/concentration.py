@@ -26,7 +26,7 @@ import numpy as np
 from jaxmem.config import require
 from jaxmem.denoisers import empirical
 from jaxmem.denoisers.empirical import HIGHEST, RunningSoftmax
-from jaxmem.geometry.batching import map_query_chunks
+from jaxmem.geometry.queries import check_queries, map_query_chunks
 
 NO_SOURCE = -1
 CONCENTRATION_FIELDS = ("max_weight", "entropy", "effective_count", "source_weight")
@@ -88,16 +88,6 @@ def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
             "effective_count": state.effective_count(), "source_weight": source_weight}
 
 
-def check_queries(params: dict, clean: np.ndarray, noise: np.ndarray, field: str = "queries") -> None:
-    """Shape checks shared by the geometry kernels: [Q, d] queries matching the training set."""
-    d = empirical.dimension(params)
-    require(clean.ndim == 2 and clean.shape[0] > 0, f"{field}.shape", tuple(clean.shape),
-            "[Q, d] with Q >= 1 (the query set is empty or not 2-D)")
-    require(clean.shape[1] == d, f"{field} dimension d", clean.shape[1],
-            f"d = {d}, the training set's dimension")
-    require(noise.shape == clean.shape, "noise.shape", tuple(noise.shape), f"{tuple(clean.shape)} (as {field})")
-
-
 def posterior_concentration(params: dict, clean: np.ndarray, noise: np.ndarray, sigmas: np.ndarray,
                             source: np.ndarray | None = None, chunk_size: int = 1024, mesh=None) -> dict:
     """Concentration statistics of noisy queries x_q + s z_q for every s in `sigmas`.
@@ -133,17 +123,3 @@ def per_sigma_concentration(params: dict, clean, noise, sigmas) -> dict:
 
 per_sigma_concentration_jit = jax.jit(per_sigma_concentration)
 
-
-def summarize(per_query: np.ndarray, draws: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over queries and its standard error, per level; per_query [Q, L] -> ([L], [L]).
-
-    Q = points * draws, laid out point-major (the draws of one clean point adjacent). Draws of
-    one point are correlated across levels and share the point, so the standard error is over
-    the independent points' means: std(ddof=1) / sqrt(points); with a single point it is over
-    the draws instead.
-    """
-    per_query = np.asarray(per_query, np.float64)
-    per_point = per_query.reshape(-1, draws, per_query.shape[-1]).mean(axis=1)
-    samples = per_point if per_point.shape[0] > 1 else per_query
-    se = samples.std(axis=0, ddof=1) / np.sqrt(samples.shape[0]) if samples.shape[0] > 1 else np.zeros(samples.shape[1])
-    return per_query.mean(axis=0), se

@@ -24,8 +24,8 @@ import numpy as np
 
 from jaxmem.config import require
 from jaxmem.denoisers import empirical
-from jaxmem.geometry.batching import map_query_chunks
-from jaxmem.geometry.concentration import NO_SOURCE, check_queries, scan_noisy_blocks
+from jaxmem.geometry.concentration import NO_SOURCE, scan_noisy_blocks
+from jaxmem.geometry.queries import check_queries, map_query_chunks
 
 
 def shell_radii(d: int, c: float = 5.0) -> tuple[float, float]:
@@ -77,7 +77,7 @@ def shell_coverage(params: dict, clean: np.ndarray, noise: np.ndarray, sigmas: n
 
     params: `empirical.make_params(train)`; clean, noise: [Q, d] (held-out points repeated per
     draw, z ~ N(0, I) shared by all levels); sigmas [L] > 0; c: Laurent–Massart constant.
-    Average over queries (`concentration.summarize`) for C_sigma and its standard error.
+    Average over queries (`queries.mean_and_standard_error`) for C_sigma and its standard error.
     """
     clean, noise = np.asarray(clean, np.float32), np.asarray(noise, np.float32)
     check_queries(params, clean, noise)

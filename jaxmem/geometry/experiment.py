@@ -24,7 +24,7 @@ from jaxmem import io, noise
 from jaxmem.config import require, require_choice
 from jaxmem.data import DATASETS, balanced_subset, load_images, train_heldout_split
 from jaxmem.denoisers import empirical, linear
-from jaxmem.geometry import concentration, coverage, mse, regimes
+from jaxmem.geometry import concentration, coverage, mse, queries, regimes
 from jaxmem.plots import geometry as geometry_plot
 
 HELDOUT_SPLITS = ("", "test")
@@ -100,7 +100,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cc = config.concentration
     source, clean, z = noisy_queries(train, cc.num_points, cc.draws, config.seed, jax.random.fold_in(key, 0))
     stats = concentration.posterior_concentration(params, clean, z, sigmas, source, chunk)
-    summary = {name: concentration.summarize(stats[name], cc.draws) for name in concentration.CONCENTRATION_FIELDS}
+    summary = {name: queries.mean_and_standard_error(stats[name], cc.draws) for name in concentration.CONCENTRATION_FIELDS}
     conc_curves = {}
     for name, (mean, se) in summary.items():
         conc_curves[name], conc_curves[name + "_se"] = mean, se
@@ -108,17 +108,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cv = config.coverage
     _, clean, z = noisy_queries(heldout, cv.num_points, cv.draws, config.seed + 1, jax.random.fold_in(key, 1))
     covered = coverage.shell_coverage(params, clean, z, sigmas, cv.c, chunk)
-    cov_mean, cov_se = concentration.summarize(covered, cv.draws)
+    cov_mean, cov_se = queries.mean_and_standard_error(covered, cv.draws)
     shell_mass = coverage.chi2_shell_mass(train.shape[1], cv.c)
 
     mc = config.mse
     _, train_clean, train_z = noisy_queries(train, mc.num_points, mc.draws, config.seed + 2, jax.random.fold_in(key, 2))
     _, held_clean, held_z = noisy_queries(heldout, mc.num_points, mc.draws, config.seed + 3, jax.random.fold_in(key, 3))
     wiener = linear.make_params(train)
-    mse_train = concentration.summarize(mse.mse_curve(empirical.apply, params, train_clean, train_z, sigmas, mse_chunk), mc.draws)
-    mse_held = concentration.summarize(mse.mse_curve(empirical.apply, params, held_clean, held_z, sigmas, mse_chunk), mc.draws)
-    mse_wiener = concentration.summarize(mse.mse_curve(linear.apply, wiener, held_clean, held_z, sigmas, mse_chunk), mc.draws)
-    distance = concentration.summarize(mse.denoiser_distance_curve(linear.apply, wiener, empirical.apply, params,
+    mse_train = queries.mean_and_standard_error(mse.mse_curve(empirical.apply, params, train_clean, train_z, sigmas, mse_chunk), mc.draws)
+    mse_held = queries.mean_and_standard_error(mse.mse_curve(empirical.apply, params, held_clean, held_z, sigmas, mse_chunk), mc.draws)
+    mse_wiener = queries.mean_and_standard_error(mse.mse_curve(linear.apply, wiener, held_clean, held_z, sigmas, mse_chunk), mc.draws)
+    distance = queries.mean_and_standard_error(mse.denoiser_distance_curve(linear.apply, wiener, empirical.apply, params,
                                                                    held_clean, held_z, sigmas, mse_chunk), mc.draws)
 
     regime = regimes.regime_map(sigmas, conc_curves["max_weight"], cov_mean, config.regimes.w_threshold,

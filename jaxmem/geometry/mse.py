@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem.denoisers.empirical import check_sigma
-from jaxmem.geometry.batching import map_query_chunks
+from jaxmem.geometry.queries import map_query_chunks
 
 Denoiser = Callable  # apply(params, x [B, d], sigma [B]) -> [B, d]
 
