@@ -69,6 +69,7 @@ def test_smoke_preset_end_to_end(tmp_path):
     ("coverage.draws", 0, "coverage.draws"),
     ("grid.sigma_min", 0.0, "grid.sigma_min"),
     ("coverage.c", -1.0, "coverage.c"),
+    ("data.heldout_split", "test", "data.heldout_split"),  # digits has no separate test split
 ])
 def test_bad_config_fields_are_named(field, value, message):
     config = load_config(CONFIG + ":smoke")
@@ -84,3 +85,20 @@ def test_presets_exist_and_validate():
     assert load_config(CONFIG + ":cifar10_1k").grid.num_sigmas == 40
     with pytest.raises(ValueError, match="valid presets"):
         load_config(CONFIG + ":nope")
+
+
+def test_cifar10_preset_path_with_mock_tfds(tmp_path):
+    """cifar10_1k's data path (tfds train split for training, test split held out), tiny sizes."""
+    import tensorflow_datasets as tfds
+
+    config = load_config(CONFIG + ":cifar10_1k")
+    config.data.update(n_train=24, n_heldout=12)
+    config.grid.num_sigmas = 6
+    config.concentration.update(num_points=6, draws=1)
+    config.coverage.update(num_points=6, draws=1)
+    config.mse.update(num_points=4, draws=1)
+    with tfds.testing.mock_data(num_examples=40):
+        result = experiment.run(config, str(tmp_path))
+    rows = _read_csv(tmp_path / "coverage.csv")
+    assert len(rows) == 6 and float(rows[0]["chi2_shell_mass"]) == pytest.approx(0.99875, abs=1e-5)  # d = 3072
+    assert result["max_weight"][0] == pytest.approx(1.0)

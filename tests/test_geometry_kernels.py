@@ -77,6 +77,9 @@ def test_denoiser_accepts_images_and_per_example_sigma():
     x = train[:3].reshape(3, 2, 2, 3) + 0.01
     out = empirical.apply(params, x, jnp.array([1e-3, 1.0, 100.0]))
     assert out.shape == x.shape
+    np.testing.assert_array_equal(empirical.apply(params, x, jnp.array([1e-3, 1.0, 100.0]).reshape(3, 1, 1, 1)), out)
+    with pytest.raises(ValueError, match="sigma.shape"):
+        empirical.apply(params, x, jnp.ones(2))
     np.testing.assert_allclose(out[0], train[0].reshape(2, 2, 3), atol=1e-6)  # tiny sigma: nearest point
     np.testing.assert_allclose(out[2], train.mean(0).reshape(2, 2, 3), atol=1e-2)  # huge sigma: the mean
 

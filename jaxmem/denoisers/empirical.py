@@ -220,17 +220,25 @@ def check_sigma(sigma, field: str = "sigma") -> None:
             "finite noise levels > 0")
 
 
+def per_example_sigma(sigma, batch: int) -> jax.Array:
+    """sigma as a [batch] float32 vector: a scalar is broadcast, B values ([B], [B, 1, 1, 1]) flattened."""
+    sigma = jnp.asarray(sigma, jnp.float32)
+    require(sigma.size in (1, batch), "sigma.shape", tuple(sigma.shape), f"a scalar or {batch} values (one per example)")
+    return jnp.broadcast_to(sigma.reshape(-1), (batch,))
+
+
 def apply(params: dict, x: jax.Array, sigma) -> jax.Array:
     """m_sigma(x): the empirical optimal denoiser, a drop-in for a network's apply.
 
     params: from `make_params` (holds the training set). x: [B, ...] noisy inputs whose trailing
     dims flatten to d (e.g. [B, H, W, C]). sigma: scalar or [B] noise standard deviation, > 0,
-    same units as the pixels. Returns the posterior-mean clean estimate with x's shape.
+    same units as the pixels (or any shape holding B values, e.g. [B, 1, 1, 1]). Returns the
+    posterior-mean clean estimate with x's shape.
     """
     d = dimension(params)
     require(x.ndim >= 2 and int(np.prod(x.shape[1:])) == d, "x.shape", tuple(x.shape),
             f"[B, ...] with trailing dims flattening to d = {d} (the training set's dimension)")
     require(x.shape[0] > 0, "x (queries)", tuple(x.shape), "at least one query (the batch is empty)")
     check_sigma(sigma)
-    sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (x.shape[0],))
+    sigma = per_example_sigma(sigma, x.shape[0])
     return posterior(params, x.reshape(x.shape[0], d), sigma).mean().reshape(x.shape).astype(x.dtype)

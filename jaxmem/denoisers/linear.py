@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem.config import require
-from jaxmem.denoisers.empirical import HIGHEST, check_sigma
+from jaxmem.denoisers.empirical import HIGHEST, check_sigma, per_example_sigma
 
 
 def make_params(data: np.ndarray) -> dict:
@@ -36,7 +36,7 @@ def make_params(data: np.ndarray) -> dict:
 
 
 def apply(params: dict, x, sigma):
-    """Wiener estimate of the clean input; x: [B, ...] flattening to d, sigma: scalar or [B] > 0.
+    """Wiener estimate of the clean input; x: [B, ...] flattening to d, sigma: scalar or B values > 0.
 
     Returns an array of x's shape.
     """
@@ -45,7 +45,7 @@ def apply(params: dict, x, sigma):
             f"[B, ...] with trailing dims flattening to d = {d} (the data's dimension)")
     check_sigma(sigma)
     flat = x.reshape(x.shape[0], d).astype(jnp.float32) - params["mean"]
-    variance = jnp.square(jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (x.shape[0],)))[:, None]
+    variance = jnp.square(per_example_sigma(sigma, x.shape[0]))[:, None]
     gain = params["variances"][None, :] / (params["variances"][None, :] + variance)
     coords = jnp.matmul(flat, params["basis"].T, precision=HIGHEST)
     shrunk = jnp.matmul(coords * gain, params["basis"], precision=HIGHEST)

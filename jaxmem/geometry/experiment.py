@@ -28,6 +28,7 @@ from jaxmem.geometry import concentration, coverage, mse, queries, regimes
 from jaxmem.plots import geometry as geometry_plot
 
 HELDOUT_SPLITS = ("", "test")
+TFDS_DATASETS = ("mnist", "cifar10")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -35,6 +36,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     data = config.data
     require_choice("data.dataset", data.dataset, DATASETS)
     require_choice("data.heldout_split", data.heldout_split, HELDOUT_SPLITS)
+    require(not data.heldout_split or data.dataset in TFDS_DATASETS, "data.heldout_split", data.heldout_split,
+            f"'' for dataset {data.dataset!r} (a separate held-out split exists only for {', '.join(TFDS_DATASETS)})")
     require(data.n_train >= 1, "data.n_train", data.n_train, "an integer >= 1")
     require(data.n_heldout >= 1, "data.n_heldout", data.n_heldout, "an integer >= 1")
     grid = config.grid
