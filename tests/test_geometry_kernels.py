@@ -172,6 +172,8 @@ def test_bad_input_errors_name_the_field():
         coverage.shell_coverage(params, train[source], noise, np.array([-1.0]))
     with pytest.raises(ValueError, match="sigma"):
         empirical.apply(params, train[:2], -1.0)
+    with pytest.raises(ValueError, match="source"):
+        concentration.posterior_concentration(params, train[source], noise, SIGMAS, source + len(train))
     with pytest.raises(ValueError, match="queries dimension d.*training set's dimension"):
         concentration.posterior_concentration(params, train[source][:, :5], noise[:, :5], SIGMAS)
     with pytest.raises(ValueError, match="x.shape"):

@@ -77,8 +77,11 @@ def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
 
     def fold(state, gram, cross, valid):
-        # Levels one at a time (lax.map): [Q, block] temporaries stay cache-resident.
-        return jax.lax.map(lambda level: level[1].update(gram + 2.0 * level[0] * cross, valid), (sigmas, state))
+        def level(args):
+            sigma, level_state = args
+            return level_state.update(gram + 2.0 * sigma * cross, valid)
+
+        return jax.lax.map(level, (sigmas, state))  # one level at a time: [Q, block] temporaries
 
     inv_temperature = jnp.broadcast_to((0.5 / jnp.square(sigmas))[:, None], (sigmas.shape[0], clean.shape[0]))
     state = scan_noisy_blocks(params, clean, noise, source, fold, RunningSoftmax.init(inv_temperature))
@@ -103,6 +106,9 @@ def posterior_concentration(params: dict, clean: np.ndarray, noise: np.ndarray, 
     empirical.check_sigma(sigmas, "sigmas")
     source = np.full(clean.shape[0], NO_SOURCE, np.int32) if source is None else np.asarray(source, np.int32)
     require(source.shape == clean.shape[:1], "source.shape", source.shape, f"({clean.shape[0]},)")
+    num_train = int(np.sum(params["valid"]))
+    require(bool(np.all((source >= NO_SOURCE) & (source < num_train))), "source", f"range [{source.min()}, {source.max()}]",
+            f"training indices in [0, {num_train}) or NO_SOURCE = -1")
     return map_query_chunks(concentration_kernel, (clean, noise, source),
                             (params, np.asarray(sigmas, np.float32)), chunk_size, mesh, name="concentration")
 
