@@ -30,8 +30,8 @@ def test_digits_concentration_falls_and_coverage_rises_with_sigma():
     stats = concentration.posterior_concentration(params, train[source], z, sigmas, source)
     max_weight, _ = queries.mean_and_standard_error(stats["max_weight"], draws=2)
     clean = np.repeat(held, 2, axis=0)
-    covered = coverage.shell_coverage(params, clean, np.asarray(jax.random.normal(jax.random.fold_in(key, 1), clean.shape)),
-                                      sigmas)
+    held_noise = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), clean.shape))
+    covered = coverage.shell_coverage(params, clean, held_noise, sigmas)
     cover, _ = queries.mean_and_standard_error(covered, draws=2)
     assert np.all(np.diff(max_weight) <= 0) and max_weight[0] > 0.999 and max_weight[-1] < 0.01
     assert np.all(np.diff(cover) >= 0) and cover[0] == 0.0 and cover[-1] == 1.0
@@ -70,6 +70,7 @@ def test_smoke_preset_end_to_end(tmp_path):
     ("grid.sigma_min", 0.0, "grid.sigma_min"),
     ("coverage.c", -1.0, "coverage.c"),
     ("data.heldout_split", "test", "data.heldout_split"),  # digits has no separate test split
+    ("regimes.w_threshold", 1.0, "regimes.w_threshold"),
 ])
 def test_bad_config_fields_are_named(field, value, message):
     config = load_config(CONFIG + ":smoke")

@@ -145,8 +145,8 @@ def test_eight_devices_give_the_same_results_as_one():
     params = empirical.make_params(train, block_size=16)
     one = parallel.make_mesh(devices=jax.devices()[:1])
     eight = parallel.make_mesh()
-    stats_1 = concentration.posterior_concentration(params, train[source], noise, SIGMAS, source, chunk_size=8, mesh=one)
-    stats_8 = concentration.posterior_concentration(params, train[source], noise, SIGMAS, source, chunk_size=8, mesh=eight)
+    stats_1, stats_8 = (concentration.posterior_concentration(params, train[source], noise, SIGMAS, source,
+                                                              chunk_size=8, mesh=mesh) for mesh in (one, eight))
     for name in concentration.CONCENTRATION_FIELDS:
         np.testing.assert_allclose(stats_8[name], stats_1[name], rtol=1e-5, atol=1e-30)
     cov_1 = coverage.shell_coverage(params, train[source], noise, SIGMAS, mesh=one)

@@ -225,7 +225,8 @@ def check_sigma(sigma, field: str = "sigma") -> None:
 def per_example_sigma(sigma, batch: int) -> jax.Array:
     """sigma as a [batch] float32 vector: a scalar is broadcast, B values ([B], [B, 1, 1, 1]) flattened."""
     sigma = jnp.asarray(sigma, jnp.float32)
-    require(sigma.size in (1, batch), "sigma.shape", tuple(sigma.shape), f"a scalar or {batch} values (one per example)")
+    require(sigma.size in (1, batch), "sigma.shape", tuple(sigma.shape),
+            f"a scalar or {batch} values (one per example)")
     return jnp.broadcast_to(sigma.reshape(-1), (batch,))
 
 

@@ -107,8 +107,8 @@ def posterior_concentration(params: dict, clean: np.ndarray, noise: np.ndarray, 
     source = np.full(clean.shape[0], NO_SOURCE, np.int32) if source is None else np.asarray(source, np.int32)
     require(source.shape == clean.shape[:1], "source.shape", source.shape, f"({clean.shape[0]},)")
     num_train = int(np.sum(params["valid"]))
-    require(bool(np.all((source >= NO_SOURCE) & (source < num_train))), "source", f"range [{source.min()}, {source.max()}]",
-            f"training indices in [0, {num_train}) or NO_SOURCE = -1")
+    require(bool(np.all((source >= NO_SOURCE) & (source < num_train))), "source",
+            f"range [{source.min()}, {source.max()}]", f"training indices in [0, {num_train}) or NO_SOURCE = -1")
     return map_query_chunks(concentration_kernel, (clean, noise, source),
                             (params, np.asarray(sigmas, np.float32)), chunk_size, mesh, name="concentration")
 

@@ -51,6 +51,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         require(1 <= points <= limit, f"{group}.num_points", points, f"1 <= num_points <= {limit_name} = {limit}")
         require(draws >= 1, f"{group}.draws", draws, "an integer >= 1")
     require(config.coverage.c > 0, "coverage.c", config.coverage.c, "c > 0")
+    for field in ("w_threshold", "c_threshold"):
+        value = config.regimes[field]
+        require(0.0 < value < 1.0, f"regimes.{field}", value, "a probability in (0, 1)")
+    require(config.regimes.edm_steps >= 2, "regimes.edm_steps", config.regimes.edm_steps, "an integer >= 2")
     for field in ("block_size", "chunk_size", "mse_chunk_size"):
         require(config.compute[field] >= 1, f"compute.{field}", config.compute[field], "an integer >= 1")
 
@@ -86,6 +90,53 @@ def _columns(sigmas: np.ndarray, **curves) -> list[dict]:
     return [{"sigma": float(s), **{k: float(v[i]) for k, v in curves.items()}} for i, s in enumerate(sigmas)]
 
 
+def _with_standard_errors(per_query: dict, draws: int) -> dict:
+    """{name: [Q, L]} -> {name: mean [L], name_se: standard error [L]}."""
+    curves = {}
+    for name, values in per_query.items():
+        curves[name], curves[name + "_se"] = queries.mean_and_standard_error(values, draws)
+    return curves
+
+
+def measure_concentration(config, params, train, sigmas, key) -> dict:
+    """W, entropy, effective count, source weight (+ _se) per level, over noisy training points."""
+    group = config.concentration
+    source, clean, z = noisy_queries(train, group.num_points, group.draws, config.seed, key)
+    stats = concentration.posterior_concentration(params, clean, z, sigmas, source, config.compute.chunk_size)
+    return _with_standard_errors(stats, group.draws)
+
+
+def measure_coverage(config, params, heldout, sigmas, key) -> dict:
+    """Shell coverage C (+ _se) per level over noisy held-out points, and the exact chi-square mass."""
+    group = config.coverage
+    _, clean, z = noisy_queries(heldout, group.num_points, group.draws, config.seed + 1, key)
+    covered = coverage.shell_coverage(params, clean, z, sigmas, group.c, config.compute.chunk_size)
+    curves = _with_standard_errors({"coverage": covered}, group.draws)
+    curves["chi2_shell_mass"] = np.full(len(sigmas), coverage.chi2_shell_mass(heldout.shape[1], group.c))
+    return curves
+
+
+def measure_mse(config, params, train, heldout, sigmas, key) -> tuple[dict, dict]:
+    """(MSE curves: empirical optimum on training / held-out points, gap, Wiener on held-out;
+    Wiener-to-empirical squared distance on held-out points), each with standard errors."""
+    group, chunk = config.mse, config.compute.mse_chunk_size
+    _, train_clean, train_z = noisy_queries(train, group.num_points, group.draws, config.seed + 2,
+                                            jax.random.fold_in(key, 0))
+    _, held_clean, held_z = noisy_queries(heldout, group.num_points, group.draws, config.seed + 3,
+                                          jax.random.fold_in(key, 1))
+    wiener = linear.make_params(train)
+    errors = {
+        "train_mse": mse.mse_curve(empirical.apply, params, train_clean, train_z, sigmas, chunk),
+        "heldout_mse": mse.mse_curve(empirical.apply, params, held_clean, held_z, sigmas, chunk),
+        "wiener_heldout_mse": mse.mse_curve(linear.apply, wiener, held_clean, held_z, sigmas, chunk),
+    }
+    mse_curves = _with_standard_errors(errors, group.draws)
+    mse_curves["generalization_gap"] = mse_curves["heldout_mse"] - mse_curves["train_mse"]
+    distance = mse.denoiser_distance_curve(linear.apply, wiener, empirical.apply, params, held_clean, held_z,
+                                           sigmas, chunk)
+    return mse_curves, _with_standard_errors({"wiener_empirical_sq_distance": distance}, group.draws)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Measures every curve of the geometry study and writes them (see module docstring)."""
     check_config(config)
@@ -96,60 +147,38 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sigmas = noise.log_sigmas(config.grid.num_sigmas, config.grid.sigma_min, config.grid.sigma_max)
     params = empirical.make_params(train, config.compute.block_size)
     key = jax.random.PRNGKey(config.seed)
-    chunk, mse_chunk = config.compute.chunk_size, config.compute.mse_chunk_size
     logging.info("geometry: %s, N = %d training, %d held-out, d = %d, %d levels in [%g, %g]",
                  config.data.dataset, len(train), len(heldout), train.shape[1], len(sigmas), sigmas[0], sigmas[-1])
 
-    cc = config.concentration
-    source, clean, z = noisy_queries(train, cc.num_points, cc.draws, config.seed, jax.random.fold_in(key, 0))
-    stats = concentration.posterior_concentration(params, clean, z, sigmas, source, chunk)
-    summary = {name: queries.mean_and_standard_error(stats[name], cc.draws) for name in concentration.CONCENTRATION_FIELDS}
-    conc_curves = {}
-    for name, (mean, se) in summary.items():
-        conc_curves[name], conc_curves[name + "_se"] = mean, se
+    conc = measure_concentration(config, params, train, sigmas, jax.random.fold_in(key, 0))
+    cover = measure_coverage(config, params, heldout, sigmas, jax.random.fold_in(key, 1))
+    mse_curves, wiener_distance = measure_mse(config, params, train, heldout, sigmas, jax.random.fold_in(key, 2))
 
-    cv = config.coverage
-    _, clean, z = noisy_queries(heldout, cv.num_points, cv.draws, config.seed + 1, jax.random.fold_in(key, 1))
-    covered = coverage.shell_coverage(params, clean, z, sigmas, cv.c, chunk)
-    cov_mean, cov_se = queries.mean_and_standard_error(covered, cv.draws)
-    shell_mass = coverage.chi2_shell_mass(train.shape[1], cv.c)
-
-    mc = config.mse
-    _, train_clean, train_z = noisy_queries(train, mc.num_points, mc.draws, config.seed + 2, jax.random.fold_in(key, 2))
-    _, held_clean, held_z = noisy_queries(heldout, mc.num_points, mc.draws, config.seed + 3, jax.random.fold_in(key, 3))
-    wiener = linear.make_params(train)
-    mse_train = queries.mean_and_standard_error(mse.mse_curve(empirical.apply, params, train_clean, train_z, sigmas, mse_chunk), mc.draws)
-    mse_held = queries.mean_and_standard_error(mse.mse_curve(empirical.apply, params, held_clean, held_z, sigmas, mse_chunk), mc.draws)
-    mse_wiener = queries.mean_and_standard_error(mse.mse_curve(linear.apply, wiener, held_clean, held_z, sigmas, mse_chunk), mc.draws)
-    distance = queries.mean_and_standard_error(mse.denoiser_distance_curve(linear.apply, wiener, empirical.apply, params,
-                                                                   held_clean, held_z, sigmas, mse_chunk), mc.draws)
-
-    regime = regimes.regime_map(sigmas, conc_curves["max_weight"], cov_mean, config.regimes.w_threshold,
-                                config.regimes.c_threshold, config.regimes.edm_steps)
-    labels = regimes.label_levels(conc_curves["max_weight"], cov_mean, config.regimes.w_threshold,
-                                  config.regimes.c_threshold)
+    thresholds = (config.regimes.w_threshold, config.regimes.c_threshold)
+    regime = regimes.regime_map(sigmas, conc["max_weight"], cover["coverage"], *thresholds, config.regimes.edm_steps)
+    labels = regimes.label_levels(conc["max_weight"], cover["coverage"], *thresholds)
     regime["levels"] = [{"sigma": float(s), "regime": str(r)} for s, r in zip(sigmas, labels)]
     regime["elapsed_s"] = time.perf_counter() - started
 
+    def path(name):
+        return os.path.join(workdir, name)
+
     paths = {
-        "concentration": io.write_csv(os.path.join(workdir, "concentration.csv"), _columns(sigmas, **conc_curves)),
-        "coverage": io.write_csv(os.path.join(workdir, "coverage.csv"), _columns(
-            sigmas, coverage=cov_mean, coverage_se=cov_se, chi2_shell_mass=np.full(len(sigmas), shell_mass))),
-        "mse": io.write_csv(os.path.join(workdir, "mse.csv"), _columns(
-            sigmas, train_mse=mse_train[0], train_mse_se=mse_train[1], heldout_mse=mse_held[0],
-            heldout_mse_se=mse_held[1], generalization_gap=mse_held[0] - mse_train[0],
-            wiener_heldout_mse=mse_wiener[0], wiener_heldout_mse_se=mse_wiener[1])),
-        "wiener_distance": io.write_csv(os.path.join(workdir, "wiener_distance.csv"), _columns(
-            sigmas, wiener_empirical_sq_distance=distance[0], wiener_empirical_sq_distance_se=distance[1])),
-        "regimes": io.write_json(os.path.join(workdir, "regimes.json"), regime),
+        "concentration": io.write_csv(path("concentration.csv"), _columns(sigmas, **conc)),
+        "coverage": io.write_csv(path("coverage.csv"), _columns(sigmas, **cover)),
+        "mse": io.write_csv(path("mse.csv"), _columns(sigmas, **mse_curves)),
+        "wiener_distance": io.write_csv(path("wiener_distance.csv"), _columns(sigmas, **wiener_distance)),
+        "regimes": io.write_json(path("regimes.json"), regime),
     }
-    figure = geometry_plot.geometry_figure(sigmas, conc_curves["max_weight"], cov_mean, regime,
-                                           mse_train=mse_train[0], mse_heldout=mse_held[0], mse_wiener=mse_wiener[0],
-                                           title=f"{config.data.dataset}, N = {len(train)}, d = {train.shape[1]}")
-    paths["figure"] = io.save_figure(os.path.join(workdir, "geometry.png"), figure)
-    for name, path in paths.items():
-        logging.info("wrote %s: %s", name, path)
-    logging.info("regimes: %s (%.1f s)", {k: (v["sigma_min"], v["sigma_max"], v["edm_indices"])
-                                          for k, v in regime["regimes"].items()}, regime["elapsed_s"])
-    return {"paths": paths, "regimes": regime, "sigmas": sigmas, "max_weight": conc_curves["max_weight"],
-            "coverage": cov_mean}
+    figure = geometry_plot.geometry_figure(
+        sigmas, conc["max_weight"], cover["coverage"], regime, mse_train=mse_curves["train_mse"],
+        mse_heldout=mse_curves["heldout_mse"], mse_wiener=mse_curves["wiener_heldout_mse"],
+        title=f"{config.data.dataset}, N = {len(train)}, d = {train.shape[1]}")
+    paths["figure"] = io.save_figure(path("geometry.png"), figure)
+    for name, written in paths.items():
+        logging.info("wrote %s: %s", name, written)
+    logging.info("regimes (sigma_min, sigma_max, EDM indices): %s; %.1f s",
+                 {k: (v["sigma_min"], v["sigma_max"], v["edm_indices"]) for k, v in regime["regimes"].items()},
+                 regime["elapsed_s"])
+    return {"paths": paths, "regimes": regime, "sigmas": sigmas, "max_weight": conc["max_weight"],
+            "coverage": cover["coverage"]}

@@ -56,7 +56,8 @@ def mse_curve(denoise: Denoiser, params, clean: np.ndarray, noise: np.ndarray, s
     clean, noise: [Q, d] float32 (z shared by all levels); sigmas [L] > 0. Queries sharded.
     """
     check_sigma(sigmas, "sigmas")
-    return map_query_chunks(functools.partial(squared_error_kernel, denoise), (np.asarray(clean, np.float32), np.asarray(noise, np.float32)),
+    return map_query_chunks(functools.partial(squared_error_kernel, denoise),
+                            (np.asarray(clean, np.float32), np.asarray(noise, np.float32)),
                             (params, np.asarray(sigmas, np.float32)), chunk_size, mesh, name="mse")
 
 
