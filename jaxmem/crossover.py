@@ -181,6 +181,72 @@ def grids(config) -> list[tuple[int, tuple[int, ...], str]]:
     return [(int(d), sizes, f"d{int(d)}") for d in config.data.dims]
 
 
+def build_grid(config, dim: int, train_sizes) -> tuple[list, np.ndarray, dict, dict, np.ndarray]:
+    """The data sets and the stacked initial grid of one d: (data_sets, data_set, params, batch, rngs).
+
+    data_sets: [(K, N, seed, GMMData)]; one model per data set and capacity M. Leaves of
+    params / batch have a leading model axis G: means [G, M_max, d] (partial init: the first M
+    training points, which are i.i.d. draws, so M distinct random points; 'random': N(0, I)),
+    log_var [G]; train [G, N_max, d], point_mask [G, N_max], component_mask [G, M_max];
+    data_set [G]: each model's index into data_sets; rngs [G, 2].
+    """
+    data_sets = [(k, n, s, make_data(config, dim, k, n, s))
+                 for k in config.data.num_components for n in train_sizes
+                 for s in range(config.model.num_seeds)]
+    max_n = max(train_sizes)
+    models = [(j, int(m)) for j, (_, n, _, _) in enumerate(data_sets)
+              for m in capacities(n, config.model.capacity_fractions)]
+    max_m = max(m for _, m in models)
+    set_of_model = np.array([j for j, _ in models])
+    component_mask = np.arange(max_m)[None, :] < np.array([m for _, m in models])[:, None]
+    train = np.zeros((len(data_sets), max_n, dim), np.float32)
+    point_mask = np.zeros((len(data_sets), max_n), np.float32)
+    for j, (_, n, _, data) in enumerate(data_sets):
+        train[j, :n], point_mask[j, :n] = data.train, 1.0
+    if config.model.init == "partial":
+        means = train[set_of_model, :max_m]
+    else:
+        init_rng = np.random.default_rng((config.seed, dim, 7))
+        means = init_rng.standard_normal((len(models), max_m, dim)).astype(np.float32)
+    params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32),
+              "log_var": np.full(len(models), np.log(config.model.init_variance), np.float32)}
+    batch = {"train": train[set_of_model], "point_mask": point_mask[set_of_model],
+             "component_mask": component_mask}
+    rngs = np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.seed), i))(
+        jnp.arange(len(models)) + 1000 * dim))
+    return data_sets, set_of_model, params, batch, rngs
+
+
+def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
+    """Per-t x0-unit training losses of the baselines of each data set, with the noise draws `eps`.
+
+    Returns gen [S, T] (ground truth; NaN without an isotropic GMM), mem [S, T] (all N points,
+    s^2 = 0), pmem_M [S, J] and pmem [S, J, T]: the partially memorising denoiser with the
+    first M training points (one fixed subset for every t) for J capacities from 1 to N
+    (NaN-padded where a smaller N has fewer distinct capacities).
+    """
+    num_points, model_batch = config.eval.crossover_points, config.eval.model_batch
+    max_n = eps.shape[0]
+    gen = np.full((len(data_sets), len(times)), np.nan)
+    mem = np.zeros((len(data_sets), len(times)))
+    pmem_m = np.full((len(data_sets), num_points), np.nan)
+    pmem = np.full((len(data_sets), num_points, len(times)), np.nan)
+    for j, (_, n, _, data) in enumerate(data_sets):  # a handful of data sets per grid
+        points = np.zeros((max_n, data.dim), np.float32)
+        points[:n] = data.train
+        point_mask = (np.arange(max_n) < n).astype(np.float32)
+        if data.variance is not None:
+            truth = jax.tree_util.tree_map(lambda x: x[None], gmm_denoiser.ground_truth_params(data.means, data.variance))
+            gen[j] = _grid_losses(truth, np.ones((1, data.means.shape[0]), bool), points[None],
+                                  point_mask[None], eps, times)[0]
+        m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))
+        masks = np.arange(max_n)[None, :] < m_values[:, None]
+        losses = np.asarray(_capacity_losses(gmm_denoiser.memorizing_params(points), masks, points, point_mask,
+                                             eps, times, model_batch=model_batch))
+        pmem_m[j, :len(m_values)], pmem[j, :len(m_values)], mem[j] = m_values, losses, losses[-1]
+    return gen, mem, pmem_m, pmem
+
+
 def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
     """Trains and evaluates every model of dimension `dim` and the given N; returns (and saves) the arrays.
 
@@ -200,36 +266,9 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
             return {k: f[k] for k in f.files}
 
     times = _times(config)
-    data_sets = [(k, n, s, make_data(config, dim, k, n, s))
-                 for k in config.data.num_components for n in train_sizes
-                 for s in range(config.model.num_seeds)]
-    max_n = max(train_sizes)
-    models = [(j, int(m)) for j, (_, n, _, _) in enumerate(data_sets)
-              for m in capacities(n, config.model.capacity_fractions)]
-    max_m = max(m for _, m in models)
-    num_models = len(models)
-
-    train = np.zeros((len(data_sets), max_n, dim), np.float32)
-    point_mask = np.zeros((len(data_sets), max_n), np.float32)
-    for j, (_, n, _, data) in enumerate(data_sets):
-        train[j, :n], point_mask[j, :n] = data.train, 1.0
-    set_of_model = np.array([j for j, _ in models])
-    model_m = np.array([m for _, m in models])
-    component_mask = np.arange(max_m)[None, :] < model_m[:, None]
-
-    init_rng = np.random.default_rng((config.seed, dim, 7))
-    if config.model.init == "partial":  # M distinct training points (the sets are shuffled i.i.d. draws)
-        means = train[set_of_model, :max_m]
-    else:  # the ablation: means from N(0, I)
-        means = init_rng.standard_normal((num_models, max_m, dim)).astype(np.float32)
-    means = np.where(component_mask[..., None], means, 0.0).astype(np.float32)
-    params = {"means": means,
-              "log_var": np.full(num_models, np.log(config.model.init_variance), np.float32)}
-    batch = {"train": train[set_of_model], "point_mask": point_mask[set_of_model],
-             "component_mask": component_mask}
-    rngs = np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.seed), i))(
-        jnp.arange(num_models) + 1000 * dim))
-
+    data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes)
+    component_mask, num_models = batch["component_mask"], len(rngs)
+    model_m = component_mask.sum(axis=1)
     loss_fn = gmm_grid.make_gmm_loss(
         times, theory.eps_loss_weights(times, config.training.weighting, config.training.custom_weights),
         config.training.noise_draws, config.training.point_block)
@@ -237,12 +276,13 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
         config.training.steps, config.training.peak_lr, config.training.final_lr,
         config.training.warmup_fraction))
     logging.info("grid d=%d: %d models (%d data sets, M <= %d, N <= %d), %d steps", dim, num_models,
-                 len(data_sets), max_m, max_n, config.training.steps)
+                 len(data_sets), component_mask.shape[1], batch["train"].shape[1], config.training.steps)
     state = gmm_grid.train_grid(params, batch, rngs, loss_fn=loss_fn, optimizer=optimizer,
                                 steps=config.training.steps, chunk_steps=config.training.chunk_steps,
                                 checkpoint_dir=os.path.join(grid_dir, "checkpoints"),
                                 name=f"train d={dim}")
     trained = jax.device_get(state.params)
+    max_n = batch["train"].shape[1]
 
     # Memorisation ratio from deterministic DDIM samples (same starting noise for every model).
     key = jax.random.PRNGKey(EVAL_SEED)
@@ -264,26 +304,7 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
     val_loss = _grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32), eps_val, times,
                             model_batch=model_batch)
 
-    # Baselines per data set on the training points (same noise draws as the trained models).
-    num_points = config.eval.crossover_points
-    gen_loss = np.full((len(data_sets), len(times)), np.nan)
-    mem_loss = np.zeros((len(data_sets), len(times)))
-    pmem_m = np.zeros((len(data_sets), num_points))
-    pmem_loss = np.full((len(data_sets), num_points, len(times)), np.nan)
-    for j, (_, n, _, data) in enumerate(data_sets):  # a handful of data sets per grid
-        points, mask_j = train[j], point_mask[j]
-        if data.variance is not None:
-            gen_loss[j] = _grid_losses(
-                jax.tree_util.tree_map(lambda x: x[None], gmm_denoiser.ground_truth_params(data.means, data.variance)),
-                np.ones((1, data.means.shape[0]), bool), points[None], mask_j[None], eps_train, times)[0]
-        memorizer = gmm_denoiser.memorizing_params(points)
-        m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))
-        masks = np.arange(max_n)[None, :] < m_values[:, None]
-        losses = np.asarray(_capacity_losses(memorizer, masks, points, mask_j, eps_train, times,
-                                             model_batch=model_batch))
-        pmem_m[j, :len(m_values)], pmem_m[j, len(m_values):] = m_values, np.nan
-        pmem_loss[j, :len(m_values)] = losses
-        mem_loss[j] = losses[-1]
+    gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(config, data_sets, eps_train, times)
 
     result = dict(
         fingerprint=np.array(fingerprint), times=times,
