@@ -13,7 +13,8 @@ Loss (the paper's, per model): eps-prediction MSE summed over dimensions,
     L = mean_{i, r} lambda(t_ir) |eps_hat(alpha x_i + sigma eps_ir, t_ir) - eps_ir|^2,
 over the N training points i (full batch) and R noise draws r, t_ir uniform on the time grid.
 The draws of point i come from fold_in(step key, i), so they do not depend on how the
-training set is padded.
+training set is padded. The loss and its gradient are the fused
+jaxmem.denoisers.gmm.weighted_eps_loss (matmul-form distances, hand-written backward).
 """
 
 from __future__ import annotations
