@@ -7,7 +7,7 @@ import pytest
 
 from jaxmem import parallel
 from jaxmem.denoisers import empirical, linear
-from jaxmem.geometry import concentration, coverage
+from jaxmem.geometry import concentration, coverage, mse
 
 SIGMAS = np.geomspace(1e-3, 1e2, 26).astype(np.float32)
 
@@ -152,6 +152,9 @@ def test_eight_devices_give_the_same_results_as_one():
     cov_1 = coverage.shell_coverage(params, train[source], noise, SIGMAS, mesh=one)
     cov_8 = coverage.shell_coverage(params, train[source], noise, SIGMAS, mesh=eight)
     np.testing.assert_array_equal(cov_8, cov_1)
+    mse_1, mse_8 = (mse.mse_curve(empirical.apply, params, train[source], noise, SIGMAS[::5], chunk_size=8, mesh=mesh)
+                    for mesh in (one, eight))
+    np.testing.assert_allclose(mse_8, mse_1, rtol=1e-5, atol=1e-12)
 
 
 def test_kernels_vmap_over_noise_draws():

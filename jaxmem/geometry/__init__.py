@@ -4,5 +4,6 @@ concentration  W_sigma, entropy, effective count, source weight for a whole sigm
 coverage       Laurent–Massart shell coverage C_sigma and the exact chi-square shell mass
 mse            denoising MSE curves and denoiser-to-denoiser distances for any apply(params, x, sigma)
 regimes        small / medium / large regimes from W and C; EDM-grid index ranges
+queries        input checks, chunked execution sharded over devices, Monte Carlo mean and standard error
 experiment     run(config, workdir) behind launch/geometry.py
 """
