@@ -52,3 +52,103 @@ def ddim_sample(denoiser: Callable, x_start, times, prediction: str = "eps"):
     x, _ = jax.lax.scan(ddim_step, jnp.asarray(x_start, jnp.float32),
                         (descending[:-1], descending[1:]))
     return predict(x, descending[-1])[0]
+
+
+# --- EDM samplers (Karras et al. 2022, Algorithm 1 without stochasticity) -----------------------
+#
+# Probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma on a decreasing grid
+# sigma_0 > ... > sigma_{n-1} > sigma_n = 0 (jaxmem.noise.edm_sigmas), from x = sigma_0 z:
+#   Euler:  d_i = (x_i - D(x_i; s_i)) / s_i,   x_{i+1} = x_i + (s_{i+1} - s_i) d_i
+#   Heun:   x'  = Euler step;  if s_{i+1} > 0:  d'_i = (x' - D(x'; s_{i+1})) / s_{i+1},
+#           x_{i+1} = x_i + (s_{i+1} - s_i) (d_i + d'_i) / 2     (2n - 1 denoiser calls)
+# A step denoiser receives the step index i (both calls of a Heun step get the same i), so a
+# per-step choice of network (swap windows) plugs in: denoise(x, sigma, i) may switch on i.
+
+from jax.experimental import multihost_utils  # noqa: E402
+
+from jaxmem import parallel  # noqa: E402
+from jaxmem.progress import Progress  # noqa: E402
+
+EDM_SOLVERS = ("euler", "heun")
+
+
+def _check_edm_grid(sigmas) -> np.ndarray:
+    sigmas = np.asarray(sigmas, np.float64)
+    require(sigmas.ndim == 1 and sigmas.size >= 2 and np.all(np.diff(sigmas) < 0) and sigmas[-1] == 0
+            and sigmas[-2] > 0, "sigmas", sigmas, "a decreasing 1-D grid of >= 2 levels ending in 0 "
+            "(jaxmem.noise.edm_sigmas)")
+    return sigmas
+
+
+def edm_sample_steps(step_denoise: Callable, noise, sigmas, solver: str = "heun"):
+    """Deterministic EDM sampling with a step-aware denoiser; returns x at sigma = 0, [S, ...].
+
+    step_denoise(x [S, ...], sigma scalar, step int32 scalar) -> x0_hat [S, ...].
+    noise: unit Gaussian [S, ...] (scaled by sigmas[0] here). sigmas: decreasing grid ending in
+    0, shape [n + 1] (n steps). solver: 'euler' (n calls) or 'heun' (2n - 1 calls).
+    """
+    require_choice("solver", solver, EDM_SOLVERS)
+    sigmas = jnp.asarray(_check_edm_grid(sigmas), jnp.float32)
+    steps = sigmas.shape[0] - 1
+
+    def slope(x, sigma, index):
+        return (x - step_denoise(x, sigma, index)) / sigma
+
+    def ode_step(x, index):
+        sigma, sigma_next = sigmas[index], sigmas[index + 1]
+        d = slope(x, sigma, index)
+        x_next = x + (sigma_next - sigma) * d
+        if solver == "heun":
+            x_next = x + (sigma_next - sigma) * 0.5 * (d + slope(x_next, sigma_next, index))
+        return x_next, None
+
+    x = sigmas[0] * jnp.asarray(noise, jnp.float32)
+    x, _ = jax.lax.scan(ode_step, x, jnp.arange(steps - 1, dtype=jnp.int32))
+    last = jnp.int32(steps - 1)  # the final step to sigma = 0 is an Euler step for both solvers
+    return x - sigmas[last] * slope(x, sigmas[last], last)
+
+
+def edm_sample(denoise: Callable, noise, sigmas, solver: str = "heun"):
+    """`edm_sample_steps` for a denoiser that ignores the step: denoise(x, sigma) -> x0_hat."""
+    return edm_sample_steps(lambda x, sigma, index: denoise(x, sigma), noise, sigmas, solver)
+
+
+def edm_noise(seed: int, first: int, count: int, shape: tuple[int, ...]) -> jax.Array:
+    """Unit Gaussian starting noise of samples first..first+count-1 for `seed`, [count, *shape].
+
+    Sample i uses fold_in(PRNGKey(seed), i), so a sample does not depend on the batching.
+    """
+    indices = jnp.asarray(first, jnp.uint32) + jnp.arange(count, dtype=jnp.uint32)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(indices)
+    return jax.vmap(lambda key: jax.random.normal(key, shape))(keys)
+
+
+def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[int, ...], seed: int,
+                 sigmas, solver: str = "heun", batch_size: int = 256, mesh=None) -> np.ndarray:
+    """num_samples EDM samples [num_samples, *shape] (numpy float32), batched and sharded.
+
+    step_denoise(params, x, sigma, step) -> x0_hat; params (a pytree, may be None) is passed as
+    a jit argument, replicated. Each batch (rounded up to a multiple of the device count) is
+    split over the mesh's data axis. Deterministic per seed, independent of batch_size.
+    """
+    require(num_samples >= 1, "num_samples", num_samples, "an integer >= 1")
+    require(batch_size >= 1, "sampling.batch_size", batch_size, "an integer >= 1")
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    batch = -(-batch_size // mesh.size) * mesh.size
+    grid = _check_edm_grid(sigmas)
+    noise_sharding = parallel.sharding_along(mesh, 1 + len(shape))
+    params = jax.device_put(params, parallel.replicated(mesh))
+    sample_batch = jax.jit(
+        lambda p, z: edm_sample_steps(lambda x, s, i: step_denoise(p, x, s, i), z, grid, solver),
+        out_shardings=noise_sharding)
+    make_noise = jax.jit(lambda first: edm_noise(seed, first, batch, shape), out_shardings=noise_sharding)
+    out = np.empty((num_samples, *shape), np.float32)
+    progress = Progress("sample", total=num_samples, unit="sample")
+    for first in range(0, num_samples, batch):
+        count = min(batch, num_samples - first)
+        samples = sample_batch(params, make_noise(first))
+        if jax.process_count() > 1:
+            samples = multihost_utils.process_allgather(samples, tiled=True)
+        out[first:first + count] = np.asarray(samples)[:count]
+        progress.update(count)
+    return out

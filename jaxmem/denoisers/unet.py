@@ -1,0 +1,235 @@
+"""DDPM++ U-Net (SongUNet-style) of the EDM CIFAR-10 setup, in flax.linen, every size configurable.
+
+The network is the raw function F of EDM's preconditioning (jaxmem.denoisers.edm): it maps the
+scaled noisy image c_in * x [B, H, W, C_in] and the noise conditioning c_noise [B] (plus optional
+one-hot class labels [B, label_dim]) to an output of the image's shape. Images are NHWC.
+
+Architecture (Karras et al. 2022, config "DDPM++"; REFERENCE.md "EDM on CIFAR-10"):
+  noise embedding   sinusoidal features of c_noise (`noise_features`, max period 1e4), plus the
+                    labels through a linear map, then Linear -> SiLU -> Linear -> SiLU (`embed_dim`)
+  encoder           3x3 stem conv to `channels`; per level l (resolution H / 2^l) a down block
+                    (l > 0), then `num_blocks` residual blocks with channels * channel_mult[l]
+  decoder           per level, deepest first: two bottleneck blocks (the first with attention) at
+                    the deepest level or an up block elsewhere, then `num_blocks + 1` blocks fed the
+                    concatenation with the matching encoder output (skip connection)
+  output            GroupNorm -> SiLU -> 3x3 conv (near-zero init)
+  residual block    GN -> SiLU -> 3x3 conv (2x2 average pool before it going down, nearest x2
+                    upsampling going up) -> + Linear(embedding) -> GN -> SiLU -> dropout -> 3x3
+                    conv (near-zero init); 1x1 skip conv when channels or resolution change;
+                    (h + skip) * sqrt(1/2); optional self-attention (1x1 qkv, softmax(q k^T /
+                    sqrt(c)), 1x1 near-zero projection, residual, * sqrt(1/2))
+  GroupNorm         groups = min(32, C / 4), eps 1e-6.
+Attention runs in every encoder block whose resolution is in `attn_resolutions`, in the last
+decoder block of such a level (DDPM++ attends once per decoder level) and in the first bottleneck
+block; the CIFAR-10 preset then has 55.73 M parameters, the reference network's count. Label dropout (classifier-free guidance) zeroes a sample's one-hot label with
+probability `label_dropout` during training, so the same network learns the unconditional branch.
+
+`dtype` is the compute dtype (bfloat16 for mixed precision); parameters stay float32 and the
+output is float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxmem.config import require, require_choice
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+SKIP_SCALE = math.sqrt(0.5)
+
+xavier_uniform = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+near_zero = nn.initializers.variance_scaling(1e-10, "fan_avg", "uniform")  # xavier * 1e-5
+attention_qkv = nn.initializers.variance_scaling(0.2, "fan_avg", "uniform")  # xavier * sqrt(0.2)
+
+
+def norm_groups(channels: int) -> int:
+    """GroupNorm group count min(32, C / 4)."""
+    return max(1, min(32, channels // 4))
+
+
+def sinusoidal_embedding(values: jax.Array, features: int, max_period: float = 1e4) -> jax.Array:
+    """[cos(v f_k), sin(v f_k)] with f_k = max_period^(-k / (features/2)), k < features/2; [B, features]."""
+    half = features // 2
+    freqs = max_period ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = values.astype(jnp.float32)[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+def downsample(x: jax.Array) -> jax.Array:
+    """2x2 average pooling, [B, H, W, C] -> [B, H/2, W/2, C]."""
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+def upsample(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour x2, [B, H, W, C] -> [B, 2H, 2W, C]."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class SelfAttention(nn.Module):
+    """Single- or multi-head self-attention over the H*W positions, residual, scaled by sqrt(1/2)."""
+
+    heads: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        require(c % self.heads == 0, "model.attn_heads", self.heads, f"a divisor of the channel count {c}")
+        hidden = nn.GroupNorm(norm_groups(c), epsilon=1e-6, dtype=self.dtype)(x)
+        qkv = nn.Conv(3 * c, (1, 1), kernel_init=attention_qkv, dtype=self.dtype)(hidden)
+        q, k, v = jnp.split(qkv.reshape(b, h * w, 3, self.heads, c // self.heads), 3, axis=2)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # [B, HW, heads, c/heads]
+        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / math.sqrt(c // self.heads)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        attended = jnp.einsum("bhqk,bkhc->bqhc", weights, v).reshape(b, h, w, c)
+        projected = nn.Conv(c, (1, 1), kernel_init=near_zero, dtype=self.dtype)(attended)
+        return (projected + x) * SKIP_SCALE
+
+
+class ResidualBlock(nn.Module):
+    """DDPM++ residual block; `resample` is 'none', 'down' or 'up'. x [B,H,W,Cin], emb [B,E]."""
+
+    out_channels: int
+    resample: str = "none"
+    attention: bool = False
+    dropout: float = 0.0
+    attn_heads: int = 1
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
+        resize = {"none": lambda t: t, "down": downsample, "up": upsample}[self.resample]
+        in_channels = x.shape[-1]
+        h = nn.silu(nn.GroupNorm(norm_groups(in_channels), epsilon=1e-6, dtype=self.dtype)(x))
+        h = nn.Conv(self.out_channels, (3, 3), kernel_init=xavier_uniform, dtype=self.dtype)(resize(h))
+        h = h + nn.Dense(self.out_channels, kernel_init=xavier_uniform, dtype=self.dtype)(emb)[:, None, None, :]
+        h = nn.silu(nn.GroupNorm(norm_groups(self.out_channels), epsilon=1e-6, dtype=self.dtype)(h))
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = nn.Conv(self.out_channels, (3, 3), kernel_init=near_zero, dtype=self.dtype)(h)
+        skip = resize(x)
+        if in_channels != self.out_channels or self.resample != "none":
+            skip = nn.Conv(self.out_channels, (1, 1), kernel_init=xavier_uniform, dtype=self.dtype)(skip)
+        out = (h + skip) * SKIP_SCALE
+        if self.attention:
+            out = SelfAttention(self.attn_heads, dtype=self.dtype)(out)
+        return out
+
+
+class SongUNet(nn.Module):
+    """The DDPM++ U-Net F(x_in, c_noise, labels); see the module docstring for the layout.
+
+    __call__(x [B, H, W, C_in], c_noise [B], labels [B, label_dim] or None, train) -> [B, H, W, C_in]
+    float32. H and W must be divisible by 2^(len(channel_mult) - 1).
+    """
+
+    channels: int = 128
+    channel_mult: tuple[int, ...] = (2, 2, 2)
+    num_blocks: int = 4
+    attn_resolutions: tuple[int, ...] = (16,)
+    attn_heads: int = 1
+    dropout: float = 0.13
+    noise_features: int = 128
+    embed_dim: int = 512
+    label_dim: int = 0
+    label_dropout: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, c_noise: jax.Array, labels: jax.Array | None = None,
+                 train: bool = False) -> jax.Array:
+        out_channels = x.shape[-1]
+        emb = sinusoidal_embedding(c_noise, self.noise_features)
+        if self.label_dim:
+            require(labels is not None and labels.shape == (x.shape[0], self.label_dim), "labels",
+                    None if labels is None else labels.shape,
+                    f"one-hot labels of shape ({x.shape[0]}, {self.label_dim}) (model.label_dim > 0)")
+            if train and self.label_dropout > 0:
+                keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.label_dropout, (x.shape[0], 1))
+                labels = labels * keep
+            emb = emb + nn.Dense(self.noise_features, kernel_init=xavier_uniform)(labels.astype(jnp.float32))
+        emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype)(emb))
+        emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype)(emb))
+
+        block = lambda c, **kw: ResidualBlock(c, dropout=self.dropout, attn_heads=self.attn_heads,  # noqa: E731
+                                              dtype=self.dtype, **kw)
+        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier_uniform, dtype=self.dtype)(x.astype(self.dtype))
+        skips = [h]
+        for level, mult in enumerate(self.channel_mult):
+            if level > 0:
+                h = block(h.shape[-1], resample="down")(h, emb, train)
+                skips.append(h)
+            for _ in range(self.num_blocks):
+                h = block(self.channels * mult, attention=h.shape[1] in self.attn_resolutions)(h, emb, train)
+                skips.append(h)
+
+        for level in reversed(range(len(self.channel_mult))):
+            width = self.channels * self.channel_mult[level]
+            if level == len(self.channel_mult) - 1:
+                h = block(width, attention=True)(h, emb, train)
+                h = block(width)(h, emb, train)
+            else:
+                h = block(width, resample="up")(h, emb, train)
+            for index in range(self.num_blocks + 1):
+                h = jnp.concatenate([h, skips.pop()], axis=-1)
+                last = index == self.num_blocks
+                h = block(width, attention=last and h.shape[1] in self.attn_resolutions)(h, emb, train)
+
+        h = nn.silu(nn.GroupNorm(norm_groups(h.shape[-1]), epsilon=1e-6, dtype=self.dtype)(h))
+        h = nn.Conv(out_channels, (3, 3), kernel_init=near_zero, dtype=self.dtype)(h)
+        return h.astype(jnp.float32)
+
+
+MODEL_FIELDS = ("channels", "channel_mult", "num_blocks", "attn_resolutions", "attn_heads", "dropout",
+                "noise_features", "embed_dim", "label_dim", "label_dropout")
+
+
+def validate_model_config(model: ml_collections.ConfigDict) -> None:
+    """Checks the `model` config group (names the field on error)."""
+    require(model.channels >= 4 and model.channels % 4 == 0, "model.channels", model.channels,
+            "a multiple of 4 (GroupNorm uses C / 4 groups up to 32)")
+    require(len(model.channel_mult) >= 1 and all(int(m) >= 1 for m in model.channel_mult),
+            "model.channel_mult", tuple(model.channel_mult), "a non-empty tuple of integers >= 1")
+    require(model.num_blocks >= 1, "model.num_blocks", model.num_blocks, "an integer >= 1")
+    require(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "0 <= dropout < 1")
+    require(0.0 <= model.label_dropout < 1.0, "model.label_dropout", model.label_dropout, "0 <= p < 1")
+    require(model.label_dim >= 0, "model.label_dim", model.label_dim, "0 (unconditional) or the class count")
+    require(model.noise_features >= 2 and model.noise_features % 2 == 0, "model.noise_features",
+            model.noise_features, "an even integer >= 2")
+    require_choice("model.dtype", model.dtype, DTYPES)
+    levels = len(model.channel_mult)
+    factor = 2 ** (levels - 1)
+    require(model.image_size % factor == 0, "model.image_size", model.image_size,
+            f"a multiple of {factor} (the U-Net halves it {levels - 1} times)")
+
+
+def network_from_config(model: ml_collections.ConfigDict) -> SongUNet:
+    """The SongUNet described by the `model` config group (validated first)."""
+    validate_model_config(model)
+    fields = {name: model[name] for name in MODEL_FIELDS}
+    fields["channel_mult"] = tuple(fields["channel_mult"])
+    fields["attn_resolutions"] = tuple(fields["attn_resolutions"])
+    return SongUNet(**fields, dtype=DTYPES[model.dtype])
+
+
+def input_shape(model: ml_collections.ConfigDict) -> tuple[int, int, int]:
+    """(H, W, C) of the images the configured network takes."""
+    return (model.image_size, model.image_size, model.in_channels)
+
+
+def abstract_params(network: SongUNet, shape: tuple[int, int, int], label_dim: int = 0):
+    """Parameter shapes (jax.ShapeDtypeStruct pytree) via jax.eval_shape: nothing is allocated."""
+    x = jnp.zeros((1, *shape), jnp.float32)
+    labels = jnp.zeros((1, label_dim), jnp.float32) if label_dim else None
+    init = lambda: network.init(jax.random.PRNGKey(0), x, jnp.zeros((1,)), labels)  # noqa: E731
+    return jax.eval_shape(init)["params"]
+
+
+def count_params(tree) -> int:
+    """Total number of scalars in a (possibly abstract) parameter pytree."""
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
