@@ -12,7 +12,9 @@ form and by the measured losses for each weighting.
 Workdir:
   d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
   d<d>[_n<N>]/result.npz    everything measured for that grid (a rerun skips finished grids)
-  crossover.csv, crossover.md, summary.json, crossover.png, memorization_ratio.png
+  crossover.csv, crossover.md   one row per data set: M_pt, window, predicted M*, baseline losses
+  models.csv                    one row per trained model: ratio, s^2, weighted train/val losses
+  summary.json, crossover.png, memorization_ratio.png
 """
 
 from __future__ import annotations
@@ -344,6 +346,26 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
             gen = theory.weighted_loss(result["gen_loss"][j], times, weighting, custom)
             pmem = theory.weighted_loss(result["pmem_loss"][j][valid], times, weighting, custom)
             row[f"Mstar_measured_{weighting}"] = theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen)
+            row[f"gen_loss_{weighting}"] = float(gen)
+            row[f"mem_loss_{weighting}"] = float(theory.weighted_loss(result["mem_loss"][j], times, weighting, custom))
+        rows.append(row)
+    return rows
+
+
+def model_rows(config, dim: int, result: dict) -> list[dict]:
+    """One row per trained model: capacity, memorisation ratio, final s^2 and weighted losses
+    (x0-unit per-t losses combined with each weighting) on the training and validation sets."""
+    times, custom = result["times"], config.training.custom_weights
+    rows = []
+    for g in range(len(result["M"])):
+        row = dict(d=dim, K=int(result["K"][g]), N=int(result["N"][g]), seed=int(result["seed"][g]),
+                   M=int(result["M"][g]), M_over_N=float(result["M"][g] / result["N"][g]),
+                   ratio=float(result["ratio"][g]), variance=float(result["variance"][g]),
+                   skipped_steps=int(result["skipped"][g]))
+        for weighting in config.eval.weightings:
+            for split in ("train", "val"):
+                row[f"{split}_loss_{weighting}"] = float(theory.weighted_loss(
+                    result[f"{split}_loss"][g], times, weighting, custom))
         rows.append(row)
     return rows
 
@@ -366,10 +388,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from jaxmem.plots import crossover as crossover_plots
 
     validate_config(config)
-    rows, ratio_curves = [], []
+    rows, models, ratio_curves = [], [], []
     for dim, train_sizes, folder in grids(config):
         result = run_grid(config, dim, train_sizes, os.path.join(workdir, folder))
         rows += summarize(config, dim, result)
+        models += model_rows(config, dim, result)
         ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
     for row in rows:
         logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f]", row["d"], row["K"], row["N"],
@@ -379,7 +402,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     predicted = {key: linear_fit([r["N"] for r in rows], [r[key] for r in rows])["slope"]
                  for key in rows[0] if key.startswith("Mstar_")}
     paths = dict(table_csv=io.write_csv(os.path.join(workdir, "crossover.csv"), rows),
-                 table_md=io.write_text(os.path.join(workdir, "crossover.md"), io.markdown_table(rows)))
+                 table_md=io.write_text(os.path.join(workdir, "crossover.md"), io.markdown_table(rows)),
+                 models_csv=io.write_csv(os.path.join(workdir, "models.csv"), models))
     paths["crossover_png"] = crossover_plots.save_crossover(os.path.join(workdir, "crossover.png"), rows, fit)
     paths["ratio_png"] = crossover_plots.save_ratio_curves(os.path.join(workdir, "memorization_ratio.png"),
                                                            ratio_curves)
