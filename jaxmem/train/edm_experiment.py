@@ -1,0 +1,91 @@
+"""Train an EDM U-Net on an image subset, sample it, measure its memorization (launch/train.py).
+
+run(config, workdir) with a configs/edm.py config:
+  1. loads the images (jaxmem.data.load_images) and the class-balanced subset of size
+     data.num_train (jaxmem.data.balanced_subset), saved as train_indices.npz
+  2. trains with jaxmem.train.trainer (resumes from workdir/checkpoints; SIGTERM saves and
+     exits with status 143 so the scheduler requeues the same command)
+  3. samples sampling.num_samples images with the EDM Heun/Euler sampler from the EMA (or raw)
+     parameters: samples.npz (samples [S, H, W, C], sigmas) and samples.png
+  4. the memorization rate of the samples against the training subset (1/3 nearest-neighbour
+     test, jaxmem.neighbors.memorization_rate) in summary.json
+Workdir: config.json, train_indices.npz, checkpoints/, metrics.jsonl, samples.npz, samples.png,
+summary.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxmem import io, neighbors, noise, sampling
+from jaxmem.config import require, require_choice
+from jaxmem.data import DATASETS, ImageSet, balanced_subset, load_images
+from jaxmem.denoisers import unet
+from jaxmem.plots.samples import save_sample_grid
+from jaxmem.train import trainer
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Fails fast, naming the field, on configs that cannot run (device checks happen in training)."""
+    require_choice("data.dataset", config.data.dataset, DATASETS)
+    require(config.data.num_train >= 0, "data.num_train", config.data.num_train, "0 (all) or a subset size >= 1")
+    unet.validate_model_config(config.model)
+    sampling_config = config.sampling
+    require(0 < sampling_config.sigma_min < sampling_config.sigma_max, "sampling.sigma_min, sampling.sigma_max",
+            (sampling_config.sigma_min, sampling_config.sigma_max), "0 < sigma_min < sigma_max")
+    require(sampling_config.num_steps >= 2, "sampling.num_steps", sampling_config.num_steps, "an integer >= 2")
+    require_choice("sampling.solver", sampling_config.solver, sampling.EDM_SOLVERS)
+    require(sampling_config.num_samples >= 1, "sampling.num_samples", sampling_config.num_samples, ">= 1")
+
+
+def load_training_set(config: ml_collections.ConfigDict) -> tuple[ImageSet, np.ndarray]:
+    """(training subset, its indices into the full split)."""
+    data = load_images(config.data.dataset, config.data.split, config.data.data_dir, config.data.path)
+    indices = np.arange(len(data))
+    if config.data.num_train:
+        indices = balanced_subset(data.labels, config.data.num_train, config.data.subset_seed)
+    return data.take(indices), indices
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains, samples and measures memorization; returns the summary (also summary.json)."""
+    validate_config(config)
+    data, indices = load_training_set(config)
+    trainer.check_image_shape(data.shape, config.model)
+    primary = jax.process_index() == 0
+    if primary:
+        io.save_npz(os.path.join(workdir, "train_indices.npz"), indices=indices)
+
+    result = trainer.train(config, workdir, data)
+    if result.preempted:
+        raise SystemExit(PREEMPTED_EXIT_CODE)
+
+    _, denoise = trainer.make_denoiser(config)
+    params = result.state.ema_params if config.sampling.use_ema else result.state.params
+    sigmas = noise.edm_sigmas(config.sampling.num_steps, config.sampling.sigma_min, config.sampling.sigma_max,
+                              config.sampling.rho)
+    samples = sampling.edm_generate(lambda p, x, sigma, step: denoise(p, x, sigma), params,
+                                    config.sampling.num_samples, data.shape, config.sampling.seed, sigmas,
+                                    config.sampling.solver, config.sampling.batch_size)
+    summary = {"steps": int(jax.device_get(result.state.step)),
+               "skipped_steps": int(jax.device_get(result.state.skipped)),
+               "images_seen": int(jax.device_get(result.state.step)) * config.training.batch_size,
+               "num_train": len(data), "num_samples": len(samples),
+               "parameters": unet.count_params(params), "resumed_from": result.resumed_from,
+               "rejected_checkpoints": result.rejected}
+    if config.eval.memorization:
+        summary["memorization_rate"] = neighbors.memorization_rate(samples, data.images)
+    logging.info("summary: %s", summary)
+    if primary:
+        io.save_npz(os.path.join(workdir, "samples.npz"), samples=samples, sigmas=sigmas)
+        save_sample_grid(os.path.join(workdir, "samples.png"), samples[:config.eval.grid_size],
+                         title=f"{config.preset}: {summary['images_seen']:,} images")
+        io.write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary

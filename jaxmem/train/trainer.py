@@ -1,0 +1,300 @@
+"""The sharded data-parallel EDM training loop around `jaxmem.train.loop.make_train_step`.
+
+Sections (big_vision style):
+  mesh       a 1-D `data` mesh over all devices of all hosts; the global batch is split along
+             it (batch_size must be a multiple of the device count)
+  model      SongUNet (unet.py) behind EDM preconditioning and loss (edm.py)
+  optimiser  Adam (beta1, beta2, eps) with a linear learning-rate warm-up measured in images
+  EMA        half-life in images with ramp-up (REFERENCE.md):
+               half_life = min(H, r * images_seen), beta = 0.5 ** (batch / half_life)
+  shapes     jax.eval_shape of the initialiser; parameters, optimiser state and EMA replicated
+  step       jax.jit(make_train_step(...)) with NamedSharding in/out shardings, state donated;
+             non-finite steps are skipped and counted by the step itself
+  resume     orbax checkpoints (checkpoint.py) restored into the abstract sharded state, plus
+             the input position; the randomness of step k is fold_in(rng, k), so a resumed run
+             reproduces an uninterrupted one
+  loop       metrics as JSON lines (loss, grad norm, images/s, ETA, ...) and a progress line;
+             SIGTERM (preemption) finishes the current step, saves and returns
+Workdir: checkpoints/ (orbax), metrics.jsonl (after a resume, the later line for a step wins).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jaxmem import io, parallel
+from jaxmem.config import require
+from jaxmem.data.images import ImageSet
+from jaxmem.data.pipeline import Position, ShuffledBatches
+from jaxmem.denoisers import edm, unet
+from jaxmem.progress import Progress
+from jaxmem.train.checkpoint import Checkpointer, agree_any
+from jaxmem.train.loop import TrainState, init_state, make_train_step
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Final state (sharded), input position, whether SIGTERM stopped the run early, the step a
+    resume started from (None for a fresh run) and the checkpoints rejected as unreadable."""
+
+    state: TrainState
+    position: Position
+    preempted: bool
+    resumed_from: int | None
+    rejected: list
+
+
+def ema_decay(batch_size: int, half_life_images: float, rampup_ratio: float | None) -> Callable:
+    """EMA decay as a function of the step (images_seen = (step + 1) * batch after the update).
+
+    half_life = min(half_life_images, rampup_ratio * images_seen) (no ramp-up when rampup_ratio
+    is None or 0); beta = 0.5 ** (batch / half_life).
+    """
+
+    def decay(step):
+        images_seen = (step + 1).astype(jnp.float32) * batch_size
+        half_life = jnp.float32(half_life_images)
+        if rampup_ratio:
+            half_life = jnp.minimum(half_life, rampup_ratio * images_seen)
+        return 0.5 ** (batch_size / jnp.maximum(half_life, 1e-8))
+
+    return decay
+
+
+def learning_rate(peak: float, warmup_images: float, batch_size: int) -> Callable:
+    """lr(step) = peak * min(1, images after the step / warmup_images) (constant without warm-up)."""
+
+    def schedule(step):
+        if not warmup_images:
+            return jnp.float32(peak)
+        return peak * jnp.minimum(1.0, (step + 1) * batch_size / warmup_images)
+
+    return schedule
+
+
+def total_steps(training: ml_collections.ConfigDict) -> int:
+    """ceil(training.total_images / training.batch_size)."""
+    return math.ceil(training.total_images / training.batch_size)
+
+
+def validate_training_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Checks the training and optim groups against the device count (names the field on error)."""
+    training, optim = config.training, config.optim
+    require(training.batch_size >= 1 and training.batch_size % num_devices == 0, "training.batch_size",
+            training.batch_size, f"a positive multiple of the device count {num_devices} (the global "
+            "batch is split evenly over devices and hosts)")
+    require(training.total_images >= training.batch_size, "training.total_images", training.total_images,
+            f">= training.batch_size ({training.batch_size})")
+    require(training.ema_half_life_images > 0, "training.ema_half_life_images",
+            training.ema_half_life_images, "images > 0")
+    require(training.p_std > 0, "training.p_std", training.p_std, "> 0")
+    require(len(training.loss_window) in (0, 2), "training.loss_window", tuple(training.loss_window),
+            "() or (sigma_lo, sigma_hi)")
+    if training.loss_window:
+        lo, hi = training.loss_window
+        require(0 <= lo < hi, "training.loss_window", (lo, hi), "0 <= sigma_lo < sigma_hi")
+    require(optim.lr > 0, "optim.lr", optim.lr, "> 0")
+    require(optim.warmup_images >= 0, "optim.warmup_images", optim.warmup_images, ">= 0")
+    require(training.log_every_steps >= 1, "training.log_every_steps", training.log_every_steps, ">= 1")
+
+
+def check_image_shape(data_shape, model: ml_collections.ConfigDict) -> None:
+    """Rejects data whose (H, W, C) differs from (model.image_size, model.image_size, model.in_channels)."""
+    expected = unet.input_shape(model)
+    require(tuple(data_shape) == expected, "model.image_size, model.in_channels",
+            (model.image_size, model.in_channels),
+            f"the data's image shape (H, W, C) = {tuple(data_shape)}; the network takes {expected}")
+
+
+def make_denoiser(config: ml_collections.ConfigDict) -> tuple[unet.SongUNet, Callable]:
+    """(network, denoise(params, x, sigma, labels=None, train=False, rng=None)) of the config."""
+    network = unet.network_from_config(config.model)
+    return network, edm.precondition(edm.flax_net_apply(network), config.model.sigma_data)
+
+
+def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    optim = config.optim
+    return optax.adam(learning_rate(optim.lr, optim.warmup_images, config.training.batch_size),
+                      b1=optim.beta1, b2=optim.beta2, eps=optim.eps)
+
+
+class _StopOnSigterm:
+    """Context manager: SIGTERM sets `requested` instead of killing (main thread only)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        logging.warning("SIGTERM received: saving a checkpoint after this step, then stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# Fields of the training group that change the compiled step (others only steer the loop).
+STEP_FIELDS = ("batch_size", "ema_half_life_images", "ema_rampup_ratio", "p_mean", "p_std", "loss_window",
+               "loss_window_weight")
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The compiled pieces of a run: mesh, jitted init(rng) and step(state, batch), shapes, shardings."""
+
+    mesh: object
+    init: Callable
+    step: Callable
+    state_shapes: TrainState
+    state_sharding: TrainState
+    batch_sharding: dict
+
+
+def build_program(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], devices=None) -> Program:
+    """The jitted init and train step for `config` on a data mesh over `devices` (default: all).
+
+    Memoized on the fields that define the step (model, optim, STEP_FIELDS, image shape,
+    devices), so re-entering `train` in one process (a notebook, the tests) compiles once.
+    """
+    step_config = {"model": config.model.to_dict(), "optim": config.optim.to_dict(),
+                   "training": {k: config.training[k] for k in STEP_FIELDS}}
+    devices = tuple(jax.devices() if devices is None else devices)
+    return _cached_program(json.dumps(step_config, sort_keys=True), tuple(data_shape), devices)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_program(step_config: str, data_shape: tuple[int, ...], devices: tuple) -> Program:
+    config = ml_collections.ConfigDict(json.loads(step_config))
+    training = config.training
+    mesh = parallel.make_mesh(devices=devices)
+    network, denoise = make_denoiser(config)
+    sigma_weight = (edm.window_weight(*training.loss_window, training.loss_window_weight)
+                    if training.loss_window else None)
+    loss_fn = edm.make_loss(denoise, config.model.sigma_data, training.p_mean, training.p_std, sigma_weight)
+    optimizer = _optimizer(config)
+    step_fn = make_train_step(loss_fn, optimizer, ema_decay(training.batch_size, training.ema_half_life_images,
+                                                            training.ema_rampup_ratio))
+    label_dim = config.model.label_dim
+
+    def init(rng) -> TrainState:
+        param_rng, state_rng = jax.random.split(rng)
+        x = jnp.zeros((1, *data_shape), jnp.float32)
+        labels = jnp.zeros((1, label_dim), jnp.float32) if label_dim else None
+        params = network.init(param_rng, x, jnp.zeros((1,)), labels)["params"]
+        return init_state(params, optimizer, state_rng)
+
+    state_shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
+    state_sharding = jax.tree_util.tree_map(lambda _: parallel.replicated(mesh), state_shapes)
+    batch_sharding = {"images": parallel.sharding_along(mesh, 1 + len(data_shape))}
+    if label_dim:
+        batch_sharding["labels"] = parallel.sharding_along(mesh, 2)
+    return Program(
+        mesh=mesh, init=jax.jit(init, out_shardings=state_sharding),
+        step=jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
+                     out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0),
+        state_shapes=state_shapes, state_sharding=state_sharding, batch_sharding=batch_sharding)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devices=None,
+          on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Trains the EDM U-Net of `config` on `data` (resuming from workdir/checkpoints if any).
+
+    data: the training ImageSet ([N, H, W, C] in [-1, 1]). devices: the devices of the mesh
+    (default: all). on_step(step, metrics) is called after every step with device metrics
+    (tests use it to interrupt runs). Returns a TrainResult; the state stays sharded.
+    """
+    training = config.training
+    num_devices = len(jax.devices() if devices is None else devices)
+    validate_training_config(config, num_devices)
+    check_image_shape(data.shape, config.model)
+    batch_size = training.batch_size
+    program = build_program(config, data.shape, devices)
+    batches = ShuffledBatches(data, batch_size, seed=config.seed, xflip=config.data.xflip,
+                              label_dim=config.model.label_dim)
+
+    # Resume or start.
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=training.keep_checkpoints,
+                                every_steps=training.checkpoint_every_steps,
+                                every_seconds=training.checkpoint_every_seconds,
+                                async_save=training.async_checkpoints)
+    abstract = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                      program.state_shapes, program.state_sharding)
+    restored = checkpointer.restore_latest(abstract)
+    if restored is None:
+        state = program.init(jax.random.PRNGKey(config.seed))
+        position, resumed_from = Position(), None
+    else:
+        state, position, resumed_from = restored.state, Position.from_dict(restored.position), restored.step
+
+    def global_batch(local: dict) -> dict:
+        return {k: jax.make_array_from_process_local_data(program.batch_sharding[k], v,
+                                                          (batch_size, *v.shape[1:]))
+                for k, v in local.items()}
+
+    # Loop.
+    steps = total_steps(training)
+    step = int(jax.device_get(state.step))
+    config_record = config.to_dict()
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    progress = Progress("train", total=steps, unit="step", start=step)
+    pending, interval_start, preempted = [], time.perf_counter(), False
+    try:
+        with _StopOnSigterm() as stop:
+            while step < steps:
+                local, position = batches.local_batch(position)
+                state, metrics = program.step(state, global_batch(local))
+                step += 1
+                pending.append(metrics)
+                if on_step is not None:
+                    on_step(step, metrics)
+                preempted = agree_any(stop.requested)
+                if step % training.log_every_steps == 0 or step == steps or preempted:
+                    now = time.perf_counter()
+                    record = _summarize(jax.device_get(pending), step, steps, batch_size,
+                                        now - interval_start, int(jax.device_get(state.skipped)))
+                    if jax.process_index() == 0:
+                        io.append_jsonl(metrics_path, [record])
+                    progress.update(len(pending), loss=record["loss"], grad_norm=record["grad_norm"],
+                                    img_per_s=record["images_per_s"])
+                    pending, interval_start = [], now
+                if step == steps or preempted or checkpointer.due(step):
+                    checkpointer.save(step, state, position.to_dict(), config_record)
+                if preempted:
+                    logging.warning("stopped at step %d after SIGTERM; rerun the same command to resume", step)
+                    break
+    finally:
+        checkpointer.close()
+    return TrainResult(state, position, preempted, resumed_from, list(checkpointer.rejected))
+
+
+def _summarize(metrics: list[dict], step: int, steps: int, batch_size: int, seconds: float,
+               skipped_total: int) -> dict:
+    """One JSON-lines record for the steps in `metrics` (host values): means and rates."""
+    mean = lambda key: float(np.mean([m[key] for m in metrics]))  # noqa: E731
+    images_per_s = len(metrics) * batch_size / max(seconds, 1e-9)
+    return {"step": step, "images_seen": step * batch_size, "loss": mean("loss"),
+            "grad_norm": mean("grad_norm"), "sigma_mean": mean("sigma_mean"),
+            "finite_fraction": mean("finite"), "skipped_total": skipped_total,
+            "images_per_s": images_per_s, "eta_s": (steps - step) * batch_size / images_per_s}
