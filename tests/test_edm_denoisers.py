@@ -117,3 +117,12 @@ def test_image_shape_not_matching_network_is_named():
     with pytest.raises(ValueError, match=r"model.image_size, model.in_channels = \(16, 1\) is invalid; allowed: "
                                          r"the data's image shape \(H, W, C\) = \(8, 8, 1\)"):
         edm_experiment.run(config, "/nonexistent-workdir-never-written")
+
+
+@pytest.mark.parametrize("preset", ["smoke", "digits", "mnist", "cifar10_1k", "cifar10_50k"])
+def test_every_preset_is_valid_and_its_network_builds(preset):
+    config = load_config(f"configs/edm.py:{preset}")
+    edm_experiment.validate_config(config)
+    trainer.validate_training_config(config, 8)
+    network = unet.network_from_config(config.model)
+    assert unet.count_params(unet.abstract_params(network, unet.input_shape(config.model))) > 0

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import time
 
 import jax
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from jaxmem.config import load_config
 from jaxmem.data.pipeline import Position, ShuffledBatches
 from jaxmem.train import edm_experiment, trainer
+from jaxmem.train.checkpoint import Checkpointer
 
 STEPS = 40
 BATCH = 16
@@ -132,3 +134,14 @@ def test_experiment_trains_samples_and_measures_memorization(tmp_path):
     assert (tmp_path / "samples.png").stat().st_size > 0
     assert json.loads((tmp_path / "summary.json").read_text())["parameters"] == summary["parameters"]
     assert edm_experiment.run(config, str(tmp_path))["resumed_from"] == 4  # rerun: nothing left to train
+
+
+def test_checkpoint_interval_in_steps_and_seconds(tmp_path):
+    by_steps = Checkpointer(str(tmp_path / "a"), every_steps=5)
+    assert [s for s in range(1, 16) if by_steps.due(s)] == [5, 10, 15]
+    by_time = Checkpointer(str(tmp_path / "b"), every_seconds=0.2)
+    assert not by_time.due(1)
+    time.sleep(0.25)
+    assert by_time.due(2)
+    by_steps.close()
+    by_time.close()
