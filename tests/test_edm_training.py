@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from jaxmem.config import load_config
 from jaxmem.data.pipeline import Position, ShuffledBatches
@@ -145,3 +146,12 @@ def test_checkpoint_interval_in_steps_and_seconds(tmp_path):
     assert by_time.due(2)
     by_steps.close()
     by_time.close()
+
+
+def test_cifar10_presets_read_tfds_and_fit_the_network():
+    with tfds.testing.mock_data(num_examples=1200):  # random 32x32x3 images, no download
+        config = load_config("configs/edm.py:cifar10_1k")
+        data, indices = edm_experiment.load_training_set(config)
+    assert data.images.shape == (1000, 32, 32, 3) and len(np.unique(indices)) == 1000
+    assert -1.0 <= data.images.min() and data.images.max() <= 1.0
+    trainer.check_image_shape(data.shape, config.model)
