@@ -74,9 +74,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     samples = sampling.edm_generate(lambda p, x, sigma, step: denoise(p, x, sigma), params,
                                     config.sampling.num_samples, data.shape, config.sampling.seed, sigmas,
                                     config.sampling.solver, config.sampling.batch_size)
-    summary = {"steps": int(jax.device_get(result.state.step)),
-               "skipped_steps": int(jax.device_get(result.state.skipped)),
-               "images_seen": int(jax.device_get(result.state.step)) * config.training.batch_size,
+    steps, skipped = (int(v) for v in trainer.fetch_replicated((result.state.step, result.state.skipped)))
+    summary = {"steps": steps, "skipped_steps": skipped, "images_seen": steps * config.training.batch_size,
                "num_train": len(data), "num_samples": len(samples),
                "parameters": unet.count_params(params), "resumed_from": result.resumed_from,
                "rejected_checkpoints": result.rejected}

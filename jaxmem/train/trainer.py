@@ -59,6 +59,11 @@ class TrainResult:
     rejected: list
 
 
+def fetch_replicated(tree):
+    """Host (numpy) copy of a pytree of replicated arrays, also when they span several hosts."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
 def ema_decay(batch_size: int, half_life_images: float, rampup_ratio: float | None) -> Callable:
     """EMA decay as a function of the step (images_seen = (step + 1) * batch after the update).
 
@@ -255,7 +260,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
 
     # Loop.
     steps = total_steps(training)
-    step = int(jax.device_get(state.step))
+    step = int(fetch_replicated(state.step))
     config_record = config.to_dict()
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     progress = Progress("train", total=steps, unit="step", start=step)
@@ -272,8 +277,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                 preempted = agree_any(stop.requested)
                 if step % training.log_every_steps == 0 or step == steps or preempted:
                     now = time.perf_counter()
-                    record = _summarize(jax.device_get(pending), step, steps, batch_size,
-                                        now - interval_start, int(jax.device_get(state.skipped)))
+                    record = _summarize(fetch_replicated(pending), step, steps, batch_size,
+                                        now - interval_start, int(fetch_replicated(state.skipped)))
                     if jax.process_index() == 0:
                         io.append_jsonl(metrics_path, [record])
                     progress.update(len(pending), loss=record["loss"], grad_norm=record["grad_norm"],
