@@ -126,3 +126,15 @@ def test_every_preset_is_valid_and_its_network_builds(preset):
     trainer.validate_training_config(config, 8)
     network = unet.network_from_config(config.model)
     assert unet.count_params(unet.abstract_params(network, unet.input_shape(config.model))) > 0
+
+
+def test_ema_half_life_ramp_up_and_learning_rate_warm_up():
+    decay = trainer.ema_decay(batch_size=512, half_life_images=500_000, rampup_ratio=0.05)
+    # After the first step 512 images were seen: half-life 0.05 * 512 = 25.6 images.
+    np.testing.assert_allclose(decay(jnp.int32(0)), 0.5 ** (512 / 25.6), rtol=1e-5)
+    # Past 10 M images the ramp-up ends: half-life 0.5 M images.
+    np.testing.assert_allclose(decay(jnp.int32(100_000)), 0.5 ** (512 / 500_000), rtol=1e-6)
+    assert float(trainer.ema_decay(512, 500_000, None)(jnp.int32(0))) == pytest.approx(0.5 ** (512 / 500_000))
+    lr = trainer.learning_rate(1e-3, warmup_images=10_000_000, batch_size=512)
+    np.testing.assert_allclose([lr(jnp.int32(0)), lr(jnp.int32(9_764)), lr(jnp.int32(50_000))],
+                               [1e-3 * 512 / 1e7, 1e-3 * 9_765 * 512 / 1e7, 1e-3], rtol=1e-5)
