@@ -23,7 +23,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from jaxmem import parallel
 from jaxmem.config import require
@@ -173,20 +172,13 @@ def knn(queries, train, k: int = 2, *, query_block: int | None = None, train_blo
         chunk_dev = jax.device_put(padded, parallel.sharding_along(mesh, 2))
         sq, idx, certified = _knn_block(chunk_dev, train_dev, sqnorm_dev, max_norm, k=k,
                                         num_candidates=candidates, train_block=train_block)
-        sq, idx, certified = (np.array(_to_host(a))[:size] for a in (sq, idx, certified))
+        sq, idx, certified = (np.array(parallel.to_host(a))[:size] for a in (sq, idx, certified))
         if candidates < n and not certified.all():  # with every point a candidate, nothing is left out
             redo = np.nonzero(~certified)[0]
             sq[redo], idx[redo] = _exact_host(chunk[redo], train, k)
         sq_out[start:start + size] = sq
         idx_out[start:start + size] = idx
     return np.sqrt(np.maximum(sq_out, 0.0)), idx_out
-
-
-def _to_host(array: jax.Array):
-    """Brings a (possibly multi-host sharded) result to every process as numpy."""
-    if jax.process_count() > 1:
-        return multihost_utils.process_allgather(array, tiled=True)
-    return array
 
 
 def memorization_flags(samples, train, *, ratio: float = MEMORIZATION_RATIO, **knn_kwargs) -> np.ndarray:

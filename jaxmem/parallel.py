@@ -10,6 +10,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -57,3 +58,10 @@ def pad_to_multiple(x: np.ndarray, multiple: int, axis: int = 0) -> tuple[np.nda
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, extra)
     return np.pad(x, widths, mode="edge"), n
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """A (possibly multi-host sharded) global array as one numpy array on every process."""
+    if jax.process_count() > 1:
+        array = multihost_utils.process_allgather(array, tiled=True)
+    return np.asarray(array)

@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmem import parallel
 from jaxmem.config import require, require_choice
 from jaxmem.noise import vp_alpha, vp_sigma
+from jaxmem.progress import Progress
 
 PREDICTIONS = ("eps", "x0")
 
@@ -63,11 +65,6 @@ def ddim_sample(denoiser: Callable, x_start, times, prediction: str = "eps"):
 #           x_{i+1} = x_i + (s_{i+1} - s_i) (d_i + d'_i) / 2     (2n - 1 denoiser calls)
 # A step denoiser receives the step index i (both calls of a Heun step get the same i), so a
 # per-step choice of network (swap windows) plugs in: denoise(x, sigma, i) may switch on i.
-
-from jax.experimental import multihost_utils  # noqa: E402
-
-from jaxmem import parallel  # noqa: E402
-from jaxmem.progress import Progress  # noqa: E402
 
 EDM_SOLVERS = ("euler", "heun")
 
@@ -146,9 +143,6 @@ def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[
     progress = Progress("sample", total=num_samples, unit="sample")
     for first in range(0, num_samples, batch):
         count = min(batch, num_samples - first)
-        samples = sample_batch(params, make_noise(first))
-        if jax.process_count() > 1:
-            samples = multihost_utils.process_allgather(samples, tiled=True)
-        out[first:first + count] = np.asarray(samples)[:count]
+        out[first:first + count] = parallel.to_host(sample_batch(params, make_noise(first)))[:count]
         progress.update(count)
     return out

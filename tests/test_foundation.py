@@ -122,3 +122,23 @@ def test_atomic_writers(tmp_path):
     assert json.loads((tmp_path / "t.json").read_text()) == {"x": 1.5, "y": [0, 1]}
     assert "| a | b |" in io.markdown_table(rows)
     assert sorted(os.listdir(tmp_path)) == ["t.csv", "t.json"]  # no temporary files left
+
+
+def test_every_preset_of_every_config_builds():
+    """Each configs/*.py: an unknown preset names the valid ones, and each of those builds, locked."""
+    import glob
+    import re
+
+    from conftest import REPO
+
+    files = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+    assert len(files) >= 3
+    for path in files:
+        with pytest.raises(ValueError, match="valid presets: ") as error:
+            load_config(f"{path}:no_such_preset")
+        presets = re.search(r"valid presets: (.*)$", str(error.value)).group(1).split(", ")
+        for preset in presets:
+            config = load_config(f"{path}:{preset}")
+            assert config.preset == preset and config.is_locked
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config("configs/missing.py:smoke")
