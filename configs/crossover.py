@@ -2,7 +2,7 @@
 
 Presets (--config=configs/crossover.py:<preset>):
   smoke  seconds on a CPU; the end-to-end test
-  demo   `make demo`: ~2 minutes on 2 CPU cores, d=10, K=3, N in {20,40,60}, the linear trend
+  demo   `make demo`: ~1 minute on 2 CPU cores, d=30, K=3, N in {20,40,60}, the linear trend
          of M* in N (peak lr 1e-2 for 4,000 steps: the paper's lr x steps budget)
   paper  "On the Edge of Memorization": d in {30,40,50,60} x K in {3,6,9,12} x N in
          {50,100,150,200}, M/N in 0.1..1.0, 50,000 steps, 100 noise draws, 50 samples,
@@ -62,7 +62,7 @@ def smoke() -> ml_collections.ConfigDict:
 
 def demo() -> ml_collections.ConfigDict:
     config = _base()
-    config.data.update(dims=(10,), num_components=(3,), train_sizes=(20, 40, 60), num_val=100)
+    config.data.update(dims=(30,), num_components=(3,), train_sizes=(20, 40, 60), num_val=100)
     # Adam moves each parameter by about peak_lr per step, so escaping the memorising
     # initialisation is bounded by peak_lr x steps: 4,000 steps at 1e-2 give the budget of
     # about 40,000 paper steps at 1e-3 in ~2 minutes on 2 CPU cores.
