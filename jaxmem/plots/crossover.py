@@ -34,11 +34,13 @@ def save_crossover(path: str, rows: list[dict], fit: dict) -> str:
         ok = np.isfinite(values)
         if not ok.any():
             continue
-        if key.startswith("Mstar_formula_"):
+        method, weighting = key[len("Mstar_"):].split("_", 1)
+        if method == "formula":
             slope = float(np.median(values[ok] / n_all[ok]))
-            axis.plot(grid, slope * grid, linestyle=next(styles), label=f"{key[6:]}: {slope:.3f} N")
+            axis.plot(grid, slope * grid, linestyle=next(styles),
+                      label=f"predicted M*, closed form ({weighting}): {slope:.3f} N")
         else:
-            axis.plot(n_all[ok], values[ok], "x", label=key[6:])
+            axis.plot(n_all[ok], values[ok], "x", label=f"predicted M*, measured losses ({weighting})")
     axis.plot(grid, grid, color="0.8", lw=0.8, label="M = N")
     axis.set(xlabel="training points N", ylabel="capacity M", title="Memorisation transition M* vs N")
     axis.legend(fontsize=7)
