@@ -11,6 +11,7 @@ form and by the measured losses for each weighting.
 
 Workdir:
   d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
+  d<d>[_n<N>]/fingerprint.json  the config a grid belongs to (resuming another config fails)
   d<d>[_n<N>]/result.npz    everything measured for that grid (a rerun skips finished grids)
   crossover.csv, crossover.md   one row per data set: M_pt, window, predicted M*, baseline losses
   models.csv                    one row per trained model: ratio, s^2, weighted train/val losses
@@ -266,6 +267,13 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
                     "the same config as the run that wrote it; use a new --workdir")
             logging.info("grid d=%d already finished: %s", dim, result_path)
             return {k: f[k] for k in f.files}
+    fingerprint_path = os.path.join(grid_dir, "fingerprint.json")
+    if os.path.exists(fingerprint_path):  # checkpoints of an unfinished grid: resume only the same config
+        with open(fingerprint_path) as f:
+            require(f.read().strip() == fingerprint, f"{fingerprint_path} (config)",
+                    "checkpoints of another config", "the same config as the run that wrote them; use a new --workdir")
+    else:
+        io.write_text(fingerprint_path, fingerprint + "\n")
 
     times = _times(config)
     data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes)

@@ -88,6 +88,9 @@ def test_smoke_preset_end_to_end_and_rerun_skips(config, tmp_path):
         config.training.steps = 21
     with pytest.raises(ValueError, match="another config"):
         crossover.run(config, workdir)
+    os.remove(os.path.join(workdir, "d6", "result.npz"))  # unfinished: checkpoints of the old config remain
+    with pytest.raises(ValueError, match="checkpoints of another config"):
+        crossover.run(config, workdir)
 
 
 def test_lowrank_data_per_size_grids_and_memory_bounds_run(config, tmp_path):
@@ -96,7 +99,7 @@ def test_lowrank_data_per_size_grids_and_memory_bounds_run(config, tmp_path):
         config.training.update(grid_per_train_size=True, point_block=16, steps=4, chunk_steps=4)
         config.eval.model_batch = 2
     summary = crossover.run(config, str(tmp_path))
-    assert sorted(os.listdir(tmp_path / "d64_n8")) == ["checkpoints", "result.npz"]
+    assert sorted(os.listdir(tmp_path / "d64_n8")) == ["checkpoints", "fingerprint.json", "result.npz"]
     assert [r["N"] for r in summary["rows"]] == [8, 12]
     assert np.isnan(summary["rows"][0]["Mstar_formula_x0"])  # no isotropic ground truth for templates
     with config.unlocked():
