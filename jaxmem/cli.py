@@ -8,6 +8,7 @@ command resumes (or skips finished work) from what the workdir holds.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 from collections.abc import Callable
 
@@ -16,6 +17,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxmem import io, parallel
+
+
+class _QuietLibraries(std_logging.Filter):
+    """Drops INFO-level chatter of orbax (hundreds of lines per checkpoint); warnings pass."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
 def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_workdir: str) -> None:
@@ -29,6 +37,7 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         if config_flag.value is None:
             raise app.UsageError("--config=configs/<family>.py:<preset> is required")
+        logging.get_absl_handler().addFilter(_QuietLibraries())
         parallel.initialize_distributed()
         workdir = os.path.abspath(flags.FLAGS.workdir)
         config = config_flag.value
