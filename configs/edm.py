@@ -78,29 +78,31 @@ def cifar10_50k() -> ml_collections.ConfigDict:
     return config
 
 
-def digits() -> ml_collections.ConfigDict:
+def _offline(dataset: str, num_train: int, image_size: int) -> ml_collections.ConfigDict:
+    """The shared recipe of the offline presets: a small grayscale U-Net, no dropout."""
     config = _cifar10()
-    config.data.update(dataset="digits", num_train=64)
-    config.model.update(image_size=8, in_channels=1, channels=64, channel_mult=(1, 2), num_blocks=2,
-                        attn_resolutions=(4,), dropout=0.0, noise_features=64, embed_dim=256)
-    config.training.update(batch_size=64, total_images=3_200_000, ema_half_life_images=50_000,
-                           log_every_steps=500, checkpoint_every_steps=5_000,
+    config.data.update(dataset=dataset, num_train=num_train)
+    config.model.update(image_size=image_size, in_channels=1, channels=64, num_blocks=2, dropout=0.0,
+                        noise_features=64, embed_dim=256)
+    config.training.update(log_every_steps=500, checkpoint_every_steps=5_000,
                            checkpoint_every_seconds=600.0)
-    config.optim.warmup_images = 64_000
     config.sampling.update(num_samples=256)
     return config
 
 
+def digits() -> ml_collections.ConfigDict:
+    config = _offline("digits", num_train=64, image_size=8)
+    config.model.update(channel_mult=(1, 2), attn_resolutions=(4,))
+    config.training.update(batch_size=64, total_images=3_200_000, ema_half_life_images=50_000)
+    config.optim.warmup_images = 64_000
+    return config
+
+
 def mnist() -> ml_collections.ConfigDict:
-    config = _cifar10()
-    config.data.update(dataset="mnist_5k", num_train=500)
-    config.model.update(image_size=28, in_channels=1, channels=64, channel_mult=(1, 2, 2), num_blocks=2,
-                        attn_resolutions=(7,), dropout=0.0, noise_features=64, embed_dim=256)
-    config.training.update(batch_size=128, total_images=10_000_000, ema_half_life_images=100_000,
-                           log_every_steps=500, checkpoint_every_steps=5_000,
-                           checkpoint_every_seconds=600.0)
+    config = _offline("mnist_5k", num_train=500, image_size=28)
+    config.model.update(channel_mult=(1, 2, 2), attn_resolutions=(7,))
+    config.training.update(batch_size=128, total_images=10_000_000, ema_half_life_images=100_000)
     config.optim.warmup_images = 500_000
-    config.sampling.update(num_samples=256)
     return config
 
 
