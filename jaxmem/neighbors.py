@@ -32,11 +32,26 @@ _CHUNK = 32  # columns per chunk in the two-stage selection of candidates
 _EXTRA_CANDIDATES = 6  # beyond k: enough that generic data certifies without the host fallback
 
 
-def default_blocks() -> tuple[int, int]:
-    """(query_block, train_block) per device, from the platform: larger on accelerators."""
+def blocks_for_memory(bytes_available: int, dim: int, num_candidates: int,
+                      train_block: int = 16384) -> tuple[int, int]:
+    """(query_block, train_block) whose working set fits in `bytes_available` bytes.
+
+    Per query the working set is ~3 float32 rows of train_block scores (scores, chunk minima,
+    masks) plus 2 x num_candidates x dim floats for the re-rank. query_block is a power of two
+    in [256, 16384].
+    """
+    per_query = 4 * (3 * train_block + 2 * num_candidates * dim)
+    fit = max(256, min(16384, bytes_available // per_query))
+    return 2 ** int(np.log2(fit)), train_block
+
+
+def default_blocks(dim: int, num_candidates: int) -> tuple[int, int]:
+    """(query_block per device, train_block): fixed on CPU; on accelerators an eighth of the
+    device's memory limit (memory_stats()['bytes_limit'], 16 GiB when unknown)."""
     if jax.default_backend() == "cpu":
         return 2048, 4096
-    return 8192, 16384
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return blocks_for_memory(stats.get("bytes_limit", 16 * 2**30) // 8, dim, num_candidates)
 
 
 def _smallest(scores: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
@@ -152,8 +167,8 @@ def knn(queries, train, k: int = 2, *, query_block: int | None = None, train_blo
     _validate(queries, train, k)
     n = len(train)
     mesh = mesh if mesh is not None else parallel.make_mesh()
-    per_device, default_train_block = default_blocks()
     candidates = min(num_candidates or k + _EXTRA_CANDIDATES, n)
+    per_device, default_train_block = default_blocks(train.shape[1], candidates)
     require(candidates >= k, "num_candidates", num_candidates, f">= k = {k}")
     num_blocks = -(-n // max(candidates, min(train_block or default_train_block, n)))
     train_block = max(candidates, -(-n // num_blocks))  # even blocks: little padding

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxmem import parallel
-from jaxmem.neighbors import _knn_block, knn, memorization_flags, memorization_rate
+from jaxmem.neighbors import _knn_block, blocks_for_memory, knn, memorization_flags, memorization_rate
 
 
 def brute_force(queries, train, k):
@@ -108,3 +108,11 @@ def test_memorization_test():
     np.testing.assert_array_equal(flags[20:50], d[:, 0] < d[:, 1] / 3)
     # A training image stored twice is still memorized when copied.
     assert memorization_rate(train[:5], np.concatenate([train, train[:5]])) == 1.0
+
+
+def test_accelerator_block_sizes_fit_the_memory_budget():
+    for budget, dim in [(10 * 2**30, 3072), (2**30, 3072), (2**28, 784)]:
+        queries, train = blocks_for_memory(budget, dim, num_candidates=8)
+        assert queries * 4 * (3 * train + 16 * dim) <= budget
+        assert queries & (queries - 1) == 0 and 256 <= queries <= 16384
+    assert blocks_for_memory(80 * 2**30 // 8, 3072, 8)[0] == 16384  # an 80 GB GPU: the cap
