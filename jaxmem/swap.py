@@ -1,0 +1,124 @@
+"""Denoiser swapping along the EDM sampling grid ("Two Calm Ends and the Wild Middle", Table 1).
+
+The sampler (jaxmem.sampling.edm_sample_steps) calls a step denoiser with the step index i of
+the grid sigma_0 > ... > sigma_{n-1} > 0. A swap uses the donor network B for the calls whose
+index lies inside an inclusive window [first, last] (or any of several disjoint windows) and
+the base network A elsewhere:
+    D_i(x) = D_B(x; sigma_i)  if first <= i <= last,   D_A(x; sigma_i)  otherwise.
+With the paper's Euler sampler on the 18-level grid, the regions are large = 0-5 (sigma > 8.4),
+medium = 6-13 ([0.14, 8.4]) and small = 14-17 (< 0.14); or they come from a geometry run's
+regimes.json (jaxmem.geometry.regimes.regime_map).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem import noise
+from jaxmem.config import require
+
+Window = tuple[int, int]  # inclusive step indices (first, last)
+
+PAPER_STEPS = 18
+PAPER_REGIONS: dict[str, Window] = {"large": (0, 5), "medium": (6, 13), "small": (14, 17)}
+
+
+def _levels(sigmas) -> np.ndarray:
+    """The sampler grid's positive levels [n] from a grid [n + 1] ending in 0 (or already without it)."""
+    sigmas = np.asarray(sigmas, np.float64)
+    require(sigmas.ndim == 1 and sigmas.size >= 2 and bool(np.all(np.diff(sigmas) < 0)), "sigmas", sigmas,
+            "a decreasing EDM grid (jaxmem.noise.edm_sigmas)")
+    return sigmas[:-1] if sigmas[-1] == 0 else sigmas
+
+
+def sigma_window(sigmas, sigma_lo: float, sigma_hi: float) -> Window:
+    """Inclusive index window of the grid levels with sigma_lo <= sigma_i <= sigma_hi.
+
+    sigmas: the sampler grid [n + 1] (ending in 0) or its levels [n]. Raises ValueError when the
+    interval is reversed, lies outside the grid, or falls between two levels (no level inside).
+    """
+    levels = _levels(sigmas)
+    require(0 <= sigma_lo <= sigma_hi, "sigma window (lo, hi)", (sigma_lo, sigma_hi), "0 <= lo <= hi")
+    require(sigma_hi >= levels[-1] and sigma_lo <= levels[0], "sigma window (lo, hi)", (sigma_lo, sigma_hi),
+            f"an interval that meets the grid [{levels[-1]:.4g}, {levels[0]:.4g}] (it lies outside)")
+    window = noise.edm_index_range(levels, sigma_lo, sigma_hi)
+    require(window is not None, "sigma window (lo, hi)", (sigma_lo, sigma_hi),
+            "an interval holding at least one grid level; levels: " + ", ".join(f"{s:.4g}" for s in levels))
+    return window
+
+
+def check_windows(windows: Sequence[Window] | Window, num_steps: int) -> tuple[Window, ...]:
+    """Validated, sorted windows: each 0 <= first <= last < num_steps, no two overlapping.
+
+    windows: one (first, last) pair or a sequence of pairs (empty: no swap).
+    """
+    if len(windows) == 2 and all(isinstance(v, int | np.integer) for v in windows):
+        windows = [windows]
+    checked = []
+    for window in windows:
+        require(len(window) == 2 and all(isinstance(v, int | np.integer) for v in window)
+                and 0 <= window[0] <= window[1] < num_steps, "window", window,
+                f"inclusive step indices (first, last) with 0 <= first <= last <= {num_steps - 1}")
+        checked.append((int(window[0]), int(window[1])))
+    checked.sort()
+    for before, after in zip(checked, checked[1:]):
+        require(after[0] > before[1], "windows", checked, "disjoint windows (two of them overlap)")
+    return tuple(checked)
+
+
+def regions_from_regimes(regimes: dict | str, num_steps: int = PAPER_STEPS) -> dict[str, Window]:
+    """{"small" | "medium" | "large": window} from a geometry regime map (dict or regimes.json path).
+
+    Only regimes that hold at least one level of the regime map's EDM grid are returned; that
+    grid must have num_steps levels (the sampler's).
+    """
+    if isinstance(regimes, str):
+        with open(regimes) as f:
+            regimes = json.load(f)
+    require("regimes" in regimes and "edm_grid" in regimes, "regime map keys", sorted(regimes),
+            "a regime map with 'regimes' and 'edm_grid' (jaxmem.geometry.regimes.regime_map)")
+    steps = regimes["edm_grid"]["steps"]
+    require(steps == num_steps, "regime map edm_grid.steps", steps, f"{num_steps}, the sampler's grid")
+    return {name: tuple(regime["edm_indices"]) for name, regime in regimes["regimes"].items()
+            if name in PAPER_REGIONS and regime["edm_indices"] is not None}
+
+
+def check_same_shapes(base: Callable, donor: Callable, data_shape: tuple[int, ...]) -> None:
+    """Raises ValueError unless both denoisers map [1, *data_shape] to that shape (abstract probe)."""
+    x = jax.ShapeDtypeStruct((1, *data_shape), jnp.float32)
+    sigma = jax.ShapeDtypeStruct((), jnp.float32)
+    for name, denoise in (("base", base), ("donor", donor)):
+        try:
+            out = jax.eval_shape(denoise, x, sigma)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{name} denoiser does not accept data of shape {tuple(data_shape)}: {error}") from error
+        require(out.shape == x.shape, f"{name} denoiser output shape", out.shape,
+                f"{x.shape}, the input's shape (denoisers with different data shapes cannot be swapped)")
+
+
+def swap_denoiser(base: Callable, donor: Callable, windows: Sequence[Window] | Window, sigmas,
+                  data_shape: tuple[int, ...]) -> Callable:
+    """Step denoiser for sampling.edm_sample_steps: donor inside the windows, base elsewhere.
+
+    base, donor: denoise(x [S, *data_shape], sigma scalar) -> x0_hat of x's shape. windows: one
+    inclusive (first, last) pair of step indices or a sequence of disjoint pairs (see
+    check_windows; use sigma_window for windows given in sigma). sigmas: the sampler grid
+    [n + 1]. With no window the result is the base denoiser itself (bit-identical sampling).
+    Returns step_denoise(x, sigma, step) -> x0_hat.
+    """
+    windows = check_windows(windows, len(_levels(sigmas)))
+    check_same_shapes(base, donor, tuple(data_shape))
+    if not windows:
+        return lambda x, sigma, step: base(x, sigma)
+
+    def step_denoise(x, sigma, step):
+        inside = functools.reduce(jnp.logical_or, [(first <= step) & (step <= last) for first, last in windows])
+        return jax.lax.cond(inside, donor, base, x, sigma)
+
+    return step_denoise
