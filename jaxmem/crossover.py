@@ -267,13 +267,8 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
                     "the same config as the run that wrote it; use a new --workdir")
             logging.info("grid d=%d already finished: %s", dim, result_path)
             return {k: f[k] for k in f.files}
-    fingerprint_path = os.path.join(grid_dir, "fingerprint.json")
-    if os.path.exists(fingerprint_path):  # checkpoints of an unfinished grid: resume only the same config
-        with open(fingerprint_path) as f:
-            require(f.read().strip() == fingerprint, f"{fingerprint_path} (config)",
-                    "checkpoints of another config", "the same config as the run that wrote them; use a new --workdir")
-    else:
-        io.write_text(fingerprint_path, fingerprint + "\n")
+    # checkpoints of an unfinished grid: resume only the same config
+    io.check_fingerprint(os.path.join(grid_dir, "fingerprint.json"), fingerprint, "checkpoints of another config")
 
     times = _times(config)
     data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes)

@@ -104,6 +104,34 @@ def save_figure(path: str, figure) -> str:
     return path
 
 
+def check_fingerprint(path: str, fingerprint: str, what: str) -> bool:
+    """Ties a folder to one config, so a rerun resumes only what the same config wrote.
+
+    fingerprint: JSON text of a dict of the config fields the folder's results depend on.
+    The first call writes it to `path` and returns False; later calls return True when the
+    stored fingerprint matches and otherwise raise ValueError naming `path`, `what` it holds
+    (e.g. "checkpoints of another config") and the fields that differ.
+    """
+    if not os.path.exists(path):
+        write_text(path, fingerprint + "\n")
+        return False
+    with open(path) as f:
+        stored = f.read().strip()
+    if stored != fingerprint:
+        old, new = _flatten(json.loads(stored)), _flatten(json.loads(fingerprint))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+        raise ValueError(f"{path} holds {what} (fields that differ: {', '.join(changed)}); rerun with the "
+                         f"config that wrote it, or use a new --workdir")
+    return True
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    if isinstance(tree, dict):
+        return {key: value for k, v in tree.items() for key, value in _flatten(v, f"{prefix}{k}.").items()}
+    return {prefix[:-1]: tree}
+
+
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> str:
     """Writes the resolved config into the workdir as `config.json` (plus a readable dump)."""
     write_text(os.path.join(workdir, "config.txt"), str(config))

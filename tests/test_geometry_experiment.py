@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -43,9 +44,20 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_smoke_preset_end_to_end(tmp_path):
+CURVES = ("concentration", "coverage", "mse", "wiener_distance")
+MEASURES = ("measure_concentration", "measure_coverage", "measure_mse", "measure_wiener_distance")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke-preset run shared by the tests below: (config, workdir, result)."""
     config = load_config(CONFIG + ":smoke")
-    result = experiment.run(config, str(tmp_path))
+    workdir = tmp_path_factory.mktemp("smoke")
+    return config, workdir, experiment.run(config, str(workdir))
+
+
+def test_smoke_preset_end_to_end(smoke_run):
+    config, tmp_path, result = smoke_run
     for name in ("concentration.csv", "coverage.csv", "mse.csv", "wiener_distance.csv", "regimes.json",
                  "geometry.png", "split_indices.npz"):
         assert (tmp_path / name).stat().st_size > 0, name
@@ -60,6 +72,58 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert result["paths"]["figure"].endswith("geometry.png")
     with np.load(tmp_path / "split_indices.npz") as split:
         assert len(split["train"]) == config.data.n_train and len(np.intersect1d(split["train"], split["heldout"])) == 0
+
+
+def _measuring_fails(monkeypatch):
+    def fail(*args):
+        raise AssertionError("a curve was measured again")
+
+    for name in MEASURES:
+        monkeypatch.setattr(experiment, name, fail)
+
+
+def test_rerun_loads_every_curve_and_rebuilds_the_regime_map(smoke_run, tmp_path, monkeypatch):
+    config, first_dir, first = smoke_run
+    workdir = tmp_path / "run"
+    shutil.copytree(first_dir, workdir)
+    stamps = {name: os.path.getmtime(workdir / f"{name}.csv") for name in CURVES}
+    _measuring_fails(monkeypatch)
+    again = experiment.run(config, str(workdir))
+    assert {name: os.path.getmtime(workdir / f"{name}.csv") for name in CURVES} == stamps
+    for name in ("sigmas", "max_weight", "coverage"):
+        np.testing.assert_array_equal(again[name], first[name])
+    assert {**again["regimes"], "elapsed_s": 0} == {**first["regimes"], "elapsed_s": 0}
+    config = load_config(CONFIG + ":smoke")  # regimes.* and compute.* do not change the curves: still resumes
+    config.regimes.w_threshold, config.compute.chunk_size = 0.3, 8
+    rethresholded = experiment.run(config, str(workdir))
+    np.testing.assert_array_equal(rethresholded["max_weight"], first["max_weight"])
+    assert rethresholded["regimes"]["thresholds"]["w_threshold"] == 0.3
+    assert json.loads((workdir / "regimes.json").read_text())["thresholds"]["w_threshold"] == 0.3
+
+
+def test_rerun_with_another_config_fails_naming_workdir_and_field(smoke_run, monkeypatch):
+    _, workdir, _ = smoke_run
+    stamp = os.path.getmtime(workdir / "fingerprint.json")
+    _measuring_fails(monkeypatch)
+    config = load_config(CONFIG + ":smoke")
+    config.mse.draws = 3
+    with pytest.raises(ValueError, match=rf"{workdir}.*curves of another config.*mse\.draws.*new --workdir"):
+        experiment.run(config, str(workdir))
+    assert os.path.getmtime(workdir / "fingerprint.json") == stamp
+
+
+def test_curves_without_fingerprint_are_measured_again(smoke_run, tmp_path, monkeypatch):
+    """A workdir of a run before fingerprints: its curves are of unknown config, so not trusted."""
+    config, first_dir, _ = smoke_run
+    workdir = tmp_path / "run"
+    shutil.copytree(first_dir, workdir)
+    os.remove(workdir / "fingerprint.json")
+    stored = {name: experiment._read_curves(workdir / f"{name}.csv") for name in CURVES}
+    measured = []
+    for name, measure in zip(CURVES, MEASURES):
+        monkeypatch.setattr(experiment, measure, lambda *args, _name=name: measured.append(_name) or stored[_name])
+    experiment.run(config, str(workdir))
+    assert tuple(measured) == CURVES and (workdir / "fingerprint.json").exists()
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -1,6 +1,7 @@
 """The geometry experiment: concentration, coverage, MSE and Wiener curves, and the regime map.
 
 run(config, workdir) writes into workdir:
+  fingerprint.json       the config fields the curves depend on (resuming another config fails)
   split_indices.npz      training / held-out indices into the data source(s)
   concentration.csv      sigma, W (max weight), entropy, effective count, source weight (+ standard errors)
   coverage.csv           sigma, C (shell coverage of held-out points) + standard error, exact chi-square shell mass
@@ -8,10 +9,17 @@ run(config, workdir) writes into workdir:
   wiener_distance.csv    sigma, E|D_wiener - D_empirical|^2 on noisy held-out points
   regimes.json           regime boundaries, sigma intervals, EDM-grid index ranges, per-level labels
   geometry.png           W and C (and MSE) against log sigma with the regimes shaded
+
+Rerunning in the same workdir resumes: each curve file already written by the same config is
+loaded, not measured again. The regime map and figure are rebuilt from the curve files on every
+run (so regimes.* and compute.* may change between runs); the returned curves are read back from
+those files too, so a resumed run returns exactly what a fresh one does.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import time
 
@@ -90,6 +98,20 @@ def _columns(sigmas: np.ndarray, **curves) -> list[dict]:
     return [{"sigma": float(s), **{k: float(v[i]) for k, v in curves.items()}} for i, s in enumerate(sigmas)]
 
 
+def _read_curves(path: str) -> dict[str, np.ndarray]:
+    """{column: values [L]} of a curve file written by run, without the sigma column."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {name: np.array([float(row[name]) for row in rows]) for name in rows[0] if name != "sigma"}
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> str:
+    """JSON of the config fields the curves depend on. Left out: compute.* (memory and speed,
+    not the numbers beyond float rounding) and regimes.* (re-derived from the curves every run)."""
+    groups = {group: config[group].to_dict() for group in ("data", "grid", "concentration", "coverage", "mse")}
+    return json.dumps({"seed": config.seed, **groups}, sort_keys=True)
+
+
 def _with_standard_errors(per_query: dict, draws: int) -> dict:
     """{name: [Q, L]} -> {name: mean [L], name_se: standard error [L]}."""
     curves = {}
@@ -116,67 +138,87 @@ def measure_coverage(config, params, heldout, sigmas, key) -> dict:
     return curves
 
 
-def measure_mse(config, params, train, heldout, sigmas, key) -> tuple[dict, dict]:
-    """(MSE curves: empirical optimum on training / held-out points, gap, Wiener on held-out;
-    Wiener-to-empirical squared distance on held-out points), each with standard errors."""
-    group, chunk = config.mse, config.compute.mse_chunk_size
-    _, train_clean, train_z = noisy_queries(train, group.num_points, group.draws, config.seed + 2,
-                                            jax.random.fold_in(key, 0))
-    _, held_clean, held_z = noisy_queries(heldout, group.num_points, group.draws, config.seed + 3,
-                                          jax.random.fold_in(key, 1))
-    wiener = linear.make_params(train)
+def _mse_queries(config, points, heldout: bool, key) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noise) [Q, d] of the MSE group on training or held-out points; the same for every
+    curve that uses them, so the MSE and the Wiener distance see the same noisy inputs."""
+    group, which = config.mse, int(heldout)
+    _, clean, z = noisy_queries(points, group.num_points, group.draws, config.seed + 2 + which,
+                                jax.random.fold_in(key, which))
+    return clean, z
+
+
+def measure_mse(config, params, train, heldout, sigmas, key) -> dict:
+    """MSE curves (+ _se): empirical optimum on training / held-out points, their gap, Wiener on held-out."""
+    chunk = config.compute.mse_chunk_size
+    train_clean, train_z = _mse_queries(config, train, False, key)
+    held_clean, held_z = _mse_queries(config, heldout, True, key)
     errors = {
         "train_mse": mse.mse_curve(empirical.apply, params, train_clean, train_z, sigmas, chunk),
         "heldout_mse": mse.mse_curve(empirical.apply, params, held_clean, held_z, sigmas, chunk),
-        "wiener_heldout_mse": mse.mse_curve(linear.apply, wiener, held_clean, held_z, sigmas, chunk),
+        "wiener_heldout_mse": mse.mse_curve(linear.apply, linear.make_params(train), held_clean, held_z, sigmas,
+                                            chunk),
     }
-    mse_curves = _with_standard_errors(errors, group.draws)
-    mse_curves["generalization_gap"] = mse_curves["heldout_mse"] - mse_curves["train_mse"]
-    distance = mse.denoiser_distance_curve(linear.apply, wiener, empirical.apply, params, held_clean, held_z,
-                                           sigmas, chunk)
-    return mse_curves, _with_standard_errors({"wiener_empirical_sq_distance": distance}, group.draws)
+    curves = _with_standard_errors(errors, config.mse.draws)
+    curves["generalization_gap"] = curves["heldout_mse"] - curves["train_mse"]
+    return curves
+
+
+def measure_wiener_distance(config, params, train, heldout, sigmas, key) -> dict:
+    """E|D_wiener - D_empirical|^2 (+ _se) per level on the MSE group's noisy held-out points."""
+    held_clean, held_z = _mse_queries(config, heldout, True, key)
+    distance = mse.denoiser_distance_curve(linear.apply, linear.make_params(train), empirical.apply, params,
+                                           held_clean, held_z, sigmas, config.compute.mse_chunk_size)
+    return _with_standard_errors({"wiener_empirical_sq_distance": distance}, config.mse.draws)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Measures every curve of the geometry study and writes them (see module docstring)."""
+    """Measures every curve of the geometry study not yet in workdir and writes them (see module docstring)."""
     check_config(config)
     started = time.perf_counter()
+
+    def path(name):
+        return os.path.join(workdir, name)
+
     os.makedirs(workdir, exist_ok=True)
+    resuming = io.check_fingerprint(path("fingerprint.json"), fingerprint(config), "curves of another config")
     train, heldout, indices = load_split(config)
-    io.save_npz(os.path.join(workdir, "split_indices.npz"), **indices)
+    io.save_npz(path("split_indices.npz"), **indices)
     sigmas = noise.log_sigmas(config.grid.num_sigmas, config.grid.sigma_min, config.grid.sigma_max)
     params = empirical.make_params(train, config.compute.block_size)
     key = jax.random.PRNGKey(config.seed)
     logging.info("geometry: %s, N = %d training, %d held-out, d = %d, %d levels in [%g, %g]",
                  config.data.dataset, len(train), len(heldout), train.shape[1], len(sigmas), sigmas[0], sigmas[-1])
 
-    conc = measure_concentration(config, params, train, sigmas, jax.random.fold_in(key, 0))
-    cover = measure_coverage(config, params, heldout, sigmas, jax.random.fold_in(key, 1))
-    mse_curves, wiener_distance = measure_mse(config, params, train, heldout, sigmas, jax.random.fold_in(key, 2))
+    measures = {
+        "concentration": lambda: measure_concentration(config, params, train, sigmas, jax.random.fold_in(key, 0)),
+        "coverage": lambda: measure_coverage(config, params, heldout, sigmas, jax.random.fold_in(key, 1)),
+        "mse": lambda: measure_mse(config, params, train, heldout, sigmas, jax.random.fold_in(key, 2)),
+        "wiener_distance": lambda: measure_wiener_distance(config, params, train, heldout, sigmas,
+                                                           jax.random.fold_in(key, 2)),
+    }
+    paths, curves = {}, {}
+    for name, measure in measures.items():
+        paths[name] = path(name + ".csv")
+        if resuming and os.path.exists(paths[name]):  # no fingerprint yet: curves of unknown config
+            logging.info("%s: loading %s, written by an earlier run of this config", name, paths[name])
+        else:
+            logging.info("wrote %s: %s", name, io.write_csv(paths[name], _columns(sigmas, **measure())))
+        curves[name] = _read_curves(paths[name])
+    conc, cover, mse_curves = curves["concentration"], curves["coverage"], curves["mse"]
 
     thresholds = (config.regimes.w_threshold, config.regimes.c_threshold)
     regime = regimes.regime_map(sigmas, conc["max_weight"], cover["coverage"], *thresholds, config.regimes.edm_steps)
     labels = regimes.label_levels(conc["max_weight"], cover["coverage"], *thresholds)
     regime["levels"] = [{"sigma": float(s), "regime": str(r)} for s, r in zip(sigmas, labels)]
     regime["elapsed_s"] = time.perf_counter() - started
-
-    def path(name):
-        return os.path.join(workdir, name)
-
-    paths = {
-        "concentration": io.write_csv(path("concentration.csv"), _columns(sigmas, **conc)),
-        "coverage": io.write_csv(path("coverage.csv"), _columns(sigmas, **cover)),
-        "mse": io.write_csv(path("mse.csv"), _columns(sigmas, **mse_curves)),
-        "wiener_distance": io.write_csv(path("wiener_distance.csv"), _columns(sigmas, **wiener_distance)),
-        "regimes": io.write_json(path("regimes.json"), regime),
-    }
+    paths["regimes"] = io.write_json(path("regimes.json"), regime)
     figure = geometry_plot.geometry_figure(
         sigmas, conc["max_weight"], cover["coverage"], regime, mse_train=mse_curves["train_mse"],
         mse_heldout=mse_curves["heldout_mse"], mse_wiener=mse_curves["wiener_heldout_mse"],
         title=f"{config.data.dataset}, N = {len(train)}, d = {train.shape[1]}")
     paths["figure"] = io.save_figure(path("geometry.png"), figure)
-    for name, written in paths.items():
-        logging.info("wrote %s: %s", name, written)
+    for name in ("regimes", "figure"):
+        logging.info("wrote %s: %s", name, paths[name])
     logging.info("regimes (sigma_min, sigma_max, EDM indices): %s; %.1f s",
                  {k: (v["sigma_min"], v["sigma_max"], v["edm_indices"]) for k, v in regime["regimes"].items()},
                  regime["elapsed_s"])
