@@ -61,22 +61,23 @@ def trajectory_memorization(samples, train, level: float = 0.95, **knn_kwargs) -
 
 
 def one_step_denoise(denoise: Callable, clean, noise, sigmas, chunk_size: int = 256, mesh=None) -> np.ndarray:
-    """D(x_q + s z_q, s) for every query and level, [Q, L, d] (numpy float32).
+    """D(x_q + s z_q, s) for every query and level, [Q, L, ...] (numpy float32).
 
-    denoise(x [B, d], sigma [B]) -> [B, d]; clean, noise: [Q, d] (z shared by all levels);
-    sigmas: [L] > 0. Queries are chunked and sharded (geometry.queries.map_query_chunks).
+    denoise(x [B, ...], sigma [B]) -> [B, ...]; clean, noise: [Q, ...] (flat vectors or images;
+    z shared by all levels); sigmas: [L] > 0. Queries are chunked and sharded
+    (geometry.queries.map_query_chunks).
     """
     check_sigma(sigmas, "sigmas")
     clean, noise = np.asarray(clean, np.float32), np.asarray(noise, np.float32)
-    require(clean.ndim == 2 and noise.shape == clean.shape, "clean.shape, noise.shape", (clean.shape, noise.shape),
-            "equal shapes [Q, d]")
+    require(clean.ndim >= 2 and noise.shape == clean.shape, "clean.shape, noise.shape", (clean.shape, noise.shape),
+            "equal shapes [Q, ...]")
 
     @jax.jit
     def kernel(x, z, levels):
         def level(sigma):
             return denoise(x + sigma * z, jnp.full(x.shape[:1], sigma))
 
-        return jnp.swapaxes(jax.lax.map(level, levels), 0, 1)
+        return jnp.moveaxis(jax.lax.map(level, levels), 0, 1)
 
     return map_query_chunks(kernel, (clean, noise), (np.asarray(sigmas, np.float32),), chunk_size, mesh,
                             name="one-step denoise")
@@ -86,18 +87,21 @@ def per_level_memorization(denoise: Callable, clean, noise, sigmas, train, level
                            chunk_size: int = 256, **knn_kwargs) -> dict:
     """Fraction of one-step denoised outputs that pass the 1/3 test, and the MSE to clean, by sigma.
 
-    denoise(x [B, d], sigma [B]) -> [B, d], e.g. functools.partial(empirical.apply, params) or a
-    trained network. clean: [Q, d] training or held-out images; noise: [Q, d] unit Gaussian;
-    sigmas: [L] > 0; train: [N, d] the set the 1/3 test compares against. Returns
+    denoise(x [B, ...], sigma [B]) -> [B, ...], e.g. functools.partial(empirical.apply, params) or a
+    trained network. clean: [Q, ...] training or held-out images; noise: [Q, ...] unit Gaussian;
+    sigmas: [L] > 0; train: [N, ...] the set the 1/3 test compares against. Returns
       {"sigmas": [L], "memorized_fraction": [L], "ci_low": [L], "ci_high": [L],
        "mse": [L] mean of |D(x + s z, s) - x|^2 over queries, "mse_per_query": [Q, L]}.
     """
     outputs = one_step_denoise(denoise, clean, noise, sigmas, chunk_size)
-    num_queries, num_levels, d = outputs.shape
+    num_queries, num_levels = outputs.shape[:2]
+    outputs = outputs.reshape(num_queries, num_levels, -1)
+    d = outputs.shape[-1]
     train = np.asarray(train, np.float32).reshape(len(train), -1)
     require(train.shape[1] == d, "train dimension d", train.shape[1], f"d = {d}, the queries' dimension")
     flags = memorization_flags(outputs.reshape(-1, d), train, **knn_kwargs).reshape(num_queries, num_levels)
-    errors = np.sum(np.square(outputs - np.asarray(clean, np.float32)[:, None, :]), axis=-1)
+    clean = np.asarray(clean, np.float32).reshape(num_queries, 1, d)
+    errors = np.sum(np.square(outputs - clean), axis=-1)
     low, high = wilson_interval(flags.sum(axis=0), num_queries, level)
     return {"sigmas": np.asarray(sigmas, np.float64), "memorized_fraction": flags.mean(axis=0), "ci_low": low,
             "ci_high": high, "mse": errors.mean(axis=0), "mse_per_query": errors}

@@ -54,5 +54,10 @@ def test_per_level_memorization_of_the_empirical_optimum():
     np.testing.assert_allclose(report["memorized_fraction"], [1.0, 0.0])
     assert report["mse"][0] < 1e-6 and report["mse"][1] > 1.0
     assert report["mse_per_query"].shape == (16, 2)
+    images = memorization.per_level_memorization(denoise, train.reshape(16, 2, 2, 2), noise.reshape(16, 2, 2, 2),
+                                                 sigmas, train.reshape(16, 2, 2, 2))
+    np.testing.assert_allclose(images["mse"], report["mse"], rtol=1e-6)
+    assert memorization.one_step_denoise(denoise, train.reshape(16, 2, 4), noise.reshape(16, 2, 4),
+                                         sigmas).shape == (16, 2, 2, 4)
     with pytest.raises(ValueError, match="sigmas"):
         memorization.per_level_memorization(denoise, train, noise, np.array([0.0]), train)

@@ -22,11 +22,12 @@ def tiny():
     return train, memorizer, wiener, start
 
 
-def test_empty_window_is_the_base_sampler_bit_for_bit(tiny):
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_empty_window_is_the_base_sampler_bit_for_bit(tiny, solver):
     train, memorizer, wiener, start = tiny
-    base = sampling.edm_sample(wiener, start, SIGMAS, solver="euler")
+    base = sampling.edm_sample(wiener, start, SIGMAS, solver=solver)
     swapped = sampling.edm_sample_steps(swap.swap_denoiser(wiener, memorizer, [], SIGMAS, (16,)), start, SIGMAS,
-                                        solver="euler")
+                                        solver=solver)
     np.testing.assert_array_equal(np.asarray(base), np.asarray(swapped))
 
 
