@@ -13,7 +13,13 @@ Fields (score_sde style groups):
   data      model ('isotropic' GMM or 'lowrank' digit templates), dims (d; multiples of 64 for
             'lowrank', d = 64 C), num_components (K), train_sizes (N), num_val, variance (s0^2)
   model     capacity_fractions (M/N), init ('partial': M training points with s^2 =
-            init_variance; 'random': N(0, I) means, the ablation), init_variance, num_seeds
+            init_variance; 'random': N(0, I) means, the ablation), init_variance, num_seeds,
+            refine_points (0 = off; r > 0: after the first grid of a d, train r more integer M
+            values strictly inside each data set's delta window [window_start, window_end],
+            evenly spaced among the untrained ones, as one more grid in the folder refine_r<r>/
+            next to the grid's result: resumable, skipped when finished; M_pt, the window, the table
+            and the figures then use all M values, and models.csv marks these models in its
+            `refinement` column)
   training  steps, noise_draws (per point and step), peak_lr, final_lr, warmup_fraction,
             weighting of the loss ('eps', 'x0', 'custom' with custom_weights), chunk_steps
             (steps per compiled chunk and checkpoint), time grid (num_times, t_min, t_max),
@@ -39,7 +45,8 @@ def _base() -> ml_collections.ConfigDict:
         model="isotropic", dims=(50,), num_components=(12,), train_sizes=(200,), num_val=200,
         variance=1.0))
     config.model = ml_collections.ConfigDict(dict(
-        capacity_fractions=FRACTIONS_10, init="partial", init_variance=1e-6, num_seeds=1))
+        capacity_fractions=FRACTIONS_10, init="partial", init_variance=1e-6, num_seeds=1,
+        refine_points=0))
     config.training = ml_collections.ConfigDict(dict(
         steps=50_000, noise_draws=100, peak_lr=1e-3, final_lr=1e-6, warmup_fraction=0.1,
         weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=26, t_min=0.001,

@@ -7,12 +7,15 @@ test; the per-t losses (x0 units) of the trained models and of the baselines (gr
 fully memorising, partially memorising for a fine grid of M) give the predicted crossovers.
 Per data set (d, K, N, seed) the table holds the empirical transition M_pt (ratio crosses
 0.5), its delta window (ratio first reaches delta / 1 - delta) and M* predicted by the closed
-form and by the measured losses for each weighting.
+form and by the measured losses for each weighting. With model.refine_points = r > 0, r more
+untrained integer M values inside each window are trained as one more grid per d (the same
+training and evaluation code) and M_pt and the window are recomputed from all M values.
 
 Workdir:
   d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
   d<d>[_n<N>]/fingerprint.json  the config a grid belongs to (resuming another config fails)
   d<d>[_n<N>]/result.npz    everything measured for that grid (a rerun skips finished grids)
+  d<d>[_n<N>]/refine_r<r>/  the same three for the refinement grid (model.refine_points = r > 0)
   crossover.csv, crossover.md   one row per data set: M_pt, window, predicted M*, baseline losses
   models.csv                    one row per trained model: ratio, s^2, weighted train/val losses
   summary.json, crossover.png, memorization_ratio.png
@@ -69,6 +72,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require_choice("model.init", model.init, INITS)
     require(model.init_variance > 0, "model.init_variance", model.init_variance, "a positive float")
     require(model.num_seeds >= 1, "model.num_seeds", model.num_seeds, "an integer >= 1")
+    require(isinstance(model.refine_points, int) and model.refine_points >= 0, "model.refine_points",
+            model.refine_points, "an integer >= 0 (0 = no refinement of the transition window)")
     require(training.steps >= 1, "training.steps", training.steps, "an integer >= 1")
     require(training.chunk_steps >= 1, "training.chunk_steps", training.chunk_steps, "an integer >= 1")
     require(training.point_block >= 0, "training.point_block", training.point_block,
@@ -172,6 +177,7 @@ def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     fields["data"].pop("dims")
     fields["data"]["train_sizes"] = [int(n) for n in train_sizes]
     fields["eval"].pop("model_batch")
+    fields["model"].pop("refine_points")  # the refinement grid has its own fingerprint
     return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
 
 
@@ -184,21 +190,26 @@ def grids(config) -> list[tuple[int, tuple[int, ...], str]]:
     return [(int(d), sizes, f"d{int(d)}") for d in config.data.dims]
 
 
-def build_grid(config, dim: int, train_sizes) -> tuple[list, np.ndarray, dict, dict, np.ndarray]:
+def build_grid(config, dim: int, train_sizes, capacities_of_set=None, first_index: int = 0
+               ) -> tuple[list, np.ndarray, dict, dict, np.ndarray]:
     """The data sets and the stacked initial grid of one d: (data_sets, data_set, params, batch, rngs).
 
-    data_sets: [(K, N, seed, GMMData)]; one model per data set and capacity M. Leaves of
-    params / batch have a leading model axis G: means [G, M_max, d] (partial init: the first M
-    training points, which are i.i.d. draws, so M distinct random points; 'random': N(0, I)),
-    log_var [G]; train [G, N_max, d], point_mask [G, N_max], component_mask [G, M_max];
-    data_set [G]: each model's index into data_sets; rngs [G, 2].
+    data_sets: [(K, N, seed, GMMData)]; one model per data set j and capacity M in
+    capacities_of_set[j] (default: the capacity_fractions of N; a refinement grid passes its
+    own M values, possibly none for a set). Leaves of params / batch have a leading model axis
+    G: means [G, M_max, d] (partial init: the first M training points, which are i.i.d. draws,
+    so M distinct random points; 'random': N(0, I)), log_var [G]; train [G, N_max, d],
+    point_mask [G, N_max], component_mask [G, M_max]; data_set [G]: each model's index into
+    data_sets; rngs [G, 2]: model g's key is that of index first_index + g (a refinement grid
+    starts after the models of the first grid, so no two models of a d share a key).
     """
     data_sets = [(k, n, s, make_data(config, dim, k, n, s))
                  for k in config.data.num_components for n in train_sizes
                  for s in range(config.model.num_seeds)]
+    if capacities_of_set is None:
+        capacities_of_set = [capacities(n, config.model.capacity_fractions) for _, n, _, _ in data_sets]
     max_n = max(train_sizes)
-    models = [(j, int(m)) for j, (_, n, _, _) in enumerate(data_sets)
-              for m in capacities(n, config.model.capacity_fractions)]
+    models = [(j, int(m)) for j, m_values in enumerate(capacities_of_set) for m in m_values]
     max_m = max(m for _, m in models)
     set_of_model = np.array([j for j, _ in models])
     component_mask = np.arange(max_m)[None, :] < np.array([m for _, m in models])[:, None]
@@ -209,14 +220,14 @@ def build_grid(config, dim: int, train_sizes) -> tuple[list, np.ndarray, dict, d
     if config.model.init == "partial":
         means = train[set_of_model, :max_m]
     else:
-        init_rng = np.random.default_rng((config.seed, dim, 7))
+        init_rng = np.random.default_rng((config.seed, dim, 7) + ((first_index,) if first_index else ()))
         means = init_rng.standard_normal((len(models), max_m, dim)).astype(np.float32)
     params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32),
               "log_var": np.full(len(models), np.log(config.model.init_variance), np.float32)}
     batch = {"train": train[set_of_model], "point_mask": point_mask[set_of_model],
              "component_mask": component_mask}
     rngs = np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.seed), i))(
-        jnp.arange(len(models)) + 1000 * dim))
+        jnp.arange(len(models)) + first_index + 1000 * dim))
     return data_sets, set_of_model, params, batch, rngs
 
 
@@ -250,48 +261,59 @@ def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
     return gen, mem, pmem_m, pmem
 
 
-def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
-    """Trains and evaluates every model of dimension `dim` and the given N; returns (and saves) the arrays.
+MODEL_KEYS = ("K", "N", "seed", "M", "ratio", "train_loss", "val_loss", "variance", "skipped")
 
-    Returned per model g: K, N, seed, M, ratio (memorisation), train_loss / val_loss [T]
-    (x0 units), variance (final s^2), skipped (non-finite steps). Per data set j:
-    set_K, set_N, set_seed, gen_loss, mem_loss [T], pmem_M [J], pmem_loss [J, T] (padded
-    with NaN beyond each set's capacities).
+
+def _finished_or_claim(grid_dir: str, fingerprint: str, label: str) -> dict | None:
+    """The stored arrays of a finished grid (None if unfinished; then its fingerprint is written).
+
+    Fails when the folder's result or checkpoints belong to another config.
     """
     result_path = os.path.join(grid_dir, "result.npz")
-    fingerprint = _grid_fingerprint(config, dim, train_sizes)
     if os.path.exists(result_path):
         with np.load(result_path) as f:
             stored = str(f["fingerprint"])
             require(stored == fingerprint, f"{result_path} (config)", "a finished grid of another config",
                     "the same config as the run that wrote it; use a new --workdir")
-            logging.info("grid d=%d already finished: %s", dim, result_path)
+            logging.info("%s already finished: %s", label, result_path)
             return {k: f[k] for k in f.files}
     # checkpoints of an unfinished grid: resume only the same config
     io.check_fingerprint(os.path.join(grid_dir, "fingerprint.json"), fingerprint, "checkpoints of another config")
+    return None
 
+
+def _eval_noise(config, num_points: int, dim: int, split: int) -> jax.Array:
+    """The evaluation noise draws [num_points, eval.noise_draws, d] of a split (1 train, 2 val),
+    shared by every model and baseline of a d (common random numbers)."""
+    return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), split),
+                             (num_points, config.eval.noise_draws, dim))
+
+
+def _train_and_evaluate(config, dim: int, data_sets, set_of_model, params, batch, rngs, grid_dir: str,
+                        label: str) -> dict:
+    """Trains one grid (checkpointed in grid_dir/checkpoints) and measures each of its G models.
+
+    Returns per model g: K, N, seed, M, ratio (memorisation), train_loss / val_loss [T]
+    (x0 units), variance (final s^2), skipped (non-finite steps).
+    """
     times = _times(config)
-    data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes)
     component_mask, num_models = batch["component_mask"], len(rngs)
-    model_m = component_mask.sum(axis=1)
     loss_fn = gmm_grid.make_gmm_loss(
         times, theory.eps_loss_weights(times, config.training.weighting, config.training.custom_weights),
         config.training.noise_draws, config.training.point_block)
     optimizer = optax.adam(gmm_grid.adam_schedule(
         config.training.steps, config.training.peak_lr, config.training.final_lr,
         config.training.warmup_fraction))
-    logging.info("grid d=%d: %d models (%d data sets, M <= %d, N <= %d), %d steps", dim, num_models,
-                 len(data_sets), component_mask.shape[1], batch["train"].shape[1], config.training.steps)
+    logging.info("%s: %d models (%d data sets, M <= %d, N <= %d), %d steps", label, num_models,
+                 len(np.unique(set_of_model)), component_mask.shape[1], batch["train"].shape[1],
+                 config.training.steps)
     state = gmm_grid.train_grid(params, batch, rngs, loss_fn=loss_fn, optimizer=optimizer,
                                 steps=config.training.steps, chunk_steps=config.training.chunk_steps,
-                                checkpoint_dir=os.path.join(grid_dir, "checkpoints"),
-                                name=f"train d={dim}")
+                                checkpoint_dir=os.path.join(grid_dir, "checkpoints"), name=label)
     trained = jax.device_get(state.params)
-    max_n = batch["train"].shape[1]
 
     # Memorisation ratio from deterministic DDIM samples (same starting noise for every model).
-    key = jax.random.PRNGKey(EVAL_SEED)
-    x_start = jax.random.normal(key, (config.sampling.num_samples, dim))
+    x_start = jax.random.normal(jax.random.PRNGKey(EVAL_SEED), (config.sampling.num_samples, dim))
     samples = np.asarray(_sample_grid(trained, component_mask,
                                       jnp.broadcast_to(x_start, (num_models,) + x_start.shape),
                                       noise.vp_times(config.sampling.num_steps + 1,
@@ -300,28 +322,91 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
                       for g, j in enumerate(set_of_model)])
 
     # Per-t losses (x0 units) of the trained models, train and validation.
-    eps_train = jax.random.normal(jax.random.fold_in(key, 1), (max_n, config.eval.noise_draws, dim))
     model_batch = config.eval.model_batch
-    train_loss = _grid_losses(trained, component_mask, batch["train"], batch["point_mask"], eps_train, times,
-                              model_batch=model_batch)
+    train_loss = _grid_losses(trained, component_mask, batch["train"], batch["point_mask"],
+                              _eval_noise(config, batch["train"].shape[1], dim, 1), times, model_batch=model_batch)
     val = np.stack([data.val for _, _, _, data in data_sets])[set_of_model]
-    eps_val = jax.random.normal(jax.random.fold_in(key, 2), (val.shape[1], config.eval.noise_draws, dim))
-    val_loss = _grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32), eps_val, times,
-                            model_batch=model_batch)
-
-    gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(config, data_sets, eps_train, times)
-
-    result = dict(
-        fingerprint=np.array(fingerprint), times=times,
+    val_loss = _grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32),
+                            _eval_noise(config, val.shape[1], dim, 2), times, model_batch=model_batch)
+    return dict(
         K=np.array([data_sets[j][0] for j in set_of_model]), N=np.array([data_sets[j][1] for j in set_of_model]),
-        seed=np.array([data_sets[j][2] for j in set_of_model]), M=model_m, ratio=ratio,
+        seed=np.array([data_sets[j][2] for j in set_of_model]), M=component_mask.sum(axis=1), ratio=ratio,
         train_loss=np.asarray(train_loss), val_loss=np.asarray(val_loss),
-        variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped),
+        variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped))
+
+
+def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
+    """Trains and evaluates every model of dimension `dim` and the given N; returns (and saves) the arrays.
+
+    Returned per model g: the MODEL_KEYS of _train_and_evaluate. Per data set j: set_K, set_N,
+    set_seed, gen_loss, mem_loss [T], pmem_M [J], pmem_loss [J, T] (padded with NaN beyond
+    each set's capacities). Also times [T] and the fingerprint.
+    """
+    fingerprint = _grid_fingerprint(config, dim, train_sizes)
+    finished = _finished_or_claim(grid_dir, fingerprint, f"grid d={dim}")
+    if finished is not None:
+        return finished
+    times = _times(config)
+    data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes)
+    models = _train_and_evaluate(config, dim, data_sets, set_of_model, params, batch, rngs, grid_dir,
+                                 f"train d={dim}")
+    gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(
+        config, data_sets, _eval_noise(config, batch["train"].shape[1], dim, 1), times)
+    result = dict(
+        fingerprint=np.array(fingerprint), times=times, **models,
         set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
         set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
         pmem_M=pmem_m, pmem_loss=pmem_loss)
-    io.save_npz(result_path, **result)
+    io.save_npz(os.path.join(grid_dir, "result.npz"), **result)
     return result
+
+
+def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
+    """Per data set j of a grid's result: the model.refine_points untrained integer M values
+    strictly inside its delta window [window_start, window_end], evenly spaced (the centres of
+    refine_points equal slices of the candidates; all candidates when there are fewer).
+    Empty for a set without a window (the ratio never reaches delta or 1 - delta)."""
+    points = config.model.refine_points
+    extra = []
+    for j, row in enumerate(summarize(config, dim, result)):
+        of_set = ((result["K"] == result["set_K"][j]) & (result["N"] == result["set_N"][j])
+                  & (result["seed"] == result["set_seed"][j]))
+        start, end = row["window_start"], row["window_end"]
+        candidates = np.arange(np.floor(start) + 1, np.ceil(end)) if np.isfinite(start + end) else np.array([])
+        candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][of_set])
+        if len(candidates) > points:
+            candidates = candidates[np.rint((np.arange(points) + 0.5) * len(candidates) / points - 0.5).astype(int)]
+        extra.append(candidates)
+    return extra
+
+
+def refine_grid(config, dim: int, train_sizes, grid_dir: str, first: dict) -> dict:
+    """The first grid's result joined with a refinement grid inside the transition windows.
+
+    With model.refine_points > 0, the M values of refinement_capacities are trained as one more
+    grid of the same d and N (same data, initialisation, training and evaluation; folder
+    grid_dir/refine_r<r> with its own checkpoints, fingerprint and result.npz: resumed when
+    unfinished, skipped when finished; another r gets its own folder and reuses the first grid).
+    Returns `first` with the refinement models appended to every per-model array (MODEL_KEYS)
+    and refinement [G'] bool marking them (all False without refinement).
+    """
+    extra = refinement_capacities(config, dim, first) if config.model.refine_points > 0 else []
+    joined = {**first, "refinement": np.zeros(len(first["M"]), bool)}
+    if not any(len(m) for m in extra):
+        return joined
+    refine_dir = os.path.join(grid_dir, f"refine_r{config.model.refine_points}")
+    fingerprint = json.dumps(dict(grid=str(first["fingerprint"]), refine_points=config.model.refine_points,
+                                  M=[m.tolist() for m in extra]), sort_keys=True)
+    refined = _finished_or_claim(refine_dir, fingerprint, f"refinement d={dim}")
+    if refined is None:
+        data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes, extra,
+                                                                  first_index=len(first["M"]))
+        refined = _train_and_evaluate(config, dim, data_sets, set_of_model, params, batch, rngs, refine_dir,
+                                      f"refine d={dim}")
+        io.save_npz(os.path.join(refine_dir, "result.npz"), fingerprint=np.array(fingerprint), **refined)
+    joined.update({k: np.concatenate([first[k], refined[k]]) for k in MODEL_KEYS})
+    joined["refinement"] = np.concatenate([joined["refinement"], np.ones(len(refined["M"]), bool)])
+    return joined
 
 
 # --------------------------------------------------------------------------- summary
@@ -356,15 +441,16 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
 
 
 def model_rows(config, dim: int, result: dict) -> list[dict]:
-    """One row per trained model: capacity, memorisation ratio, final s^2 and weighted losses
-    (x0-unit per-t losses combined with each weighting) on the training and validation sets."""
+    """One row per trained model: capacity, memorisation ratio, final s^2, whether it belongs to
+    the refinement grid, and weighted losses (x0-unit per-t losses combined with each
+    weighting) on the training and validation sets."""
     times, custom = result["times"], config.training.custom_weights
     rows = []
     for g in range(len(result["M"])):
         row = dict(d=dim, K=int(result["K"][g]), N=int(result["N"][g]), seed=int(result["seed"][g]),
                    M=int(result["M"][g]), M_over_N=float(result["M"][g] / result["N"][g]),
                    ratio=float(result["ratio"][g]), variance=float(result["variance"][g]),
-                   skipped_steps=int(result["skipped"][g]))
+                   skipped_steps=int(result["skipped"][g]), refinement=bool(result["refinement"][g]))
         for weighting in config.eval.weightings:
             for split in ("train", "val"):
                 row[f"{split}_loss_{weighting}"] = float(theory.weighted_loss(
@@ -393,7 +479,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate_config(config)
     rows, models, ratio_curves = [], [], []
     for dim, train_sizes, folder in grids(config):
-        result = run_grid(config, dim, train_sizes, os.path.join(workdir, folder))
+        grid_dir = os.path.join(workdir, folder)
+        result = refine_grid(config, dim, train_sizes, grid_dir, run_grid(config, dim, train_sizes, grid_dir))
         rows += summarize(config, dim, result)
         models += model_rows(config, dim, result)
         ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))

@@ -1,5 +1,6 @@
 """The crossover experiment: config validation, theory, and the smoke preset end to end."""
 
+import csv
 import json
 import os
 
@@ -28,6 +29,7 @@ def config(request):
     ("eval.weightings", ("x0", "snr"), r"eval.weightings = 'snr'"),
     ("data.model", "mnist", r"data.model = 'mnist'.*'isotropic', 'lowrank'"),
     ("training.weighting", "custom", r"custom_weights"),
+    ("model.refine_points", -1, r"model.refine_points = -1 is invalid.*>= 0"),
 ])
 def test_bad_config_names_the_field(config, field, value, message):
     group, name = field.split(".")
@@ -106,3 +108,35 @@ def test_lowrank_data_per_size_grids_and_memory_bounds_run(config, tmp_path):
         config.data.dims = (50,)
     with pytest.raises(ValueError, match="multiples of 64"):
         crossover.validate_config(config)
+
+
+def test_smoke_with_refinement_trains_inside_the_window_and_rerun_skips(config, tmp_path):
+    # A larger lr and 16 samples give the smoke grid a memorisation transition with a window
+    # wide enough to hold untrained integer M values (the plain smoke models all memorise).
+    with config.unlocked():
+        config.model.refine_points = 2
+        config.training.update(steps=40, chunk_steps=20, peak_lr=0.1)
+        config.sampling.num_samples = 16
+    workdir = str(tmp_path)
+    summary = crossover.run(config, workdir)
+    with np.load(os.path.join(workdir, "d6", "result.npz")) as f:
+        first = {k: f[k] for k in f.files}
+    models = list(csv.DictReader(open(os.path.join(workdir, "models.csv"))))
+    refined = [m for m in models if m["refinement"] == "True"]
+    assert len(models) == len(first["M"]) + len(refined) and len(refined) >= 2
+    for before, after in zip(crossover.summarize(config, 6, first), summary["rows"]):
+        new = sorted(int(m["M"]) for m in refined if int(m["N"]) == before["N"])
+        assert len(new) <= 2 and not set(new) & set(first["M"][first["N"] == before["N"]].tolist())
+        assert all(before["window_start"] < m < before["window_end"] for m in new)
+        union = sorted((int(m["M"]), float(m["ratio"])) for m in models if int(m["N"]) == before["N"])
+        assert after["M_pt"] == pytest.approx(theory.first_crossing(*zip(*union), 0.5))
+
+    refine_result = os.path.join(workdir, "d6", "refine_r2", "result.npz")
+    stamps = [os.path.getmtime(p) for p in (os.path.join(workdir, "d6", "result.npz"), refine_result)]
+    again = crossover.run(config, workdir)  # both grids finished: nothing is retrained
+    assert [os.path.getmtime(p) for p in (os.path.join(workdir, "d6", "result.npz"), refine_result)] == stamps
+    same = lambda a, b: json.dumps(a["rows"]) == json.dumps(b["rows"])  # noqa: E731 (NaN-safe)
+    assert same(again, summary)
+    assert sorted(os.listdir(os.path.dirname(refine_result))) == ["checkpoints", "fingerprint.json", "result.npz"]
+    os.remove(refine_result)  # unfinished refinement: resumed from its last checkpoint, same results
+    assert same(crossover.run(config, workdir), summary)
