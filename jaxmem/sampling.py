@@ -77,6 +77,33 @@ def _check_edm_grid(sigmas) -> np.ndarray:
     return sigmas
 
 
+def _edm_solve(step_denoise: Callable, noise, sigmas, solver: str, record: bool):
+    """The probability-flow ODE solve shared by `edm_sample_steps` and `edm_trajectory`."""
+    require_choice("solver", solver, EDM_SOLVERS)
+    sigmas = jnp.asarray(_check_edm_grid(sigmas), jnp.float32)
+    steps = sigmas.shape[0] - 1
+
+    def ode_step(x, index):
+        sigma, sigma_next = sigmas[index], sigmas[index + 1]
+        x0_hat = step_denoise(x, sigma, index)
+        d = (x - x0_hat) / sigma
+        x_next = x + (sigma_next - sigma) * d
+        if solver == "heun":
+            d_next = (x_next - step_denoise(x_next, sigma_next, index)) / sigma_next
+            x_next = x + (sigma_next - sigma) * 0.5 * (d + d_next)
+        return x_next, ((x, x0_hat) if record else None)
+
+    x = sigmas[0] * jnp.asarray(noise, jnp.float32)
+    x, history = jax.lax.scan(ode_step, x, jnp.arange(steps - 1, dtype=jnp.int32))
+    last = jnp.int32(steps - 1)  # the final step to sigma = 0 is an Euler step for both solvers
+    x0_last = step_denoise(x, sigmas[last], last)
+    final = x - sigmas[last] * ((x - x0_last) / sigmas[last])
+    if not record:
+        return final
+    latents = jnp.concatenate([history[0], x[None], final[None]])
+    return latents, jnp.concatenate([history[1], x0_last[None]])
+
+
 def edm_sample_steps(step_denoise: Callable, noise, sigmas, solver: str = "heun"):
     """Deterministic EDM sampling with a step-aware denoiser; returns x at sigma = 0, [S, ...].
 
@@ -84,25 +111,16 @@ def edm_sample_steps(step_denoise: Callable, noise, sigmas, solver: str = "heun"
     noise: unit Gaussian [S, ...] (scaled by sigmas[0] here). sigmas: decreasing grid ending in
     0, shape [n + 1] (n steps). solver: 'euler' (n calls) or 'heun' (2n - 1 calls).
     """
-    require_choice("solver", solver, EDM_SOLVERS)
-    sigmas = jnp.asarray(_check_edm_grid(sigmas), jnp.float32)
-    steps = sigmas.shape[0] - 1
+    return _edm_solve(step_denoise, noise, sigmas, solver, record=False)
 
-    def slope(x, sigma, index):
-        return (x - step_denoise(x, sigma, index)) / sigma
 
-    def ode_step(x, index):
-        sigma, sigma_next = sigmas[index], sigmas[index + 1]
-        d = slope(x, sigma, index)
-        x_next = x + (sigma_next - sigma) * d
-        if solver == "heun":
-            x_next = x + (sigma_next - sigma) * 0.5 * (d + slope(x_next, sigma_next, index))
-        return x_next, None
+def edm_trajectory(step_denoise: Callable, noise, sigmas, solver: str = "heun"):
+    """`edm_sample_steps` that also returns the path, for jaxmem.trajectory.
 
-    x = sigmas[0] * jnp.asarray(noise, jnp.float32)
-    x, _ = jax.lax.scan(ode_step, x, jnp.arange(steps - 1, dtype=jnp.int32))
-    last = jnp.int32(steps - 1)  # the final step to sigma = 0 is an Euler step for both solvers
-    return x - sigmas[last] * slope(x, sigmas[last], last)
+    Returns (latents [n + 1, S, ...]: x at sigmas[0], ..., sigmas[n] = 0, the last being the
+    sample; clean_estimates [n, S, ...]: the denoiser's x0_hat at the start of each step).
+    """
+    return _edm_solve(step_denoise, noise, sigmas, solver, record=True)
 
 
 def edm_sample(denoise: Callable, noise, sigmas, solver: str = "heun"):

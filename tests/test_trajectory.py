@@ -1,9 +1,11 @@
 """Trajectory decomposition, the ideal memorizer schedule, overestimation and guidance."""
 
+import jax
 import numpy as np
 import pytest
 
 from jaxmem import noise, trajectory
+from jaxmem.sampling import edm_sample_steps, edm_trajectory
 
 
 def _orthogonal_to(vectors, rows):
@@ -78,3 +80,21 @@ def test_bad_inputs():
         trajectory.overestimation(np.ones((3, 2, 4)), target, np.zeros(5))
     with pytest.raises(ValueError, match="sigmas"):
         trajectory.ideal_schedule(np.array([1.0, 2.0]))
+
+
+def test_ideal_memorizer_trajectory_follows_the_schedule():
+    """D == x* under the EDM flow: every latent is (1 - sigma/sigma_max) x* + sigma n, exactly."""
+    rng = np.random.default_rng(7)
+    target = rng.normal(size=(3, 16)).astype(np.float32)
+    start = rng.normal(size=(3, 16)).astype(np.float32)
+    sigmas = noise.edm_sigmas(18)
+    memorizer = lambda x, sigma, index: jax.numpy.broadcast_to(target, x.shape)  # noqa: E731
+    for solver in ("euler", "heun"):
+        latents, estimates = edm_trajectory(memorizer, start, sigmas, solver)
+        assert latents.shape == (19, 3, 16) and estimates.shape == (18, 3, 16)
+        np.testing.assert_array_equal(latents[-1], edm_sample_steps(memorizer, start, sigmas, solver))
+        parts = trajectory.decompose(latents[:-1], target, start)
+        ideal_a, ideal_b = trajectory.ideal_schedule(sigmas[:-1])
+        np.testing.assert_allclose(parts["target_coef"], np.broadcast_to(ideal_a[:, None], (18, 3)), atol=2e-5)
+        np.testing.assert_allclose(parts["noise_coef"], np.broadcast_to(ideal_b[:, None], (18, 3)), rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(latents[-1], target, atol=1e-5)
