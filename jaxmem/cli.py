@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import pathlib
 from collections.abc import Callable
 
 import ml_collections
@@ -41,8 +42,15 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
         parallel.initialize_distributed()
         workdir = os.path.abspath(flags.FLAGS.workdir)
         config = config_flag.value
-        io.save_config(workdir, config)
+        # A rerun with another config must not relabel the workdir before the experiment's own
+        # fingerprint check has accepted it: then the config is recorded after a successful run.
+        previous = os.path.join(workdir, "config.json")
+        changed = os.path.exists(previous) and pathlib.Path(previous).read_text() != io.config_json(config)
+        if not changed:
+            io.save_config(workdir, config)
         logging.info("workdir: %s", workdir)
         run(config, workdir)
+        if changed:
+            io.save_config(workdir, config)
 
     app.run(main)

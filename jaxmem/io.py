@@ -132,7 +132,12 @@ def _flatten(tree, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
+def config_json(config: ml_collections.ConfigDict) -> str:
+    """The text `save_config` writes to config.json."""
+    return json.dumps(config.to_dict(), indent=2, default=_jsonable) + "\n"
+
+
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> str:
     """Writes the resolved config into the workdir as `config.json` (plus a readable dump)."""
     write_text(os.path.join(workdir, "config.txt"), str(config))
-    return write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    return write_text(os.path.join(workdir, "config.json"), config_json(config))

@@ -23,6 +23,8 @@ LAUNCHER = textwrap.dedent("""
     from jaxmem.cli import run_main
 
     def run(config, workdir):
+        if config.seed < 0:
+            raise ValueError("this workdir holds results of another config")
         io.write_json(os.path.join(workdir, "result.json"), {"steps": config.training.steps})
 
     if __name__ == "__main__":
@@ -58,3 +60,13 @@ def test_misspelled_override_fails(tmp_path):
     assert out.returncode != 0
     assert "stepz" in out.stderr and "steps" in out.stderr  # names the bad field and the valid one
     assert not (tmp_path / "wd").exists()
+
+
+def test_rejected_rerun_keeps_the_recorded_config(tmp_path):
+    assert _launch(tmp_path, "--config=cfg.py:tiny", "--workdir=wd").returncode == 0
+    recorded = (tmp_path / "wd" / "config.json").read_text()
+    out = _launch(tmp_path, "--config=cfg.py:tiny", "--config.seed=-1", "--workdir=wd")
+    assert out.returncode != 0 and "another config" in out.stderr
+    assert (tmp_path / "wd" / "config.json").read_text() == recorded
+    assert _launch(tmp_path, "--config=cfg.py:tiny", "--config.training.steps=9", "--workdir=wd").returncode == 0
+    assert json.loads((tmp_path / "wd" / "config.json").read_text())["training"]["steps"] == 9
