@@ -1,0 +1,62 @@
+"""Run a sweep over config fields, one workdir per run, then aggregate the results.
+
+    python launch/sweep.py --config=configs/crossover.py:demo --sweep=configs/sweeps/crossover_n.py \
+        --workdir=runs/crossover_n
+    python launch/sweep.py --config=configs/crossover.py:smoke --sweep.data.train_sizes='(8,),(12,)' \
+        --config.training.steps=10 --workdir=runs/s --dry_run
+
+--sweep=FILE (get_sweep() axes) and repeated --sweep.<field>=v1,v2,... flags combine into one
+grid; --config.<field>=value overrides apply to every run. Rerunning the same command skips
+finished runs, relaunches unfinished or failed ones and rewrites the report.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from jaxmem import sweep
+from jaxmem.config import load_config
+
+flags.DEFINE_string("config", None, "configs/<family>.py:<preset> of every run.")
+flags.DEFINE_string("sweep", None, "configs/sweeps/<name>.py defining get_sweep().")
+flags.DEFINE_string("workdir", "runs/sweep", "Sweep root; each run gets a folder in it.")
+flags.DEFINE_string("launcher", None, "Launcher of the runs (default: launch/<config file name>).")
+flags.DEFINE_integer("parallel", 1, "Runs launched at once (each a subprocess).")
+flags.DEFINE_bool("dry_run", False, "Print the runs and their commands; launch nothing.")
+flags.DEFINE_bool("aggregate_only", False, "Only rewrite results.csv/.md and report.md of --workdir.")
+FLAGS = flags.FLAGS
+
+
+def main(argv, sweep_flags, overrides):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    root = os.path.abspath(FLAGS.workdir)
+    if FLAGS.aggregate_only:
+        logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+        return
+    if FLAGS.config is None:
+        raise app.UsageError("--config=configs/<family>.py:<preset> is required")
+    try:
+        config = sweep.apply_overrides(load_config(FLAGS.config), overrides)
+        axes = (sweep.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else []) + sweep.flag_axes(config, sweep_flags)
+        runs = sweep.expand(config, axes, root)
+        launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else sweep.default_launcher(FLAGS.config)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    if FLAGS.dry_run:
+        print(sweep.describe(runs, FLAGS.config, launcher, overrides))
+        return
+    sweep.write_sweep_record(root, FLAGS.config, launcher, runs)
+    results = sweep.execute(runs, config, FLAGS.config, launcher, overrides, FLAGS.parallel)
+    logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+    if any(s != "done" for s in results.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    try:
+        absl_argv, sweep_flags, overrides = sweep.split_argv(sys.argv)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    app.run(lambda argv: main(argv, sweep_flags, overrides), argv=absl_argv)
