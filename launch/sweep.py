@@ -23,6 +23,7 @@ flags.DEFINE_string("sweep", None, "configs/sweeps/<name>.py defining get_sweep(
 flags.DEFINE_string("workdir", "runs/sweep", "Sweep root; each run gets a folder in it.")
 flags.DEFINE_string("launcher", None, "Launcher of the runs (default: launch/<config file name>).")
 flags.DEFINE_integer("parallel", 1, "Runs launched at once (each a subprocess).")
+flags.DEFINE_integer("run_index", None, "Run only run number INDEX (from 0) of the sweep (SLURM array tasks).")
 flags.DEFINE_bool("dry_run", False, "Print the runs and their commands; launch nothing.")
 flags.DEFINE_bool("aggregate_only", False, "Only rewrite results.csv/.md and report.md of --workdir.")
 FLAGS = flags.FLAGS
@@ -40,15 +41,19 @@ def main(argv, sweep_flags, overrides):
     try:
         config = sweep.apply_overrides(load_config(FLAGS.config), overrides)
         axes = (sweep.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else []) + sweep.flag_axes(config, sweep_flags)
-        runs = sweep.expand(config, axes, root)
+        runs = selected = sweep.expand(config, axes, root)
+        if FLAGS.run_index is not None:
+            if not 0 <= FLAGS.run_index < len(runs):
+                raise ValueError(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
+            selected = [runs[FLAGS.run_index]]
         launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else sweep.default_launcher(FLAGS.config)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if FLAGS.dry_run:
-        print(sweep.describe(runs, FLAGS.config, launcher, overrides))
+        print(sweep.describe(selected, FLAGS.config, launcher, overrides))
         return
     sweep.write_sweep_record(root, FLAGS.config, launcher, runs)
-    results = sweep.execute(runs, config, FLAGS.config, launcher, overrides, FLAGS.parallel)
+    results = sweep.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel)
     logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
     if any(s != "done" for s in results.values()):
         sys.exit(1)

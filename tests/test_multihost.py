@@ -1,7 +1,8 @@
 """Two local processes form one JAX cluster on CPU (jax.distributed over loopback) and train the
 EDM smoke U-Net through jaxmem.train.trainer: per-process batch slices, one global mesh of 2
 devices, orbax checkpoints from both processes. Losses and parameters match one process
-training over 2 devices."""
+training over 2 devices. Also the dry-run output of the cluster scripts (launch/tpu_vm.sh,
+launch/slurm.sbatch)."""
 
 import json
 import os
@@ -93,3 +94,42 @@ def test_two_process_cpu_cluster_trains_like_one_process(tmp_path):
     # Only process 0 writes metrics: the cluster's file has as many lines as the single run's.
     assert ((tmp_path / "cluster" / "metrics.jsonl").read_text().count("\n")
             == (tmp_path / "single" / "metrics.jsonl").read_text().count("\n"))
+
+
+def _dry_run(script, *args, **env):
+    result = subprocess.run(["bash", os.path.join(REPO, "launch", script), *args], capture_output=True, text=True,
+                            env=dict(os.environ, DRY_RUN="1", **env), timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_tpu_vm_script_dry_run_prints_the_gcloud_commands():
+    where = "--zone=europe-west4-a --project=p"
+    env = dict(TPU_NAME="slice", ZONE="europe-west4-a", PROJECT="p", ACCELERATOR_TYPE="v5litepod-16")
+    assert _dry_run("tpu_vm.sh", "create", **env) == [
+        f"+ gcloud compute tpus tpu-vm create slice {where} --accelerator-type=v5litepod-16 "
+        "--version=tpu-ubuntu2204-base"]
+    copy = _dry_run("tpu_vm.sh", "copy", **env)
+    assert copy[0] == f"+ git -C {REPO} archive --format=tar.gz -o /tmp/slice-jaxmem.tar.gz HEAD"
+    assert copy[1] == (f"+ gcloud compute tpus tpu-vm scp /tmp/slice-jaxmem.tar.gz slice:jaxmem.tar.gz {where} "
+                       "--worker=all")
+    assert copy[2].startswith(f"+ gcloud compute tpus tpu-vm ssh slice {where} --worker=all --command=mkdir")
+    (run,) = _dry_run("tpu_vm.sh", "run", "launch/train.py", "--config=configs/edm.py:cifar10_1k",
+                      "--workdir=/mnt/runs/c1k", **env)
+    assert run == (f"+ gcloud compute tpus tpu-vm ssh slice {where} --worker=all --command=cd\\ jaxmem\\ \\&\\&\\ "
+                   "JAX_COORDINATOR_ADDRESS=WORKER0_IP:8476\\ python3\\ launch/train.py\\ "
+                   "--config=configs/edm.py:cifar10_1k\\ --workdir=/mnt/runs/c1k")
+    assert _dry_run("tpu_vm.sh", "delete", **env) == [f"+ gcloud compute tpus tpu-vm delete slice {where} --quiet"]
+
+
+def test_slurm_script_dry_run_prints_the_srun_commands():
+    env = dict(REPO_DIR="/shared/jaxmem", PYTHON="/shared/venv/bin/python", GPUS_PER_NODE="4")
+    job = ["launch/train.py", "--config=configs/edm.py:cifar10_1k", "--workdir=/shared/runs/c1k"]
+    assert _dry_run("slurm.sbatch", *job, **env) == [
+        "+ cd /shared/jaxmem", "+ srun --ntasks-per-node=4 --gpus-per-task=1 /shared/venv/bin/python " + " ".join(job)]
+    assert _dry_run("slurm.sbatch", *job, PROCESSES="per-node", **env)[1] == (
+        "+ srun --ntasks-per-node=1 --gpus-per-task=4 /shared/venv/bin/python " + " ".join(job))
+    sweep_args = ["--config=configs/crossover.py:demo", "--sweep=configs/sweeps/crossover_n.py", "--workdir=/s"]
+    assert _dry_run("slurm.sbatch", *sweep_args, SLURM_ARRAY_TASK_ID="3", **env)[1] == (
+        "+ srun --nodes=1 --ntasks=1 --gpus-per-task=4 /shared/venv/bin/python launch/sweep.py "
+        + " ".join(sweep_args) + " --run_index=3")

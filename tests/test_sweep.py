@@ -90,6 +90,11 @@ def test_dry_run_prints_the_runs_and_launches_nothing(tmp_path):
             f"--workdir={root}/data.train_sizes=20__seed=0") in lines[2]
     assert not root.exists()
 
+    one = _sweep_cli(f"--config={SMOKE}", "--sweep=configs/sweeps/crossover_n.py", "--run_index=4", "--dry_run")
+    assert one.stdout.splitlines()[1] == "[1/1] pending data.train_sizes=100"
+    assert "--run_index=5 is invalid; allowed: 0..4" in _sweep_cli(
+        f"--config={SMOKE}", "--sweep=configs/sweeps/crossover_n.py", "--run_index=5", "--dry_run").stderr
+
     bad = _sweep_cli(f"--config={SMOKE}", "--sweep.sampling.num_sample=1,2", "--dry_run")
     assert bad.returncode != 0
     assert ("unknown config field 'sampling.num_sample' (sampling has no field 'num_sample'); "
