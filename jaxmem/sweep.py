@@ -7,7 +7,9 @@ A sweep is a list of axes; the runs are the Cartesian product of the axes. An ax
 from config field paths to lists of values: with one field it is a grid axis, with several
 fields the lists are walked together (zipped; equal lengths). A sweep file defines
 `get_sweep()` returning that list, e.g. `[{"data.train_sizes": [(8,), (16,)]},
-{"training.steps": [10, 20], "training.chunk_steps": [5, 10]}]` gives 2 x 2 runs.
+{"training.steps": [10, 20], "training.chunk_steps": [5, 10]}]` gives 2 x 2 runs. A sweep
+file may also define `PLOT = {"x": column, "y": [columns]}` (columns of results.csv): the
+aggregated figure results.png, one line per y column against x over the finished runs.
 
 Every run gets its own workdir `<root>/<field>=<value>__...` and is launched as a subprocess of
 the family's launcher with `--config.<field>=<value>` overrides, so it writes what a single
@@ -162,8 +164,8 @@ def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
     node[key] = value
 
 
-def load_sweep_file(path: str) -> list[dict]:
-    """The axes returned by `get_sweep()` of a sweep file."""
+def load_sweep_file(path: str) -> tuple[list[dict], dict | None]:
+    """(the axes returned by `get_sweep()`, the optional PLOT spec) of a sweep file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"sweep file {path!r} does not exist")
     spec = importlib.util.spec_from_file_location("_jaxmem_sweep", path)
@@ -171,7 +173,10 @@ def load_sweep_file(path: str) -> list[dict]:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"sweep file {path!r} defines no get_sweep()")
-    return list(module.get_sweep())
+    plot = getattr(module, "PLOT", None)
+    if plot is not None and (set(plot) != {"x", "y"} or isinstance(plot["y"], str)):
+        raise ValueError(f"PLOT of {path!r} must be {{'x': column, 'y': [columns]}}; got {plot!r}")
+    return list(module.get_sweep()), plot
 
 
 # --------------------------------------------------------------------------- expansion
@@ -370,6 +375,35 @@ def _environment() -> list[str]:
             f"({jax.default_backend()}), {jax.process_count()} process(es)"]
 
 
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def save_sweep_figure(path: str, rows: Sequence[Mapping], x: str, ys: Sequence[str]) -> str | None:
+    """Plots columns `ys` against column `x` over the finished runs; None when nothing is numeric."""
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "done" and _number(r.get(x)) is not None]
+    done.sort(key=lambda r: _number(r[x]))
+    figure, axis = plt.subplots(figsize=(6.4, 4.8))
+    plotted = False
+    for y in ys:
+        points = [(_number(r[x]), _number(r.get(y))) for r in done if _number(r.get(y)) is not None]
+        if points:
+            axis.plot(*zip(*points), "o-", label=y)
+            plotted = True
+    if not plotted:
+        plt.close(figure)
+        return None
+    axis.set_xlabel(x)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return io.save_figure(path, figure)
+
+
 def aggregate(root: str) -> dict:
     """Gathers every run's summary.json (flattened scalars) and swept values into results.csv,
     results.md and report.md in the sweep root; returns their paths and the rows."""
@@ -406,6 +440,10 @@ def aggregate(root: str) -> dict:
     lines += [f"- runs: {len(rows)} ({counts['done']} done, {counts['failed']} failed, "
               f"{counts['pending']} pending)", *_environment(), "", "## Results", "",
               "Also as [results.csv](results.csv).", "", io.markdown_table(rows, columns)]
+    plot = meta.get("plot")
+    if plot and save_sweep_figure(os.path.join(root, "results.png"), rows, plot["x"], plot["y"]):
+        paths["figure"] = os.path.join(root, "results.png")
+        lines += [f"![{', '.join(plot['y'])} versus {plot['x']}](results.png)", ""]
     if failures:
         lines += ["## Failed runs", ""]
         for name, info in failures.items():
@@ -420,8 +458,10 @@ def aggregate(root: str) -> dict:
     return dict(paths=paths, rows=rows)
 
 
-def write_sweep_record(root: str, config_spec: str, launcher: str, runs: Sequence[Run]) -> str:
-    """Writes <root>/sweep.json: the config, launcher, swept fields and run names."""
+def write_sweep_record(root: str, config_spec: str, launcher: str, runs: Sequence[Run],
+                       plot: Mapping | None = None) -> str:
+    """Writes <root>/sweep.json: the config, launcher, swept fields, run names and PLOT spec."""
     fields = list(dict.fromkeys(k for run in runs for k in run.values))
     return io.write_json(os.path.join(root, "sweep.json"), dict(
-        config=config_spec, launcher=launcher, fields=fields, runs=[r.name for r in runs]))
+        config=config_spec, launcher=launcher, fields=fields, runs=[r.name for r in runs],
+        plot=dict(plot) if plot else None))

@@ -40,7 +40,8 @@ def main(argv, sweep_flags, overrides):
         raise app.UsageError("--config=configs/<family>.py:<preset> is required")
     try:
         config = sweep.apply_overrides(load_config(FLAGS.config), overrides)
-        axes = (sweep.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else []) + sweep.flag_axes(config, sweep_flags)
+        axes, plot = sweep.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else ([], None)
+        axes += sweep.flag_axes(config, sweep_flags)
         runs = selected = sweep.expand(config, axes, root)
         if FLAGS.run_index is not None:
             if not 0 <= FLAGS.run_index < len(runs):
@@ -52,7 +53,7 @@ def main(argv, sweep_flags, overrides):
     if FLAGS.dry_run:
         print(sweep.describe(selected, FLAGS.config, launcher, overrides))
         return
-    sweep.write_sweep_record(root, FLAGS.config, launcher, runs)
+    sweep.write_sweep_record(root, FLAGS.config, launcher, runs, plot)
     results = sweep.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel)
     logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
     if any(s != "done" for s in results.values()):

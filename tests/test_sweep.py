@@ -56,6 +56,19 @@ def test_bad_sweeps_fail_with_a_message_naming_the_field(smoke_config, tmp_path)
         sweep.expand(smoke_config, [{"training.steps": ["many"]}], str(tmp_path))
     with pytest.raises(ValueError, match="cannot parse 'x' as int"):
         sweep.flag_axes(smoke_config, {"training.steps": "10,x"})
+    (tmp_path / "bad_plot.py").write_text("PLOT = {'x': 'N', 'y': 'M'}\ndef get_sweep():\n    return []\n")
+    with pytest.raises(ValueError, match="PLOT of .* must be"):
+        sweep.load_sweep_file(str(tmp_path / "bad_plot.py"))
+    (tmp_path / "no_sweep.py").write_text("AXES = []\n")
+    with pytest.raises(ValueError, match="defines no get_sweep"):
+        sweep.load_sweep_file(str(tmp_path / "no_sweep.py"))
+
+
+def test_the_crossover_n_sweep_file_expands_over_n(smoke_config, tmp_path):
+    axes, plot = sweep.load_sweep_file(os.path.join(REPO, "configs", "sweeps", "crossover_n.py"))
+    runs = sweep.expand(smoke_config, axes, str(tmp_path))
+    assert [r.values["data.train_sizes"] for r in runs] == [(20,), (40,), (60,), (80,), (100,)]
+    assert plot["x"] == "rows.0.N" and "rows.0.M_pt" in plot["y"]
 
 
 def test_flag_values_take_the_type_of_the_config_field(smoke_config):
@@ -117,11 +130,20 @@ FLAKY_LAUNCHER = textwrap.dedent("""
 """)
 
 
+SMOKE_SWEEP = textwrap.dedent("""
+    PLOT = {"x": "rows.0.N", "y": ["rows.0.M_pt", "rows.0.Mstar_formula_eps"]}
+
+    def get_sweep():
+        return [{"data.train_sizes": [(8,), (12,), (16,)]}]
+""")
+
+
 def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
     root = tmp_path / "sweep"
     launcher = tmp_path / "flaky_launcher.py"
     launcher.write_text(FLAKY_LAUNCHER.format(crossover=os.path.join(REPO, "launch", "crossover.py")))
-    args = [f"--config={SMOKE}", "--sweep.data.train_sizes=(8,),(12,),(16,)", "--config.training.steps=10",
+    (tmp_path / "smoke_n.py").write_text(SMOKE_SWEEP)
+    args = [f"--config={SMOKE}", f"--sweep={tmp_path / 'smoke_n.py'}", "--config.training.steps=10",
             "--config.training.chunk_steps=10", "--config.sampling.num_steps=3", f"--launcher={launcher}",
             f"--workdir={root}"]
     names = ["data.train_sizes=8", "data.train_sizes=12", "data.train_sizes=16"]
@@ -152,4 +174,6 @@ def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
     report = (root / "report.md").read_text()
     assert "runs: 3 (3 done, 0 failed, 0 pending)" in report and "jax 0." in report and "optax" in report
     assert "![data.train_sizes=16/crossover.png](data.train_sizes=16/crossover.png)" in report
+    assert "![rows.0.M_pt, rows.0.Mstar_formula_eps versus rows.0.N](results.png)" in report
+    assert (root / "results.png").stat().st_size > 0
     assert (root / "results.md").read_text().startswith("| run | status | data.train_sizes |")

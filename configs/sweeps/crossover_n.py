@@ -4,10 +4,12 @@
         --workdir=runs/crossover_n
 
 Each run's summary.json holds its M_pt (rows.0.M_pt) and predicted crossovers; results.csv
-puts them side by side for the M* versus N curve.
+puts them side by side and results.png draws the M* versus N curve.
 """
 
 TRAIN_SIZES = (20, 40, 60, 80, 100)
+
+PLOT = {"x": "rows.0.N", "y": ["rows.0.M_pt", "rows.0.Mstar_formula_eps", "rows.0.Mstar_measured_eps"]}
 
 
 def get_sweep():
