@@ -34,6 +34,7 @@ import itertools
 import json
 import os
 import platform
+import queue
 import re
 import subprocess
 import sys
@@ -275,8 +276,10 @@ def launch_command(run: Run, config_spec: str, launcher: str, overrides: Mapping
     return [sys.executable, launcher, f"--config={config_spec}", *flags, f"--workdir={run.workdir}"]
 
 
-def execute_run(run: Run, command: Sequence[str], config: ml_collections.ConfigDict) -> str:
-    """Launches one run (unless DONE) and records the outcome; returns its status."""
+def execute_run(run: Run, command: Sequence[str], config: ml_collections.ConfigDict,
+                env: Mapping[str, str] | None = None) -> str:
+    """Launches one run (unless DONE) with environment `env` (default: ours) and records the
+    outcome; returns its status."""
     if status(run) == "done":
         logging.info("%s: done before, skipped", run.name)
         return "done"
@@ -288,7 +291,8 @@ def execute_run(run: Run, command: Sequence[str], config: ml_collections.ConfigD
     logging.info("%s: launching %s", run.name, " ".join(command))
     start = time.time()
     with open(os.path.join(run.workdir, LOG_FILE), "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=env).returncode
     seconds = round(time.time() - start, 2)
     io.append_jsonl(os.path.join(run.workdir, ATTEMPTS_FILE), [dict(exit_code=code, seconds=seconds,
                                                                     finished=time.time())])
@@ -305,19 +309,32 @@ def execute_run(run: Run, command: Sequence[str], config: ml_collections.ConfigD
 
 
 def execute(runs: Sequence[Run], config: ml_collections.ConfigDict, config_spec: str, launcher: str,
-            overrides: Mapping[str, str] | None = None, parallel: int = 1) -> dict[str, str]:
+            overrides: Mapping[str, str] | None = None, parallel: int = 1, gpus_per_run: int = 0) -> dict[str, str]:
     """Runs every unfinished run, `parallel` subprocesses at a time; returns {name: status}.
 
     `config` is the base config with the fixed `overrides` ({field: flag text}) applied; a
-    failed run is recorded and the others go on.
+    failed run is recorded and the others go on. gpus_per_run > 0 pins slot s of the
+    `parallel` slots to GPUs s*gpus_per_run ... (s+1)*gpus_per_run - 1 (CUDA_VISIBLE_DEVICES).
     """
     overrides = dict(overrides or {})
+    parallel = max(1, parallel)
+    slots = queue.Queue()
+    for slot in range(parallel):
+        slots.put(slot)
 
     def one(run: Run) -> str:
         command = launch_command(run, config_spec, launcher, overrides)
-        return execute_run(run, command, resolve(config, run.values))
+        slot = slots.get()
+        try:
+            env = None
+            if gpus_per_run > 0:
+                gpus = ",".join(str(slot * gpus_per_run + i) for i in range(gpus_per_run))
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpus)
+            return execute_run(run, command, resolve(config, run.values), env)
+        finally:
+            slots.put(slot)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
         results = dict(zip([r.name for r in runs], pool.map(one, runs)))
     logging.info("sweep: %d done, %d failed of %d runs", sum(s == "done" for s in results.values()),
                  sum(s == "failed" for s in results.values()), len(results))

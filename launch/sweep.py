@@ -23,6 +23,7 @@ flags.DEFINE_string("sweep", None, "configs/sweeps/<name>.py defining get_sweep(
 flags.DEFINE_string("workdir", "runs/sweep", "Sweep root; each run gets a folder in it.")
 flags.DEFINE_string("launcher", None, "Launcher of the runs (default: launch/<config file name>).")
 flags.DEFINE_integer("parallel", 1, "Runs launched at once (each a subprocess).")
+flags.DEFINE_integer("gpus_per_run", 0, "With --parallel: pin each run to its own GPUs (0: no pinning).")
 flags.DEFINE_integer("run_index", None, "Run only run number INDEX (from 0) of the sweep (SLURM array tasks).")
 flags.DEFINE_bool("dry_run", False, "Print the runs and their commands; launch nothing.")
 flags.DEFINE_bool("aggregate_only", False, "Only rewrite results.csv/.md and report.md of --workdir.")
@@ -54,7 +55,8 @@ def main(argv, sweep_flags, overrides):
         print(sweep.describe(selected, FLAGS.config, launcher, overrides))
         return
     sweep.write_sweep_record(root, FLAGS.config, launcher, runs, plot)
-    results = sweep.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel)
+    results = sweep.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
+                            FLAGS.gpus_per_run)
     logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
     if any(s != "done" for s in results.values()):
         sys.exit(1)

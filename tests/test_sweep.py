@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,27 @@ def test_flag_values_take_the_type_of_the_config_field(smoke_config):
     assert rest == ["sweep.py", "--config=c.py:x", "--dry_run"]
     assert sweeps == {"seed": "0,1"} and overrides == {"training.steps": "5"}
     assert sweep.apply_overrides(smoke_config, overrides).training.steps == 5
+
+
+GPU_LAUNCHER = textwrap.dedent("""
+    import os, sys, time
+    workdir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir="))
+    with open(os.path.join(workdir, "gpus"), "w") as f:
+        f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+    time.sleep(0.2)
+    sys.exit(3 if workdir.endswith("seed=2") else 0)
+""")
+
+
+def test_parallel_runs_get_their_own_gpus_and_a_failure_stops_no_other_run(smoke_config, tmp_path):
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(GPU_LAUNCHER)
+    runs = sweep.expand(smoke_config, [{"seed": [0, 1, 2, 3, 4]}], str(tmp_path / "sweep"))
+    results = sweep.execute(runs, smoke_config, SMOKE, str(launcher), parallel=2, gpus_per_run=2)
+    assert results == {"seed=0": "done", "seed=1": "done", "seed=2": "failed", "seed=3": "done", "seed=4": "done"}
+    gpus = [(Path(r.workdir) / "gpus").read_text() for r in runs]
+    assert set(gpus) == {"0,1", "2,3"}
+    assert json.loads((Path(runs[2].workdir) / "FAILED").read_text())["exit_code"] == 3
 
 
 def _sweep_cli(*args, timeout=60):
