@@ -9,7 +9,7 @@ puts them side by side and results.png draws the M* versus N curve.
 
 TRAIN_SIZES = (20, 40, 60, 80, 100)
 
-PLOT = {"x": "rows.0.N", "y": ["rows.0.M_pt", "rows.0.Mstar_formula_eps", "rows.0.Mstar_measured_eps"]}
+PLOT = {"x": "rows.0.N", "y": ["rows.0.M_pt", "rows.0.Mstar_formula_x0", "rows.0.Mstar_measured_x0"]}
 
 
 def get_sweep():
