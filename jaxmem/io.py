@@ -118,18 +118,25 @@ def check_fingerprint(path: str, fingerprint: str, what: str) -> bool:
     with open(path) as f:
         stored = f.read().strip()
     if stored != fingerprint:
-        old, new = _flatten(json.loads(stored)), _flatten(json.loads(fingerprint))
+        old, new = flatten(json.loads(stored)), flatten(json.loads(fingerprint))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
         raise ValueError(f"{path} holds {what} (fields that differ: {', '.join(changed)}); rerun with the "
                          f"config that wrote it, or use a new --workdir")
     return True
 
 
-def _flatten(tree, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    if isinstance(tree, dict):
-        return {key: value for k, v in tree.items() for key, value in _flatten(v, f"{prefix}{k}.").items()}
-    return {prefix[:-1]: tree}
+def flatten(tree, prefix: str = "") -> dict:
+    """Scalars of nested dicts/lists as one dict: {"a": {"b": [1]}} -> {"a.b.0": 1}."""
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    flat = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def config_json(config: ml_collections.ConfigDict) -> str:

@@ -353,20 +353,6 @@ def describe(runs: Sequence[Run], config_spec: str, launcher: str, overrides: Ma
 # --------------------------------------------------------------------------- aggregation
 
 
-def flatten(tree, prefix: str = "") -> dict:
-    """Scalars (numbers, strings, booleans, None) of nested dicts/lists as {'a.b.0.c': value}."""
-    if isinstance(tree, Mapping):
-        items = tree.items()
-    elif isinstance(tree, list):
-        items = enumerate(tree)
-    else:
-        return {prefix: tree}
-    flat = {}
-    for key, value in items:
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def _sweep_runs(root: str, order: Sequence[str] = ()) -> list[tuple[str, dict]]:
     """(workdir, sweep_run.json) of every run folder directly under root: `order` first, then by name."""
     names = [n for n in order if os.path.isfile(os.path.join(root, n, RUN_FILE))]
@@ -438,7 +424,7 @@ def aggregate(root: str) -> dict:
         summary_path = os.path.join(workdir, "summary.json")
         if row["status"] == "done" and os.path.isfile(summary_path):
             with open(summary_path) as f:
-                row.update({k: v for k, v in flatten(json.load(f)).items()
+                row.update({k: v for k, v in io.flatten(json.load(f)).items()
                             if not (isinstance(v, str) and os.path.isabs(v))})  # skip file paths
         if row["status"] == "failed":
             with open(os.path.join(workdir, FAILED)) as f:
