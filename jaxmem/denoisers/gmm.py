@@ -28,12 +28,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxmem.noise import vp_alpha, vp_sigma
-
-MEMORIZING_LOG_VAR = -np.inf  # s^2 = 0: the empirical optimal denoiser over the means
-PARTIAL_INIT_VARIANCE = 1e-6  # the paper's partial-memorisation initialisation
 
 
 def make_params(means, variance) -> dict:
@@ -50,20 +46,6 @@ def ground_truth_params(data_means, data_variance: float = 1.0) -> dict:
 def memorizing_params(train_points) -> dict:
     """Means = all N training points, s^2 = 0: the empirical optimal denoiser."""
     return make_params(train_points, 0.0)
-
-
-def partial_memorizing_params(train_points, num_memorized: int, max_components: int | None = None
-                              ) -> tuple[dict, jax.Array]:
-    """Means = the first `num_memorized` training points (one fixed subset for every t), s^2 = 0.
-
-    Returns (params, mask); the means are padded to `max_components` rows (default: all N
-    points as candidates, masked beyond `num_memorized`), so every M shares one shape and
-    the baselines of a whole M grid vmap over `mask`.
-    """
-    train_points = jnp.asarray(train_points, jnp.float32)
-    max_components = train_points.shape[0] if max_components is None else max_components
-    mask = jnp.arange(max_components) < num_memorized
-    return memorizing_params(train_points[:max_components]), mask
 
 
 def _schedule(t):
