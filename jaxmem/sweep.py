@@ -15,7 +15,7 @@ Every run gets its own workdir `<root>/<field>=<value>__...` and is launched as 
 the family's launcher with `--config.<field>=<value>` overrides, so it writes what a single
 run writes and resumes from its own checkpoints. Per-run bookkeeping:
   sweep_run.json        the run's name and swept values
-  config.json/.txt      the resolved config (io.save_config)
+  config.json/.txt      the resolved config (written by the run's launcher)
   run.log               stdout and stderr of the latest attempt
   attempts.jsonl        one line per attempt: exit code, seconds
   DONE                  written atomically after a zero exit; a rerun skips the run
@@ -33,6 +33,7 @@ import importlib.util
 import itertools
 import json
 import os
+import pathlib
 import platform
 import queue
 import re
@@ -150,11 +151,7 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, str], dict[str
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> ml_collections.ConfigDict:
     """A copy of config with {field: flag text} overrides parsed by field type and applied."""
-    config = copy.deepcopy(config)
-    for path, text in overrides.items():
-        value = parse_value(path, text, _field(config, path))
-        _set(config, path, value)
-    return config
+    return resolve(config, {path: parse_value(path, text, _field(config, path)) for path, text in overrides.items()})
 
 
 def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
@@ -276,8 +273,7 @@ def launch_command(run: Run, config_spec: str, launcher: str, overrides: Mapping
     return [sys.executable, launcher, f"--config={config_spec}", *flags, f"--workdir={run.workdir}"]
 
 
-def execute_run(run: Run, command: Sequence[str], config: ml_collections.ConfigDict,
-                env: Mapping[str, str] | None = None) -> str:
+def execute_run(run: Run, command: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """Launches one run (unless DONE) with environment `env` (default: ours) and records the
     outcome; returns its status."""
     if status(run) == "done":
@@ -287,7 +283,6 @@ def execute_run(run: Run, command: Sequence[str], config: ml_collections.ConfigD
     if os.path.exists(failed_marker):
         os.remove(failed_marker)
     io.write_json(os.path.join(run.workdir, RUN_FILE), dict(name=run.name, values=run.values))
-    io.save_config(run.workdir, config)
     logging.info("%s: launching %s", run.name, " ".join(command))
     start = time.time()
     with open(os.path.join(run.workdir, LOG_FILE), "w") as log:
@@ -308,6 +303,14 @@ def execute_run(run: Run, command: Sequence[str], config: ml_collections.ConfigD
     return "failed"
 
 
+def _check_recorded_config(run: Run, config: ml_collections.ConfigDict) -> None:
+    """A finished run counts as done only for the config it recorded (its launcher's config.json)."""
+    recorded = os.path.join(run.workdir, "config.json")
+    if os.path.exists(recorded) and pathlib.Path(recorded).read_text() != io.config_json(config):
+        raise ValueError(f"{run.workdir} finished with another config than this sweep's (check the "
+                         f"--config.* overrides); rerun with the same ones, or use a new --workdir")
+
+
 def execute(runs: Sequence[Run], config: ml_collections.ConfigDict, config_spec: str, launcher: str,
             overrides: Mapping[str, str] | None = None, parallel: int = 1, gpus_per_run: int = 0) -> dict[str, str]:
     """Runs every unfinished run, `parallel` subprocesses at a time; returns {name: status}.
@@ -317,6 +320,9 @@ def execute(runs: Sequence[Run], config: ml_collections.ConfigDict, config_spec:
     `parallel` slots to GPUs s*gpus_per_run ... (s+1)*gpus_per_run - 1 (CUDA_VISIBLE_DEVICES).
     """
     overrides = dict(overrides or {})
+    for run in runs:
+        if status(run) == "done":
+            _check_recorded_config(run, resolve(config, run.values))
     parallel = max(1, parallel)
     slots = queue.Queue()
     for slot in range(parallel):
@@ -330,7 +336,7 @@ def execute(runs: Sequence[Run], config: ml_collections.ConfigDict, config_spec:
             if gpus_per_run > 0:
                 gpus = ",".join(str(slot * gpus_per_run + i) for i in range(gpus_per_run))
                 env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpus)
-            return execute_run(run, command, resolve(config, run.values), env)
+            return execute_run(run, command, env)
         finally:
             slots.put(slot)
 

@@ -199,3 +199,16 @@ def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
     assert "![rows.0.M_pt, rows.0.Mstar_formula_eps versus rows.0.N](results.png)" in report
     assert (root / "results.png").stat().st_size > 0
     assert (root / "results.md").read_text().startswith("| run | status | data.train_sizes |")
+
+
+def test_a_finished_run_of_another_config_is_not_counted_as_done(smoke_config, tmp_path):
+    from jaxmem import io
+
+    (run,) = sweep.expand(smoke_config, [{"training.steps": [10]}], str(tmp_path))
+    os.makedirs(run.workdir)
+    io.write_json(os.path.join(run.workdir, sweep.DONE), {"seconds": 1.0})
+    io.save_config(run.workdir, sweep.resolve(smoke_config, {"training.steps": 10, "seed": 7}))
+    with pytest.raises(ValueError, match="finished with another config"):
+        sweep.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py")
+    io.save_config(run.workdir, sweep.resolve(smoke_config, run.values))
+    assert sweep.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py") == {run.name: "done"}
