@@ -133,13 +133,12 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
     state_shapes = jax.eval_shape(grid_init, params, rngs)
     state_sharding = shard(state_shapes)
     batch_sharding = shard(batch)
-    state = jax.jit(grid_init, out_shardings=state_sharding)(params, rngs)
     batch = jax.device_put(batch, batch_sharding)
 
     compiled = jax.jit(grid_chunk(loss_fn, optimizer), static_argnums=2, donate_argnums=0,
                        out_shardings=(state_sharding, None))
 
-    manager = None
+    manager, state = None, None
     if checkpoint_dir is not None:
         manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
                                         options=ocp.CheckpointManagerOptions(max_to_keep=1))
@@ -148,6 +147,8 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
             abstract = jax.tree_util.tree_map(
                 lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes, state_sharding)
             state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+    if state is None:  # nothing to resume: initialise (skipped on resume)
+        state = jax.jit(grid_init, out_shardings=state_sharding)(params, rngs)
 
     done = int(np.asarray(state.step)[0])
     progress = Progress(name, total=steps, unit="step", start=done)
