@@ -24,7 +24,7 @@ from scipy.special import ndtri
 from jaxmem.config import require
 from jaxmem.denoisers.empirical import check_sigma
 from jaxmem.geometry.queries import map_query_chunks
-from jaxmem.neighbors import knn, memorization_flags
+from jaxmem.neighbors import memorization_flags, memorization_test
 
 
 def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -53,11 +53,10 @@ def trajectory_memorization(samples, train, level: float = 0.95, **knn_kwargs) -
     samples, train = np.asarray(samples, np.float32), np.asarray(train, np.float32)
     require(samples.ndim >= 2 and samples.shape[1:] == train.shape[1:], "samples.shape vs train.shape",
             (samples.shape, train.shape), "[S, ...] and [N, ...] with the same trailing shape")
-    flags = memorization_flags(samples, train, **knn_kwargs)
-    distances, indices = knn(samples.reshape(len(samples), -1), train.reshape(len(train), -1), k=1, **knn_kwargs)
+    flags, distances, indices = memorization_test(samples, train, **knn_kwargs)
     low, high = wilson_interval(int(flags.sum()), len(flags), level)
     return {"rate": float(flags.mean()), "ci_low": float(low), "ci_high": float(high), "level": level,
-            "count": len(flags), "memorized": flags, "nearest": indices[:, 0], "nearest_distance": distances[:, 0]}
+            "count": len(flags), "memorized": flags, "nearest": indices, "nearest_distance": distances}
 
 
 def one_step_denoise(denoise: Callable, clean, noise, sigmas, chunk_size: int = 256, mesh=None) -> np.ndarray:

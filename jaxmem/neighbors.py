@@ -196,17 +196,24 @@ def knn(queries, train, k: int = 2, *, query_block: int | None = None, train_blo
     return np.sqrt(np.maximum(sq_out, 0.0)), idx_out
 
 
-def memorization_flags(samples, train, *, ratio: float = MEMORIZATION_RATIO, **knn_kwargs) -> np.ndarray:
+def memorization_test(samples, train, *, ratio: float = MEMORIZATION_RATIO, **knn_kwargs
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Memorized iff |g - NN1(g)| < ratio * |g - NN2(g)| (ratio 1/3; Yoon et al., Gu et al. 2023).
 
     samples: [S, ...] and train: [N, ...] (flattened to [*, d]). Exact duplicates in `train` are
-    merged first, so a copy of a twice-stored image counts as memorized. Returns bool [S].
+    merged first, so a copy of a twice-stored image counts as memorized. Returns (flags bool [S],
+    nearest distance [S], nearest index [S] into `train`, the lowest index among duplicates).
     """
     samples = np.asarray(samples, np.float32).reshape(len(samples), -1)
-    train = np.unique(np.asarray(train, np.float32).reshape(len(train), -1), axis=0)
+    train, first = np.unique(np.asarray(train, np.float32).reshape(len(train), -1), axis=0, return_index=True)
     require(len(train) >= 2, "distinct training points", len(train), ">= 2 for the ratio test")
-    distances, _ = knn(samples, train, k=2, **knn_kwargs)
-    return distances[:, 0] < ratio * distances[:, 1]
+    distances, indices = knn(samples, train, k=2, **knn_kwargs)
+    return distances[:, 0] < ratio * distances[:, 1], distances[:, 0], first[indices[:, 0]]
+
+
+def memorization_flags(samples, train, **kwargs) -> np.ndarray:
+    """bool [S]: which samples pass the 1/3 test (see memorization_test)."""
+    return memorization_test(samples, train, **kwargs)[0]
 
 
 def memorization_rate(samples, train, **kwargs) -> float:
