@@ -19,6 +19,7 @@ those files too, so a resumed run returns exactly what a fresh one does.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import time
@@ -147,7 +148,7 @@ def _mse_queries(config, points, heldout: bool, key) -> tuple[np.ndarray, np.nda
     return clean, z
 
 
-def measure_mse(config, params, train, heldout, sigmas, key) -> dict:
+def measure_mse(config, params, wiener_params, train, heldout, sigmas, key) -> dict:
     """MSE curves (+ _se): empirical optimum on training / held-out points, their gap, Wiener on held-out."""
     chunk = config.compute.mse_chunk_size
     train_clean, train_z = _mse_queries(config, train, False, key)
@@ -155,7 +156,7 @@ def measure_mse(config, params, train, heldout, sigmas, key) -> dict:
     errors = {
         "train_mse": mse.mse_curve(empirical.apply, params, train_clean, train_z, sigmas, chunk),
         "heldout_mse": mse.mse_curve(empirical.apply, params, held_clean, held_z, sigmas, chunk),
-        "wiener_heldout_mse": mse.mse_curve(linear.apply, linear.make_params(train), held_clean, held_z, sigmas,
+        "wiener_heldout_mse": mse.mse_curve(linear.apply, wiener_params, held_clean, held_z, sigmas,
                                             chunk),
     }
     curves = _with_standard_errors(errors, config.mse.draws)
@@ -163,10 +164,10 @@ def measure_mse(config, params, train, heldout, sigmas, key) -> dict:
     return curves
 
 
-def measure_wiener_distance(config, params, train, heldout, sigmas, key) -> dict:
+def measure_wiener_distance(config, params, wiener_params, heldout, sigmas, key) -> dict:
     """E|D_wiener - D_empirical|^2 (+ _se) per level on the MSE group's noisy held-out points."""
     held_clean, held_z = _mse_queries(config, heldout, True, key)
-    distance = mse.denoiser_distance_curve(linear.apply, linear.make_params(train), empirical.apply, params,
+    distance = mse.denoiser_distance_curve(linear.apply, wiener_params, empirical.apply, params,
                                            held_clean, held_z, sigmas, config.compute.mse_chunk_size)
     return _with_standard_errors({"wiener_empirical_sq_distance": distance}, config.mse.draws)
 
@@ -185,6 +186,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     io.save_npz(path("split_indices.npz"), **indices)
     sigmas = noise.log_sigmas(config.grid.num_sigmas, config.grid.sigma_min, config.grid.sigma_max)
     params = empirical.make_params(train, config.compute.block_size)
+    wiener_params = functools.cache(lambda: linear.make_params(train))  # SVD once, only if needed
     key = jax.random.PRNGKey(config.seed)
     logging.info("geometry: %s, N = %d training, %d held-out, d = %d, %d levels in [%g, %g]",
                  config.data.dataset, len(train), len(heldout), train.shape[1], len(sigmas), sigmas[0], sigmas[-1])
@@ -192,8 +194,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     measures = {
         "concentration": lambda: measure_concentration(config, params, train, sigmas, jax.random.fold_in(key, 0)),
         "coverage": lambda: measure_coverage(config, params, heldout, sigmas, jax.random.fold_in(key, 1)),
-        "mse": lambda: measure_mse(config, params, train, heldout, sigmas, jax.random.fold_in(key, 2)),
-        "wiener_distance": lambda: measure_wiener_distance(config, params, train, heldout, sigmas,
+        "mse": lambda: measure_mse(config, params, wiener_params(), train, heldout, sigmas,
+                                   jax.random.fold_in(key, 2)),
+        "wiener_distance": lambda: measure_wiener_distance(config, params, wiener_params(), heldout, sigmas,
                                                            jax.random.fold_in(key, 2)),
     }
     paths, curves = {}, {}
