@@ -9,7 +9,13 @@ fields the lists are walked together (zipped; equal lengths). A sweep file defin
 `get_sweep()` returning that list, e.g. `[{"data.train_sizes": [(8,), (16,)]},
 {"training.steps": [10, 20], "training.chunk_steps": [5, 10]}]` gives 2 x 2 runs. A sweep
 file may also define `PLOT = {"x": column, "y": [columns]}` (columns of results.csv): the
-aggregated figure results.png, one line per y column against x over the finished runs.
+aggregated figure results.png, one line per y column against x over the finished runs; and
+`ANALYSIS = "package.module:function"` with optional `ANALYSIS_OPTIONS = {...}` (JSON values):
+aggregate() calls function(rows, root, **options) with the results rows and the sweep root; it
+writes its own files into the root (through jaxmem.io) and returns Markdown lines that
+report.md appends (figures linked by paths relative to the root), e.g.
+jaxmem.capacity_crossover:analyze. PLOT and ANALYSIS are stored in sweep.json, so
+`--aggregate_only` redoes them.
 
 Every run gets its own workdir `<root>/<field>=<value>__...` and is launched as a subprocess of
 the family's launcher with `--config.<field>=<value>` overrides, so it writes what a single
@@ -20,7 +26,8 @@ run writes and resumes from its own checkpoints. Per-run bookkeeping:
   attempts.jsonl        one line per attempt: exit code, seconds
   DONE                  written atomically after a zero exit; a rerun skips the run
   FAILED                exit code and the tail of stderr; removed when the run is relaunched
-`aggregate(root)` writes results.csv, results.md and report.md into the sweep root.
+`aggregate(root)` writes results.csv, results.md and report.md into the sweep root (plus
+results.png and the analysis' files when the sweep file asks for them).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import ast
 import concurrent.futures
 import copy
 import dataclasses
+import importlib
 import importlib.util
 import itertools
 import json
@@ -162,13 +170,50 @@ def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
     node[key] = value
 
 
-def load_sweep_file(path: str) -> tuple[list[dict], dict | None]:
-    """(the axes returned by `get_sweep()`, the optional PLOT spec) of a sweep file."""
+def _sweep_module(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"sweep file {path!r} does not exist")
     spec = importlib.util.spec_from_file_location("_jaxmem_sweep", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def analysis_function(name: str):
+    """The function named 'package.module:function'; ValueError naming `name` when it cannot be found."""
+    module_name, colon, function_name = str(name).partition(":")
+    if not colon or not module_name or not function_name:
+        raise ValueError(f"ANALYSIS = {name!r} is invalid; allowed: 'package.module:function'")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"ANALYSIS = {name!r} cannot be loaded: {e}") from None
+    if not callable(function):
+        raise ValueError(f"ANALYSIS = {name!r} is not a function")
+    return function
+
+
+def load_sweep_analysis(path: str) -> dict | None:
+    """{"function": 'package.module:function', "options": {...}} from a sweep file's ANALYSIS and
+    ANALYSIS_OPTIONS, checked (importable, options a JSON dict); None when it defines none."""
+    module = _sweep_module(path)
+    name = getattr(module, "ANALYSIS", None)
+    if name is None:
+        return None
+    analysis_function(name)
+    options = getattr(module, "ANALYSIS_OPTIONS", {})
+    if not isinstance(options, Mapping):
+        raise ValueError(f"ANALYSIS_OPTIONS of {path!r} must be a dict of keyword arguments; got {options!r}")
+    try:
+        options = json.loads(json.dumps(dict(options)))  # what sweep.json will hold
+    except TypeError as e:
+        raise ValueError(f"ANALYSIS_OPTIONS of {path!r} must hold JSON values: {e}") from None
+    return dict(function=name, options=options)
+
+
+def load_sweep_file(path: str) -> tuple[list[dict], dict | None]:
+    """(the axes returned by `get_sweep()`, the optional PLOT spec) of a sweep file."""
+    module = _sweep_module(path)
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"sweep file {path!r} defines no get_sweep()")
     plot = getattr(module, "PLOT", None)
@@ -415,7 +460,11 @@ def save_sweep_figure(path: str, rows: Sequence[Mapping], x: str, ys: Sequence[s
 
 def aggregate(root: str) -> dict:
     """Gathers every run's summary.json (flattened scalars) and swept values into results.csv,
-    results.md and report.md in the sweep root; returns their paths and the rows."""
+    results.md and report.md in the sweep root; returns their paths and the rows.
+
+    With sweep.json's PLOT, also results.png; with its analysis, report.md embeds the lines the
+    analysis function returns (a failing analysis is reported in report.md, then raised as
+    ValueError)."""
     meta_path = os.path.join(root, "sweep.json")
     meta = {}
     if os.path.isfile(meta_path):
@@ -453,6 +502,14 @@ def aggregate(root: str) -> dict:
     if plot and save_sweep_figure(os.path.join(root, "results.png"), rows, plot["x"], plot["y"]):
         paths["figure"] = os.path.join(root, "results.png")
         lines += [f"![{', '.join(plot['y'])} versus {plot['x']}](results.png)", ""]
+    analysis, analysis_error = meta.get("analysis"), None
+    if analysis:
+        try:
+            lines += list(analysis_function(analysis["function"])(rows, root, **analysis.get("options", {})))
+        except Exception as e:  # the tables and report are still written, then the error is raised
+            analysis_error = e
+            lines += [f"## Analysis {analysis['function']} failed", "", "```", f"{type(e).__name__}: {e}",
+                      "```", ""]
     if failures:
         lines += ["## Failed runs", ""]
         for name, info in failures.items():
@@ -464,13 +521,17 @@ def aggregate(root: str) -> dict:
             if pngs:
                 lines += [f"### {name}", ""] + [f"![{name}/{p}]({name}/{p})" for p in pngs] + [""]
     paths["report"] = io.write_text(os.path.join(root, "report.md"), "\n".join(lines) + "\n")
+    if analysis_error is not None:
+        raise ValueError(f"analysis {analysis['function']} of {root} failed (results and report.md are "
+                         f"written): {type(analysis_error).__name__}: {analysis_error}") from analysis_error
     return dict(paths=paths, rows=rows)
 
 
 def write_sweep_record(root: str, config_spec: str, launcher: str, runs: Sequence[Run],
-                       plot: Mapping | None = None) -> str:
-    """Writes <root>/sweep.json: the config, launcher, swept fields, run names and PLOT spec."""
+                       plot: Mapping | None = None, analysis: Mapping | None = None) -> str:
+    """Writes <root>/sweep.json: the config, launcher, swept fields, run names, PLOT spec and
+    analysis ({"function": 'module:function', "options": {...}}, see load_sweep_analysis)."""
     fields = list(dict.fromkeys(k for run in runs for k in run.values))
     return io.write_json(os.path.join(root, "sweep.json"), dict(
         config=config_spec, launcher=launcher, fields=fields, runs=[r.name for r in runs],
-        plot=dict(plot) if plot else None))
+        plot=dict(plot) if plot else None, analysis=dict(analysis) if analysis else None))

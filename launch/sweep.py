@@ -7,7 +7,9 @@
 
 --sweep=FILE (get_sweep() axes) and repeated --sweep.<field>=v1,v2,... flags combine into one
 grid; --config.<field>=value overrides apply to every run. Rerunning the same command skips
-finished runs, relaunches unfinished or failed ones and rewrites the report.
+finished runs, relaunches unfinished or failed ones and rewrites the report. A sweep file's
+PLOT and ANALYSIS (e.g. configs/sweeps/unet_crossover_digits.py: the U-Net capacity crossover,
+jaxmem.capacity_crossover) are recorded in <workdir>/sweep.json, so --aggregate_only redoes them.
 """
 
 import os
@@ -35,13 +37,17 @@ def main(argv, sweep_flags, overrides):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     root = os.path.abspath(FLAGS.workdir)
     if FLAGS.aggregate_only:
-        logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+        try:
+            logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+        except ValueError as e:
+            sys.exit(f"error: {e}")
         return
     if FLAGS.config is None:
         raise app.UsageError("--config=configs/<family>.py:<preset> is required")
     try:
         config = sweep.apply_overrides(load_config(FLAGS.config), overrides)
         axes, plot = sweep.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else ([], None)
+        analysis = sweep.load_sweep_analysis(FLAGS.sweep) if FLAGS.sweep else None
         axes += sweep.flag_axes(config, sweep_flags)
         runs = selected = sweep.expand(config, axes, root)
         if FLAGS.run_index is not None:
@@ -54,10 +60,13 @@ def main(argv, sweep_flags, overrides):
     if FLAGS.dry_run:
         print(sweep.describe(selected, FLAGS.config, launcher, overrides))
         return
-    sweep.write_sweep_record(root, FLAGS.config, launcher, runs, plot)
+    sweep.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
     results = sweep.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
                             FLAGS.gpus_per_run)
-    logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+    try:
+        logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     if any(s != "done" for s in results.values()):
         sys.exit(1)
 
