@@ -39,7 +39,8 @@ def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     z = ndtri(0.5 + 0.5 * level)
     center = (k + 0.5 * z * z) / (n + z * z)
     half = z / (n + z * z) * np.sqrt(k * (n - k) / n + 0.25 * z * z)
-    return center - half, center + half
+    # exact ends at k = 0 and k = S (the formula gives them up to rounding)
+    return np.where(k == 0, 0.0, center - half), np.where(k == n, 1.0, center + half)
 
 
 def trajectory_memorization(samples, train, level: float = 0.95, **knn_kwargs) -> dict:
@@ -48,7 +49,8 @@ def trajectory_memorization(samples, train, level: float = 0.95, **knn_kwargs) -
     samples: [S, ...] generated images; train: [N, ...] the model's training set (same trailing
     shape). knn_kwargs go to jaxmem.neighbors.knn. Returns
       {"rate": float, "ci_low": float, "ci_high": float, "level": level, "count": S,
-       "memorized": bool [S], "nearest": int [S] index into train, "nearest_distance": [S]}.
+       "memorized": bool [S], "nearest": int [S] index into train, "nearest_distance": [S],
+       "distance_ratio": [S] d1 / d2 (nearest over second-nearest distance; memorized iff < 1/3)}.
     """
     samples, train = np.asarray(samples, np.float32), np.asarray(train, np.float32)
     require(samples.ndim >= 2 and samples.shape[1:] == train.shape[1:], "samples.shape vs train.shape",
@@ -56,7 +58,8 @@ def trajectory_memorization(samples, train, level: float = 0.95, **knn_kwargs) -
     flags, distances, indices = memorization_test(samples, train, **knn_kwargs)
     low, high = wilson_interval(int(flags.sum()), len(flags), level)
     return {"rate": float(flags.mean()), "ci_low": float(low), "ci_high": float(high), "level": level,
-            "count": len(flags), "memorized": flags, "nearest": indices, "nearest_distance": distances}
+            "count": len(flags), "memorized": flags, "nearest": indices, "nearest_distance": distances[:, 0],
+            "distance_ratio": distances[:, 0] / np.maximum(distances[:, 1], np.finfo(np.float32).tiny)}
 
 
 def one_step_denoise(denoise: Callable, clean, noise, sigmas, chunk_size: int = 256, mesh=None) -> np.ndarray:

@@ -202,13 +202,14 @@ def memorization_test(samples, train, *, ratio: float = MEMORIZATION_RATIO, **kn
 
     samples: [S, ...] and train: [N, ...] (flattened to [*, d]). Exact duplicates in `train` are
     merged first, so a copy of a twice-stored image counts as memorized. Returns (flags bool [S],
-    nearest distance [S], nearest index [S] into `train`, the lowest index among duplicates).
+    distances [S, 2] to the nearest and second-nearest distinct training points, nearest index
+    [S] into `train`, the lowest index among duplicates).
     """
     samples = np.asarray(samples, np.float32).reshape(len(samples), -1)
     train, first = np.unique(np.asarray(train, np.float32).reshape(len(train), -1), axis=0, return_index=True)
     require(len(train) >= 2, "distinct training points", len(train), ">= 2 for the ratio test")
     distances, indices = knn(samples, train, k=2, **knn_kwargs)
-    return distances[:, 0] < ratio * distances[:, 1], distances[:, 0], first[indices[:, 0]]
+    return distances[:, 0] < ratio * distances[:, 1], distances, first[indices[:, 0]]
 
 
 def memorization_flags(samples, train, **kwargs) -> np.ndarray:

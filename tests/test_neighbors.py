@@ -108,8 +108,8 @@ def test_memorization_test():
     np.testing.assert_array_equal(flags[20:50], d[:, 0] < d[:, 1] / 3)
     # A training image stored twice is still memorized when copied.
     assert memorization_rate(train[:5], np.concatenate([train, train[:5]])) == 1.0
-    flags, nearest_distance, nearest = memorization_test(train[:5][::-1], np.concatenate([train[3:], train[:5]]))
-    assert flags.all() and np.all(nearest_distance == 0.0)
+    flags, distances, nearest = memorization_test(train[:5][::-1], np.concatenate([train[3:], train[:5]]))
+    assert flags.all() and np.all(distances[:, 0] == 0.0) and np.all(distances[:, 1] > 0.0)
     assert nearest.tolist() == [1, 0, 99, 98, 97]  # lowest index among the duplicates, in the given train
 
 
