@@ -12,6 +12,7 @@ starting from x ~ N(0, I) at t_K and returning the clean estimate x0_hat at t_0.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -138,6 +139,20 @@ def edm_noise(seed: int, first: int, count: int, shape: tuple[int, ...]) -> jax.
     return jax.vmap(lambda key: jax.random.normal(key, shape))(keys)
 
 
+@functools.lru_cache(maxsize=32)
+def _generate_programs(step_denoise: Callable, grid: tuple, solver: str, seed: int, batch: int,
+                       shape: tuple[int, ...], mesh) -> tuple[Callable, Callable]:
+    """The jitted (sample_batch(params, noise), make_noise(first)) of `edm_generate`, cached: calls
+    with the same step denoiser and settings (e.g. a swap table whose windows are traced
+    parameters) compile once."""
+    noise_sharding = parallel.sharding_along(mesh, 1 + len(shape))
+    sample_batch = jax.jit(
+        lambda p, z: edm_sample_steps(lambda x, s, i: step_denoise(p, x, s, i), z, np.asarray(grid), solver),
+        out_shardings=noise_sharding)
+    make_noise = jax.jit(lambda first: edm_noise(seed, first, batch, shape), out_shardings=noise_sharding)
+    return sample_batch, make_noise
+
+
 def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[int, ...], seed: int,
                  sigmas, solver: str = "heun", batch_size: int = 256, mesh=None) -> np.ndarray:
     """num_samples EDM samples [num_samples, *shape] (numpy float32), batched and sharded.
@@ -150,13 +165,9 @@ def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[
     require(batch_size >= 1, "sampling.batch_size", batch_size, "an integer >= 1")
     mesh = parallel.make_mesh() if mesh is None else mesh
     batch = -(-batch_size // mesh.size) * mesh.size
-    grid = _check_edm_grid(sigmas)
-    noise_sharding = parallel.sharding_along(mesh, 1 + len(shape))
+    grid = tuple(_check_edm_grid(sigmas).tolist())
     params = jax.device_put(params, parallel.replicated(mesh))
-    sample_batch = jax.jit(
-        lambda p, z: edm_sample_steps(lambda x, s, i: step_denoise(p, x, s, i), z, grid, solver),
-        out_shardings=noise_sharding)
-    make_noise = jax.jit(lambda first: edm_noise(seed, first, batch, shape), out_shardings=noise_sharding)
+    sample_batch, make_noise = _generate_programs(step_denoise, grid, solver, seed, batch, tuple(shape), mesh)
     out = np.empty((num_samples, *shape), np.float32)
     progress = Progress("sample", total=num_samples, unit="sample")
     for first in range(0, num_samples, batch):

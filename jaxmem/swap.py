@@ -12,7 +12,6 @@ regimes.json (jaxmem.geometry.regimes.regime_map).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sequence
 
@@ -102,6 +101,27 @@ def check_same_shapes(base: Callable, donor: Callable, data_shape: tuple[int, ..
                 f"{x.shape}, the input's shape (denoisers with different data shapes cannot be swapped)")
 
 
+def window_array(windows: Sequence[Window] | Window, num_steps: int, size: int | None = None) -> np.ndarray:
+    """int32 [size, 2] of the validated windows, padded with (-1, -1) rows that match no step.
+
+    A traced form of the windows: one compiled sampler serves every window of a table
+    (see `in_windows`). size: rows (default: the number of windows, at least 1).
+    """
+    windows = check_windows(windows, num_steps)
+    size = max(len(windows), 1) if size is None else size
+    require(size >= len(windows), "window array size", size, f">= {len(windows)}, the number of windows")
+    out = np.full((size, 2), -1, np.int32)
+    if windows:
+        out[:len(windows)] = windows
+    return out
+
+
+def in_windows(step, windows) -> jax.Array:
+    """bool scalar: step lies in one of the windows, int32 [W, 2] of inclusive (first, last)."""
+    windows = jnp.asarray(windows, jnp.int32)
+    return jnp.any((windows[:, 0] <= step) & (step <= windows[:, 1]))
+
+
 def swap_denoiser(base: Callable, donor: Callable, windows: Sequence[Window] | Window, sigmas,
                   data_shape: tuple[int, ...]) -> Callable:
     """Step denoiser for sampling.edm_sample_steps: donor inside the windows, base elsewhere.
@@ -116,9 +136,9 @@ def swap_denoiser(base: Callable, donor: Callable, windows: Sequence[Window] | W
     check_same_shapes(base, donor, tuple(data_shape))
     if not windows:
         return lambda x, sigma, step: base(x, sigma)
+    table = window_array(windows, len(_levels(sigmas)))
 
     def step_denoise(x, sigma, step):
-        inside = functools.reduce(jnp.logical_or, [(first <= step) & (step <= last) for first, last in windows])
-        return jax.lax.cond(inside, donor, base, x, sigma)
+        return jax.lax.cond(in_windows(step, table), donor, base, x, sigma)
 
     return step_denoise
