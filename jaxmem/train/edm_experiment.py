@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import os
 
+from collections.abc import Callable
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -28,6 +31,7 @@ from jaxmem.data import DATASETS, ImageSet, balanced_subset, load_images
 from jaxmem.denoisers import unet
 from jaxmem.plots.samples import save_sample_grid
 from jaxmem.train import trainer
+from jaxmem.trajectory import guided_denoiser
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM
 
@@ -54,21 +58,64 @@ def load_training_set(config: ml_collections.ConfigDict) -> tuple[ImageSet, np.n
     return data.take(indices), indices
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains, samples and measures memorization; returns the summary (also summary.json)."""
+def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageSet, np.ndarray, trainer.TrainResult]:
+    """Validates, saves the subset's indices and trains (resuming); exits 143 when preempted.
+
+    Returns (training subset, its indices into the full split, the TrainResult). On a finished
+    workdir this only restores the final checkpoint (jaxmem.swap_experiment reuses trained runs).
+    """
     validate_config(config)
     data, indices = load_training_set(config)
     trainer.check_image_shape(data.shape, config.model)
-    primary = jax.process_index() == 0
-    if primary:
+    if jax.process_index() == 0:
         io.save_npz(os.path.join(workdir, "train_indices.npz"), indices=indices)
-
     result = trainer.train(config, workdir, data)
     if result.preempted:
         raise SystemExit(PREEMPTED_EXIT_CODE)
+    return data, indices, result
 
+
+def sampling_params(config: ml_collections.ConfigDict, result: trainer.TrainResult):
+    """The parameters the config samples with: the EMA (sampling.use_ema) or the raw ones."""
+    return result.state.ema_params if config.sampling.use_ema else result.state.params
+
+
+def class_labels(batch: int, label_dim: int) -> jax.Array:
+    """One-hot labels [batch, label_dim] of class i mod label_dim for the batch's i-th sample."""
+    return jax.nn.one_hot(jnp.arange(batch) % label_dim, label_dim)
+
+
+def sampling_denoiser(config: ml_collections.ConfigDict, guidance: float = 1.0) -> Callable:
+    """denoise(params, x [B, H, W, C], sigma) -> x0_hat of the config's network, ready to sample.
+
+    Unconditional networks (model.label_dim = 0) take no labels. A class-conditional network
+    gets class i mod label_dim for the batch's i-th sample (so sample k has class k mod
+    label_dim when sampling batches are multiples of label_dim) and classifier-free guidance of
+    scale g (jaxmem.trajectory.guided_denoiser), whose unconditional branch (all-zero label,
+    what label dropout trains) exists only when model.label_dropout > 0.
+    """
     _, denoise = trainer.make_denoiser(config)
-    params = result.state.ema_params if config.sampling.use_ema else result.state.params
+    label_dim = config.model.label_dim
+    require(guidance == 1 or (label_dim > 0 and config.model.label_dropout > 0), "guidance scale g", guidance,
+            "1 (no guidance) unless the network has an unconditional branch: class-conditional "
+            "(model.label_dim > 0) and trained with label dropout (model.label_dropout > 0)")
+    if not label_dim:
+        return denoise
+
+    def guided(params, x, sigma):
+        labels = class_labels(x.shape[0], label_dim)
+        unconditional = lambda y, s: denoise(params, y, s, jnp.zeros_like(labels))  # noqa: E731
+        return guided_denoiser(lambda y, s: denoise(params, y, s, labels), unconditional, guidance)(x, sigma)
+
+    return guided
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains, samples and measures memorization; returns the summary (also summary.json)."""
+    data, _, result = train_model(config, workdir)
+    primary = jax.process_index() == 0
+    denoise = sampling_denoiser(config)
+    params = sampling_params(config, result)
     sigmas = noise.edm_sigmas(config.sampling.num_steps, config.sampling.sigma_min, config.sampling.sigma_max,
                               config.sampling.rho)
     samples = sampling.edm_generate(lambda p, x, sigma, step: denoise(p, x, sigma), params,
