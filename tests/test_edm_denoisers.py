@@ -138,3 +138,14 @@ def test_ema_half_life_ramp_up_and_learning_rate_warm_up():
     lr = trainer.learning_rate(1e-3, warmup_images=10_000_000, batch_size=512)
     np.testing.assert_allclose([lr(jnp.int32(0)), lr(jnp.int32(9_764)), lr(jnp.int32(50_000))],
                                [1e-3 * 512 / 1e7, 1e-3 * 9_765 * 512 / 1e7, 1e-3], rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [12, 20, 48])
+def test_widths_whose_skip_channels_32_groups_do_not_divide_build(channels):
+    # width 48 concatenates 144-channel skips: min(32, 144 // 4) = 32 groups do not divide 144
+    config = load_config("configs/edm.py:digits")
+    with config.unlocked():
+        config.model.update(channels=channels, channel_mult=(1, 3))
+    network = unet.network_from_config(config.model)
+    assert unet.count_params(unet.abstract_params(network, unet.input_shape(config.model))) > 0
+    assert all(c % unet.norm_groups(c) == 0 for c in range(4, 1025, 4))

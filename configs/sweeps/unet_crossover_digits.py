@@ -23,7 +23,7 @@ programs). Two at a time on one GPU: --parallel=2 with XLA_PYTHON_CLIENT_MEM_FRA
 """
 
 TRAIN_SIZES = (16, 32, 64, 128, 256, 512)
-WIDTHS = (8, 16, 24, 32, 64)  # widths above 32 must be multiples of 32 (GroupNorm of the skip concatenations)
+WIDTHS = (8, 16, 24, 32, 64)
 
 ANALYSIS = "jaxmem.capacity_crossover:analyze"
 ANALYSIS_OPTIONS = {"n": "num_train", "capacity": "parameters", "rate": "memorization_rate", "threshold": 0.5,

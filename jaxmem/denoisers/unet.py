@@ -49,8 +49,12 @@ attention_qkv = nn.initializers.variance_scaling(0.2, "fan_avg", "uniform")  # x
 
 
 def norm_groups(channels: int) -> int:
-    """GroupNorm group count min(32, C / 4)."""
-    return max(1, min(32, channels // 4))
+    """GroupNorm group count: min(32, C // 4) (the reference), or the largest divisor of C below it
+    when that does not divide C (e.g. 24 for the 144 channels of a width-48 skip concatenation)."""
+    groups = max(1, min(32, channels // 4))
+    while channels % groups:
+        groups -= 1
+    return groups
 
 
 def sinusoidal_embedding(values: jax.Array, features: int, max_period: float = 1e4) -> jax.Array:
@@ -192,7 +196,7 @@ MODEL_FIELDS = ("channels", "channel_mult", "num_blocks", "attn_resolutions", "a
 def validate_model_config(model: ml_collections.ConfigDict) -> None:
     """Checks the `model` config group (names the field on error)."""
     require(model.channels >= 4 and model.channels % 4 == 0, "model.channels", model.channels,
-            "a multiple of 4 (GroupNorm uses C / 4 groups up to 32)")
+            "a multiple of 4 (GroupNorm groups: see norm_groups)")
     require(len(model.channel_mult) >= 1 and all(int(m) >= 1 for m in model.channel_mult),
             "model.channel_mult", tuple(model.channel_mult), "a non-empty tuple of integers >= 1")
     require(model.num_blocks >= 1, "model.num_blocks", model.num_blocks, "an integer >= 1")
