@@ -1,0 +1,110 @@
+"""Figures of the memorization experiments on trained networks (jaxmem.swap_experiment)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from jaxmem import io
+from jaxmem.config import require
+from jaxmem.plots.samples import save_sample_grid
+
+
+def save_pairs(path: str, samples: np.ndarray, neighbours: np.ndarray, title: str | None = None) -> str:
+    """PNG of sample / nearest-training-image pairs: columns alternate sample, neighbour.
+
+    samples, neighbours: [P, H, W, C] in [-1, 1], row p of one matching row p of the other.
+    """
+    samples, neighbours = np.asarray(samples, np.float32), np.asarray(neighbours, np.float32)
+    require(samples.shape == neighbours.shape and samples.ndim == 4 and len(samples) >= 1,
+            "samples.shape, neighbours.shape", (samples.shape, neighbours.shape), "equal [P, H, W, C] with P >= 1")
+    interleaved = np.stack([samples, neighbours], axis=1).reshape(-1, *samples.shape[1:])
+    return save_sample_grid(path, interleaved, columns=min(8, 2 * len(samples)), title=title)
+
+
+def _shade_regions(axis, regions: Mapping[str, tuple[float, float]]) -> None:
+    """Background bands for the swap regions, {name: (sigma_lo, sigma_hi)}."""
+    colors = {"small": "tab:green", "medium": "tab:red", "large": "tab:blue"}
+    for name, (lo, hi) in regions.items():
+        axis.axvspan(lo, hi, color=colors.get(name, "gray"), alpha=0.08, label=f"{name} region")
+
+
+def per_level_figure(path: str, rows: Sequence[Mapping], regions: Mapping[str, tuple[float, float]]) -> str:
+    """Two panels against sigma (log): memorized fraction of one-step outputs (with its Wilson
+    interval) and the denoising MSE, one line per (model, split).
+
+    rows: dicts with model, split, sigma, memorized_fraction, ci_low, ci_high, mse.
+    regions: swap regions in sigma for the background.
+    """
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 7.5), sharex=True)
+    for model, split in dict.fromkeys((r["model"], r["split"]) for r in rows):
+        part = sorted((r for r in rows if r["model"] == model and r["split"] == split), key=lambda r: r["sigma"])
+        sigma = np.array([r["sigma"] for r in part])
+        style = "-" if split == "train" else "--"
+        line, = top.plot(sigma, [r["memorized_fraction"] for r in part], style, marker="o", ms=3,
+                         label=f"{model} ({split})")
+        top.fill_between(sigma, [r["ci_low"] for r in part], [r["ci_high"] for r in part], color=line.get_color(),
+                         alpha=0.15)
+        bottom.plot(sigma, [r["mse"] for r in part], style, marker="o", ms=3, color=line.get_color(),
+                    label=f"{model} ({split})")
+    for axis in (top, bottom):
+        _shade_regions(axis, regions)
+        axis.set_xscale("log")
+        axis.grid(alpha=0.3)
+    top.set_ylabel("one-step outputs memorized (1/3 test)")
+    top.set_ylim(-0.02, 1.02)
+    top.legend(fontsize=7)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("|D(x + sigma z; sigma) - x|^2")
+    bottom.set_xlabel("sigma")
+    return io.save_figure(path, figure)
+
+
+def swap_profile_figure(path: str, sigmas: np.ndarray, rates: np.ndarray, low: np.ndarray, high: np.ndarray,
+                        base_rate: float, regions: Mapping[str, tuple[float, float]]) -> str:
+    """Memorization rate of the base model with the donor swapped in at one grid step, by sigma.
+
+    sigmas, rates, low, high: [n] per step (the step's level and the rate with its interval);
+    base_rate: the base model alone (horizontal line).
+    """
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    _shade_regions(axis, regions)
+    line, = axis.plot(sigmas, rates, "o-", ms=3, label="donor at this step only")
+    axis.fill_between(sigmas, low, high, color=line.get_color(), alpha=0.15)
+    axis.axhline(base_rate, color="k", lw=1, ls=":", label="base alone")
+    axis.set_xscale("log")
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_xlabel("sigma of the swapped step")
+    axis.set_ylabel("memorization rate")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    return io.save_figure(path, figure)
+
+
+def trajectory_figure(path: str, sigmas: np.ndarray, target_coef: np.ndarray, noise_coef: np.ndarray,
+                      memorized: np.ndarray) -> str:
+    """Mean x* and noise coefficients along the trajectories, memorized vs not, with the ideal
+    memorizer a = 1 - sigma / sigma_max, b = sigma.
+
+    sigmas: [T] levels (decreasing, ending in 0); target_coef, noise_coef: [T, S]; memorized: bool [S].
+    """
+    sigmas = np.asarray(sigmas, np.float64)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0))
+    steps = np.arange(len(sigmas))
+    for flag, label in ((True, "memorized"), (False, "not memorized")):
+        chosen = memorized == flag
+        if chosen.any():
+            left.plot(steps, target_coef[:, chosen].mean(axis=1), "o-", ms=3, label=f"{label} ({chosen.sum()})")
+            right.plot(steps, noise_coef[:, chosen].mean(axis=1) / np.maximum(sigmas, 1e-12), "o-", ms=3,
+                       label=f"{label} ({chosen.sum()})")
+    left.plot(steps, 1.0 - sigmas / sigmas[0], "k:", label="ideal memorizer")
+    right.plot(steps[:-1], np.ones(len(steps) - 1), "k:", label="ideal memorizer")
+    left.set_ylabel("x* coefficient a")
+    right.set_ylabel("noise coefficient b / sigma")
+    for axis in (left, right):
+        axis.set_xlabel("step index i (sigma_i decreasing)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return io.save_figure(path, figure)
