@@ -130,6 +130,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "0 < sigma_min < sigma_max")
     require(s.num_samples >= 1 and s.batch_size >= 1, "swap.num_samples, swap.batch_size",
             (s.num_samples, s.batch_size), "integers >= 1")
+    edm_experiment.check_label_batch("swap.batch_size", s.batch_size, config.memorizing.model.label_dim)
+    edm_experiment.check_label_batch("swap.batch_size", s.batch_size, config.generalizing.model.label_dim)
     regions(config, swap_grid(config))
     m = config.mitigation
     require_choice("mitigation.region", m.region, REGION_NAMES)

@@ -157,6 +157,7 @@ def _override(config, **fields):
     (dict(swap__regions="somewhere"), "swap.regions"),
     (dict(mitigation__weight=1.5), "mitigation.weight"),
     (dict(trajectory__guidance_scales=(2.0,)), "includes 1.0"),
+    (dict(swap__batch_size=16), "multiple of model.label_dim"),
 ])
 def test_bad_configs_fail_before_training(fields, message):
     with pytest.raises(ValueError, match=message):

@@ -47,6 +47,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(sampling_config.num_steps >= 2, "sampling.num_steps", sampling_config.num_steps, "an integer >= 2")
     require_choice("sampling.solver", sampling_config.solver, sampling.EDM_SOLVERS)
     require(sampling_config.num_samples >= 1, "sampling.num_samples", sampling_config.num_samples, ">= 1")
+    check_label_batch("sampling.batch_size", sampling_config.batch_size, config.model.label_dim)
+
+
+def check_label_batch(field: str, batch_size: int, label_dim: int) -> None:
+    """A class-conditional network samples class k mod label_dim for sample k only when every
+    sampling batch is a multiple of label_dim (see sampling_denoiser)."""
+    require(label_dim == 0 or batch_size % label_dim == 0, field, batch_size,
+            f"a multiple of model.label_dim = {label_dim} (sample k gets class k mod label_dim)")
 
 
 def load_training_set(config: ml_collections.ConfigDict) -> tuple[ImageSet, np.ndarray]:
