@@ -24,18 +24,19 @@ and returns the Markdown lines report.md embeds (figures by relative path).
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jaxmem import io
+from jaxmem import io, noise, theory
 from jaxmem.config import require
 
 THRESHOLD = 0.5
-# The GMM laboratory's time grid (DESIGN.md): VP t in linspace(0.001, 0.999, 26).
-GMM_TIMES = np.linspace(0.001, 0.999, 26)
+# The GMM laboratory's time grid (configs/crossover.py, DESIGN.md): 26 VP times in [0.001, 0.999].
+GMM_TIMES = noise.vp_times(26, 0.001, 0.999)
 GMM_WEIGHTING, GMM_VARIANCE = "x0", 1.0
 # Column pairs (N, M*) of the GMM tables: a crossover sweep's results.csv, a crossover run's crossover.csv.
 GMM_COLUMNS = (("rows.0.N", "rows.0.M_pt"), ("N", "M_pt"))
@@ -108,9 +109,7 @@ def onset_capacity(capacities, rates, threshold: float = THRESHOLD) -> tuple[flo
     if j == 0:
         return float("nan"), (f"memorising already at the smallest capacity {capacities[0]:.4g} "
                               f"(rate {rates[0]:.3g} >= {threshold:g})")
-    lo, hi = np.log(capacities[j - 1]), np.log(capacities[j])
-    fraction = (threshold - rates[j - 1]) / (rates[j] - rates[j - 1])
-    return float(np.exp(lo + (hi - lo) * fraction)), ""
+    return float(np.exp(theory.first_crossing(np.log(capacities), rates, threshold))), ""
 
 
 def linear_fits(n, capacity_star) -> dict:
@@ -148,8 +147,6 @@ def gmm_reference(paths: Sequence[str] | str = (), n_max: float = 1.0) -> dict:
     x0 weighting and s0^2 = 1, over N in [0, n_max]. Returns {source, label, N [P], M_star [P],
     fit}.
     """
-    import csv
-
     for path in [paths] if isinstance(paths, str) else list(paths):
         if not os.path.isfile(path):
             continue
@@ -166,8 +163,6 @@ def gmm_reference(paths: Sequence[str] | str = (), n_max: float = 1.0) -> dict:
         m = np.array([_number(r[columns[1]]) for r in rows])
         return dict(source=os.path.abspath(path), label=f"measured M_pt ({os.path.basename(path)})",
                     N=n.tolist(), M_star=m.tolist(), fit=linear_fits(n, m))
-    from jaxmem import theory
-
     fraction = theory.formula_crossover_fraction(GMM_TIMES, GMM_WEIGHTING, GMM_VARIANCE)
     n = np.linspace(0.0, max(float(n_max), 1.0), 2)
     return dict(source="closed form", label=(f"closed form M* = {fraction:.3f} N ({GMM_WEIGHTING} weighting, "
