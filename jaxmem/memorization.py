@@ -14,15 +14,16 @@ train / held-out difference is the generalization gap by sigma.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtri
 
 from jaxmem.config import require
 from jaxmem.denoisers.empirical import check_sigma
+from jaxmem.geometry.mse import per_level
 from jaxmem.geometry.queries import map_query_chunks
 from jaxmem.neighbors import memorization_flags, memorization_test
 
@@ -74,13 +75,7 @@ def one_step_denoise(denoise: Callable, clean, noise, sigmas, chunk_size: int = 
     require(clean.ndim >= 2 and noise.shape == clean.shape, "clean.shape, noise.shape", (clean.shape, noise.shape),
             "equal shapes [Q, ...]")
 
-    @jax.jit
-    def kernel(x, z, levels):
-        def level(sigma):
-            return denoise(x + sigma * z, jnp.full(x.shape[:1], sigma))
-
-        return jnp.moveaxis(jax.lax.map(level, levels), 0, 1)
-
+    kernel = jax.jit(functools.partial(per_level, denoise))
     return map_query_chunks(kernel, (clean, noise), (np.asarray(sigmas, np.float32),), chunk_size, mesh,
                             name="one-step denoise")
 

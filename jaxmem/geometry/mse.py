@@ -23,12 +23,13 @@ from jaxmem.geometry.queries import map_query_chunks
 Denoiser = Callable  # apply(params, x [B, d], sigma [B]) -> [B, d]
 
 
-def _per_level(measure: Callable, clean, noise, sigmas) -> jax.Array:
-    """measure(y [Q, d], sigma [Q]) -> [Q] at each level of y = clean + s noise; returns [Q, L]."""
+def per_level(measure: Callable, clean, noise, sigmas) -> jax.Array:
+    """measure(y [Q, ...], sigma [Q]) -> [Q, ...] at each level of y = clean + s noise (one noise
+    draw shared by the levels); returns [Q, L, ...]."""
     def level(sigma):
         return measure(clean + sigma * noise, jnp.full(clean.shape[:1], sigma))
 
-    return jax.lax.map(level, sigmas.astype(jnp.float32)).T
+    return jnp.moveaxis(jax.lax.map(level, sigmas.astype(jnp.float32)), 0, 1)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -37,7 +38,7 @@ def squared_error_kernel(denoise: Denoiser, clean, noise, params, sigmas) -> jax
     def error(y, sigma):
         return jnp.sum(jnp.square(denoise(params, y, sigma) - clean), axis=-1)
 
-    return _per_level(error, clean, noise, sigmas)
+    return per_level(error, clean, noise, sigmas)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -46,7 +47,7 @@ def denoiser_distance_kernel(denoise_a: Denoiser, denoise_b: Denoiser, clean, no
     def distance(y, sigma):
         return jnp.sum(jnp.square(denoise_a(params[0], y, sigma) - denoise_b(params[1], y, sigma)), axis=-1)
 
-    return _per_level(distance, clean, noise, sigmas)
+    return per_level(distance, clean, noise, sigmas)
 
 
 def mse_curve(denoise: Denoiser, params, clean: np.ndarray, noise: np.ndarray, sigmas: np.ndarray,
