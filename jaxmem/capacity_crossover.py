@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxmem import io, noise, theory
+from jaxmem.crossover import linear_fits
 from jaxmem.config import require
 
 THRESHOLD = 0.5
@@ -110,31 +111,6 @@ def onset_capacity(capacities, rates, threshold: float = THRESHOLD) -> tuple[flo
         return float("nan"), (f"memorising already at the smallest capacity {capacities[0]:.4g} "
                               f"(rate {rates[0]:.3g} >= {threshold:g})")
     return float(np.exp(theory.first_crossing(np.log(capacities), rates, threshold))), ""
-
-
-def linear_fits(n, capacity_star) -> dict:
-    """Least-squares lines through the finite points: capacity* = slope N + intercept and
-    capacity* = slope_origin N; R^2 = 1 - SS_res / SS_tot (SS_tot about the mean, so the
-    origin fit's R^2 can be negative). NaN where fewer than 2 points (1 for the origin fit)."""
-    n, c = np.asarray(n, np.float64), np.asarray(capacity_star, np.float64)
-    require(n.shape == c.shape and n.ndim == 1, "n, capacity_star", (n.shape, c.shape),
-            "two 1-D arrays of one length")
-    ok = np.isfinite(c) & np.isfinite(n)
-    n, c = n[ok], c[ok]
-    nan = float("nan")
-    fit = dict(slope=nan, intercept=nan, r2=nan, slope_origin=nan, r2_origin=nan, points=int(ok.sum()))
-    total = float(np.sum((c - c.mean()) ** 2)) if c.size else nan
-
-    def r2(residual):
-        return 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
-
-    if c.size >= 1 and np.any(n != 0):
-        fit["slope_origin"] = float(np.sum(n * c) / np.sum(n * n))
-        fit["r2_origin"] = r2(c - fit["slope_origin"] * n)
-    if c.size >= 2 and np.ptp(n) > 0:
-        slope, intercept = np.polyfit(n, c, 1)
-        fit.update(slope=float(slope), intercept=float(intercept), r2=r2(c - (slope * n + intercept)))
-    return fit
 
 
 def gmm_reference(paths: Sequence[str] | str = (), n_max: float = 1.0) -> dict:

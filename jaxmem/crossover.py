@@ -459,17 +459,30 @@ def model_rows(config, dim: int, result: dict) -> list[dict]:
     return rows
 
 
-def linear_fit(n, m_star) -> dict:
-    """Least-squares line M* = slope N + intercept over the finite points, with R^2."""
-    n, m_star = np.asarray(n, np.float64), np.asarray(m_star, np.float64)
-    ok = np.isfinite(m_star)
-    if ok.sum() < 2 or np.ptp(n[ok]) == 0:
-        return dict(slope=float("nan"), intercept=float("nan"), r2=float("nan"), points=int(ok.sum()))
-    slope, intercept = np.polyfit(n[ok], m_star[ok], 1)
-    residual = m_star[ok] - (slope * n[ok] + intercept)
-    total = np.sum((m_star[ok] - m_star[ok].mean()) ** 2)
-    r2 = 1.0 - np.sum(residual**2) / total if total > 0 else 1.0
-    return dict(slope=float(slope), intercept=float(intercept), r2=float(r2), points=int(ok.sum()))
+def linear_fits(n, capacity_star) -> dict:
+    """Least-squares lines through the finite points: y = slope N + intercept and y = slope_origin N
+    (y: M* here, the U-Net capacity* in jaxmem.capacity_crossover); R^2 = 1 - SS_res / SS_tot
+    (SS_tot about the mean, so the origin fit's R^2 can be negative). NaN where fewer than 2
+    points (1 for the origin fit)."""
+    n, c = np.asarray(n, np.float64), np.asarray(capacity_star, np.float64)
+    require(n.shape == c.shape and n.ndim == 1, "n, capacity_star", (n.shape, c.shape),
+            "two 1-D arrays of one length")
+    ok = np.isfinite(c) & np.isfinite(n)
+    n, c = n[ok], c[ok]
+    nan = float("nan")
+    fit = dict(slope=nan, intercept=nan, r2=nan, slope_origin=nan, r2_origin=nan, points=int(ok.sum()))
+    total = float(np.sum((c - c.mean()) ** 2)) if c.size else nan
+
+    def r2(residual):
+        return 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
+
+    if c.size >= 1 and np.any(n != 0):
+        fit["slope_origin"] = float(np.sum(n * c) / np.sum(n * n))
+        fit["r2_origin"] = r2(c - fit["slope_origin"] * n)
+    if c.size >= 2 and np.ptp(n) > 0:
+        slope, intercept = np.polyfit(n, c, 1)
+        fit.update(slope=float(slope), intercept=float(intercept), r2=r2(c - (slope * n + intercept)))
+    return fit
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -488,8 +501,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f]", row["d"], row["K"], row["N"],
                      row["seed"], row["M_pt"], row["window_start"], row["window_end"])
 
-    fit = linear_fit([r["N"] for r in rows], [r["M_pt"] for r in rows])
-    predicted = {key: linear_fit([r["N"] for r in rows], [r[key] for r in rows])["slope"]
+    fit = linear_fits([r["N"] for r in rows], [r["M_pt"] for r in rows])
+    predicted = {key: linear_fits([r["N"] for r in rows], [r[key] for r in rows])["slope"]
                  for key in rows[0] if key.startswith("Mstar_")}
     paths = dict(table_csv=io.write_csv(os.path.join(workdir, "crossover.csv"), rows),
                  table_md=io.write_text(os.path.join(workdir, "crossover.md"), io.markdown_table(rows)),

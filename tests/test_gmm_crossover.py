@@ -65,7 +65,7 @@ def test_theory_weightings_and_crossings():
     assert theory.measured_crossover([10, 20, 30], [5.0, 3.0, 1.0], 2.0) == pytest.approx(25.0)
     assert np.isnan(theory.measured_crossover([10, 20], [5.0, 3.0], 1.0))
     assert theory.first_crossing([1, 2, 3, 4], [0.0, 0.2, 0.6, 1.0], 0.5) == pytest.approx(2.75)
-    fit = crossover.linear_fit([50, 100, 150, 200], [40, 80, 120, 160])
+    fit = crossover.linear_fits([50, 100, 150, 200], [40, 80, 120, 160])
     assert fit["slope"] == pytest.approx(0.8) and fit["r2"] == pytest.approx(1.0)
 
 
