@@ -163,12 +163,13 @@ def test_bad_analysis_specs_fail_when_the_sweep_file_is_loaded(tmp_path):
     assert sweep.load_sweep_analysis(str(tmp_path / "s.py")) is None
 
 
-@pytest.mark.parametrize("family, runs", [("digits", 30), ("mnist", 24), ("cifar10", 20)])
-def test_the_unet_crossover_sweep_files_expand_against_their_presets(family, runs, tmp_path):
+@pytest.mark.parametrize("family, preset, runs", [("digits", "digits", 30), ("mnist", "mnist", 24),
+                                                  ("cifar10", "cifar10", 20), ("cpu", "digits", 9)])
+def test_the_unet_crossover_sweep_files_expand_against_their_presets(family, preset, runs, tmp_path):
     from jaxmem.denoisers import unet
     from jaxmem.train import trainer
 
-    config = load_config(os.path.join(REPO, f"configs/edm.py:crossover_{family}"))
+    config = load_config(os.path.join(REPO, f"configs/edm.py:crossover_{preset}"))
     path = os.path.join(REPO, "configs", "sweeps", f"unet_crossover_{family}.py")
     axes, plot = sweep.load_sweep_file(path)
     expanded = sweep.expand(config, axes, str(tmp_path))
