@@ -97,7 +97,8 @@ def trajectory_figure(path: str, sigmas: np.ndarray, target_coef: np.ndarray, no
         chosen = memorized == flag
         if chosen.any():
             left.plot(steps, target_coef[:, chosen].mean(axis=1), "o-", ms=3, label=f"{label} ({chosen.sum()})")
-            right.plot(steps, noise_coef[:, chosen].mean(axis=1) / np.maximum(sigmas, 1e-12), "o-", ms=3,
+            # b / sigma on the positive levels (the last latent, at sigma = 0, is the sample)
+            right.plot(steps[:-1], noise_coef[:-1, chosen].mean(axis=1) / sigmas[:-1], "o-", ms=3,
                        label=f"{label} ({chosen.sum()})")
     left.plot(steps, 1.0 - sigmas / sigmas[0], "k:", label="ideal memorizer")
     right.plot(steps[:-1], np.ones(len(steps) - 1), "k:", label="ideal memorizer")
