@@ -41,6 +41,9 @@ GMM_TIMES = noise.vp_times(26, 0.001, 0.999)
 GMM_WEIGHTING, GMM_VARIANCE = "x0", 1.0
 # Column pairs (N, M*) of the GMM tables: a crossover sweep's results.csv, a crossover run's crossover.csv.
 GMM_COLUMNS = (("rows.0.N", "rows.0.M_pt"), ("N", "M_pt"))
+# Where the GMM laboratory's M* versus N usually is (configs/sweeps/crossover_n.py, `make demo`).
+GMM_TABLES = ("runs/crossover_n/results.csv", "runs/demo/crossover.csv")
+ANALYSIS = "jaxmem.capacity_crossover:analyze"  # the sweep hook, for a sweep file's ANALYSIS
 TABLE_COLUMNS = ("N", "capacity_star", "capacity_below", "rate_below", "capacity_above", "rate_above",
                  "runs", "reason")
 
@@ -162,8 +165,17 @@ def crossover_table(curves: Mapping, threshold: float = THRESHOLD) -> list[dict]
     return table
 
 
+def sweep_axes(train_sizes: Sequence[int], widths: Sequence[int], embed_per_channel: int = 4) -> list[dict]:
+    """The axes of a capacity sweep (jaxmem.sweep): data.num_train (a grid) x width, where
+    model.channels is zipped with model.embed_dim = embed_per_channel x channels."""
+    require(len(train_sizes) >= 1 and len(widths) >= 1, "train_sizes, widths", (train_sizes, widths),
+            "non-empty lists")
+    return [{"data.num_train": list(train_sizes)},
+            {"model.channels": list(widths), "model.embed_dim": [embed_per_channel * w for w in widths]}]
+
+
 def analyze(rows: Sequence[Mapping], root: str, n: str = "num_train", capacity: str = "parameters",
-            rate: str = "memorization_rate", threshold: float = THRESHOLD, gmm_results: Sequence[str] | str = (),
+            rate: str = "memorization_rate", threshold: float = THRESHOLD, gmm_results: Sequence[str] | str = GMM_TABLES,
             data_dim: int | None = None) -> list[str]:
     """The sweep hook: writes the capacity* table, fits and figures into `root`; returns report lines.
 

@@ -139,7 +139,7 @@ def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
     assert "fit: parameters* = 1000 N + 500" in open(os.path.join(root, "capacity_crossover.md")).read()
 
     # without a GMM table: the closed-form line, named as such
-    lines = cc.analyze(sweep.aggregate(root)["rows"][:12], str(tmp_path / "other"))
+    lines = cc.analyze(sweep.aggregate(root)["rows"][:12], str(tmp_path / "other"), gmm_results=())
     assert any("closed form M* = 0.660 N (x0 weighting" in line for line in lines)
 
     # a failing analysis: the report says so, then the error is raised

@@ -17,14 +17,14 @@ channels, training 3 x that over 40 M images: ~5.4 EFLOP per N, ~27 EFLOP in all
 H100-hours at a sustained 100 TFLOP/s.
 """
 
+from jaxmem import capacity_crossover
+
 TRAIN_SIZES = (500, 1000, 2000, 5000, 10000)
 WIDTHS = (32, 64, 96, 128)
 
-ANALYSIS = "jaxmem.capacity_crossover:analyze"
-ANALYSIS_OPTIONS = {"n": "num_train", "capacity": "parameters", "rate": "memorization_rate", "threshold": 0.5,
-                    "gmm_results": ["runs/crossover_n/results.csv", "runs/demo/crossover.csv"], "data_dim": 3072}
+ANALYSIS = capacity_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 3072}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return [{"data.num_train": list(TRAIN_SIZES)},
-            {"model.channels": list(WIDTHS), "model.embed_dim": [4 * w for w in WIDTHS]}]
+    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS)

@@ -10,14 +10,14 @@ unet_crossover_digits.py (which trains 1 M images per run on a GPU), with the sa
 and report.
 """
 
+from jaxmem import capacity_crossover
+
 TRAIN_SIZES = (16, 64, 256)
 WIDTHS = (8, 16, 32)
 
-ANALYSIS = "jaxmem.capacity_crossover:analyze"
-ANALYSIS_OPTIONS = {"n": "num_train", "capacity": "parameters", "rate": "memorization_rate", "threshold": 0.5,
-                    "gmm_results": ["runs/crossover_n/results.csv", "runs/demo/crossover.csv"], "data_dim": 64}
+ANALYSIS = capacity_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 64}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return [{"data.num_train": list(TRAIN_SIZES)},
-            {"model.channels": list(WIDTHS), "model.embed_dim": [4 * w for w in WIDTHS]}]
+    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS)

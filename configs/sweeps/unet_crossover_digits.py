@@ -22,14 +22,14 @@ H100, ~25 minutes with JAX_COMPILATION_CACHE_DIR set (the runs of one width shar
 programs). Two at a time on one GPU: --parallel=2 with XLA_PYTHON_CLIENT_MEM_FRACTION=0.4.
 """
 
+from jaxmem import capacity_crossover
+
 TRAIN_SIZES = (16, 32, 64, 128, 256, 512)
 WIDTHS = (8, 16, 24, 32, 64)
 
-ANALYSIS = "jaxmem.capacity_crossover:analyze"
-ANALYSIS_OPTIONS = {"n": "num_train", "capacity": "parameters", "rate": "memorization_rate", "threshold": 0.5,
-                    "gmm_results": ["runs/crossover_n/results.csv", "runs/demo/crossover.csv"], "data_dim": 64}
+ANALYSIS = capacity_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 64}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return [{"data.num_train": list(TRAIN_SIZES)},
-            {"model.channels": list(WIDTHS), "model.embed_dim": [4 * w for w in WIDTHS]}]
+    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS)

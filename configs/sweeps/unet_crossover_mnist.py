@@ -13,14 +13,14 @@ for 8 / 16 / 32 / 64 channels, training 3 x that; at 5 TFLOP/s sustained (float3
 bfloat16 or spread over GPUs: --parallel=K --gpus_per_run=1, or a SLURM array).
 """
 
+from jaxmem import capacity_crossover
+
 TRAIN_SIZES = (64, 128, 256, 512, 1024, 2048)
 WIDTHS = (8, 16, 32, 64)
 
-ANALYSIS = "jaxmem.capacity_crossover:analyze"
-ANALYSIS_OPTIONS = {"n": "num_train", "capacity": "parameters", "rate": "memorization_rate", "threshold": 0.5,
-                    "gmm_results": ["runs/crossover_n/results.csv", "runs/demo/crossover.csv"], "data_dim": 784}
+ANALYSIS = capacity_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 784}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return [{"data.num_train": list(TRAIN_SIZES)},
-            {"model.channels": list(WIDTHS), "model.embed_dim": [4 * w for w in WIDTHS]}]
+    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS)
