@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from jaxmem.config import load_config
 from jaxmem.data.pipeline import Position, ShuffledBatches
 from jaxmem.train import edm_experiment, trainer
-from jaxmem.train.checkpoint import Checkpointer
+from jaxmem.train.checkpoint import Checkpointer, agree_any
 
 STEPS = 40
 BATCH = 16
@@ -143,7 +143,9 @@ def test_checkpoint_interval_in_steps_and_seconds(tmp_path):
     by_time = Checkpointer(str(tmp_path / "b"), every_seconds=0.2)
     assert not by_time.due(1)
     time.sleep(0.25)
-    assert by_time.due(2)
+    assert by_time.due(2) and by_time.time_due()
+    assert not by_time.due(3, time_due=False) and by_steps.due(5, time_due=False)  # the loop's agreed flag wins
+    assert agree_any(True) is True and agree_any(False, True) == (False, True)  # one process: identity
     by_steps.close()
     by_time.close()
 

@@ -35,11 +35,14 @@ class Restored:
     step: int
 
 
-def agree_any(flag: bool) -> bool:
-    """True on every process when `flag` is True on any process (identity on one process)."""
-    if jax.process_count() == 1:
-        return bool(flag)
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+def agree_any(*flags: bool) -> bool | tuple[bool, ...]:
+    """Each flag True on every process when it is True on any process, from one allgather for all
+    of them (identity on one process). One flag in, one bool out; several in, a tuple out."""
+    agreed = tuple(bool(f) for f in flags)
+    if jax.process_count() > 1:
+        gathered = multihost_utils.process_allgather(np.asarray(agreed, np.int32))
+        agreed = tuple(bool(v) for v in np.any(np.asarray(gathered).reshape(-1, len(flags)), axis=0))
+    return agreed[0] if len(flags) == 1 else agreed
 
 
 class Checkpointer:
@@ -64,11 +67,16 @@ class Checkpointer:
                                              item_names=("state", "data", "config"))
         self._last_save = time.monotonic()
 
-    def due(self, step: int) -> bool:
-        """Whether the interval policy asks for a save at `step` (all processes agree)."""
+    def time_due(self) -> bool:
+        """Whether every_seconds passed since the last save, on this process (not agreed)."""
+        return self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
+
+    def due(self, step: int, time_due: bool | None = None) -> bool:
+        """Whether the interval policy asks for a save at `step`. time_due: `time_due()` already
+        agreed over processes by the caller (the training loop gathers it with its other flags);
+        None agrees it here."""
         by_steps = self.every_steps > 0 and step % self.every_steps == 0
-        by_time = self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
-        return by_steps or agree_any(by_time)
+        return by_steps or (agree_any(self.time_due()) if time_due is None else time_due)
 
     def save(self, step: int, state, position: dict, config: dict) -> None:
         """Starts an asynchronous save of step `step` (skipped when that step is already saved)."""

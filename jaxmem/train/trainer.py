@@ -274,7 +274,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                 pending.append(metrics)
                 if on_step is not None:
                     on_step(step, metrics)
-                preempted = agree_any(stop.requested)
+                preempted, time_due = agree_any(stop.requested, checkpointer.time_due())  # one allgather
                 if step % training.log_every_steps == 0 or step == steps or preempted:
                     now = time.perf_counter()
                     record = _summarize(fetch_replicated(pending), step, steps, batch_size,
@@ -284,7 +284,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                     progress.update(len(pending), loss=record["loss"], grad_norm=record["grad_norm"],
                                     img_per_s=record["images_per_s"])
                     pending, interval_start = [], now
-                if step == steps or preempted or checkpointer.due(step):
+                if step == steps or preempted or checkpointer.due(step, time_due):
                     checkpointer.save(step, state, position.to_dict(), config_record)
                 if preempted:
                     logging.warning("stopped at step %d after SIGTERM; rerun the same command to resume", step)
