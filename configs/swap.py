@@ -14,6 +14,9 @@ Fields:
   memorizing, generalizing   complete configs/edm.py configs of model A (small subset, memorizes)
               and model B (large subset, generalizes); override e.g.
               --config.memorizing.training.total_images=...
+  workdirs    memorizing, generalizing, mitigated: where each model trains ('' = <workdir>/<name>);
+              point one at a finished launch/train.py run of the same recipe to reuse it (a
+              different recipe is refused)
   mitigation  enabled, region ('small' | 'medium' | 'large'), weight (loss weight inside the
               region, in [0, 1): lowers training there; model C = A's recipe with it, equal compute)
   swap        solver ('euler' as in the paper, or 'heun'), num_steps, sigma_min, sigma_max, rho,
@@ -50,6 +53,7 @@ def _edm(preset: str, **data) -> ml_collections.ConfigDict:
 def _base(memorizing: ml_collections.ConfigDict, generalizing: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.memorizing, config.generalizing = memorizing, generalizing
+    config.workdirs = ml_collections.ConfigDict(dict(memorizing="", generalizing="", mitigated=""))
     config.mitigation = ml_collections.ConfigDict(dict(enabled=True, region="medium", weight=0.1))
     config.swap = ml_collections.ConfigDict(dict(
         solver="euler", num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, num_samples=1_000, seed=1,

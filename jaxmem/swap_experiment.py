@@ -7,7 +7,8 @@ run(config, workdir) with a configs/swap.py config:
      generalizing model B (config.generalizing: a large subset) and, with mitigation.enabled,
      the mitigated model C = A's recipe with the loss weight inside one region multiplied by
      mitigation.weight (lognormal sigmas unchanged, same images seen: equal compute). Each
-     lives in its own edm_experiment workdir tied to its config by fingerprint.json.
+     lives in its own edm_experiment workdir (<workdir>/<name>, or config.workdirs.<name> to
+     reuse a run trained elsewhere) tied to its recipe by fingerprint.json.
   2. regions on the swap grid (noise.edm_sigmas(swap.num_steps, ...)): the paper's indices,
      a geometry run's regimes.json, or explicit windows in step indices or sigma.
   3. swap table: A alone, B alone, B in A's small / medium / large window, A in B's windows,
@@ -167,9 +168,8 @@ def model_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
 # --------------------------------------------------------------------------- models
 
 
-def train_or_restore(name: str, config: ml_collections.ConfigDict, workdir: str) -> Model:
-    """Trains model `name` in workdir/<name> (resuming) or restores it when finished."""
-    folder = os.path.join(workdir, name)
+def train_or_restore(name: str, config: ml_collections.ConfigDict, folder: str) -> Model:
+    """Trains model `name` in `folder` (resuming) or restores it when finished."""
     recipe = {k: v for k, v in config.to_dict().items() if k not in ("sampling", "eval")}
     io.check_fingerprint(os.path.join(folder, "fingerprint.json"), json.dumps(recipe, sort_keys=True, default=str),
                          f"the checkpoints of another {name} model")
@@ -177,6 +177,12 @@ def train_or_restore(name: str, config: ml_collections.ConfigDict, workdir: str)
     steps = int(trainer.fetch_replicated(result.state.step))
     return Model(name, config, data, indices, edm_experiment.sampling_params(config, result),
                  edm_experiment.sampling_denoiser(config), steps * config.training.batch_size)
+
+
+def model_folder(config: ml_collections.ConfigDict, workdir: str, name: str) -> str:
+    """Where model `name` trains: config.workdirs.<name> (e.g. a finished launch/train.py run of
+    the same recipe) or <workdir>/<name>."""
+    return config.workdirs[name] or os.path.join(workdir, name)
 
 
 def held_out(model: Model) -> np.ndarray:
@@ -379,7 +385,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate_config(config)
     grid = swap_grid(config)
     found = regions(config, grid)
-    models = {name: train_or_restore(name, c, workdir) for name, c in model_configs(config).items()}
+    models = {name: train_or_restore(name, c, model_folder(config, workdir, name))
+              for name, c in model_configs(config).items()}
     primary = jax.process_index() == 0
     memorizing = models["memorizing"]
     reference = memorizing.train.images

@@ -59,13 +59,18 @@ def test_smoke_writes_the_table_and_every_figure(smoke_run):
     assert all(os.path.isfile(os.path.join(workdir, name)) for name in linked)
 
 
-def test_rerun_reuses_the_trained_models_and_reproduces_the_table(smoke_run):
+def test_rerun_reuses_the_trained_models_and_reproduces_the_table(smoke_run, tmp_path):
     workdir, summary = smoke_run
     with open(os.path.join(workdir, "memorizing", "metrics.jsonl")) as f:
         logged = f.read()
-    again = swap_experiment.run(smoke_config(), workdir)
+    config = smoke_config()
+    with config.unlocked():  # a new workdir reusing the models trained in the first one
+        for name in ("memorizing", "generalizing", "mitigated"):
+            config.workdirs[name] = os.path.join(workdir, name)
+    again = swap_experiment.run(config, str(tmp_path))
     with open(os.path.join(workdir, "memorizing", "metrics.jsonl")) as f:
         assert f.read() == logged  # restored, not retrained
+    assert not os.path.exists(tmp_path / "memorizing")
     assert again["rates"] == summary["rates"]
 
 
@@ -75,7 +80,7 @@ def test_changed_model_recipe_is_refused_on_an_existing_workdir(smoke_run, tmp_p
     with config.unlocked():
         config.memorizing.model.channels = 8
     with pytest.raises(ValueError, match="memorizing"):
-        swap_experiment.train_or_restore("memorizing", config.memorizing, workdir)
+        swap_experiment.train_or_restore("memorizing", config.memorizing, os.path.join(workdir, "memorizing"))
 
 
 def test_mitigated_model_undertrains_the_chosen_region():
