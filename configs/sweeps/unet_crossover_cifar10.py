@@ -27,4 +27,5 @@ ANALYSIS_OPTIONS = {"data_dim": 3072}  # pixels x channels; the GMM panel reads 
 
 
 def get_sweep():
+    # fixed images (the EDM-1K budget), not fixed epochs: 40,000 epochs at N = 10,000 would be 400 M images
     return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS)
