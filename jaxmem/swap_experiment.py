@@ -21,6 +21,7 @@ run(config, workdir) with a configs/swap.py config:
      deviation from the ideal memorizer, overestimation of the clean estimate, and the Spearman
      correlation of these scores with the nearest-neighbour distance ratio d1 / d2.
 Workdir: memorizing/, generalizing/, mitigated/ (checkpoints, metrics), swap_table.csv/.md,
+nearest.csv (every sample of every row: memorized, nearest training image, d1, d1 / d2),
 swap_profile.csv/.png, per_level.csv/.png, mitigation.csv, trajectory.csv, correlations.csv,
 guidance.csv, trajectory.png, pairs.png (A's memorized samples beside their nearest training
 images), results.md (everything, figures by relative path), summary.json.
@@ -260,6 +261,15 @@ def swap_table(config, sampler: SwapSampler, found: dict[str, swap.Window], refe
     return rows, details
 
 
+def nearest_rows(details: dict) -> list[dict]:
+    """Per row and sample (sample k starts from noise k in every row): memorized, the nearest
+    training image's index in A's training set, its distance d1 and d1 / d2."""
+    return [dict(row=row, sample=k, memorized=bool(result["memorized"][k]), nearest=int(result["nearest"][k]),
+                 nearest_distance=float(result["nearest_distance"][k]),
+                 distance_ratio=float(result["distance_ratio"][k]))
+            for row, result in details.items() for k in range(result["count"])]
+
+
 def swap_profile(config, sampler: SwapSampler, reference: np.ndarray) -> list[dict]:
     """B swapped into A at one step i at a time: rate per step, [num_steps] rows."""
     rows = []
@@ -411,6 +421,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if primary:
         io.write_csv(path("swap_table.csv"), table, SWAP_COLUMNS)
         io.write_text(path("swap_table.md"), _table(table, SWAP_COLUMNS) + "\n")
+        io.write_csv(path("nearest.csv"), nearest_rows(details))
     lines += ["## Swap table", "", "A = memorizing, B = generalizing, C = mitigated; memorization rate of the "
               f"samples against A's training set (1/3 test), {config.eval.level:.0%} Wilson interval.", "",
               _table(table, SWAP_COLUMNS), ""]

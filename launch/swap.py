@@ -3,8 +3,9 @@
     python launch/swap.py --config=configs/swap.py:digits --workdir=runs/swap_digits
 
 Trains (or resumes, or reuses) the memorizing, generalizing and mitigated models in
-<workdir>/{memorizing,generalizing,mitigated}, then writes swap_table.csv/.md, per_level.csv/.png,
-mitigation.csv, trajectory.csv, correlations.csv, guidance.csv, pairs.png and results.md.
+<workdir>/{memorizing,generalizing,mitigated} (or config.workdirs.*), then writes
+swap_table.csv/.md, nearest.csv, swap_profile.csv/.png, per_level.csv/.png, mitigation.csv,
+trajectory.csv, correlations.csv, guidance.csv, trajectory.png, pairs.png and results.md.
 """
 
 from jaxmem import swap_experiment

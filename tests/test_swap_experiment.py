@@ -43,6 +43,12 @@ def test_smoke_writes_the_table_and_every_figure(smoke_run):
         assert 0.0 <= low <= rate <= high <= 1.0 and int(row["samples"]) == 20
         assert summary["rates"][row["row"]] == pytest.approx(rate)
     assert {r["row"]: r["steps"] for r in table}["B in A: medium"] == "2-3"
+    nearest = read_csv(os.path.join(workdir, "nearest.csv"))
+    assert len(nearest) == 9 * 20
+    for row in table:  # the per-sample flags add up to each row's rate
+        flags = [r["memorized"] == "True" for r in nearest if r["row"] == row["row"]]
+        assert np.mean(flags) == pytest.approx(float(row["rate"]))
+    assert all(0 <= int(r["nearest"]) < 32 and float(r["distance_ratio"]) <= 1.0 for r in nearest)
     # 3 models x (train, held-out) x 6 levels; every model has held-out images on digits
     levels = read_csv(os.path.join(workdir, "per_level.csv"))
     assert len(levels) == 36 and {(r["model"], r["split"]) for r in levels} == {
