@@ -166,21 +166,23 @@ def crossover_table(curves: Mapping, threshold: float = THRESHOLD) -> list[dict]
 
 
 def sweep_axes(train_sizes: Sequence[int], widths: Sequence[int], epochs: int | None = None,
-               embed_per_channel: int = 4) -> list[dict]:
+               min_images: int = 0, embed_per_channel: int = 4) -> list[dict]:
     """The axes of a capacity sweep (jaxmem.sweep): training-set size N x width.
 
     Width: model.channels zipped with model.embed_dim = embed_per_channel x channels. N:
-    data.num_train, zipped with training.total_images = epochs x N when `epochs` is given
-    (every run trains the same number of passes over its data, as Gu et al. scale training
-    with N); otherwise every run keeps the base config's total_images (fewer epochs at larger N,
-    which confounds capacity with training length).
+    data.num_train, zipped with training.total_images = max(epochs x N, min_images) when
+    `epochs` is given (the same passes over the data for every N, as Gu et al. scale training
+    with N, with a floor of optimizer steps for the smallest sets); otherwise every run keeps the
+    base config's total_images (fewer epochs at larger N, which confounds capacity with
+    training length).
     """
     require(len(train_sizes) >= 1 and len(widths) >= 1, "train_sizes, widths", (train_sizes, widths),
             "non-empty lists")
     require(epochs is None or epochs >= 1, "epochs", epochs, "None (fixed images) or an integer >= 1")
+    require(min_images >= 0, "min_images", min_images, "an integer >= 0")
     sizes = {"data.num_train": list(train_sizes)}
     if epochs is not None:
-        sizes["training.total_images"] = [int(epochs * n) for n in train_sizes]
+        sizes["training.total_images"] = [max(int(epochs * n), int(min_images)) for n in train_sizes]
     return [sizes, {"model.channels": list(widths), "model.embed_dim": [embed_per_channel * w for w in widths]}]
 
 

@@ -187,16 +187,19 @@ def test_the_unet_crossover_sweep_files_expand_against_their_presets(family, pre
     assert params == sorted(params) and params[-1] > 10 * params[0]
     sizes = sorted({r.values["data.num_train"] for r in expanded})
     assert sizes[-1] / sizes[0] >= 16
-    if family != "cifar10":  # fixed epochs: total_images = EPOCHS x N in every run
-        epochs = {sweep.resolve(config, r.values).training.total_images / r.values["data.num_train"]
-                  for r in expanded}
-        assert len(epochs) == 1 and epochs.pop() >= 1_000
+    if family != "cifar10":  # fixed epochs: total_images = max(EPOCHS x N, MIN_IMAGES) in every run
+        module = sweep._sweep_module(path)
+        for run in expanded:
+            n = run.values["data.num_train"]
+            assert sweep.resolve(config, run.values).training.total_images == max(
+                module.EPOCHS * n, getattr(module, "MIN_IMAGES", 0))
 
 
 def test_sweep_axes_zip_images_with_n_for_fixed_epochs():
     axes = cc.sweep_axes([16, 64], [8, 32], epochs=100)
     assert axes == [{"data.num_train": [16, 64], "training.total_images": [1_600, 6_400]},
                     {"model.channels": [8, 32], "model.embed_dim": [32, 128]}]
+    assert cc.sweep_axes([16, 64], [8], epochs=100, min_images=4_000)[0]["training.total_images"] == [4_000, 6_400]
     assert "training.total_images" not in cc.sweep_axes([16], [8])[0]
     with pytest.raises(ValueError, match="epochs"):
         cc.sweep_axes([16], [8], epochs=0)

@@ -5,8 +5,10 @@
 
 30 runs: N in {16, ..., 512} class-balanced images of scikit-learn's 1,797 digits x U-Net width
 channels in {8, 16, 24, 32, 64} (embed_dim = 4 x channels, zipped; 45 k to 2.7 M parameters),
-each trained for EPOCHS = 2,000 passes over its N images (training.total_images = 2,000 N
-zipped with N: 32 k to 1 M images at batch 128) and sampled 512 times with 18-step Heun. jaxmem.capacity_crossover:analyze then finds per N the parameter count
+each trained for EPOCHS = 2,000 passes over its N images but at least MIN_IMAGES = 256 k images
+(training.total_images = max(2,000 N, 256 k) zipped with N: 256 k to 1 M images at batch 128;
+the floor keeps the smallest sets from being stopped after a few hundred steps) and sampled 512
+times with 18-step Heun. jaxmem.capacity_crossover:analyze then finds per N the parameter count
 at which the memorization rate reaches 0.5 and fits it against N (capacity_crossover.*,
 memorization_vs_capacity.png, embedded in report.md). The right panel shows the GMM laboratory's
 M* versus N from runs/crossover_n/results.csv (configs/sweeps/crossover_n.py) or runs/demo/
@@ -17,7 +19,7 @@ Time, an ESTIMATE (not measured on a GPU): training costs 3 x the forward FLOPs 
 analysis: 1.7 M per image at 8 channels, 24 M at 32, 95 M at 64); on this repository's 2-core
 CPU the 32-channel digits U-Net trains at ~635 images/s. Assuming an H100 sustains 5 TFLOP/s on
 these tiny convolutions with a floor of 3 ms per step, a 1 M-image run trains in ~25 s (64
-channels: ~60 s) and the 30 runs train 2 M images per width in all; with ~50 s per run for
+channels: ~60 s) and the 6 runs of a width train 2.6 M images in all; with ~50 s per run for
 start-up, compilation and sampling the sweep takes ~30 minutes on one H100, less with
 JAX_COMPILATION_CACHE_DIR set (the runs of one width share their compiled programs). Two at a time on one GPU: --parallel=2 with XLA_PYTHON_CLIENT_MEM_FRACTION=0.4.
 """
@@ -26,11 +28,11 @@ from jaxmem import capacity_crossover
 
 TRAIN_SIZES = (16, 32, 64, 128, 256, 512)
 WIDTHS = (8, 16, 24, 32, 64)
-EPOCHS = 2_000
+EPOCHS, MIN_IMAGES = 2_000, 256_000
 
 ANALYSIS = capacity_crossover.ANALYSIS
 ANALYSIS_OPTIONS = {"data_dim": 64}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS)
+    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS, min_images=MIN_IMAGES)
