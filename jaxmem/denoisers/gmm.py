@@ -104,8 +104,7 @@ def _loss_forward(params, x_t, t, eps, point_weights, mask):
     alpha, sigma = alpha[:, None], sigma[:, None]                                 # [P, 1]
     means, variance = params["means"], jnp.exp(params["log_var"])
     v = alpha**2 * variance + sigma**2                                            # [P, 1]
-    logits = (alpha * (x_t @ means.T) - alpha**2 * (0.5 * jnp.sum(means * means, axis=-1))) / v
-    logits = jnp.where(mask > 0, logits, -jnp.inf)                                # [P, M]
+    logits = component_logits(params, x_t, t, mask > 0)                           # [P, M]
     weights = jax.nn.softmax(logits, axis=-1)
     mean_of_means = weights @ means                                               # [P, d]
     eps_hat = (sigma / v) * (x_t - alpha * mean_of_means)
