@@ -63,6 +63,9 @@ def write_csv(path: str, rows: Sequence[Mapping], columns: Sequence[str] | None 
 
 
 def _format_cell(value):
+    """Floats to 6 significant digits; None (a missing value) to an empty cell, as CSV writes it."""
+    if value is None:
+        return ""
     if isinstance(value, float | np.floating):
         return f"{float(value):.6g}"
     return value

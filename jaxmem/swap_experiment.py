@@ -148,21 +148,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(0 < config.eval.level < 1, "eval.level", config.eval.level, "a confidence level in (0, 1)")
 
 
-def mitigated_config(config: ml_collections.ConfigDict, grid: np.ndarray) -> ml_collections.ConfigDict:
-    """A's config with training.loss_window = the mitigation region's sigma range, weight w."""
+def mitigated_config(config: ml_collections.ConfigDict, grid: np.ndarray,
+                     found: dict[str, swap.Window]) -> ml_collections.ConfigDict:
+    """A's config with training.loss_window = the mitigation region's sigma range, weight w.
+
+    grid, found: the swap grid and its regions (swap_grid, regions)."""
     mitigated = copy.deepcopy(config.memorizing)
-    window = regions(config, grid)[config.mitigation.region]
+    window = found[config.mitigation.region]
     with mitigated.unlocked():
         mitigated.training.loss_window = sigma_range(grid, window)
         mitigated.training.loss_window_weight = float(config.mitigation.weight)
     return mitigated
 
 
-def model_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+def model_configs(config: ml_collections.ConfigDict, grid: np.ndarray,
+                  found: dict[str, swap.Window]) -> dict[str, ml_collections.ConfigDict]:
     """{"memorizing", "generalizing" (, "mitigated")}: the edm configs of the models to train."""
     configs = {"memorizing": config.memorizing, "generalizing": config.generalizing}
     if config.mitigation.enabled:
-        configs["mitigated"] = mitigated_config(config, swap_grid(config))
+        configs["mitigated"] = mitigated_config(config, grid, found)
     return configs
 
 
@@ -186,10 +190,8 @@ def model_folder(config: ml_collections.ConfigDict, workdir: str, name: str) -> 
     return config.workdirs[name] or os.path.join(workdir, name)
 
 
-def held_out(model: Model) -> np.ndarray:
-    """The images of the model's split outside its training subset, [M, H, W, C] (M may be 0)."""
-    d = model.config.data
-    full = load_images(d.dataset, d.split, d.data_dir, d.path)
+def held_out(model: Model, full: ImageSet) -> np.ndarray:
+    """The images of the model's split `full` outside its training subset, [M, H, W, C] (M may be 0)."""
     keep = np.ones(len(full), bool)
     keep[model.indices] = False
     return full.images[keep]
@@ -288,9 +290,13 @@ def per_level_rows(config, models: dict[str, Model], grid: np.ndarray) -> list[d
     """One-step memorized fraction and MSE by level for every model on training and held-out images."""
     q, rng = config.per_level.num_queries, np.random.default_rng(config.per_level.seed)
     levels = grid[:-1]
-    rows = []
+    rows, splits_loaded = [], {}
     for name, model in models.items():
-        splits = {"train": model.train.images, "held-out": held_out(model)}
+        d = model.config.data
+        source = (d.dataset, d.split, d.data_dir, d.path)
+        if source not in splits_loaded:  # the models usually share one split: load it once
+            splits_loaded[source] = load_images(*source)
+        splits = {"train": model.train.images, "held-out": held_out(model, splits_loaded[source])}
         for split, images in splits.items():
             if not len(images):
                 logging.info("per-level: %s has no held-out images (it trains on the whole split)", name)
@@ -298,8 +304,8 @@ def per_level_rows(config, models: dict[str, Model], grid: np.ndarray) -> list[d
             clean = images[rng.permutation(len(images))[:q]]
             z = rng.standard_normal(clean.shape).astype(np.float32)
             result = memorization.per_level_memorization(
-                lambda x, sigma, m=model: m.denoise(m.params, x, sigma), clean, z, levels, model.train.images,
-                config.eval.level, chunk_size=config.per_level.chunk_size)
+                model.bound(), clean, z, levels, model.train.images, config.eval.level,
+                chunk_size=config.per_level.chunk_size)
             for i, sigma in enumerate(levels):
                 rows.append(dict(model=name, split=split, step=i, sigma=float(sigma), queries=len(clean),
                                  memorized_fraction=float(result["memorized_fraction"][i]),
@@ -319,12 +325,11 @@ def mitigation_rows(models: dict[str, Model], table: list[dict], levels: list[di
         heldout = [r for r in levels if r["model"] == name and r["split"] == "held-out"]
         train = [r for r in levels if r["model"] == name and r["split"] == "train"]
         inside = [r["mse"] for r in heldout if window[0] <= r["step"] <= window[1]]
+        heldout_mse = float(np.mean([r["mse"] for r in heldout])) if heldout else None
         out.append(dict(model=name, images_seen=models[name].images_seen, num_train=len(models[name].train),
-                        rate=row["rate"], ci_low=row["ci_low"], ci_high=row["ci_high"],
-                        heldout_mse=float(np.mean([r["mse"] for r in heldout])) if heldout else None,
+                        rate=row["rate"], ci_low=row["ci_low"], ci_high=row["ci_high"], heldout_mse=heldout_mse,
                         heldout_mse_region=float(np.mean(inside)) if inside else None,
-                        gap=(float(np.mean([r["mse"] for r in heldout]) - np.mean([r["mse"] for r in train]))
-                             if heldout else None)))
+                        gap=heldout_mse - float(np.mean([r["mse"] for r in train])) if heldout else None))
     return out
 
 
@@ -376,14 +381,6 @@ def correlations(result: dict) -> list[dict]:
 # --------------------------------------------------------------------------- the experiment
 
 
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    return io.markdown_table([{c: _fmt(r.get(c)) for c in columns} for r in rows], columns)
-
-
 SWAP_COLUMNS = ["row", "base", "donor", "region", "steps", "sigma_lo", "sigma_hi", "rate", "ci_low", "ci_high",
                 "samples"]
 MITIGATION_COLUMNS = ["model", "num_train", "images_seen", "rate", "ci_low", "ci_high", "heldout_mse",
@@ -396,7 +393,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     grid = swap_grid(config)
     found = regions(config, grid)
     models = {name: train_or_restore(name, c, model_folder(config, workdir, name))
-              for name, c in model_configs(config).items()}
+              for name, c in model_configs(config, grid, found).items()}
     primary = jax.process_index() == 0
     memorizing = models["memorizing"]
     reference = memorizing.train.images
@@ -409,7 +406,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              + ", ".join(f"{n} = steps {w[0]}-{w[1]} (sigma {region_sigmas[n][0]:.3g}-{region_sigmas[n][1]:.3g})"
                          for n, w in found.items()) + ".",
              "", "## Models", "",
-             _table([dict(model=m.name, dataset=m.config.data.dataset, num_train=len(m.train),
+             io.markdown_table([dict(model=m.name, dataset=m.config.data.dataset, num_train=len(m.train),
                           parameters=unet.count_params(m.params), images_seen=m.images_seen,
                           loss_window=", ".join(f"{v:.4g}" for v in m.config.training.loss_window) or "none",
                           loss_window_weight=m.config.training.loss_window_weight) for m in models.values()],
@@ -420,11 +417,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     table, details = swap_table(config, sampler, found, reference)
     if primary:
         io.write_csv(path("swap_table.csv"), table, SWAP_COLUMNS)
-        io.write_text(path("swap_table.md"), _table(table, SWAP_COLUMNS) + "\n")
+        io.write_text(path("swap_table.md"), io.markdown_table(table, SWAP_COLUMNS) + "\n")
         io.write_csv(path("nearest.csv"), nearest_rows(details))
     lines += ["## Swap table", "", "A = memorizing, B = generalizing, C = mitigated; memorization rate of the "
               f"samples against A's training set (1/3 test), {config.eval.level:.0%} Wilson interval.", "",
-              _table(table, SWAP_COLUMNS), ""]
+              io.markdown_table(table, SWAP_COLUMNS), ""]
 
     alone = details["A alone"]
     chosen = np.nonzero(alone["memorized"])[0][:config.eval.pairs]
@@ -438,9 +435,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         profile = swap_profile(config, sampler, reference)
         if primary:
             io.write_csv(path("swap_profile.csv"), profile)
-            plots.swap_profile_figure(path("swap_profile.png"),
-                                      *(np.array([r[k] for r in profile]) for k in ("sigma", "rate", "ci_low", "ci_high")),
-                                      alone["rate"], region_sigmas)
+            curves = (np.array([r[k] for r in profile]) for k in ("sigma", "rate", "ci_low", "ci_high"))
+            plots.swap_profile_figure(path("swap_profile.png"), *curves, alone["rate"], region_sigmas)
         summary["profile"] = [r["rate"] for r in profile]
         lines += ["## One-step swap profile", "", "B swapped into A at a single step.", "",
                   "![swap profile](swap_profile.png)", ""]
@@ -461,7 +457,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   f"region x {config.mitigation.weight:g} (equal images seen). heldout_mse: mean over grid levels "
                   "of the one-step held-out error; _region: inside the region; gap: held-out minus train. "
                   "FID/KID are not computed (no Inception network is shipped).", "",
-                  _table(mitigation, MITIGATION_COLUMNS), ""]
+                  io.markdown_table(mitigation, MITIGATION_COLUMNS), ""]
 
     start = sampling.edm_noise(config.swap.seed, 0, config.trajectory.num_samples, memorizing.train.shape)
     per_sample, correlation_rows, guidance_rows = [], [], []
@@ -486,9 +482,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     lines += ["## Trajectories of A", "", f"{len(start)} trajectories (the first samples of the A-alone row); "
               "x_sigma = a x* + b n + r. target_excess / noise_deficit: mean deviation from the ideal memorizer "
               "over the medium region; overestimation: mean <D - mu, x* - mu> / |x* - mu|^2 over the large region.",
-              "", _table(guidance_rows, ["guidance", "rate", "ci_low", "ci_high", *SCORES]), "",
-              _table(correlation_rows, ["guidance", "score", "spearman_vs_distance_ratio", "pearson_vs_memorized",
-                                        "mean_memorized", "mean_not_memorized"]), "",
+              "", io.markdown_table(guidance_rows, ["guidance", "rate", "ci_low", "ci_high", *SCORES]), "",
+              io.markdown_table(correlation_rows, ["guidance", "score", "spearman_vs_distance_ratio",
+                                                   "pearson_vs_memorized", "mean_memorized", "mean_not_memorized"]), "",
               "![trajectory coefficients](trajectory.png)", ""]
     if primary:
         io.write_text(path("results.md"), "\n".join(lines) + "\n")

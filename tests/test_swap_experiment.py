@@ -92,7 +92,7 @@ def test_changed_model_recipe_is_refused_on_an_existing_workdir(smoke_run, tmp_p
 def test_mitigated_model_undertrains_the_chosen_region():
     config = smoke_config()
     grid = swap_experiment.swap_grid(config)
-    mitigated = swap_experiment.model_configs(config)["mitigated"]
+    mitigated = swap_experiment.model_configs(config, grid, swap_experiment.regions(config, grid))["mitigated"]
     first, last = config.swap.windows.medium
     assert tuple(mitigated.training.loss_window) == (grid[last], grid[first])
     assert mitigated.training.loss_window_weight == pytest.approx(0.1)
