@@ -16,7 +16,6 @@ summary.json.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable
 
 import jax
