@@ -46,11 +46,12 @@ def _base() -> ml_collections.ConfigDict:
         variance=1.0))
     config.model = ml_collections.ConfigDict(dict(
         capacity_fractions=FRACTIONS_10, init="partial", init_variance=1e-6, num_seeds=1,
-        refine_points=0))
+        refine_points=0, search="grid", search_points=4, search_span=0.25, search_tolerance=0.02,
+        search_rounds=4, search_weighting="x0"))
     config.training = ml_collections.ConfigDict(dict(
         steps=50_000, noise_draws=100, peak_lr=1e-3, final_lr=1e-6, warmup_fraction=0.1,
         weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=26, t_min=0.001,
-        t_max=0.999, point_block=0, grid_per_train_size=False))
+        t_max=0.999, point_block=0, grid_per_train_size=False, estimator="iid", batch_size=0))
     config.sampling = ml_collections.ConfigDict(dict(num_samples=50, num_steps=25))
     config.eval = ml_collections.ConfigDict(dict(
         noise_draws=20, delta=0.1, weightings=("x0", "eps"), crossover_points=50, model_batch=0))

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxmem import io, neighbors, noise, sampling, theory
+from jaxmem import capacity_search, io, neighbors, noise, sampling, theory
 from jaxmem.config import require, require_choice
 from jaxmem.data import gmm as gmm_data
 from jaxmem.denoisers import gmm as gmm_denoiser
@@ -42,6 +42,7 @@ from jaxmem.train import gmm_grid
 
 DATA_MODELS = ("isotropic", "lowrank")
 INITS = ("partial", "random")
+SEARCHES = ("grid", "adaptive")
 TEMPLATE_PIXELS = 64  # the 8x8 digit templates of the low-rank model
 EVAL_SEED = 12345
 
@@ -74,13 +75,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(model.num_seeds >= 1, "model.num_seeds", model.num_seeds, "an integer >= 1")
     require(isinstance(model.refine_points, int) and model.refine_points >= 0, "model.refine_points",
             model.refine_points, "an integer >= 0 (0 = no refinement of the transition window)")
+    require_choice("model.search", model.search, SEARCHES)
+    if model.search == "adaptive":
+        require(model.refine_points == 0, "model.refine_points", model.refine_points,
+                "0 with model.search='adaptive' (its rounds refine the bracket themselves)")
+        require(isinstance(model.search_points, int) and model.search_points >= 1, "model.search_points",
+                model.search_points, "an integer >= 1 (capacities per set and round)")
+        require(0 < model.search_span <= 1, "model.search_span", model.search_span, "a fraction in (0, 1]")
+        require(model.search_tolerance > 0, "model.search_tolerance", model.search_tolerance,
+                "a positive fraction of N (the bracket width at which the search stops)")
+        require(isinstance(model.search_rounds, int) and model.search_rounds >= 0, "model.search_rounds",
+                model.search_rounds, "an integer >= 0 (rounds after the first)")
+        require(model.search_weighting in config.eval.weightings, "model.search_weighting",
+                model.search_weighting, f"one of eval.weightings {tuple(config.eval.weightings)}")
     require(training.steps >= 1, "training.steps", training.steps, "an integer >= 1")
     require(training.chunk_steps >= 1, "training.chunk_steps", training.chunk_steps, "an integer >= 1")
     require(training.point_block >= 0, "training.point_block", training.point_block,
             "an integer >= 0 (0 = the whole batch at once)")
     require(config.eval.model_batch >= 0, "eval.model_batch", config.eval.model_batch,
             "an integer >= 0 (0 = all models at once)")
-    require(training.noise_draws >= 1, "training.noise_draws", training.noise_draws, "an integer >= 1")
+    gmm_grid.validate_estimator(training.estimator, training.noise_draws)
+    require(isinstance(training.batch_size, int) and 0 <= training.batch_size <= smallest_n, "training.batch_size",
+            training.batch_size, f"an integer in [0, {smallest_n}] (0 = full batch; at most the smallest N)")
     require(training.peak_lr > 0 and training.final_lr >= 0, "training.peak_lr, training.final_lr",
             (training.peak_lr, training.final_lr), "peak_lr > 0, final_lr >= 0")
     require(0 <= training.warmup_fraction < 1, "training.warmup_fraction", training.warmup_fraction,
@@ -177,7 +193,8 @@ def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     fields["data"].pop("dims")
     fields["data"]["train_sizes"] = [int(n) for n in train_sizes]
     fields["eval"].pop("model_batch")
-    fields["model"].pop("refine_points")  # the refinement grid has its own fingerprint
+    for later in ("refine_points", "search_tolerance", "search_rounds"):  # later rounds have their own
+        fields["model"].pop(later)
     return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
 
 
@@ -190,45 +207,53 @@ def grids(config) -> list[tuple[int, tuple[int, ...], str]]:
     return [(int(d), sizes, f"d{int(d)}") for d in config.data.dims]
 
 
-def build_grid(config, dim: int, train_sizes, capacities_of_set=None, first_index: int = 0
-               ) -> tuple[list, np.ndarray, dict, dict, np.ndarray]:
-    """The data sets and the stacked initial grid of one d: (data_sets, data_set, params, batch, rngs).
+def make_data_sets(config, dim: int, train_sizes) -> list:
+    """[(K, N, seed, GMMData)]: every data set of a grid (K x N x seed)."""
+    return [(k, n, s, make_data(config, dim, k, n, s))
+            for k in config.data.num_components for n in train_sizes for s in range(config.model.num_seeds)]
 
-    data_sets: [(K, N, seed, GMMData)]; one model per data set j and capacity M in
-    capacities_of_set[j] (default: the capacity_fractions of N; a refinement grid passes its
-    own M values, possibly none for a set). Leaves of params / batch have a leading model axis
-    G: means [G, M_max, d] (partial init: the first M training points, which are i.i.d. draws,
-    so M distinct random points; 'random': N(0, I)), log_var [G]; train [G, N_max, d],
-    point_mask [G, N_max], component_mask [G, M_max]; data_set [G]: each model's index into
-    data_sets; rngs [G, 2]: model g's key is that of index first_index + g (a refinement grid
-    starts after the models of the first grid, so no two models of a d share a key).
+
+def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index: int = 0
+               ) -> tuple[np.ndarray, dict, dict, np.ndarray]:
+    """The stacked initial grid of one d: (models, params, batch, rngs).
+
+    data_sets: make_data_sets of the grid; capacities_of_set[j]: the
+    M values to train on set j (default: the capacity_fractions of N; a later round passes its
+    own, possibly none for a set). Rows s of the grid are the sets with at least one M; each
+    row holds C member models (C = the largest count; a shorter row repeats its first model in
+    the spare slots, trained and never reported). models: [G, 3] int (data set j, row s,
+    member c) of every real model, by set then M. params {"means": [S, C, M_max, d] (partial
+    init: the first M training points, which are i.i.d. draws, so M distinct random points;
+    'random': N(0, I)), "log_var": [S, C]}; batch {"train": [S, N_max, d], "point_mask":
+    [S, N_max], "component_mask": [S, C, M_max]}; rngs [S, 2]: row s's key folds in (d,
+    round_index, j), so no two sets or rounds of a d share draws.
     """
-    data_sets = [(k, n, s, make_data(config, dim, k, n, s))
-                 for k in config.data.num_components for n in train_sizes
-                 for s in range(config.model.num_seeds)]
     if capacities_of_set is None:
         capacities_of_set = [capacities(n, config.model.capacity_fractions) for _, n, _, _ in data_sets]
-    max_n = max(train_sizes)
-    models = [(j, int(m)) for j, m_values in enumerate(capacities_of_set) for m in m_values]
-    max_m = max(m for _, m in models)
-    set_of_model = np.array([j for j, _ in models])
-    component_mask = np.arange(max_m)[None, :] < np.array([m for _, m in models])[:, None]
-    train = np.zeros((len(data_sets), max_n, dim), np.float32)
-    point_mask = np.zeros((len(data_sets), max_n), np.float32)
-    for j, (_, n, _, data) in enumerate(data_sets):
-        train[j, :n], point_mask[j, :n] = data.train, 1.0
+    rows = [j for j, m_values in enumerate(capacities_of_set) if len(m_values)]
+    members = max(len(capacities_of_set[j]) for j in rows)
+    max_n = max(n for _, n, _, _ in data_sets)
+    max_m = max(int(max(capacities_of_set[j])) for j in rows)
+    m_grid = np.array([[int(capacities_of_set[j][min(c, len(capacities_of_set[j]) - 1)])
+                        for c in range(members)] for j in rows])                       # [S, C]
+    models = np.array([(j, s, c) for s, j in enumerate(rows) for c in range(len(capacities_of_set[j]))])
+    component_mask = np.arange(max_m) < m_grid[..., None]                              # [S, C, M]
+    train = np.zeros((len(rows), max_n, dim), np.float32)
+    point_mask = np.zeros((len(rows), max_n), np.float32)
+    for s, j in enumerate(rows):
+        n, data = data_sets[j][1], data_sets[j][3]
+        train[s, :n], point_mask[s, :n] = data.train, 1.0
     if config.model.init == "partial":
-        means = train[set_of_model, :max_m]
+        means = np.broadcast_to(train[:, None, :max_m], component_mask.shape + (dim,))
     else:
-        init_rng = np.random.default_rng((config.seed, dim, 7) + ((first_index,) if first_index else ()))
-        means = init_rng.standard_normal((len(models), max_m, dim)).astype(np.float32)
+        init_rng = np.random.default_rng((config.seed, dim, 7) + ((round_index,) if round_index else ()))
+        means = init_rng.standard_normal(component_mask.shape + (dim,)).astype(np.float32)
     params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32),
-              "log_var": np.full(len(models), np.log(config.model.init_variance), np.float32)}
-    batch = {"train": train[set_of_model], "point_mask": point_mask[set_of_model],
-             "component_mask": component_mask}
-    rngs = np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.seed), i))(
-        jnp.arange(len(models)) + first_index + 1000 * dim))
-    return data_sets, set_of_model, params, batch, rngs
+              "log_var": np.full(m_grid.shape, np.log(config.model.init_variance), np.float32)}
+    batch = {"train": train, "point_mask": point_mask, "component_mask": component_mask}
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 * dim + round_index)
+    rngs = np.asarray(jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.asarray(rows)))
+    return models, params, batch, rngs
 
 
 def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
@@ -289,28 +314,37 @@ def _eval_noise(config, num_points: int, dim: int, split: int) -> jax.Array:
                              (num_points, config.eval.noise_draws, dim))
 
 
-def _train_and_evaluate(config, dim: int, data_sets, set_of_model, params, batch, rngs, grid_dir: str,
+def make_loss_and_optimizer(config) -> tuple:
+    """(loss_fn, optimizer) of the training config (jaxmem.train.gmm_grid.make_gmm_loss, Adam schedule)."""
+    times, training = _times(config), config.training
+    loss_fn = gmm_grid.make_gmm_loss(
+        times, theory.eps_loss_weights(times, training.weighting, training.custom_weights),
+        training.noise_draws, training.point_block, training.estimator, training.batch_size)
+    optimizer = optax.adam(gmm_grid.adam_schedule(training.steps, training.peak_lr, training.final_lr,
+                                                  training.warmup_fraction))
+    return loss_fn, optimizer
+
+
+def _train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs, grid_dir: str,
                         label: str) -> dict:
     """Trains one grid (checkpointed in grid_dir/checkpoints) and measures each of its G models.
 
-    Returns per model g: K, N, seed, M, ratio (memorisation), train_loss / val_loss [T]
-    (x0 units), variance (final s^2), skipped (non-finite steps).
+    models: [G, 3] (data set, row, member) from build_grid. Returns per model g: K, N, seed, M,
+    ratio (memorisation), train_loss / val_loss [T] (x0 units), variance (final s^2), skipped
+    (non-finite steps of its training set).
     """
     times = _times(config)
-    component_mask, num_models = batch["component_mask"], len(rngs)
-    loss_fn = gmm_grid.make_gmm_loss(
-        times, theory.eps_loss_weights(times, config.training.weighting, config.training.custom_weights),
-        config.training.noise_draws, config.training.point_block)
-    optimizer = optax.adam(gmm_grid.adam_schedule(
-        config.training.steps, config.training.peak_lr, config.training.final_lr,
-        config.training.warmup_fraction))
-    logging.info("%s: %d models (%d data sets, M <= %d, N <= %d), %d steps", label, num_models,
-                 len(np.unique(set_of_model)), component_mask.shape[1], batch["train"].shape[1],
-                 config.training.steps)
+    loss_fn, optimizer = make_loss_and_optimizer(config)
+    set_of_model, row, member = models.T
+    logging.info("%s: %d models (%d data sets x up to %d, M <= %d, N <= %d), %d steps", label, len(models),
+                 len(rngs), batch["component_mask"].shape[1], batch["component_mask"].shape[2],
+                 batch["train"].shape[1], config.training.steps)
     state = gmm_grid.train_grid(params, batch, rngs, loss_fn=loss_fn, optimizer=optimizer,
                                 steps=config.training.steps, chunk_steps=config.training.chunk_steps,
                                 checkpoint_dir=os.path.join(grid_dir, "checkpoints"), name=label)
-    trained = jax.device_get(state.params)
+    trained = jax.tree_util.tree_map(lambda x: np.asarray(x)[row, member], jax.device_get(state.params))
+    component_mask = batch["component_mask"][row, member]                                   # [G, M]
+    num_models = len(models)
 
     # Memorisation ratio from deterministic DDIM samples (same starting noise for every model).
     x_start = jax.random.normal(jax.random.PRNGKey(EVAL_SEED), (config.sampling.num_samples, dim))
@@ -323,7 +357,7 @@ def _train_and_evaluate(config, dim: int, data_sets, set_of_model, params, batch
 
     # Per-t losses (x0 units) of the trained models, train and validation.
     model_batch = config.eval.model_batch
-    train_loss = _grid_losses(trained, component_mask, batch["train"], batch["point_mask"],
+    train_loss = _grid_losses(trained, component_mask, batch["train"][row], batch["point_mask"][row],
                               _eval_noise(config, batch["train"].shape[1], dim, 1), times, model_batch=model_batch)
     val = np.stack([data.val for _, _, _, data in data_sets])[set_of_model]
     val_loss = _grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32),
@@ -332,33 +366,56 @@ def _train_and_evaluate(config, dim: int, data_sets, set_of_model, params, batch
         K=np.array([data_sets[j][0] for j in set_of_model]), N=np.array([data_sets[j][1] for j in set_of_model]),
         seed=np.array([data_sets[j][2] for j in set_of_model]), M=component_mask.sum(axis=1), ratio=ratio,
         train_loss=np.asarray(train_loss), val_loss=np.asarray(val_loss),
-        variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped))
+        variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped)[row])
 
 
 def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
-    """Trains and evaluates every model of dimension `dim` and the given N; returns (and saves) the arrays.
+    """Trains and evaluates the first grid of dimension `dim` and the given N; returns (and saves) the arrays.
 
-    Returned per model g: the MODEL_KEYS of _train_and_evaluate. Per data set j: set_K, set_N,
-    set_seed, gen_loss, mem_loss [T], pmem_M [J], pmem_loss [J, T] (padded with NaN beyond
-    each set's capacities). Also times [T] and the fingerprint.
+    The baselines come first: with model.search = 'adaptive' their measured-loss crossover
+    places the first round's capacities (jaxmem.capacity_search.first_round), otherwise the
+    capacity_fractions of N are trained. Returned per model g: the MODEL_KEYS of
+    _train_and_evaluate. Per data set j: set_K, set_N, set_seed, gen_loss, mem_loss [T], pmem_M
+    [J], pmem_loss [J, T] (padded with NaN beyond each set's capacities). Also times [T] and
+    the fingerprint.
     """
     fingerprint = _grid_fingerprint(config, dim, train_sizes)
     finished = _finished_or_claim(grid_dir, fingerprint, f"grid d={dim}")
     if finished is not None:
         return finished
     times = _times(config)
-    data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes)
-    models = _train_and_evaluate(config, dim, data_sets, set_of_model, params, batch, rngs, grid_dir,
-                                 f"train d={dim}")
+    data_sets = make_data_sets(config, dim, train_sizes)
     gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(
-        config, data_sets, _eval_noise(config, batch["train"].shape[1], dim, 1), times)
-    result = dict(
-        fingerprint=np.array(fingerprint), times=times, **models,
-        set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
-        set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
-        pmem_M=pmem_m, pmem_loss=pmem_loss)
+        config, data_sets, _eval_noise(config, max(train_sizes), dim, 1), times)
+    result = dict(fingerprint=np.array(fingerprint), times=times,
+                  set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
+                  set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
+                  pmem_M=pmem_m, pmem_loss=pmem_loss)
+    capacities_of_set = None
+    if config.model.search == "adaptive":
+        search = config.model
+        capacities_of_set = [capacity_search.first_round(n, predicted_capacity(config, result, j),
+                                                         search.search_points, search.search_span)
+                             for j, (_, n, _, _) in enumerate(data_sets)]
+    models = _train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, capacities_of_set),
+                                 grid_dir, f"train d={dim}")
+    result.update(models)
     io.save_npz(os.path.join(grid_dir, "result.npz"), **result)
     return result
+
+
+def predicted_capacity(config, result: dict, j: int) -> float:
+    """Data set j's measured-loss crossover M* (weighting model.search_weighting) from its baselines."""
+    weighting, custom = config.model.search_weighting, config.training.custom_weights
+    valid = np.isfinite(result["pmem_M"][j])
+    gen = theory.weighted_loss(result["gen_loss"][j], result["times"], weighting, custom)
+    pmem = theory.weighted_loss(result["pmem_loss"][j][valid], result["times"], weighting, custom)
+    return theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen)
+
+
+def _models_of_set(result: dict, j: int) -> np.ndarray:
+    return ((result["K"] == result["set_K"][j]) & (result["N"] == result["set_N"][j])
+            & (result["seed"] == result["set_seed"][j]))
 
 
 def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
@@ -369,43 +426,59 @@ def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
     points = config.model.refine_points
     extra = []
     for j, row in enumerate(summarize(config, dim, result)):
-        of_set = ((result["K"] == result["set_K"][j]) & (result["N"] == result["set_N"][j])
-                  & (result["seed"] == result["set_seed"][j]))
         start, end = row["window_start"], row["window_end"]
         candidates = np.arange(np.floor(start) + 1, np.ceil(end)) if np.isfinite(start + end) else np.array([])
-        candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][of_set])
+        candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][_models_of_set(result, j)])
         if len(candidates) > points:
             candidates = candidates[np.rint((np.arange(points) + 0.5) * len(candidates) / points - 0.5).astype(int)]
         extra.append(candidates)
     return extra
 
 
-def refine_grid(config, dim: int, train_sizes, grid_dir: str, first: dict) -> dict:
-    """The first grid's result joined with a refinement grid inside the transition windows.
+def search_capacities(config, result: dict) -> list[np.ndarray]:
+    """Per data set j: the next adaptive round's untried M values (empty once its bracket is
+    narrower than model.search_tolerance x N, or there is no transition up to M = N)."""
+    model = config.model
+    return [capacity_search.next_round(result["M"][_models_of_set(result, j)],
+                                       result["ratio"][_models_of_set(result, j)], int(n),
+                                       model.search_points, model.search_tolerance * int(n))
+            for j, n in enumerate(result["set_N"])]
 
-    With model.refine_points > 0, the M values of refinement_capacities are trained as one more
-    grid of the same d and N (same data, initialisation, training and evaluation; folder
-    grid_dir/refine_r<r> with its own checkpoints, fingerprint and result.npz: resumed when
-    unfinished, skipped when finished; another r gets its own folder and reuses the first grid).
-    Returns `first` with the refinement models appended to every per-model array (MODEL_KEYS)
-    and refinement [G'] bool marking them (all False without refinement).
+
+def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> dict:
+    """The first grid's result joined with the grids of later rounds.
+
+    Rounds: model.search = 'adaptive' runs up to model.search_rounds rounds of
+    search_capacities (folder grid_dir/round<k>); model.refine_points = r > 0 runs one round of
+    refinement_capacities inside the delta windows (folder grid_dir/refine_r<r>). Each round is
+    one more grid of the same d and N (same data, initialisation, training and evaluation) with
+    its own checkpoints, fingerprint and result.npz: resumed when unfinished, skipped when
+    finished. Returns `first` with every round's models appended to the per-model arrays
+    (MODEL_KEYS), `round` [G'] (0 = the first grid) and `refinement` (round > 0).
     """
-    extra = refinement_capacities(config, dim, first) if config.model.refine_points > 0 else []
-    joined = {**first, "refinement": np.zeros(len(first["M"]), bool)}
-    if not any(len(m) for m in extra):
-        return joined
-    refine_dir = os.path.join(grid_dir, f"refine_r{config.model.refine_points}")
-    fingerprint = json.dumps(dict(grid=str(first["fingerprint"]), refine_points=config.model.refine_points,
-                                  M=[m.tolist() for m in extra]), sort_keys=True)
-    refined = _finished_or_claim(refine_dir, fingerprint, f"refinement d={dim}")
-    if refined is None:
-        data_sets, set_of_model, params, batch, rngs = build_grid(config, dim, train_sizes, extra,
-                                                                  first_index=len(first["M"]))
-        refined = _train_and_evaluate(config, dim, data_sets, set_of_model, params, batch, rngs, refine_dir,
-                                      f"refine d={dim}")
-        io.save_npz(os.path.join(refine_dir, "result.npz"), fingerprint=np.array(fingerprint), **refined)
-    joined.update({k: np.concatenate([first[k], refined[k]]) for k in MODEL_KEYS})
-    joined["refinement"] = np.concatenate([joined["refinement"], np.ones(len(refined["M"]), bool)])
+    joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
+    data_sets = None
+    for k in range(1, (config.model.search_rounds if config.model.search == "adaptive" else 1) + 1):
+        if config.model.search == "adaptive":
+            folder, extra = f"round{k}", search_capacities(config, joined)
+        elif config.model.refine_points > 0:
+            folder, extra = f"refine_r{config.model.refine_points}", refinement_capacities(config, dim, joined)
+        else:
+            break
+        if not any(len(m) for m in extra):
+            break
+        round_dir = os.path.join(grid_dir, folder)
+        fingerprint = json.dumps(dict(grid=str(first["fingerprint"]), round=folder, M=[m.tolist() for m in extra]),
+                                 sort_keys=True)
+        done = _finished_or_claim(round_dir, fingerprint, f"{folder} d={dim}")
+        if done is None:
+            data_sets = data_sets or make_data_sets(config, dim, train_sizes)
+            done = _train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, extra, k),
+                                       round_dir, f"{folder} d={dim}")
+            io.save_npz(os.path.join(round_dir, "result.npz"), fingerprint=np.array(fingerprint), **done)
+        joined.update({key: np.concatenate([joined[key], done[key]]) for key in MODEL_KEYS})
+        joined["round"] = np.concatenate([joined["round"], np.full(len(done["M"]), k)])
+    joined["refinement"] = joined["round"] > 0
     return joined
 
 
@@ -493,7 +566,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rows, models, ratio_curves = [], [], []
     for dim, train_sizes, folder in grids(config):
         grid_dir = os.path.join(workdir, folder)
-        result = refine_grid(config, dim, train_sizes, grid_dir, run_grid(config, dim, train_sizes, grid_dir))
+        result = later_rounds(config, dim, train_sizes, grid_dir, run_grid(config, dim, train_sizes, grid_dir))
         rows += summarize(config, dim, result)
         models += model_rows(config, dim, result)
         ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))

@@ -26,6 +26,8 @@ Parameters: {"means": [M, d] float32, "log_var": [] float32}. `mask`: [M] bool (
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -99,57 +101,82 @@ def apply_x0(params: dict, x_t, t, mask=None):
     return (alpha * variance * x_t + sigma**2 * mean_of_means) / v
 
 
-def _loss_forward(params, x_t, t, eps, point_weights, mask):
+def _block_loss_and_grad(params, x_t, t, eps, point_weights, mask):
+    """Loss and parameter gradient of one block of points: (loss [], {"means": [M, d], "log_var": []})."""
     alpha, sigma = _schedule(t)
-    alpha, sigma = alpha[:, None], sigma[:, None]                                 # [P, 1]
+    alpha, sigma = alpha[:, None], sigma[:, None]                                 # [B, 1]
     means, variance = params["means"], jnp.exp(params["log_var"])
-    v = alpha**2 * variance + sigma**2                                            # [P, 1]
-    logits = component_logits(params, x_t, t, mask > 0)                           # [P, M]
+    v = alpha**2 * variance + sigma**2                                            # [B, 1]
+    logits = component_logits(params, x_t, t, mask > 0)                           # [B, M]
     weights = jax.nn.softmax(logits, axis=-1)
-    mean_of_means = weights @ means                                               # [P, d]
+    mean_of_means = weights @ means                                               # [B, d]
     eps_hat = (sigma / v) * (x_t - alpha * mean_of_means)
     residual = eps_hat - eps
     loss = jnp.sum(point_weights * jnp.sum(residual * residual, axis=-1))
-    return loss, (alpha, sigma, v, variance, logits, weights, mean_of_means, eps_hat, residual)
-
-
-@jax.custom_vjp
-def weighted_eps_loss(params: dict, x_t, t, eps, point_weights, mask):
-    """sum_p point_weights_p |eps_hat(x_t_p, t_p) - eps_p|^2 (the training loss), fused.
-
-    x_t, eps: [P, d]; t, point_weights: [P]; mask: [M] float (1 = component on, 0 = padding).
-    Same value as summing `apply` residuals, with a hand-written gradient (w.r.t. params only):
-    with g_r = 2 c_p r_p, g_mbar = -(sigma alpha / v) g_r and B = w * (g_mbar mu^T - <g_mbar, mbar>)
-    (the softmax backward),
-        dL/dmu   = w^T g_mbar + (B alpha / v)^T x_t - (sum_p B_pm alpha_p^2 / v_p) mu_m
-        dL/dv_p  = -<g_r, eps_hat>_p / v_p - sum_m B_pm logit_pm / v_p,  dv/dlog s^2 = alpha^2 s^2.
-    Five [P, d] x [d, M]-sized matrix products per step and no [P, M, d] tensor; autodiff of
-    the same expression runs several times slower on CPU.
-    """
-    return _loss_forward(params, x_t, t, eps, point_weights, mask)[0]
-
-
-def _loss_fwd(params, x_t, t, eps, point_weights, mask):
-    loss, saved = _loss_forward(params, x_t, t, eps, point_weights, mask)
-    return loss, (params, x_t, t, eps, point_weights, mask, saved)
-
-
-def _loss_bwd(cached, g):
-    params, x_t, t, eps, point_weights, mask, saved = cached
-    alpha, sigma, v, variance, logits, weights, mean_of_means, eps_hat, residual = saved
-    means = params["means"]
-    grad_residual = (2.0 * g) * point_weights[:, None] * residual                  # [P, d]
-    grad_mbar = -(sigma * alpha / v) * grad_residual                              # [P, d]
-    grad_weights = grad_mbar @ means.T                                            # [P, M]
+    # Backward (see weighted_eps_loss), with dL = 1.
+    grad_residual = 2.0 * point_weights[:, None] * residual                       # [B, d]
+    grad_mbar = -(sigma * alpha / v) * grad_residual                              # [B, d]
+    grad_weights = grad_mbar @ means.T                                            # [B, M]
     grad_logits = weights * (grad_weights - jnp.sum(grad_mbar * mean_of_means, axis=-1, keepdims=True))
     grad_means = (weights.T @ grad_mbar + (grad_logits * (alpha / v)).T @ x_t
                   - jnp.sum(grad_logits * (alpha**2 / v), axis=0)[:, None] * means)
     finite_logits = jnp.where(mask > 0, logits, 0.0)
     grad_v = -(jnp.sum(grad_residual * eps_hat, axis=-1, keepdims=True)
                + jnp.sum(grad_logits * finite_logits, axis=-1, keepdims=True)) / v
-    grad_log_var = jnp.sum(grad_v * alpha**2) * variance
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, (x_t, t, eps, point_weights, mask))
-    return ({"means": grad_means, "log_var": grad_log_var.astype(params["log_var"].dtype)},) + zeros
+    grad_log_var = (jnp.sum(grad_v * alpha**2) * variance).astype(params["log_var"].dtype)
+    return loss, {"means": grad_means, "log_var": grad_log_var}
+
+
+def loss_and_grad(params: dict, x_t, t, eps, point_weights, mask, block: int = 0):
+    """(weighted_eps_loss, its gradient w.r.t. params) in one pass over blocks of `block` points.
+
+    Each block's [block, M] logits live only while the block is processed (a block of a few
+    thousand points stays in the CPU's L2 cache), and the loss and gradient of all blocks are
+    summed in a lax.scan; block <= 0 or >= P: one block. Padding to whole blocks uses
+    zero-weight copies of the last point, so it changes nothing.
+    """
+    num_points = x_t.shape[0]
+    if block <= 0 or block >= num_points:
+        return _block_loss_and_grad(params, x_t, t, eps, point_weights, mask)
+    extra = -num_points % block
+    pad = lambda a: jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), mode="edge")  # noqa: E731
+    blocks = [pad(a).reshape((-1, block) + a.shape[1:]) for a in (x_t, t, eps)]
+    blocks.append(jnp.pad(point_weights, (0, extra)).reshape(-1, block))
+    zero = (jnp.zeros((), x_t.dtype), jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def add_block(total, xs):
+        loss, grads = _block_loss_and_grad(params, *xs, mask)
+        return (total[0] + loss, jax.tree_util.tree_map(jnp.add, total[1], grads)), None
+
+    return jax.lax.scan(add_block, zero, blocks)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def weighted_eps_loss(params: dict, x_t, t, eps, point_weights, mask, block: int = 0):
+    """sum_p point_weights_p |eps_hat(x_t_p, t_p) - eps_p|^2 (the training loss), fused.
+
+    x_t, eps: [P, d]; t, point_weights: [P]; mask: [M] float (1 = component on, 0 = padding);
+    block: points per block of loss_and_grad (0 = all at once; same value and gradient).
+    Same value as summing `apply` residuals, with a hand-written gradient (w.r.t. params only),
+    computed together with the loss: with g_r = 2 c_p r_p, g_mbar = -(sigma alpha / v) g_r and
+    B = w * (g_mbar mu^T - <g_mbar, mbar>) (the softmax backward),
+        dL/dmu   = w^T g_mbar + (B alpha / v)^T x_t - (sum_p B_pm alpha_p^2 / v_p) mu_m
+        dL/dv_p  = -<g_r, eps_hat>_p / v_p - sum_m B_pm logit_pm / v_p,  dv/dlog s^2 = alpha^2 s^2.
+    Five [P, d] x [d, M]-sized matrix products per step and no [P, M, d] tensor; autodiff of
+    the same expression runs several times slower on CPU.
+    """
+    return loss_and_grad(params, x_t, t, eps, point_weights, mask, block)[0]
+
+
+def _loss_fwd(params, x_t, t, eps, point_weights, mask, block):
+    loss, grads = loss_and_grad(params, x_t, t, eps, point_weights, mask, block)
+    return loss, (grads, (x_t, t, eps, point_weights, mask))
+
+
+def _loss_bwd(block, cached, g):
+    grads, inputs = cached
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, inputs)
+    return (jax.tree_util.tree_map(lambda x: (g * x).astype(x.dtype), grads),) + zeros
 
 
 weighted_eps_loss.defvjp(_loss_fwd, _loss_bwd)

@@ -1,20 +1,35 @@
 """The grid trainer: one jit-compiled program trains a whole grid of GMM denoisers at once.
 
-A grid is G models that share the data dimension d. Each model g has its own training set
-(padded to the largest N with `point_mask`), its own components (padded to the largest M
-with `component_mask`; a masked component has softmax weight exactly 0, so it receives a
-zero gradient and Adam leaves it where it is), its own initial parameters and its own seed.
-The step of jaxmem.train.loop is vmapped over the model axis, `lax.scan` runs a chunk of
-steps inside the compiled program, and the model axis is sharded over all devices
-(NamedSharding on a 1-D mesh). Between chunks the grid state is checkpointed with orbax, so a
-killed run resumes where the last chunk ended and ends with the same parameters.
+A grid is S training sets of one data dimension d, each with C member models (the
+capacities trained on that set). Each set has its own training points (padded to the largest
+N with `point_mask`) and its own seed; each member has its own components (padded to the
+largest M with `component_mask`; a masked component has softmax weight exactly 0, so it
+receives a zero gradient and Adam leaves it where it is) and its own parameters.
+
+The members of a set share the noise draws of every step (common random numbers): the noise
+is drawn once per set and step, not once per model, and the C members' logits come from one
+[P, d] x [d, C M] product (vmap over members with shared x_t folds C into the matmul). The
+members' losses are summed into the set's loss: their parameters are disjoint, so each
+member receives exactly its own gradient, and Adam (elementwise) updates each member as if it
+were trained alone. The non-finite guard of jaxmem.train.loop acts per set.
+
+The step of jaxmem.train.loop is vmapped over the set axis, `lax.scan` runs a chunk of steps
+inside the compiled program, and the set axis is sharded over all devices (NamedSharding on a
+1-D mesh). Between chunks the grid state is checkpointed with orbax, so a killed run resumes
+where the last chunk ended and ends with the same parameters.
 
 Loss (the paper's, per model): eps-prediction MSE summed over dimensions,
     L = mean_{i, r} lambda(t_ir) |eps_hat(alpha x_i + sigma eps_ir, t_ir) - eps_ir|^2,
-over the N training points i (full batch) and R noise draws r, t_ir uniform on the time grid.
-The draws of point i come from fold_in(step key, i), so they do not depend on how the
-training set is padded. The loss and its gradient are the fused
-jaxmem.denoisers.gmm.weighted_eps_loss (matmul-form distances, hand-written backward).
+over the N training points i (full batch) and R noise draws r. The draws of point i come from
+fold_in(step key, i), so they do not depend on how the training set is padded. Estimators of
+the expectation over (t, eps) (all unbiased; `noise_draws` is R):
+  iid                    t_ir uniform on the time grid, eps_ir ~ N(0, I) (the paper's)
+  stratified             t_ir = grid[(u_i + r) mod T], u_i uniform: every point sees every grid
+                         time R/T times per step (a random rotation), eps i.i.d.
+  antithetic             draws in pairs (t, eps), (t, -eps) (R even)
+  stratified_antithetic  both: the R/2 pairs' times rotate through the grid
+The loss and its gradient are the fused jaxmem.denoisers.gmm.weighted_eps_loss (matmul-form
+distances, hand-written backward, points in cache-sized blocks).
 """
 
 from __future__ import annotations
@@ -29,10 +44,13 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxmem import parallel
+from jaxmem.config import require, require_choice
 from jaxmem.denoisers import gmm as gmm_denoiser
 from jaxmem.noise import vp_alpha, vp_sigma
 from jaxmem.progress import Progress
 from jaxmem.train.loop import TrainState, init_state, make_train_step
+
+ESTIMATORS = ("iid", "stratified", "antithetic", "stratified_antithetic")
 
 
 def adam_schedule(steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
@@ -45,68 +63,117 @@ def adam_schedule(steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
         boundaries=[warmup])
 
 
-def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0) -> Callable:
-    """loss_fn(params, batch, rng) -> (loss, metrics) for one GMM denoiser (full batch).
+def validate_estimator(estimator: str, noise_draws: int) -> None:
+    """Fails, naming the field, on an unknown estimator or an odd R for the antithetic ones."""
+    require_choice("training.estimator", estimator, ESTIMATORS)
+    require(noise_draws >= 1, "training.noise_draws", noise_draws, "an integer >= 1")
+    if "antithetic" in estimator:
+        require(noise_draws % 2 == 0, "training.noise_draws", noise_draws,
+                f"an even integer for training.estimator={estimator!r} (draws come in pairs)")
+
+
+def draw_point(key, dim: int, noise_draws: int, num_times: int, estimator: str = "iid"):
+    """One training point's draws of one step: eps [R, d] float32 and time indices [R] int32.
+
+    key: fold_in(step key, point index), so the draws do not depend on padding or batching;
+    see the module docstring for the estimators.
+    """
+    antithetic = "antithetic" in estimator
+    base = noise_draws // 2 if antithetic else noise_draws
+    eps = jax.random.normal(jax.random.fold_in(key, 0), (base, dim), jnp.float32)
+    if estimator.startswith("stratified"):
+        offset = jax.random.randint(jax.random.fold_in(key, 1), (), 0, num_times)
+        time_index = (offset + jnp.arange(base)) % num_times
+    else:
+        time_index = jax.random.randint(jax.random.fold_in(key, 1), (base,), 0, num_times)
+    if antithetic:
+        eps, time_index = jnp.concatenate([eps, -eps]), jnp.concatenate([time_index, time_index])
+    return eps, time_index.astype(jnp.int32)
+
+
+def minibatch_indices(key, step, num_points, padded: int, batch_size: int):
+    """Row indices [B] int32 and validity [B] float32 of step `step`'s minibatch of one training set.
+
+    key: the set's PRNG key; step: int32 scalar; num_points: n real points (traced scalar) among
+    `padded` rows. Epoch e = step // ceil(n / B) visits the n real points in the order of a
+    permutation drawn from fold_in(key, e), B at a time without replacement (seeded and
+    resumable: a function of the step); the epoch's last batch is partly invalid when B does
+    not divide n.
+    """
+    per_epoch = (num_points + batch_size - 1) // batch_size
+    epoch, position = step // per_epoch, step % per_epoch
+    scores = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, 1 << 20), epoch), (padded,))
+    order = jnp.argsort(jnp.where(jnp.arange(padded) < num_points, scores, 2.0))   # real points first
+    slots = position * batch_size + jnp.arange(batch_size)
+    return order[jnp.minimum(slots, padded - 1)].astype(jnp.int32), (slots < num_points).astype(jnp.float32)
+
+
+def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
+                  estimator: str = "iid", batch_size: int = 0) -> Callable:
+    """loss_fn(params, batch, rng) -> (loss, metrics) for the C member models of one training set.
 
     times: [T] VP time grid; time_weights: [T] lambda(t) on the eps-unit loss (ones: the
-    paper's unweighted loss); noise_draws: R draws per training point and step;
-    point_block: when > 0, the N R noisy points are processed in blocks of this many under
-    jax.checkpoint (the same loss and gradient, memory bounded by one block's [block, M]
-    logits, about a third more compute); 0 processes the whole batch at once.
-    batch: {"train": [N, d], "point_mask": [N] float (1 real, 0 padding),
-            "component_mask": [M] bool}.
+    paper's unweighted loss); noise_draws: R draws per training point and step; point_block:
+    points per block of the fused loss (0 = all at once; same loss and gradient, memory bounded
+    by one block's [block, C M] logits); estimator: one of ESTIMATORS; batch_size: B > 0
+    trains on minibatches of B training points (minibatch_indices; each point keeps the draws
+    it would have in full batch, so B = N gives the full-batch loss), 0 = full batch.
+    params: {"means": [C, M, d], "log_var": [C]}; batch: {"train": [N, d], "point_mask": [N]
+    float (1 real, 0 padding), "component_mask": [C, M] bool, "step": the state's step and
+    "set_key": its rng (grid_chunk adds both)}.
+    loss: the sum of the members' losses (each member's gradient is its own loss's gradient);
+    metrics: "model_loss" [C] and "variance" [C] (s^2).
     """
     times = jnp.asarray(times, jnp.float32)
     time_weights = jnp.asarray(time_weights, jnp.float32)
-
-    def draws_for_point(key, dim):
-        eps = jax.random.normal(jax.random.fold_in(key, 0), (noise_draws, dim), jnp.float32)
-        time_index = jax.random.randint(jax.random.fold_in(key, 1), (noise_draws,), 0, times.shape[0])
-        return eps, time_index
+    validate_estimator(estimator, noise_draws)
+    require(batch_size >= 0, "training.batch_size", batch_size, "an integer >= 0 (0 = full batch)")
 
     def loss_fn(params, batch, rng):
         train, point_mask = batch["train"], batch["point_mask"]
         num_points, dim = train.shape
-        keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, jnp.arange(num_points))
-        eps, time_index = jax.vmap(draws_for_point, (0, None))(keys, dim)       # [N,R,d], [N,R]
-        t = times[time_index]
+        if batch_size > 0:  # the step's minibatch; its points keep their full-batch draws
+            rows, valid = minibatch_indices(batch["set_key"], batch["step"], jnp.sum(point_mask).astype(jnp.int32),
+                                            num_points, batch_size)
+            train, point_mask = train[rows], point_mask[rows] * valid
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, rows)
+        else:
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, jnp.arange(num_points))
+        eps, time_index = jax.vmap(lambda k: draw_point(k, dim, noise_draws, times.shape[0], estimator))(keys)
+        t = times[time_index]                                                       # [N, R]
         x_t = vp_alpha(t)[..., None] * train[:, None, :] + vp_sigma(t)[..., None] * eps
         point_weights = (time_weights[time_index] * point_mask[:, None]) / (jnp.sum(point_mask) * noise_draws)
         flat = (x_t.reshape(-1, dim), t.reshape(-1), eps.reshape(-1, dim), point_weights.reshape(-1))
-        component_mask = batch["component_mask"].astype(jnp.float32)
-        if point_block <= 0 or flat[1].shape[0] <= point_block:
-            return gmm_denoiser.weighted_eps_loss(params, *flat, component_mask), metrics(params)
-        # Whole blocks: pad with zero-weight copies of the last point, then sum rematerialised blocks.
-        extra = -flat[1].shape[0] % point_block
-        padded = [jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in flat[:3]]
-        padded.append(jnp.pad(flat[3], (0, extra)))
-        blocked = [a.reshape((-1, point_block) + a.shape[1:]) for a in padded]
-        block_loss = jax.checkpoint(lambda xs: gmm_denoiser.weighted_eps_loss(params, *xs, component_mask))
-        return jnp.sum(jax.lax.map(block_loss, blocked)), metrics(params)
 
-    def metrics(params):
-        return {"variance": jnp.exp(params["log_var"])}
+        def member_loss(member_params, component_mask):
+            return gmm_denoiser.weighted_eps_loss(member_params, *flat, component_mask.astype(jnp.float32),
+                                                  point_block)
+
+        losses = jax.vmap(member_loss)(params, batch["component_mask"])
+        return jnp.sum(losses), {"model_loss": losses, "variance": jnp.exp(params["log_var"])}
 
     return loss_fn
 
 
-def _pad_models(tree, multiple: int):
-    """Pads the leading (model) axis of every leaf to a multiple of the device count."""
+def _pad_sets(tree, multiple: int):
+    """Pads the leading (set) axis of every leaf to a multiple of the device count."""
     return jax.tree_util.tree_map(lambda x: parallel.pad_to_multiple(np.asarray(x), multiple)[0], tree)
 
 
 def init_grid(params, rngs, optimizer: optax.GradientTransformation) -> TrainState:
-    """Fresh states of G models (every leaf with a leading model axis G)."""
+    """Fresh states of S training sets (every leaf with a leading set axis S)."""
     return jax.vmap(lambda p, r: init_state(p, optimizer, r))(params, rngs)
 
 
 def grid_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
     """run_chunk(state, batch, length) -> (state, metrics of the last step): `length` steps of
-    the vmapped train step under lax.scan (jit it with `length` static)."""
+    the vmapped train step under lax.scan (jit it with `length` static). Each step sees the
+    batch plus the state's "step" and "set_key" (the minibatch schedule is a function of them)."""
     grid_step = jax.vmap(make_train_step(loss_fn, optimizer))
 
     def run_chunk(state, batch, length):
-        state, metrics = jax.lax.scan(lambda s, _: grid_step(s, batch), state, None, length=length)
+        state, metrics = jax.lax.scan(lambda s, _: grid_step(s, {**batch, "step": s.step, "set_key": s.rng}),
+                                      state, None, length=length)
         return state, jax.tree_util.tree_map(lambda m: m[-1], metrics)
 
     return run_chunk
@@ -115,17 +182,18 @@ def grid_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Ca
 def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.GradientTransformation,
                steps: int, chunk_steps: int, checkpoint_dir: str | None = None, mesh=None,
                on_chunk: Callable[[TrainState, int], None] | None = None, name: str = "grid") -> TrainState:
-    """Trains G models for `steps` steps in one compiled program; returns the final TrainState.
+    """Trains S sets of C models for `steps` steps in one compiled program; returns the final TrainState.
 
-    params, batch: pytrees whose leaves have a leading model axis G (see make_gmm_loss);
-    rngs: [G, 2] uint32 PRNG keys. Every leaf of the returned state has the leading axis G.
+    params, batch: pytrees whose leaves have a leading set axis S (see make_gmm_loss: params
+    and component_mask [S, C, ...]); rngs: [S, 2] uint32 PRNG keys, one per set. Every leaf of
+    the returned state has the leading axis S.
     checkpoint_dir: orbax checkpoints after each chunk; an existing checkpoint is resumed.
-    mesh: 1-D device mesh (default: all devices); G is padded to a multiple of its size.
+    mesh: 1-D device mesh (default: all devices); S is padded to a multiple of its size.
     on_chunk(state, step): called after each chunk (logging; tests interrupt runs here).
     """
-    num_models = int(np.asarray(rngs).shape[0])
+    num_sets = int(np.asarray(rngs).shape[0])
     mesh = parallel.make_mesh() if mesh is None else mesh
-    params, batch, rngs = _pad_models((params, batch, rngs), mesh.size)
+    params, batch, rngs = _pad_sets((params, batch, rngs), mesh.size)
     shard = lambda tree: jax.tree_util.tree_map(  # noqa: E731
         lambda x: parallel.sharding_along(mesh, np.ndim(x)), tree)
 
@@ -159,12 +227,12 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
             done += length
             if manager is not None:
                 manager.save(done, args=ocp.args.StandardSave(state))
-            progress.update(length, loss=float(jnp.mean(metrics["loss"][:num_models])),
-                            models=num_models)
+            progress.update(length, loss=float(jnp.mean(metrics["model_loss"][:num_sets])),
+                            sets=num_sets)
             if on_chunk is not None:
                 on_chunk(state, done)
     finally:
         if manager is not None:
             manager.wait_until_finished()
             manager.close()
-    return jax.tree_util.tree_map(lambda x: x[:num_models], state)
+    return jax.tree_util.tree_map(lambda x: x[:num_sets], state)
