@@ -7,17 +7,26 @@ minimises the denoising loss on the empirical distribution is the posterior mean
 
 (DESIGN.md, "Formulas"). The softmax runs over N candidates; it is computed block by block with a
 running log-sum-exp (`RunningSoftmax`), so a [Q, N] matrix never exists: memory is O(Q * block).
-`RunningSoftmax` is the one streamed log-sum-exp of jaxmem; the multi-level concentration kernel in
-`jaxmem.geometry.concentration` reuses it.
+`RunningSoftmax` and the certified block distances (`scan_blocks`) are the one streamed softmax
+of jaxmem: the multi-level concentration and coverage kernels in `jaxmem.geometry` reuse them.
 
-Numerics. Squared distances come from the matmul expansion |y|^2 - 2 y.x_i + |x_i|^2, whose
-absolute error (~ float32 eps * |y|^2) is harmless where it is small against 2 sigma^2 (at large
-sigma the logit error is ~ eps * d / 2, below 1e-4 even for d = 3072) but decides the weights
-where a query sits almost on a training point at tiny sigma. Hence, in every block, the
-candidate nearest to the query is re-computed exactly from the difference y - x_i
-(`exact_nearest_in_block`), and the softmax works with distances relative to the per-query
-minimum squared distance (`RunningSoftmax`), so nothing rounds away, underflows or turns into
-0/0 at sigma = 1e-3.
+Numerics: what is exact and why.
+  * Centring. Distances are translation invariant, so queries and training points are centred on
+    the training mean before the matmul expansion |a|^2 - 2 a.b + |b|^2 (a = y - c, b = x_i - c):
+    data with a large common offset (values ~1e4 +- 1) lose nothing to |a|^2 ~ 1e8 d.
+  * Certificate. The expansion's rounding error that differs between the candidates of a query
+    is at most `expansion_error_bound`; a direct float32 evaluation sum_j (y_j - x_ij)^2 errs by
+    at most ~ d eps/2 |y - x_i|^2. `needs_direct` flags a pair (y, x_i) when its bound exceeds
+    TRUST_FACTOR times the direct one (y close to x_i relative to their norms: exact and near
+    duplicates, tight clusters), when its energy may tie the leader's (a far query whose nearest
+    image is stored k times), and for the block's lowest candidate (the likely runner-up, which
+    sets 1 - W and the entropy where the posterior is nearly one-hot). Every flagged pair, of any
+    multiplicity, gets its energy from the direct difference y - x_i (`direct_terms`), so exact
+    duplicates get bit-identical energies. Every other energy errs by at most TRUST_FACTOR times
+    a direct evaluation's worst case and cannot tie the leader. Generic data flag about one pair
+    per query and block, as many as before the certificate.
+  * Softmax. `RunningSoftmax` subtracts the per-query minimum energy before scaling by
+    1 / (2 sigma^2), so nothing rounds, underflows or turns into 0/0 at sigma = 1e-3.
 
 Usage as a denoiser (same calling convention as a trained network):
 
@@ -36,6 +45,9 @@ import numpy as np
 from jaxmem.config import require
 
 HIGHEST = jax.lax.Precision.HIGHEST
+# An expanded energy is kept where its error bound is within this factor of a direct float32
+# evaluation's worst case (`needs_direct`); with |a| ~ |b| that holds for a cosine below ~0.8.
+TRUST_FACTOR = 32.0
 
 
 class RunningSoftmax(NamedTuple):
@@ -137,7 +149,9 @@ def make_params(train: np.ndarray | jax.Array, block_size: int = 1024) -> dict:
     train: [N, ...] (images or flat vectors; flattened to d = prod(...)). The points are padded
     to a whole number of blocks of `block_size` (the streaming granularity: memory per call is
     O(queries * block_size)); padded rows are masked out. Returns
-      {"points": [num_blocks, block, d] float32, "sq_norms": [num_blocks, block], "valid": [num_blocks, block] bool}.
+      {"points": [num_blocks, block, d] float32 (as given, for direct differences),
+       "center": [d] float32 training mean (the expansion works on x - center),
+       "sq_norms": [num_blocks, block] |x_i - center|^2, "valid": [num_blocks, block] bool}.
     """
     train = np.asarray(train, np.float32)
     require(train.ndim >= 2, "train.ndim", train.ndim, ">= 2 ([N, d] or [N, H, W, C])")
@@ -149,13 +163,15 @@ def make_params(train: np.ndarray | jax.Array, block_size: int = 1024) -> dict:
     require(bool(np.all(np.isfinite(flat))), "train", "non-finite values", "finite values only")
     block = min(int(block_size), n)
     num_blocks = -(-n // block)
-    padded = np.zeros((num_blocks * block, flat.shape[1]), np.float32)
+    center = flat.mean(axis=0, dtype=np.float64).astype(np.float32)
+    padded = np.broadcast_to(center, (num_blocks * block, flat.shape[1])).copy()  # padding: |x - c| = 0
     padded[:n] = flat
     valid = np.arange(num_blocks * block) < n
-    points = padded.reshape(num_blocks, block, -1)
+    centred = padded - center  # the same float32 subtraction as on the device in `scan_blocks`
     return {
-        "points": jnp.asarray(points),
-        "sq_norms": jnp.asarray(np.einsum("kbd,kbd->kb", points, points)),
+        "points": jnp.asarray(padded.reshape(num_blocks, block, -1)),
+        "center": jnp.asarray(center),
+        "sq_norms": jnp.asarray(np.einsum("nd,nd->n", centred, centred).reshape(num_blocks, block)),
         "valid": jnp.asarray(valid.reshape(num_blocks, block)),
     }
 
@@ -165,52 +181,123 @@ def dimension(params: dict) -> int:
     return params["points"].shape[-1]
 
 
-def exact_nearest_in_block(approx_sq_dist: jax.Array, anchors: jax.Array, block_points: jax.Array,
-                           valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Index of each row's nearest valid candidate and its exact difference vector.
+def expansion_error_bound(dim: int, query_norms: jax.Array, point_norms: jax.Array) -> jax.Array:
+    """Bound on the candidate-dependent rounding error of the expanded |a - b|^2, [Q, B].
 
-    approx_sq_dist [Q, B] (matmul expansion), anchors [Q, d], block_points [B, d], valid [B].
-    Returns (nearest [Q] int, anchors - block_points[nearest] as [Q, d]). Callers overwrite the
-    expansion at `nearest` with quantities computed from the exact difference.
+    query_norms |a| [Q], point_norms |b| [B] (centred vectors, float32). A float32 dot product of
+    length d errs by at most d (eps/2) |a| |b| in any summation order (Cauchy-Schwarz), so -2 a.b
+    and |b|^2 contribute d eps/2 (2|a| + |b|) |b|; the final additions and the centring add at
+    most a few eps/2 (|a| + |b|)^2. |a|^2 is one number shared by all candidates of a query, so its
+    own error shifts them alike and cancels in the softmax. The result is 4x that sum:
+    2 eps (d (2|a| + |b|) |b| + (|a| + |b|)^2), slack for accelerators' float32 emulation.
     """
-    nearest = jnp.argmin(jnp.where(valid, approx_sq_dist, jnp.inf), axis=-1)
-    return nearest, anchors - block_points[nearest]
+    eps = jnp.finfo(jnp.float32).eps
+    a, b = query_norms[:, None], point_norms[None, :]
+    return 2.0 * eps * (dim * (2.0 * a + b) * b + jnp.square(a + b))
 
 
-def replace_at(matrix: jax.Array, columns: jax.Array, values: jax.Array) -> jax.Array:
-    """matrix [Q, B] with matrix[q, columns[q]] = values[q]."""
-    hit = jnp.arange(matrix.shape[-1]) == columns[:, None]
-    return jnp.where(hit, values[:, None], matrix)
+def needs_direct(energies: jax.Array, bounds: jax.Array, dim: int, candidates: jax.Array,
+                 leader_bound: jax.Array) -> jax.Array:
+    """Which expanded energies [Q, B] must be re-computed from direct differences, [Q, B] bool.
+
+    bounds [Q, B] from `expansion_error_bound`; candidates [Q, B] the pairs that may be flagged;
+    leader_bound [Q] the smallest energy + bound over every candidate seen so far, this block
+    included (an upper bound on the leader's energy). Flagged:
+      close     the bound exceeds TRUST_FACTOR times d eps/2 e, the worst-case error of a direct
+                float32 evaluation of the energy e (duplicates, near duplicates, tight clusters);
+      may lead  the energy may tie the leader's (e - bound <= leader_bound), whatever the
+                multiplicity of the tie;
+      nearest   the block's lowest candidate: where the posterior is nearly one-hot, 1 - W and the
+                entropy are the runner-up's weight, whose relative error is its logit gap times
+                its relative energy error, so the likely runner-up is made exact as well.
+    """
+    close = bounds > TRUST_FACTOR * 0.5 * dim * jnp.finfo(jnp.float32).eps * energies
+    may_lead = energies - bounds <= leader_bound[:, None]
+    nearest = jnp.arange(energies.shape[-1]) == jnp.argmin(jnp.where(candidates, energies, jnp.inf), axis=-1)[:, None]
+    return candidates & (close | may_lead | nearest)
 
 
-def squared_distances(queries: jax.Array, query_sq_norms: jax.Array, block_points: jax.Array,
-                      block_sq_norms: jax.Array, valid: jax.Array) -> jax.Array:
-    """|y_q - x_i|^2 for one block, [Q, B]: matmul expansion, nearest candidate exact, >= 0."""
-    cross = jnp.matmul(queries, block_points.T, precision=HIGHEST)
-    approx = jnp.maximum(query_sq_norms[:, None] - 2.0 * cross + block_sq_norms[None, :], 0.0)
-    nearest, diff = exact_nearest_in_block(approx, queries, block_points, valid)
-    return replace_at(approx, nearest, jnp.sum(diff * diff, axis=-1))
+def direct_terms(flags: jax.Array, anchors: jax.Array, points: jax.Array, noise: jax.Array | None,
+                 terms: tuple) -> tuple:
+    """terms with every flagged pair re-computed from the direct difference anchors_q - points_i.
+
+    flags [Q, B]; anchors [Q, d] and points [B, d] uncentred (near pairs subtract exactly);
+    terms (G,) or (G, C) [Q, B] with G = |anchor - x_i|^2 and C = <noise_q, anchor - x_i> (noise
+    [Q, d] given). A while loop takes each row's first pending pair per pass: as many passes as
+    the most flagged pairs of one row, none when nothing is flagged.
+    """
+    columns = jnp.arange(flags.shape[-1])
+
+    def one_per_row(carry):
+        pending, terms = carry
+        column = jnp.argmax(pending, axis=-1)
+        hit = (columns == column[:, None]) & pending
+        diff = anchors - points[column]
+        exact = (jnp.sum(diff * diff, axis=-1),) + (() if noise is None else (jnp.sum(noise * diff, axis=-1),))
+        return pending & ~hit, tuple(jnp.where(hit, value[:, None], term) for value, term in zip(exact, terms))
+
+    return jax.lax.while_loop(lambda carry: jnp.any(carry[0]), one_per_row, (flags, terms))[1]
+
+
+def scan_blocks(params: dict, anchors: jax.Array, fold, init, noise: jax.Array | None = None,
+                source: jax.Array | None = None):
+    """lax.scan over training blocks with certified distance terms; returns the final fold state.
+
+    anchors [Q, d] (queries y, or clean points x for the multi-level kernels); with noise z
+    [Q, d] the terms are (G, C), G = |x - x_i|^2 and C = <z, x - x_i>, else (G,). source [Q]:
+    training index of each anchor or -1; the source's terms are exactly 0. Each step calls
+    state = fold(state, terms [Q, B] each, centred block points [B, d], valid [B]).
+    """
+    anchors = anchors.astype(jnp.float32)
+    centred = anchors - params["center"]
+    sq_norms = jnp.sum(centred * centred, axis=-1)
+    noise_dot = None if noise is None else jnp.sum(noise * centred, axis=-1)
+    dim, block = dimension(params), params["points"].shape[1]
+
+    def step(carry, xs):
+        state, leader_bound = carry
+        k, points, point_sq_norms, valid = xs
+        block_centred = points - params["center"]
+        gram = jnp.maximum(sq_norms[:, None] - 2.0 * jnp.matmul(centred, block_centred.T, precision=HIGHEST)
+                           + point_sq_norms[None, :], 0.0)
+        bounds = expansion_error_bound(dim, jnp.sqrt(sq_norms), jnp.sqrt(point_sq_norms))
+        terms = (gram,)
+        if noise is not None:
+            terms += (noise_dot[:, None] - jnp.matmul(noise, block_centred.T, precision=HIGHEST),)
+        is_source = jnp.zeros(gram.shape, bool)
+        if source is not None:
+            is_source = (k * block + jnp.arange(points.shape[0]))[None, :] == source[:, None]
+            terms, bounds = tuple(jnp.where(is_source, 0.0, term) for term in terms), jnp.where(is_source, 0.0, bounds)
+        leader_bound = jnp.minimum(leader_bound, jnp.min(jnp.where(valid, terms[0] + bounds, jnp.inf), axis=-1))
+        flags = needs_direct(terms[0], bounds, dim, valid & ~is_source, leader_bound)
+        terms = direct_terms(flags, anchors, points, noise, terms)
+        return (fold(state, terms, block_centred, valid), leader_bound), None
+
+    xs = (jnp.arange(params["points"].shape[0]), params["points"], params["sq_norms"], params["valid"])
+    init = (init, jnp.full(anchors.shape[:1], jnp.inf, jnp.float32))
+    return jax.lax.scan(step, init, xs)[0][0]
 
 
 def posterior(params: dict, y: jax.Array, sigma: jax.Array, with_mean: bool = True) -> RunningSoftmax:
     """Streamed posterior over the training set for flat queries y [Q, d] at sigma [Q] (> 0).
 
-    Energies |y - x_i|^2 at inverse temperature 1 / (2 sigma^2); one lax.scan step per block.
+    Energies |y - x_i|^2 (certified, see the module notes) at inverse temperature 1 / (2 sigma^2).
     The result gives W = max_weight(), entropy(), effective_count() and, with `with_mean`,
-    m_sigma(y) = mean() [Q, d].
+    mean() = sum_i w_i (x_i - center) [Q, d] (`posterior_mean` adds the center back).
     """
-    y = y.astype(jnp.float32)
-    y_sq = jnp.sum(y * y, axis=-1)
-
-    def step(state, block):
-        points, sq_norms, valid = block
-        energies = squared_distances(y, y_sq, points, sq_norms, valid)
-        return state.update(energies, valid, points if with_mean else None), None
+    def fold(state, terms, centred_points, valid):
+        return state.update(terms[0], valid, centred_points if with_mean else None)
 
     init = RunningSoftmax.init(0.5 / jnp.square(sigma.astype(jnp.float32)), y.shape[1] if with_mean else None)
-    state, _ = jax.lax.scan(step, init, (params["points"], params["sq_norms"], params["valid"]))
-    return state
+    return scan_blocks(params, y, fold, init)
 
+
+@jax.jit
+def posterior_mean(params: dict, y: jax.Array, sigma: jax.Array) -> jax.Array:
+    """m_sigma(y) = sum_i w_i x_i for flat queries y [Q, d] and sigma [Q] > 0; [Q, d] float32.
+
+    Compiled once per shape (a plain call costs ~1 ms, not a fresh trace)."""
+    return params["center"] + posterior(params, y, sigma).mean()
 
 def check_sigma(sigma, field: str = "sigma") -> None:
     """Rejects concrete noise levels that are not finite and > 0 (traced values pass through)."""
@@ -244,4 +331,4 @@ def apply(params: dict, x: jax.Array, sigma) -> jax.Array:
     require(x.shape[0] > 0, "x (queries)", tuple(x.shape), "at least one query (the batch is empty)")
     check_sigma(sigma)
     sigma = per_example_sigma(sigma, x.shape[0])
-    return posterior(params, x.reshape(x.shape[0], d), sigma).mean().reshape(x.shape).astype(x.dtype)
+    return posterior_mean(params, x.reshape(x.shape[0], d), sigma).reshape(x.shape).astype(x.dtype)

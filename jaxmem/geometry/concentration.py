@@ -13,8 +13,12 @@ inverse temperature 1 / (2 s^2). The softmax over i is streamed with the shared
     W_sigma = E[max_i w_i],   entropy -sum w log w,   effective count 1 / sum w_i^2,
     source weight w_{i*} (i* the training index of x; exactly exp(-logsumexp) since e_{i*} = 0).
 
-Numerics: G_{i*} = C_{i*} = 0 exactly for the source, and in every block the nearest other
-candidate's G and C are re-computed from the exact difference x - x_i (near-duplicates).
+Numerics (`jaxmem.denoisers.empirical.scan_blocks`): G and C come from matmuls on data centred
+on the training mean; G_{i*} = C_{i*} = 0 exactly for the source; every pair the rounding-error
+certificate flags (clean point close to x_i relative to their norms: duplicates and near
+duplicates of any multiplicity; or G_i possibly tying the smallest G) gets G and C from the direct
+difference x - x_i, which serves every level. Every other energy errs by at most
+`empirical.TRUST_FACTOR` times a direct float32 evaluation's worst case.
 """
 
 from __future__ import annotations
@@ -25,47 +29,11 @@ import numpy as np
 
 from jaxmem.config import require
 from jaxmem.denoisers import empirical
-from jaxmem.denoisers.empirical import HIGHEST, RunningSoftmax
+from jaxmem.denoisers.empirical import RunningSoftmax
 from jaxmem.geometry.queries import check_queries, map_query_chunks
 
 NO_SOURCE = -1
 CONCENTRATION_FIELDS = ("max_weight", "entropy", "effective_count", "source_weight")
-
-
-def noisy_distance_terms(clean, clean_sq, noise, noise_dot_clean, source, block, block_offset):
-    """G = |x_q - x_i|^2 and C = <z_q, x_q - x_i> for one training block, each [Q, B].
-
-    clean, noise [Q, d]; clean_sq = |x_q|^2, noise_dot_clean = <z_q, x_q> [Q]; source [Q] training
-    index of x_q or NO_SOURCE; block = (points [B, d], sq_norms [B], valid [B]); block_offset: index
-    of the block's first point. Expansion products, with the source and each row's nearest other
-    candidate exact.
-    """
-    points, sq_norms, valid = block
-    gram = jnp.maximum(clean_sq[:, None] - 2.0 * jnp.matmul(clean, points.T, precision=HIGHEST)
-                       + sq_norms[None, :], 0.0)
-    cross = noise_dot_clean[:, None] - jnp.matmul(noise, points.T, precision=HIGHEST)
-    is_source = (block_offset + jnp.arange(points.shape[0]))[None, :] == source[:, None]
-    nearest, diff = empirical.exact_nearest_in_block(gram, clean, points, valid & ~is_source)
-    gram = empirical.replace_at(gram, nearest, jnp.sum(diff * diff, axis=-1))
-    cross = empirical.replace_at(cross, nearest, jnp.sum(noise * diff, axis=-1))
-    return jnp.where(is_source, 0.0, gram), jnp.where(is_source, 0.0, cross)
-
-
-def scan_noisy_blocks(params: dict, clean, noise, source, fold, init):
-    """lax.scan over training blocks: state = fold(state, G [Q, B], C [Q, B], valid [B])."""
-    clean_sq = jnp.sum(clean * clean, axis=-1)
-    noise_dot_clean = jnp.sum(noise * clean, axis=-1)
-    block = params["points"].shape[1]
-
-    def step(state, xs):
-        k, points, sq_norms, valid = xs
-        gram, cross = noisy_distance_terms(clean, clean_sq, noise, noise_dot_clean, source,
-                                           (points, sq_norms, valid), k * block)
-        return fold(state, gram, cross, valid), None
-
-    xs = (jnp.arange(params["points"].shape[0]), params["points"], params["sq_norms"], params["valid"])
-    state, _ = jax.lax.scan(step, init, xs)
-    return state
 
 
 @jax.jit
@@ -76,7 +44,9 @@ def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
     """
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
 
-    def fold(state, gram, cross, valid):
+    def fold(state, terms, centred_points, valid):
+        gram, cross = terms
+
         def level(args):
             sigma, level_state = args
             return level_state.update(gram + 2.0 * sigma * cross, valid)
@@ -84,7 +54,7 @@ def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
         return jax.lax.map(level, (sigmas, state))  # one level at a time: [Q, block] temporaries
 
     inv_temperature = jnp.broadcast_to((0.5 / jnp.square(sigmas))[:, None], (sigmas.shape[0], clean.shape[0]))
-    state = scan_noisy_blocks(params, clean, noise, source, fold, RunningSoftmax.init(inv_temperature))
+    state = empirical.scan_blocks(params, clean, fold, RunningSoftmax.init(inv_temperature), noise, source)
     state = jax.tree.map(jnp.transpose, state)  # [L, Q] -> [Q, L]
     source_weight = jnp.where(source[:, None] >= 0, jnp.exp(-state.log_partition()), 0.0)
     return {"max_weight": state.max_weight(), "entropy": state.entropy(),

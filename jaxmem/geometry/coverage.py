@@ -12,8 +12,11 @@ P(d - |z|^2 >= 2 sqrt(c d)) <= e^-c, so the noisy copies of x_i concentrate in t
 
 is estimated by Monte Carlo over held-out points and draws of z; each noisy query gets an exact
 union-of-annuli test against every training point. The squared distances at all levels come
-from the same two matmuls per block as the concentration kernel:
-|x + s z - x_i|^2 = G_i + 2 s C_i + s^2 |z|^2.
+from the same certified terms as the concentration kernel (`empirical.scan_blocks`: two matmuls
+per block on centred data, direct differences wherever the rounding-error certificate asks, e.g.
+near duplicates): |x + s z - x_i|^2 = G_i + 2 s C_i + s^2 |z|^2. Every distance then errs by at
+most a small multiple of a direct float32 evaluation's worst case, so only a query within that
+error of a shell boundary can be classified differently from exact arithmetic.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import numpy as np
 
 from jaxmem.config import require
 from jaxmem.denoisers import empirical
-from jaxmem.geometry.concentration import NO_SOURCE, scan_noisy_blocks
 from jaxmem.geometry.queries import check_queries, map_query_chunks
 
 
@@ -59,7 +61,9 @@ def coverage_kernel(clean, noise, params, sigmas, radii) -> jax.Array:
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
     noise_sq = jnp.sum(noise * noise, axis=-1)[:, None]
 
-    def fold(covered, gram, cross, valid):
+    def fold(covered, terms, centred_points, valid):
+        gram, cross = terms
+
         def level(args):  # one level at a time (lax.map): [Q, block] temporaries stay cache-resident
             s, covered_at_level = args
             sq_dist = gram + 2.0 * s * cross + s * s * noise_sq
@@ -68,7 +72,7 @@ def coverage_kernel(clean, noise, params, sigmas, radii) -> jax.Array:
         return jax.lax.map(level, (sigmas, covered))
 
     init = jnp.zeros((sigmas.shape[0], clean.shape[0]), bool)
-    return scan_noisy_blocks(params, clean, noise, jnp.full(clean.shape[:1], NO_SOURCE), fold, init).T
+    return empirical.scan_blocks(params, clean, fold, init, noise).T
 
 
 def shell_coverage(params: dict, clean: np.ndarray, noise: np.ndarray, sigmas: np.ndarray, c: float = 5.0,
