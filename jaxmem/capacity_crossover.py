@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxmem import io, noise, theory
-from jaxmem.crossover import linear_fits
+from jaxmem.crossover_report import linear_fits
 from jaxmem.config import require
 
 THRESHOLD = 0.5

@@ -9,15 +9,21 @@ Per data set (d, K, N, seed) the table holds the empirical transition M_pt (rati
 0.5), its delta window (ratio first reaches delta / 1 - delta) and M* predicted by the closed
 form and by the measured losses for each weighting. With model.refine_points = r > 0, r more
 untrained integer M values inside each window are trained as one more grid per d (the same
-training and evaluation code) and M_pt and the window are recomputed from all M values.
+training and evaluation code) and M_pt and the window are recomputed from all M values. With
+model.search = 'adaptive' the first grid trains a few capacities around each set's
+measured-loss prediction and later rounds bisect the bracket of M_pt to model.search_tolerance
+x N (jaxmem.capacity_search), each round one more vmapped grid.
 
 Workdir:
   d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
   d<d>[_n<N>]/fingerprint.json  the config a grid belongs to (resuming another config fails)
   d<d>[_n<N>]/result.npz    everything measured for that grid (a rerun skips finished grids)
   d<d>[_n<N>]/refine_r<r>/  the same three for the refinement grid (model.refine_points = r > 0)
-  crossover.csv, crossover.md   one row per data set: M_pt, window, predicted M*, baseline losses
-  models.csv                    one row per trained model: ratio, s^2, weighted train/val losses
+  d<d>[_n<N>]/round<k>/     the same three for round k of the adaptive search
+  crossover.csv, crossover.md   one row per data set: M_pt, window, bracket, predicted M*, baseline losses
+  crossover_by_n.csv            one row per (d, K, N): M_pt over seeds with a 95% interval
+  models.csv                    one row per trained model: ratio, s^2, weighted train/val losses, round
+  report.md                     command, versions, wall time, fit with standard errors, tables, figures
   summary.json, crossover.png, memorization_ratio.png
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +45,7 @@ from jaxmem import capacity_search, io, neighbors, noise, sampling, theory
 from jaxmem.config import require, require_choice
 from jaxmem.data import gmm as gmm_data
 from jaxmem.denoisers import gmm as gmm_denoiser
+from jaxmem.crossover_report import by_train_size, linear_fits, model_rows, summarize, write_report
 from jaxmem.train import gmm_grid
 
 DATA_MODELS = ("isotropic", "lowrank")
@@ -482,87 +490,12 @@ def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> d
     return joined
 
 
-# --------------------------------------------------------------------------- summary
-
-
-def summarize(config, dim: int, result: dict) -> list[dict]:
-    """One table row per data set (d, K, N, seed): M_pt, delta window, predicted M* per method."""
-    times, delta = result["times"], config.eval.delta
-    rows = []
-    for j in range(len(result["set_N"])):
-        k, n, s = int(result["set_K"][j]), int(result["set_N"][j]), int(result["set_seed"][j])
-        of_set = (result["K"] == k) & (result["N"] == n) & (result["seed"] == s)
-        order = np.argsort(result["M"][of_set])
-        m, ratio = result["M"][of_set][order], result["ratio"][of_set][order]
-        row = dict(d=dim, K=k, N=n, seed=s, M_pt=theory.first_crossing(m, ratio, 0.5),
-                   window_start=theory.first_crossing(m, ratio, delta),
-                   window_end=theory.first_crossing(m, ratio, 1.0 - delta),
-                   ratio_at_max_M=float(ratio[-1]))
-        valid = np.isfinite(result["pmem_M"][j])
-        for weighting in config.eval.weightings:
-            custom = config.training.custom_weights
-            variance = config.data.variance if config.data.model == "isotropic" else np.nan
-            row[f"Mstar_formula_{weighting}"] = n * theory.formula_crossover_fraction(
-                times, weighting, variance, custom)
-            gen = theory.weighted_loss(result["gen_loss"][j], times, weighting, custom)
-            pmem = theory.weighted_loss(result["pmem_loss"][j][valid], times, weighting, custom)
-            row[f"Mstar_measured_{weighting}"] = theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen)
-            row[f"gen_loss_{weighting}"] = float(gen)
-            row[f"mem_loss_{weighting}"] = float(theory.weighted_loss(result["mem_loss"][j], times, weighting, custom))
-        rows.append(row)
-    return rows
-
-
-def model_rows(config, dim: int, result: dict) -> list[dict]:
-    """One row per trained model: capacity, memorisation ratio, final s^2, whether it belongs to
-    the refinement grid, and weighted losses (x0-unit per-t losses combined with each
-    weighting) on the training and validation sets."""
-    times, custom = result["times"], config.training.custom_weights
-    rows = []
-    for g in range(len(result["M"])):
-        row = dict(d=dim, K=int(result["K"][g]), N=int(result["N"][g]), seed=int(result["seed"][g]),
-                   M=int(result["M"][g]), M_over_N=float(result["M"][g] / result["N"][g]),
-                   ratio=float(result["ratio"][g]), variance=float(result["variance"][g]),
-                   skipped_steps=int(result["skipped"][g]), refinement=bool(result["refinement"][g]))
-        for weighting in config.eval.weightings:
-            for split in ("train", "val"):
-                row[f"{split}_loss_{weighting}"] = float(theory.weighted_loss(
-                    result[f"{split}_loss"][g], times, weighting, custom))
-        rows.append(row)
-    return rows
-
-
-def linear_fits(n, capacity_star) -> dict:
-    """Least-squares lines through the finite points: y = slope N + intercept and y = slope_origin N
-    (y: M* here, the U-Net capacity* in jaxmem.capacity_crossover); R^2 = 1 - SS_res / SS_tot
-    (SS_tot about the mean, so the origin fit's R^2 can be negative). NaN where fewer than 2
-    points (1 for the origin fit)."""
-    n, c = np.asarray(n, np.float64), np.asarray(capacity_star, np.float64)
-    require(n.shape == c.shape and n.ndim == 1, "n, capacity_star", (n.shape, c.shape),
-            "two 1-D arrays of one length")
-    ok = np.isfinite(c) & np.isfinite(n)
-    n, c = n[ok], c[ok]
-    nan = float("nan")
-    fit = dict(slope=nan, intercept=nan, r2=nan, slope_origin=nan, r2_origin=nan, points=int(ok.sum()))
-    total = float(np.sum((c - c.mean()) ** 2)) if c.size else nan
-
-    def r2(residual):
-        return 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
-
-    if c.size >= 1 and np.any(n != 0):
-        fit["slope_origin"] = float(np.sum(n * c) / np.sum(n * n))
-        fit["r2_origin"] = r2(c - fit["slope_origin"] * n)
-    if c.size >= 2 and np.ptp(n) > 0:
-        slope, intercept = np.polyfit(n, c, 1)
-        fit.update(slope=float(slope), intercept=float(intercept), r2=r2(c - (slope * n + intercept)))
-    return fit
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths)."""
     from jaxmem.plots import crossover as crossover_plots
 
     validate_config(config)
+    started = time.perf_counter()
     rows, models, ratio_curves = [], [], []
     for dim, train_sizes, folder in grids(config):
         grid_dir = os.path.join(workdir, folder)
@@ -571,23 +504,28 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         models += model_rows(config, dim, result)
         ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
     for row in rows:
-        logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f]", row["d"], row["K"], row["N"],
-                     row["seed"], row["M_pt"], row["window_start"], row["window_end"])
+        logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f], %d models", row["d"], row["K"],
+                     row["N"], row["seed"], row["M_pt"], row["window_start"], row["window_end"], row["models"])
 
     fit = linear_fits([r["N"] for r in rows], [r["M_pt"] for r in rows])
     predicted = {key: linear_fits([r["N"] for r in rows], [r[key] for r in rows])["slope"]
                  for key in rows[0] if key.startswith("Mstar_")}
+    pooled = by_train_size(rows)
     paths = dict(table_csv=io.write_csv(os.path.join(workdir, "crossover.csv"), rows),
                  table_md=io.write_text(os.path.join(workdir, "crossover.md"), io.markdown_table(rows)),
+                 by_n_csv=io.write_csv(os.path.join(workdir, "crossover_by_n.csv"), pooled),
                  models_csv=io.write_csv(os.path.join(workdir, "models.csv"), models))
-    paths["crossover_png"] = crossover_plots.save_crossover(os.path.join(workdir, "crossover.png"), rows, fit)
+    paths["crossover_png"] = crossover_plots.save_crossover(os.path.join(workdir, "crossover.png"), rows, fit,
+                                                            pooled)
     paths["ratio_png"] = crossover_plots.save_ratio_curves(os.path.join(workdir, "memorization_ratio.png"),
                                                            ratio_curves)
-    summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, files=paths)
+    summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, by_N=pooled, files=paths)
+    devices = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
+    paths["report_md"] = write_report(os.path.join(workdir, "report.md"), config, summary,
+                                      time.perf_counter() - started, devices)
     io.write_json(os.path.join(workdir, "summary.json"), summary)
-    logging.info("M*/N slope: %.3f (intercept %.2f, R^2 %.3f, %d points); predicted slopes: %s",
-                 fit["slope"], fit["intercept"], fit["r2"], fit["points"],
-                 ", ".join(f"{k}={v:.3f}" for k, v in predicted.items()))
-    logging.info("table: %s and %s; figures: %s and %s", paths["table_csv"], paths["table_md"],
-                 paths["crossover_png"], paths["ratio_png"])
+    logging.info("M*/N slope: %.3f +- %.3f (intercept %.2f, R^2 %.4f, %d points); through the origin %.3f; "
+                 "predicted slopes: %s", fit["slope"], fit["slope_se"], fit["intercept"], fit["r2"], fit["points"],
+                 fit["slope_origin"], ", ".join(f"{k}={v:.3f}" for k, v in predicted.items()))
+    logging.info("report: %s; figures: %s and %s", paths["report_md"], paths["crossover_png"], paths["ratio_png"])
     return summary

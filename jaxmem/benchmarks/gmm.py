@@ -1,10 +1,14 @@
-"""Bench entry: the vmapped GMM grid trainer versus the same models trained one at a time.
+"""Bench entry: the GMM grid trainer's model-step versus the same models trained one at a time.
 
-Both methods run the same compiled chunk of jaxmem.train.gmm_grid (the vmapped step of
-jaxmem.train.loop under lax.scan): once with all G models on the model axis, once per model
-with G = 1, in the same run. Problem: d = 50, K = 12, N = 200, M = 100 components, 100 noise
-draws per training point (the paper's size), full batch.
-`ms_per_model_step` = time / (steps x models); `model_steps_per_s` is its inverse.
+Problem (the paper's size): d = 50, K = 12, N = 200 training points, M = 100 components,
+R = 100 noise draws per point and step, full batch. The grid is S training sets of C member
+models (the capacities of one set share its draws: jaxmem.train.gmm_grid), one compiled
+program; the baseline trains each model alone (S = C = 1) with the same code, one program call
+per model, in the same run. A third row times the grid with R = 26 stratified draws, which
+has a lower gradient variance than R = 100 i.i.d. draws (results/gmm_estimators).
+`ms_per_model_step` = time / (steps x models); `matmul_fraction` = the step's five
+[N R, d] x [d, M]-sized products (10 N R d M FLOP) per second over the matmul rate measured in
+the same run.
 """
 
 from __future__ import annotations
@@ -14,44 +18,61 @@ import numpy as np
 import optax
 
 from jaxmem import noise
-from jaxmem.benchmarks.harness import time_fn
+from jaxmem.benchmarks.harness import matmul_rate, time_fn
 from jaxmem.data.gmm import isotropic_gmm
 from jaxmem.train import gmm_grid
 
 NAME = "gmm"
-SIZES = {"quick": dict(models=4, steps=5), "full": dict(models=16, steps=20)}
+SIZES = {"quick": dict(sets=1, members=4, steps=5), "full": dict(sets=2, members=8, steps=20)}
 DIM, COMPONENTS, TRAIN, CAPACITY, DRAWS = 50, 12, 200, 100, 100
+POINT_BLOCK = 0
 
 
-def _grid(models: int):
-    """G models with different data seeds: params, batch, rngs stacked on a leading model axis."""
-    sets = [isotropic_gmm(DIM, COMPONENTS, TRAIN, 1, seed=g) for g in range(models)]
-    train = np.stack([s.train for s in sets])
-    params = {"means": train[:, :CAPACITY].copy(), "log_var": np.full(models, np.log(1e-6), np.float32)}
-    batch = {"train": train, "point_mask": np.ones((models, TRAIN), np.float32),
-             "component_mask": np.ones((models, CAPACITY), bool)}
-    rngs = np.stack([np.asarray(jax.random.PRNGKey(g)) for g in range(models)])
+def _grid(sets: int, members: int):
+    """S sets (data seeds 0..S-1) of C members: params [S, C, M, d], batch, rngs [S]."""
+    train = np.stack([isotropic_gmm(DIM, COMPONENTS, TRAIN, 1, seed=s).train for s in range(sets)])
+    params = {"means": np.repeat(train[:, None, :CAPACITY], members, axis=1),
+              "log_var": np.full((sets, members), np.log(1e-6), np.float32)}
+    batch = {"train": train, "point_mask": np.ones((sets, TRAIN), np.float32),
+             "component_mask": np.ones((sets, members, CAPACITY), bool)}
+    rngs = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(sets)])
     return params, batch, rngs
 
 
-def run(size: str) -> list[dict]:
-    models, steps = SIZES[size]["models"], SIZES[size]["steps"]
+def _chunk(draws: int, estimator: str):
     times = noise.vp_times()
-    loss_fn = gmm_grid.make_gmm_loss(times, np.ones_like(times), DRAWS)
+    loss_fn = gmm_grid.make_gmm_loss(times, np.ones_like(times), draws, POINT_BLOCK, estimator)
     optimizer = optax.adam(gmm_grid.adam_schedule(50_000))
-    chunk = jax.jit(gmm_grid.grid_chunk(loss_fn, optimizer), static_argnums=2)
-    params, batch, rngs = _grid(models)
-    state = gmm_grid.init_grid(params, rngs, optimizer)
-    one = lambda tree, g: jax.tree_util.tree_map(lambda x: x[g:g + 1], tree)  # noqa: E731
-    singles = [(one(state, g), one(batch, g)) for g in range(models)]
+    return jax.jit(gmm_grid.grid_chunk(loss_fn, optimizer), static_argnums=2), optimizer
 
-    grid = time_fn(lambda: chunk(state, batch, steps), repeats=3)
-    alone = time_fn(lambda: [chunk(s, b, steps) for s, b in singles], repeats=3)
-    shape = f"G={models} d={DIM} K={COMPONENTS} N={TRAIN} M={CAPACITY} R={DRAWS} steps={steps}"
+
+def run(size: str) -> list[dict]:
+    sets, members, steps = SIZES[size]["sets"], SIZES[size]["members"], SIZES[size]["steps"]
+    models = sets * members
+    rate = matmul_rate()
+    params, batch, rngs = _grid(sets, members)
+    timings = {}
+    for label, draws, estimator in [("grid", DRAWS, "iid"), ("grid_stratified", 26, "stratified")]:
+        chunk, optimizer = _chunk(draws, estimator)
+        state = gmm_grid.init_grid(params, rngs, optimizer)
+        timings[label] = (time_fn(lambda: chunk(state, batch, steps), repeats=3), draws)
+        if label == "grid":
+            one = lambda tree, s, c: jax.tree_util.tree_map(lambda x: x[s:s + 1, c:c + 1], tree)  # noqa: E731
+            singles = [(gmm_grid.init_grid(one(params, s, c), rngs[s:s + 1], optimizer),
+                        {**jax.tree_util.tree_map(lambda x: x[s:s + 1], batch),
+                         "component_mask": batch["component_mask"][s:s + 1, c:c + 1]})
+                       for s in range(sets) for c in range(members)]
+            timings["alone"] = (time_fn(lambda: [chunk(st, b, steps) for st, b in singles], repeats=3), draws)
+    shape = f"S={sets} x C={members} d={DIM} K={COMPONENTS} N={TRAIN} M={CAPACITY} steps={steps}"
     rows = []
-    for method, timing in [("vmapped grid (one program)", grid), ("one model at a time (same code)", alone)]:
+    for label, method in [("grid", "grid, members share draws (R=100 iid)"),
+                          ("alone", "one model at a time (same code, R=100 iid)"),
+                          ("grid_stratified", "grid, R=26 stratified (lower variance than R=100 iid)")]:
+        timing, draws = timings[label]
         ms = 1e3 * timing["median_s"] / (steps * models)
-        rows.append({"entry": NAME, "method": method, "shape": shape, "median_s": timing["median_s"],
-                     "ratio_vs_baseline": timing["median_s"] / grid["median_s"],
-                     "ms_per_model_step": ms, "model_steps_per_s": 1e3 / ms})
+        flops = 10.0 * TRAIN * draws * DIM * CAPACITY
+        rows.append({"entry": NAME, "method": method, "shape": shape + f" R={draws}", "median_s": timing["median_s"],
+                     "ratio_vs_baseline": timings["alone"][0]["median_s"] / timing["median_s"],
+                     "ms_per_model_step": ms, "model_steps_per_s": 1e3 / ms,
+                     "matmul_fraction": flops / (ms * 1e-3) / rate, "matmul_gflops": rate / 1e9})
     return rows

@@ -8,10 +8,11 @@ import numpy as np
 from jaxmem import io
 
 
-def save_crossover(path: str, rows: list[dict], fit: dict) -> str:
+def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | None = None) -> str:
     """M_pt (with its delta window) versus N per (d, K), the linear fit and the predicted M*.
 
-    rows: the table rows of jaxmem.crossover.summarize; fit: {slope, intercept, r2}.
+    rows: the table rows of jaxmem.crossover_report.summarize; fit: {slope, intercept, r2};
+    pooled: by_train_size rows (mean over seeds with 95% intervals), drawn when several seeds.
     """
     figure, axis = plt.subplots(figsize=(6.4, 4.8))
     n_all = np.array([r["N"] for r in rows], np.float64)
@@ -24,6 +25,11 @@ def save_crossover(path: str, rows: list[dict], fit: dict) -> str:
         high = np.array([r["window_end"] for r in mine]) - m_pt
         axis.errorbar(n, m_pt, yerr=np.nan_to_num(np.stack([low, high]), nan=0.0).clip(0), fmt="o",
                       capsize=3, label=f"M_pt d={d} K={k}")
+    if pooled and max(p["seeds"] for p in pooled) > 1:
+        mean = np.array([p["M_pt"] for p in pooled])
+        half = np.nan_to_num(np.array([p["ci95_hi"] for p in pooled]) - mean, nan=0.0)
+        axis.errorbar([p["N"] for p in pooled], mean, yerr=half, fmt="ks", ms=4, capsize=4, zorder=5,
+                      label="mean over seeds, 95% interval")
     grid = np.linspace(0.0, n_all.max() * 1.05, 50)
     if np.isfinite(fit["slope"]):
         axis.plot(grid, fit["slope"] * grid + fit["intercept"], "k-",
@@ -40,7 +46,10 @@ def save_crossover(path: str, rows: list[dict], fit: dict) -> str:
             axis.plot(grid, slope * grid, linestyle=next(styles),
                       label=f"predicted M*, closed form ({weighting}): {slope:.3f} N")
         else:
-            axis.plot(n_all[ok], values[ok], "x", label=f"predicted M*, measured losses ({weighting})")
+            slope = float(np.sum(n_all[ok] * values[ok]) / np.sum(n_all[ok] ** 2))
+            line = axis.plot(grid, slope * grid, linestyle=next(styles),
+                             label=f"predicted M*, measured losses ({weighting}): {slope:.3f} N")
+            axis.plot(n_all[ok], values[ok], "x", color=line[0].get_color())
     axis.plot(grid, grid, color="0.8", lw=0.8, label="M = N")
     axis.set(xlabel="training points N", ylabel="capacity M", title="Memorisation transition M* vs N")
     axis.legend(fontsize=7)

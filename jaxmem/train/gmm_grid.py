@@ -7,9 +7,9 @@ largest M with `component_mask`; a masked component has softmax weight exactly 0
 receives a zero gradient and Adam leaves it where it is) and its own parameters.
 
 The members of a set share the noise draws of every step (common random numbers): the noise
-is drawn once per set and step, not once per model, and the C members' logits come from one
-[P, d] x [d, C M] product (vmap over members with shared x_t folds C into the matmul). The
-members' losses are summed into the set's loss: their parameters are disjoint, so each
+and the noisy points x_t are drawn once per set and step, not once per model, and the members'
+fused losses run one after another over them (lax.map: each member's [P, M] logits stay
+small). The members' losses are summed into the set's loss: their parameters are disjoint, so each
 member receives exactly its own gradient, and Adam (elementwise) updates each member as if it
 were trained alone. The non-finite guard of jaxmem.train.loop acts per set.
 
@@ -24,8 +24,11 @@ over the N training points i (full batch) and R noise draws r. The draws of poin
 fold_in(step key, i), so they do not depend on how the training set is padded. Estimators of
 the expectation over (t, eps) (all unbiased; `noise_draws` is R):
   iid                    t_ir uniform on the time grid, eps_ir ~ N(0, I) (the paper's)
-  stratified             t_ir = grid[(u_i + r) mod T], u_i uniform: every point sees every grid
-                         time R/T times per step (a random rotation), eps i.i.d.
+  stratified             systematic times t_ir = grid[floor(T (u_i + r) / R)], u_i ~ U[0, 1):
+                         one draw in each of R equal slices of the grid, so a point sees every
+                         grid time R/T times per step when T divides R (each once for R = T) and
+                         R evenly spread times otherwise; eps i.i.d. Unbiased for the mean over r
+                         (draw r is uniform on its slice)
   antithetic             draws in pairs (t, eps), (t, -eps) (R even)
   stratified_antithetic  both: the R/2 pairs' times rotate through the grid
 The loss and its gradient are the fused jaxmem.denoisers.gmm.weighted_eps_loss (matmul-form
@@ -81,9 +84,9 @@ def draw_point(key, dim: int, noise_draws: int, num_times: int, estimator: str =
     antithetic = "antithetic" in estimator
     base = noise_draws // 2 if antithetic else noise_draws
     eps = jax.random.normal(jax.random.fold_in(key, 0), (base, dim), jnp.float32)
-    if estimator.startswith("stratified"):
-        offset = jax.random.randint(jax.random.fold_in(key, 1), (), 0, num_times)
-        time_index = (offset + jnp.arange(base)) % num_times
+    if estimator.startswith("stratified"):  # systematic: one draw in each of R equal slices of the grid
+        shift = jax.random.uniform(jax.random.fold_in(key, 1), ())
+        time_index = jnp.minimum(jnp.floor(num_times * (shift + jnp.arange(base)) / base), num_times - 1)
     else:
         time_index = jax.random.randint(jax.random.fold_in(key, 1), (base,), 0, num_times)
     if antithetic:
@@ -115,7 +118,7 @@ def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
     times: [T] VP time grid; time_weights: [T] lambda(t) on the eps-unit loss (ones: the
     paper's unweighted loss); noise_draws: R draws per training point and step; point_block:
     points per block of the fused loss (0 = all at once; same loss and gradient, memory bounded
-    by one block's [block, C M] logits); estimator: one of ESTIMATORS; batch_size: B > 0
+    by one block's [block, M] logits); estimator: one of ESTIMATORS; batch_size: B > 0
     trains on minibatches of B training points (minibatch_indices; each point keeps the draws
     it would have in full batch, so B = N gives the full-batch loss), 0 = full batch.
     params: {"means": [C, M, d], "log_var": [C]}; batch: {"train": [N, d], "point_mask": [N]
@@ -149,7 +152,9 @@ def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
             return gmm_denoiser.weighted_eps_loss(member_params, *flat, component_mask.astype(jnp.float32),
                                                   point_block)
 
-        losses = jax.vmap(member_loss)(params, batch["component_mask"])
+        # lax.map, not vmap: vmapped members batch the products with transposes of every
+        # [P, M] array and measured 2x slower on CPU (results/gmm_crossover_curve/bench.md).
+        losses = jax.lax.map(lambda member: member_loss(*member), (params, batch["component_mask"]))
         return jnp.sum(losses), {"model_loss": losses, "variance": jnp.exp(params["log_var"])}
 
     return loss_fn

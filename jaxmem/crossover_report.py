@@ -1,0 +1,168 @@
+"""Tables, fits and the report of the crossover experiment (jaxmem.crossover).
+
+summarize: one row per data set (d, K, N, seed): M_pt (first crossing of ratio 0.5,
+interpolated), its delta window, the bracket of the last search round, models trained, and
+M* predicted by the closed form and the measured losses per weighting. by_train_size: the
+rows of one (d, K, N) pooled over seeds: mean M_pt with a Student-t 95% interval.
+linear_fits: least squares with standard errors. write_report: report.md with the command,
+versions, wall time and every table and figure of a run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+import sys
+
+import numpy as np
+from scipy import stats
+
+from jaxmem import capacity_search, io, theory
+from jaxmem.config import require
+
+
+def summarize(config, dim: int, result: dict) -> list[dict]:
+    """One table row per data set (d, K, N, seed): M_pt, delta window, predicted M* per method."""
+    times, delta = result["times"], config.eval.delta
+    rows = []
+    for j in range(len(result["set_N"])):
+        k, n, s = int(result["set_K"][j]), int(result["set_N"][j]), int(result["set_seed"][j])
+        of_set = (result["K"] == k) & (result["N"] == n) & (result["seed"] == s)
+        order = np.argsort(result["M"][of_set])
+        m, ratio = result["M"][of_set][order], result["ratio"][of_set][order]
+        row = dict(d=dim, K=k, N=n, seed=s, M_pt=theory.first_crossing(m, ratio, 0.5),
+                   window_start=theory.first_crossing(m, ratio, delta),
+                   window_end=theory.first_crossing(m, ratio, 1.0 - delta),
+                   ratio_at_max_M=float(ratio[-1]), models=int(of_set.sum()))
+        row["bracket_lo"], row["bracket_hi"], _ = capacity_search.bracket(m, ratio, n)
+        valid = np.isfinite(result["pmem_M"][j])
+        for weighting in config.eval.weightings:
+            custom = config.training.custom_weights
+            variance = config.data.variance if config.data.model == "isotropic" else np.nan
+            row[f"Mstar_formula_{weighting}"] = n * theory.formula_crossover_fraction(
+                times, weighting, variance, custom)
+            gen = theory.weighted_loss(result["gen_loss"][j], times, weighting, custom)
+            pmem = theory.weighted_loss(result["pmem_loss"][j][valid], times, weighting, custom)
+            row[f"Mstar_measured_{weighting}"] = theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen)
+            row[f"gen_loss_{weighting}"] = float(gen)
+            row[f"mem_loss_{weighting}"] = float(theory.weighted_loss(result["mem_loss"][j], times, weighting, custom))
+        rows.append(row)
+    return rows
+
+
+def model_rows(config, dim: int, result: dict) -> list[dict]:
+    """One row per trained model: capacity, memorisation ratio, final s^2, whether it belongs to
+    the refinement grid, and weighted losses (x0-unit per-t losses combined with each
+    weighting) on the training and validation sets."""
+    times, custom = result["times"], config.training.custom_weights
+    rows = []
+    for g in range(len(result["M"])):
+        row = dict(d=dim, K=int(result["K"][g]), N=int(result["N"][g]), seed=int(result["seed"][g]),
+                   M=int(result["M"][g]), M_over_N=float(result["M"][g] / result["N"][g]),
+                   ratio=float(result["ratio"][g]), variance=float(result["variance"][g]),
+                   skipped_steps=int(result["skipped"][g]), refinement=bool(result["refinement"][g]),
+                   round=int(result["round"][g]))
+        for weighting in config.eval.weightings:
+            for split in ("train", "val"):
+                row[f"{split}_loss_{weighting}"] = float(theory.weighted_loss(
+                    result[f"{split}_loss"][g], times, weighting, custom))
+        rows.append(row)
+    return rows
+
+
+def linear_fits(n, capacity_star) -> dict:
+    """Least-squares lines through the finite points: y = slope N + intercept and y = slope_origin N
+    (y: M* here, the U-Net capacity* in jaxmem.capacity_crossover); R^2 = 1 - SS_res / SS_tot
+    (SS_tot about the mean, so the origin fit's R^2 can be negative). NaN where fewer than 2
+    points (1 for the origin fit)."""
+    n, c = np.asarray(n, np.float64), np.asarray(capacity_star, np.float64)
+    require(n.shape == c.shape and n.ndim == 1, "n, capacity_star", (n.shape, c.shape),
+            "two 1-D arrays of one length")
+    ok = np.isfinite(c) & np.isfinite(n)
+    n, c = n[ok], c[ok]
+    nan = float("nan")
+    fit = dict(slope=nan, intercept=nan, r2=nan, slope_origin=nan, r2_origin=nan, points=int(ok.sum()),
+               slope_se=nan, intercept_se=nan, slope_origin_se=nan)
+    total = float(np.sum((c - c.mean()) ** 2)) if c.size else nan
+
+    def r2(residual):
+        return 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
+
+    if c.size >= 1 and np.any(n != 0):
+        fit["slope_origin"] = float(np.sum(n * c) / np.sum(n * n))
+        fit["r2_origin"] = r2(c - fit["slope_origin"] * n)
+        if c.size >= 2:
+            residual = c - fit["slope_origin"] * n
+            fit["slope_origin_se"] = float(np.sqrt(np.sum(residual**2) / (c.size - 1) / np.sum(n * n)))
+    if c.size >= 2 and np.ptp(n) > 0:
+        slope, intercept = np.polyfit(n, c, 1)
+        fit.update(slope=float(slope), intercept=float(intercept), r2=r2(c - (slope * n + intercept)))
+        if c.size >= 3:  # ordinary least-squares standard errors
+            s2 = float(np.sum((c - (slope * n + intercept)) ** 2)) / (c.size - 2)
+            sxx = float(np.sum((n - n.mean()) ** 2))
+            fit["slope_se"] = float(np.sqrt(s2 / sxx))
+            fit["intercept_se"] = float(np.sqrt(s2 * (1.0 / c.size + n.mean() ** 2 / sxx)))
+    return fit
+
+
+def by_train_size(rows: list[dict]) -> list[dict]:
+    """The rows of each (d, K, N) pooled over seeds: M_pt mean, standard deviation, Student-t 95%
+    interval (NaN half-width for one seed), seeds with a transition, models trained, and the
+    mean predicted M* per method."""
+    pooled = []
+    for key in sorted({(r["d"], r["K"], r["N"]) for r in rows}):
+        mine = [r for r in rows if (r["d"], r["K"], r["N"]) == key]
+        m_pt = np.array([r["M_pt"] for r in mine], np.float64)
+        ok = m_pt[np.isfinite(m_pt)]
+        half = (float(stats.t.ppf(0.975, ok.size - 1) * ok.std(ddof=1) / np.sqrt(ok.size))
+                if ok.size >= 2 else float("nan"))
+        mean = float(ok.mean()) if ok.size else float("nan")
+        row = dict(d=key[0], K=key[1], N=key[2], seeds=len(mine), with_transition=int(ok.size), M_pt=mean,
+                   M_pt_sd=float(ok.std(ddof=1)) if ok.size >= 2 else float("nan"),
+                   ci95_lo=mean - half, ci95_hi=mean + half, M_pt_over_N=mean / key[2],
+                   models=int(sum(r["models"] for r in mine)))
+        for name in [k for k in mine[0] if k.startswith("Mstar_")]:
+            values = np.array([r[name] for r in mine], np.float64)
+            row[name] = float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+        pooled.append(row)
+    return pooled
+
+
+def _versions() -> str:
+    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return f"python {platform.python_version()}, " + ", ".join(found)
+
+
+def write_report(path: str, config, summary: dict, wall_s: float, devices: str) -> str:
+    """report.md: command, date, versions, devices, wall time, the fit, the per-N and per-set
+    tables and links to the figures of a crossover run (summary: crossover.run's)."""
+    fit, pooled, predicted = summary["fit"], summary["by_N"], summary["predicted_slopes"]
+    line = (lambda f: f"M_pt = {f['slope']:.3f} (+-{f['slope_se']:.3f}) N + {f['intercept']:.1f} "
+            f"(+-{f['intercept_se']:.1f}), R^2 = {f['r2']:.4f}; through the origin {f['slope_origin']:.3f} "
+            f"(+-{f['slope_origin_se']:.3f}) N; {f['points']} points (+- = one standard error)")
+    text = [
+        "# GMM laboratory: memorisation capacity M_pt versus N", "",
+        f"- command: `{' '.join(sys.argv) if sys.argv and sys.argv[0] else 'crossover.run'}`",
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; devices: {devices}",
+        f"- versions: {_versions()}",
+        f"- wall time of this invocation: {wall_s / 60:.1f} min (a rerun that resumes finished grids is "
+        "faster)",
+        f"- models trained: {sum(r['models'] for r in pooled)}; search: {config.model.search}; "
+        f"training: {config.training.steps} steps, peak lr {config.training.peak_lr}, "
+        f"{config.training.noise_draws} draws ({config.training.estimator})", "",
+        "## Fit", "", line(fit), "",
+        "Predicted slopes (fits of the predicted M* over the same data sets): "
+        + ", ".join(f"{k} = {v:.3f}" for k, v in predicted.items()), "",
+        "## M_pt per N (mean over seeds, Student-t 95% interval)", "", io.markdown_table(pooled), "",
+        "## Per data set", "", io.markdown_table(summary["rows"]), "",
+        "![M_pt versus N](crossover.png)", "", "![memorisation ratio versus M/N](memorization_ratio.png)", ""]
+    return io.write_text(path, "\n".join(text))
+
+

@@ -1,0 +1,108 @@
+"""Adaptive capacity search: planted transitions are found to the tolerance; the adaptive
+crossover resumes after a kill in the middle of a round to the same answer."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxmem import capacity_search, crossover, theory
+from jaxmem.config import load_config
+
+
+def _search(ratio_of, num_train, predicted, points=3, span=0.25, tolerance=0.02, rounds=10):
+    """Runs the search against a synthetic ratio(M); returns (M tried, ratios, rounds used)."""
+    tried = capacity_search.first_round(num_train, predicted, points, span)
+    ratios = ratio_of(tried)
+    for used in range(1, rounds + 1):
+        new = capacity_search.next_round(tried, ratios, num_train, points, tolerance * num_train)
+        if new.size == 0:
+            return tried, ratios, used
+        tried, ratios = np.append(tried, new), np.append(ratios, ratio_of(new))
+    return tried, ratios, rounds + 1
+
+
+@pytest.mark.parametrize("num_train, m_true, predicted", [
+    (200, 153.6, 158.8),   # the anchor: prediction close to the transition
+    (400, 250.0, 330.0),   # transition below the first round
+    (100, 97.5, 60.0),     # transition above the first round
+    (50, 12.3, 40.0),      # far below
+])
+def test_search_brackets_a_planted_transition_to_the_tolerance(num_train, m_true, predicted):
+    def ratio_of(m):  # a steep logistic transition at m_true
+        return 1.0 / (1.0 + np.exp(-(np.asarray(m, np.float64) - m_true) / (0.01 * num_train)))
+
+    tried, ratios, rounds = _search(ratio_of, num_train, predicted)
+    lo, hi, hi_tried = capacity_search.bracket(tried, ratios, num_train)
+    assert hi_tried and lo < m_true <= hi and hi - lo <= 0.02 * num_train
+    m_pt = theory.first_crossing(np.sort(tried), ratios[np.argsort(tried)], 0.5)
+    assert abs(m_pt - m_true) <= 0.02 * num_train
+    assert len(tried) <= 15 < 50  # a fixed grid needs 50 points for the same 0.02 N resolution
+    assert len(np.unique(tried)) == len(tried) and tried.min() >= 1 and tried.max() <= num_train
+
+
+def test_search_without_a_transition_stops_at_n():
+    tried, ratios, _ = _search(lambda m: np.zeros(len(m)), 100, 80.0)
+    assert tried.max() == 100 and np.isnan(theory.first_crossing(np.sort(tried), ratios, 0.5))
+    assert capacity_search.next_round(tried, ratios, 100, 3, 2.0).size == 0
+
+
+def test_search_bad_input_names_the_field():
+    with pytest.raises(ValueError, match="model.search_tolerance"):
+        capacity_search.next_round([10], [0.0], 100, 3, 0.0)
+    with pytest.raises(ValueError, match="model.search_points"):
+        capacity_search.first_round(100, 50.0, 0, 0.25)
+
+
+@pytest.fixture
+def adaptive(request):
+    from tests.conftest import REPO
+
+    config = load_config(os.path.join(REPO, "configs/crossover.py") + ":smoke")
+    with config.unlocked():
+        config.data.train_sizes = (12,)
+        config.model.update(search="adaptive", search_points=2, search_tolerance=0.1, search_rounds=3)
+        config.training.update(steps=40, chunk_steps=20, peak_lr=0.1, estimator="stratified")
+        config.sampling.num_samples = 16
+    return config
+
+
+def test_adaptive_crossover_resumes_after_a_kill_mid_round(adaptive, tmp_path, monkeypatch):
+    whole = crossover.run(adaptive, str(tmp_path / "whole"))
+    rounds = sorted(n for n in os.listdir(tmp_path / "whole" / "d6") if n.startswith("round"))
+    assert rounds, "the smoke transition needs at least one search round"
+    row = whole["rows"][0]
+    assert row["models"] >= 3 and row["bracket_lo"] < row["M_pt"] <= row["bracket_hi"]
+
+    class Killed(Exception):
+        pass
+
+    train_grid = crossover.gmm_grid.train_grid
+
+    def killed_in_round1(*args, name="", **kwargs):
+        def kill(state, step):
+            if name.startswith("round1"):
+                raise Killed(step)
+        return train_grid(*args, name=name, on_chunk=kill, **kwargs)
+
+    monkeypatch.setattr(crossover.gmm_grid, "train_grid", killed_in_round1)
+    with pytest.raises(Killed):
+        crossover.run(adaptive, str(tmp_path / "killed"))
+    monkeypatch.setattr(crossover.gmm_grid, "train_grid", train_grid)
+    resumed = crossover.run(adaptive, str(tmp_path / "killed"))
+    assert json.dumps(resumed["rows"]) == json.dumps(whole["rows"])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.search_tolerance", 0.0, r"model.search_tolerance = 0.0 is invalid"),
+    ("model.search", "bisect", r"model.search = 'bisect'.*'grid', 'adaptive'"),
+    ("training.batch_size", 13, r"training.batch_size = 13 is invalid.*at most the smallest N"),
+    ("training.estimator", "qmc", r"training.estimator = 'qmc'"),
+])
+def test_bad_search_config_names_the_field(adaptive, field, value, message):
+    group, name = field.split(".")
+    with adaptive.unlocked():
+        adaptive[group][name] = value
+    with pytest.raises(ValueError, match=message):
+        crossover.validate_config(adaptive)
