@@ -7,7 +7,12 @@ Presets (--config=configs/crossover.py:<preset>):
   paper  "On the Edge of Memorization": d in {30,40,50,60} x K in {3,6,9,12} x N in
          {50,100,150,200}, M/N in 0.1..1.0, 50,000 steps, 100 noise draws, 50 samples,
          25-step DDIM (640 models; for an accelerator)
-  scale  N up to 10^4, d up to 3072, a finer M grid and several seeds (GPU/TPU)
+  scale  N up to 10^4, d up to 3072, a finer M grid, several seeds, minibatches (GPU/TPU)
+  curve  the headline curve on 2 CPU cores: d=50, K=12, N in {50,...,400}, 3 seeds, adaptive
+         search to 0.02 N, the cheap protocol (CHEAP_TRAINING)
+  anchor_full / anchor_cheap  the paper's schedule / the cheap protocol at d=50, K=12, N=200,
+         M/N in 0.5..1.0 (the equivalence table)
+  minibatch_check / large_n   minibatch training at N = 200 (vs full batch) and N = 2,000
 
 Fields (score_sde style groups):
   data      model ('isotropic' GMM or 'lowrank' digit templates), dims (d; multiples of 64 for
@@ -19,12 +24,17 @@ Fields (score_sde style groups):
             evenly spaced among the untrained ones, as one more grid in the folder refine_r<r>/
             next to the grid's result: resumable, skipped when finished; M_pt, the window, the table
             and the figures then use all M values, and models.csv marks these models in its
-            `refinement` column)
+            `refinement` column), search ('grid': capacity_fractions; 'adaptive': rounds around
+            the measured-loss prediction, jaxmem.capacity_search) with search_points (per set
+            and round), search_span, search_tolerance (fraction of N), search_rounds (after the
+            first), search_weighting (the prediction's weighting, one of eval.weightings)
   training  steps, noise_draws (per point and step), peak_lr, final_lr, warmup_fraction,
             weighting of the loss ('eps', 'x0', 'custom' with custom_weights), chunk_steps
             (steps per compiled chunk and checkpoint), time grid (num_times, t_min, t_max),
             point_block (noisy points per rematerialised block, 0 = all: bounds memory),
-            grid_per_train_size (one grid per (d, N) instead of per d: no padding to the largest N)
+            grid_per_train_size (one grid per (d, N) instead of per d: no padding to the largest N),
+            estimator ('iid', 'stratified', 'antithetic', 'stratified_antithetic'; see
+            jaxmem.train.gmm_grid), batch_size (0 = full batch; B > 0: minibatches of B points)
   sampling  num_samples per model, num_steps of the DDIM sampler
   eval      noise_draws for the per-t losses, delta (transition window), weightings of the
             predicted crossovers, crossover_points (M values of the partial-memorisation curve),
@@ -93,7 +103,7 @@ def scale() -> ml_collections.ConfigDict:
     config.model.update(capacity_fractions=tuple(round(0.05 * i, 2) for i in range(1, 21)),
                         num_seeds=3)
     config.training.update(steps=20_000, noise_draws=4, chunk_steps=1_000, point_block=8_192,
-                           grid_per_train_size=True)
+                           grid_per_train_size=True, batch_size=1_000)
     config.eval.update(noise_draws=4, crossover_points=100, model_batch=4)
     return config
 
@@ -132,8 +142,27 @@ def curve() -> ml_collections.ConfigDict:
     return config
 
 
+def minibatch_check() -> ml_collections.ConfigDict:
+    """anchor_cheap on minibatches of 100 points for as many epochs (6,000 steps): must reach the
+    full-batch M_pt at N = 200."""
+    config = anchor_cheap()
+    config.training.update(batch_size=100, steps=2 * CHEAP_TRAINING["steps"])
+    return config
+
+
+def large_n() -> ml_collections.ConfigDict:
+    """The large-N path shrunk to a CPU: N = 2,000 at d = 50 on minibatches of 200 points, two
+    capacities around the transition, cheap evaluation (baselines on 10 capacities, 2 draws)."""
+    config = anchor_cheap()
+    config.data.train_sizes = (2_000,)
+    config.model.capacity_fractions = (0.6, 0.8)
+    config.training.update(batch_size=200, chunk_steps=500)
+    config.eval.update(noise_draws=2, crossover_points=10)
+    return config
+
+
 PRESETS = {"demo": demo, "smoke": smoke, "paper": paper, "scale": scale, "anchor_full": anchor_full,
-           "anchor_cheap": anchor_cheap, "curve": curve}
+           "anchor_cheap": anchor_cheap, "curve": curve, "minibatch_check": minibatch_check, "large_n": large_n}
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

@@ -166,3 +166,35 @@ def write_report(path: str, config, summary: dict, wall_s: float, devices: str) 
     return io.write_text(path, "\n".join(text))
 
 
+
+
+def compare_runs(reference: list[dict], candidate: list[dict], reference_rows: list[dict],
+                 candidate_rows: list[dict], tolerance: float = 0.1) -> tuple[list[dict], list[dict]]:
+    """The equivalence of two protocols on the same data sets (e.g. anchor_full vs anchor_cheap).
+
+    reference, candidate: models.csv rows (d, K, N, seed, M, ratio) of the two runs;
+    reference_rows, candidate_rows: their crossover.csv rows. Returns (per capacity: both
+    ratios, |difference| and whether it is <= tolerance; per data set: both M_pt, the
+    reference's delta window and whether the candidate's M_pt lies inside it).
+    """
+    key = lambda r: (int(r["d"]), int(r["K"]), int(r["N"]), int(r["seed"]))  # noqa: E731
+    cheap = {key(r) + (int(r["M"]),): float(r["ratio"]) for r in candidate}
+    per_capacity = []
+    for r in reference:
+        other = cheap.get(key(r) + (int(r["M"]),))
+        if other is None:
+            continue
+        difference = abs(other - float(r["ratio"]))
+        per_capacity.append(dict(N=int(r["N"]), seed=int(r["seed"]), M=int(r["M"]),
+                                 ratio_reference=float(r["ratio"]), ratio_candidate=other,
+                                 abs_difference=difference, within=bool(difference <= tolerance)))
+    candidates = {key(r): float(r["M_pt"]) for r in candidate_rows}
+    per_set = []
+    for r in reference_rows:
+        if key(r) not in candidates:
+            continue
+        start, end, m_pt = float(r["window_start"]), float(r["window_end"]), candidates[key(r)]
+        per_set.append(dict(N=int(r["N"]), seed=int(r["seed"]), M_pt_reference=float(r["M_pt"]),
+                            window_start=start, window_end=end, M_pt_candidate=m_pt,
+                            inside_window=bool(start <= m_pt <= end)))
+    return per_capacity, per_set

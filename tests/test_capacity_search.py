@@ -106,3 +106,16 @@ def test_bad_search_config_names_the_field(adaptive, field, value, message):
         adaptive[group][name] = value
     with pytest.raises(ValueError, match=message):
         crossover.validate_config(adaptive)
+
+
+def test_compare_runs_flags_ratio_gaps_and_windows():
+    from jaxmem.crossover_report import compare_runs
+
+    base = dict(d=50, K=12, N=200, seed=0)
+    reference = [dict(base, M=m, ratio=r) for m, r in [(100, 0.0), (150, 0.5), (200, 1.0)]]
+    candidate = [dict(base, M=m, ratio=r) for m, r in [(100, 0.05), (150, 0.7), (180, 0.9)]]
+    per_capacity, per_set = compare_runs(reference, candidate, [dict(base, M_pt=150, window_start=120, window_end=180)],
+                                         [dict(base, M_pt=190)])
+    assert [(r["M"], r["within"]) for r in per_capacity] == [(100, True), (150, False)]
+    assert per_capacity[1]["abs_difference"] == pytest.approx(0.2)
+    assert per_set[0]["inside_window"] is False and per_set[0]["M_pt_candidate"] == 190
