@@ -30,6 +30,10 @@ def config(request):
     ("data.model", "mnist", r"data.model = 'mnist'.*'isotropic', 'lowrank'"),
     ("training.weighting", "custom", r"custom_weights"),
     ("model.refine_points", -1, r"model.refine_points = -1 is invalid.*>= 0"),
+    ("model.search", "bisect", r"model.search = 'bisect'.*'grid', 'adaptive'"),
+    ("training.batch_size", 9, r"training.batch_size = 9 is invalid.*at most the smallest N"),
+    ("training.estimator", "qmc", r"training.estimator = 'qmc'"),
+    ("training.noise_draws", 0, r"training.noise_draws = 0 is invalid"),
 ])
 def test_bad_config_names_the_field(config, field, value, message):
     group, name = field.split(".")
