@@ -2,22 +2,34 @@
 
     python launch/<x>.py --config=configs/<x>.py:<preset> [--config.a.b=value ...] --workdir=DIR
 
-The resolved config is written into the workdir before the run starts; rerunning the same
-command resumes (or skips finished work) from what the workdir holds.
+`--help` lists the presets of the launcher's config family and the fields of a preset with
+their values. The command line and then the whole config are checked before any work: a
+problem the user can fix (unknown preset or field, missing file, bad value, unusable data:
+jaxmem.config.ConfigError) prints one `error: ...` line and exits 2; `--verbosity=1` shows the
+traceback instead. The resolved config is written into the workdir before the run starts;
+rerunning the same command resumes (or skips finished work) from what the workdir holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
 import pathlib
+import sys
+import textwrap
 from collections.abc import Callable
+from typing import NoReturn
 
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxmem import io, parallel
+from jaxmem.config import LAUNCHER_ALIASES, ConfigError, config_module, field_lines, get_field, load_config, require
+
+USAGE_EXIT_CODE = 2
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -27,30 +39,111 @@ class _QuietLibraries(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
-def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_workdir: str) -> None:
-    """Defines --config/--workdir, resolves them and calls run(config, workdir)."""
+def fail(message: str) -> NoReturn:
+    """Prints `error: <message>` on stderr and exits with status 2 (a usage error)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
+
+
+@contextlib.contextmanager
+def user_errors(*kinds: type[Exception]):
+    """Turns ConfigError (and exceptions of `kinds`) into fail(message); under --verbosity >= 1
+    (once flags are parsed) they propagate with their traceback."""
+    try:
+        yield
+    except (ConfigError, *kinds) as e:
+        if flags.FLAGS.is_parsed() and flags.FLAGS.verbosity >= 1:
+            raise
+        fail(str(e))
+
+
+def config_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the --config value, the dotted fields of the --config.<field> overrides) in argv."""
+    spec, fields = None, []
+    for i, arg in enumerate(argv[1:], 1):
+        name, eq, value = arg.partition("=")
+        if name == "--config":
+            spec = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+        elif name.startswith("--config."):
+            fields.append(name[len("--config."):])
+    return spec, fields
+
+
+def default_config_file(launcher: str) -> str | None:
+    """configs/<family>.py of launch/<family>.py (train.py -> edm.py), or None when there is none."""
+    name = os.path.basename(launcher)
+    family = {v: k for k, v in LAUNCHER_ALIASES.items()}.get(name, name)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(launcher))), "configs", family)
+    return os.path.relpath(path) if os.path.isfile(path) else None
+
+
+def launcher_help(launcher: str, spec: str | None) -> str:
+    """The launcher's docstring, the presets of its config family and the fields of one preset."""
+    lines = [(sys.modules["__main__"].__doc__ or "").strip(), ""]
+    spec = spec or default_config_file(launcher)
+    if spec:
+        path, _, preset = spec.partition(":")
+        module = config_module(path)
+        presets = list(getattr(module, "PRESETS", ()))
+        config = module.get_config(preset or None)
+        preset = config.get("preset", preset)
+        if presets:
+            lines.append(textwrap.fill(f"Presets of {path} (--config={path}:<preset>; its docstring describes "
+                                       f"them and the fields): {', '.join(presets)}", 100))
+        lines += [f"Fields of {path}:{preset} (override: --config.<group>.<field>=<value>):", *field_lines(config), ""]
+    lines.append(textwrap.fill(f"Flags: --workdir (default {flags.FLAGS['workdir'].default}); --config=<file>:<preset> "
+                               "--help shows that preset's fields; --verbosity=1 shows tracebacks; --helpfull lists "
+                               "every flag.", 100))
+    return "\n".join(lines)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing behind a check of --config and its overrides, with --help replaced."""
+    spec, fields = config_arguments(argv)
+    with user_errors(FileNotFoundError):
+        if any(arg in HELP_FLAGS for arg in argv[1:]):
+            print(launcher_help(argv[0], spec))
+            sys.exit(0)
+        if spec is not None:
+            config = load_config(spec)
+            for field in fields:
+                get_field(config, field)
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(str(e))
+
+
+def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_workdir: str,
+             validate: Callable[[ml_collections.ConfigDict], None] | None = None) -> None:
+    """Defines --config/--workdir, resolves them, runs validate(config), then run(config, workdir)."""
     config_flag = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<preset>",
                                                   lock_config=True)
     flags.DEFINE_string("workdir", default_workdir, "Folder that receives everything the run writes.")
 
     def main(argv):
         if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+            fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
         if config_flag.value is None:
-            raise app.UsageError("--config=configs/<family>.py:<preset> is required")
-        logging.get_absl_handler().addFilter(_QuietLibraries())
-        parallel.initialize_distributed()
+            fail("--config=configs/<family>.py:<preset> is required (--help lists the presets)")
         workdir = os.path.abspath(flags.FLAGS.workdir)
         config = config_flag.value
-        # A rerun with another config must not relabel the workdir before the experiment's own
-        # fingerprint check has accepted it: then the config is recorded after a successful run.
-        previous = os.path.join(workdir, "config.json")
-        changed = os.path.exists(previous) and pathlib.Path(previous).read_text() != io.config_json(config)
-        if not changed:
-            io.save_config(workdir, config)
-        logging.info("workdir: %s", workdir)
-        run(config, workdir)
-        if changed:
-            io.save_config(workdir, config)
+        with user_errors():
+            require(not os.path.exists(workdir) or os.path.isdir(workdir), "--workdir", workdir,
+                    "a folder or a path to create, not an existing file")
+            logging.get_absl_handler().addFilter(_QuietLibraries())
+            parallel.initialize_distributed()
+            if validate is not None:
+                validate(config)
+            # A rerun with another config must not relabel the workdir before the experiment's own
+            # fingerprint check has accepted it: then the config is recorded after a successful run.
+            previous = os.path.join(workdir, "config.json")
+            changed = os.path.exists(previous) and pathlib.Path(previous).read_text() != io.config_json(config)
+            if not changed:
+                io.save_config(workdir, config)
+            logging.info("workdir: %s", workdir)
+            run(config, workdir)
+            if changed:
+                io.save_config(workdir, config)
 
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

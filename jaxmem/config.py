@@ -3,15 +3,28 @@
 Each `configs/<family>.py` defines `get_config(arg)` and builds its preset with
 `select_preset(arg, PRESETS)`; launchers load configs through ml_collections'
 `config_flags`, tests and notebooks through `load_config("configs/x.py:preset")`.
+
+Every problem a user can fix (a bad config value, an unknown preset or field, unusable input
+data) raises `ConfigError`, a ValueError whose message names the field and the allowed values;
+the launchers (jaxmem.cli) print it on one line and exit 2 instead of showing a traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 
 import ml_collections
+
+# Config files whose launcher is not launch/<same name>.py.
+LAUNCHER_ALIASES = {"edm.py": "train.py"}
+
+
+class ConfigError(ValueError):
+    """A config, flag or input-data problem the user can fix; the message says what and how."""
 
 
 def select_preset(
@@ -19,38 +32,81 @@ def select_preset(
 ) -> ml_collections.ConfigDict:
     """Builds preset `arg` (the text after ':' in --config=file.py:arg) and locks it.
 
-    Raises ValueError naming the valid presets when `arg` is unknown. The returned
+    Raises ConfigError naming the valid presets when `arg` is unknown. The returned
     config is locked, so a misspelled `--config.field=value` override fails.
     """
     name = arg or next(iter(presets))
     if name not in presets:
-        raise ValueError(
-            f"unknown config preset {name!r}; valid presets: {', '.join(sorted(presets))}"
-        )
+        raise ConfigError(f"unknown config preset {name!r}; valid presets: {', '.join(sorted(presets))}")
     config = presets[name]()
     config.preset = name
     config.lock()
     return config
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Loads `path/to/config.py[:preset]` the way `--config=` does, for tests and notebooks."""
-    path, _, arg = spec.partition(":")
+def config_module(path: str):
+    """The executed config file `path` (its get_config and, by convention, PRESETS)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     module_spec = importlib.util.spec_from_file_location("_jaxmem_config", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads `path/to/config.py[:preset]` the way `--config=` does, for tests and notebooks."""
+    path, _, arg = spec.partition(":")
+    return config_module(path).get_config(arg or None)
+
+
+def get_field(config: ml_collections.ConfigDict, path: str):
+    """The value of dotted field `path`; ConfigError naming the field, the fields of the group
+    it should be in and the closest spelling when there is no such field (or it is a group)."""
+    node = config
+    for i, key in enumerate(path.split(".")):
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            group = ".".join(path.split(".")[:i])
+            if not isinstance(node, ml_collections.ConfigDict):
+                raise ConfigError(f"unknown config field {path!r} ({group} is a value, not a group)")
+            close = difflib.get_close_matches(key, node.keys(), n=1)
+            hint = f"; did you mean {'.'.join([group, close[0]]).lstrip('.')!r}?" if close else ""
+            raise ConfigError(f"unknown config field {path!r}{hint} ({group or 'the config'} has the fields: "
+                              f"{', '.join(sorted(node.keys()))})")
+        node = node[key]
+    if isinstance(node, ml_collections.ConfigDict):
+        raise ConfigError(f"config field {path!r} is a group, not a value; its fields: {', '.join(sorted(node.keys()))}")
+    return node
+
+
+def field_lines(config: ml_collections.ConfigDict, width: int = 100) -> list[str]:
+    """The config's fields with their values, one wrapped line per group: 'group: a=1 b=(2, 3)'."""
+    groups: dict[str, list[str]] = {}
+    for path, value in _leaves(config):
+        group, _, name = path.rpartition(".")
+        groups.setdefault(group, []).append(f"{name}={value!r}")
+    return [textwrap.fill(" ".join(items), width, initial_indent=f"  {group or '(top level)'}: ",
+                          subsequent_indent="      ", break_on_hyphens=False)
+            for group, items in groups.items()]
+
+
+def _leaves(config: ml_collections.ConfigDict, prefix: str = ""):
+    """(dotted path, value) of every non-group field, in definition order, values before groups."""
+    items = list(config.items())
+    for key, value in sorted(items, key=lambda kv: isinstance(kv[1], ml_collections.ConfigDict)):
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def require(condition: bool, field: str, value, allowed: str) -> None:
-    """Raises ValueError('<field> = <value> is invalid; allowed: <allowed>') unless condition."""
+    """Raises ConfigError('<field> = <value> is invalid; allowed: <allowed>') unless condition."""
     if not condition:
-        raise ValueError(f"{field} = {value!r} is invalid; allowed: {allowed}")
+        raise ConfigError(f"{field} = {value!r} is invalid; allowed: {allowed}")
 
 
 def require_choice(field: str, value, choices: Iterable) -> None:
-    """Raises ValueError naming `field` and the allowed `choices` when value is not one of them."""
+    """Raises ConfigError naming `field` and the allowed `choices` when value is not one of them."""
     choices = list(choices)
     require(value in choices, field, value, "one of " + ", ".join(map(repr, choices)))

@@ -45,6 +45,7 @@ import pathlib
 import platform
 import queue
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -54,13 +55,11 @@ import ml_collections
 from absl import logging
 
 from jaxmem import io
+from jaxmem.config import LAUNCHER_ALIASES, get_field
 
 DONE, FAILED = "DONE", "FAILED"
 RUN_FILE, ATTEMPTS_FILE, LOG_FILE = "sweep_run.json", "attempts.jsonl", "run.log"
 STDERR_TAIL_LINES = 40
-
-# Config files whose launcher is not launch/<same name>.py.
-LAUNCHER_ALIASES = {"edm.py": "train.py"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,22 +72,6 @@ class Run:
 
 
 # --------------------------------------------------------------------------- fields and values
-
-
-def _field(config: ml_collections.ConfigDict, path: str):
-    """The value of dotted `path` in config; ValueError naming the field and the top-level groups."""
-    node = config
-    for i, key in enumerate(path.split(".")):
-        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-            groups = ", ".join(sorted(config.keys()))
-            where = ".".join(path.split(".")[:i]) or "the config"
-            raise ValueError(f"unknown config field {path!r} ({where} has no field {key!r}); "
-                             f"top-level fields of this config: {groups}")
-        node = node[key]
-    if isinstance(node, ml_collections.ConfigDict):
-        raise ValueError(f"config field {path!r} is a group, not a value; its fields: "
-                         f"{', '.join(sorted(node.keys()))}")
-    return node
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -133,7 +116,7 @@ def parse_value(path: str, text: str, current):
 
 def flag_axes(config: ml_collections.ConfigDict, sweep_flags: Mapping[str, str]) -> list[dict]:
     """Grid axes from `--sweep.<field>=v1,v2,...` flags ({field: 'v1,v2,...'}), typed by the config."""
-    return [{path: [parse_value(path, v, _field(config, path)) for v in _split_top_level(text)]}
+    return [{path: [parse_value(path, v, get_field(config, path)) for v in _split_top_level(text)]}
             for path, text in sweep_flags.items()]
 
 
@@ -159,7 +142,7 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, str], dict[str
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> ml_collections.ConfigDict:
     """A copy of config with {field: flag text} overrides parsed by field type and applied."""
-    return resolve(config, {path: parse_value(path, text, _field(config, path)) for path, text in overrides.items()})
+    return resolve(config, {path: parse_value(path, text, get_field(config, path)) for path, text in overrides.items()})
 
 
 def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
@@ -253,7 +236,7 @@ def expand(config: ml_collections.ConfigDict, axes: Sequence[Mapping], root: str
         if len(set(lengths.values())) > 1:
             raise ValueError(f"zipped sweep fields need lists of equal length; got {lengths}")
         for path in axis:
-            _field(config, path)
+            get_field(config, path)
             if path in seen:
                 raise ValueError(f"config field {path!r} is swept on two axes")
             seen.add(path)
@@ -275,7 +258,7 @@ def resolve(config: ml_collections.ConfigDict, values: Mapping) -> ml_collection
     """A copy of config with the swept values set (the locked config rejects wrong types)."""
     config = copy.deepcopy(config)
     for path, value in values.items():
-        current = _field(config, path)
+        current = get_field(config, path)
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         try:
@@ -393,11 +376,11 @@ def execute(runs: Sequence[Run], config: ml_collections.ConfigDict, config_spec:
 
 
 def describe(runs: Sequence[Run], config_spec: str, launcher: str, overrides: Mapping[str, str]) -> str:
-    """The dry-run listing: one line per run with its status and command."""
+    """The dry-run listing: one line per run with its status and its shell-quoted command."""
     lines = [f"{len(runs)} runs of {config_spec} via {launcher}"]
     for i, run in enumerate(runs, 1):
         lines.append(f"[{i}/{len(runs)}] {status(run):7s} {run.name}\n    "
-                     + " ".join(launch_command(run, config_spec, launcher, overrides)))
+                     + shlex.join(launch_command(run, config_spec, launcher, overrides)))
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ import sys
 from absl import app, flags, logging
 
 from jaxmem import sweep
+from jaxmem.cli import fail, user_errors
 from jaxmem.config import load_config
 
 flags.DEFINE_string("config", None, "configs/<family>.py:<preset> of every run.")
@@ -27,24 +28,22 @@ flags.DEFINE_string("launcher", None, "Launcher of the runs (default: launch/<co
 flags.DEFINE_integer("parallel", 1, "Runs launched at once (each a subprocess).")
 flags.DEFINE_integer("gpus_per_run", 0, "With --parallel: pin each run to its own GPUs (0: no pinning).")
 flags.DEFINE_integer("run_index", None, "Run only run number INDEX (from 0) of the sweep (SLURM array tasks).")
-flags.DEFINE_bool("dry_run", False, "Print the runs and their commands; launch nothing.")
+flags.DEFINE_bool("dry_run", False, "Print the runs and their shell-quoted commands; launch nothing.")
 flags.DEFINE_bool("aggregate_only", False, "Only rewrite results.csv/.md and report.md of --workdir.")
 FLAGS = flags.FLAGS
 
 
 def main(argv, sweep_flags, overrides):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
     root = os.path.abspath(FLAGS.workdir)
     if FLAGS.aggregate_only:
-        try:
+        with user_errors(ValueError):
             logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
-        except ValueError as e:
-            sys.exit(f"error: {e}")
         return
     if FLAGS.config is None:
-        raise app.UsageError("--config=configs/<family>.py:<preset> is required")
-    try:
+        fail("--config=configs/<family>.py:<preset> is required")
+    with user_errors(ValueError, FileNotFoundError):
         config = sweep.apply_overrides(load_config(FLAGS.config), overrides)
         axes, plot = sweep.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else ([], None)
         analysis = sweep.load_sweep_analysis(FLAGS.sweep) if FLAGS.sweep else None
@@ -52,28 +51,22 @@ def main(argv, sweep_flags, overrides):
         runs = selected = sweep.expand(config, axes, root)
         if FLAGS.run_index is not None:
             if not 0 <= FLAGS.run_index < len(runs):
-                raise ValueError(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
+                fail(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
             selected = [runs[FLAGS.run_index]]
         launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else sweep.default_launcher(FLAGS.config)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     if FLAGS.dry_run:
         print(sweep.describe(selected, FLAGS.config, launcher, overrides))
         return
     sweep.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
     results = sweep.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
                             FLAGS.gpus_per_run)
-    try:
+    with user_errors(ValueError):
         logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     if any(s != "done" for s in results.values()):
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    try:
+    with user_errors(ValueError):
         absl_argv, sweep_flags, overrides = sweep.split_argv(sys.argv)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     app.run(lambda argv: main(argv, sweep_flags, overrides), argv=absl_argv)
