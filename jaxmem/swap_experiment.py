@@ -43,7 +43,7 @@ from absl import logging
 from scipy import stats
 
 from jaxmem import io, memorization, noise, sampling, swap, trajectory
-from jaxmem.config import require, require_choice
+from jaxmem.config import ConfigError, require, require_choice
 from jaxmem.data import ImageSet, load_images
 from jaxmem.denoisers import unet
 from jaxmem.plots import memorization as plots
@@ -119,7 +119,10 @@ def sigma_range(grid: np.ndarray, window: swap.Window) -> tuple[float, float]:
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Fails fast, naming the field, on configs that cannot run (before any training)."""
     for name in ("memorizing", "generalizing"):
-        edm_experiment.validate_config(config[name])
+        try:
+            edm_experiment.validate_config(config[name])
+        except ConfigError as e:
+            raise ConfigError(f"in {name}: {e}") from None
     require(config.memorizing.model.image_size == config.generalizing.model.image_size
             and config.memorizing.model.in_channels == config.generalizing.model.in_channels,
             "memorizing.model vs generalizing.model (image_size, in_channels)",

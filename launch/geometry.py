@@ -7,4 +7,4 @@ from jaxmem.cli import run_main
 from jaxmem.geometry import experiment
 
 if __name__ == "__main__":
-    run_main(experiment.run, default_workdir="runs/geometry")
+    run_main(experiment.run, default_workdir="runs/geometry", validate=experiment.check_config)

@@ -12,4 +12,4 @@ from jaxmem import swap_experiment
 from jaxmem.cli import run_main
 
 if __name__ == "__main__":
-    run_main(swap_experiment.run, default_workdir="runs/swap")
+    run_main(swap_experiment.run, default_workdir="runs/swap", validate=swap_experiment.validate_config)

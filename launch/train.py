@@ -7,4 +7,4 @@ from jaxmem.cli import run_main
 from jaxmem.train import edm_experiment
 
 if __name__ == "__main__":
-    run_main(edm_experiment.run, default_workdir="runs/train")
+    run_main(edm_experiment.run, default_workdir="runs/train", validate=edm_experiment.validate_config)

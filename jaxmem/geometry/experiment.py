@@ -31,7 +31,7 @@ from absl import logging
 
 from jaxmem import io, noise
 from jaxmem.config import require, require_choice
-from jaxmem.data import DATASETS, balanced_subset, load_images, train_heldout_split
+from jaxmem.data import balanced_subset, check_source, load_images, train_heldout_split
 from jaxmem.denoisers import empirical, linear
 from jaxmem.geometry import concentration, coverage, mse, queries, regimes
 from jaxmem.plots import geometry as geometry_plot
@@ -43,7 +43,7 @@ TFDS_DATASETS = ("mnist", "cifar10")
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Fails fast, naming the field, on values the experiment cannot run with."""
     data = config.data
-    require_choice("data.dataset", data.dataset, DATASETS)
+    check_source(data.dataset, data.path)
     require_choice("data.heldout_split", data.heldout_split, HELDOUT_SPLITS)
     require(not data.heldout_split or data.dataset in TFDS_DATASETS, "data.heldout_split", data.heldout_split,
             f"'' for dataset {data.dataset!r} (a separate held-out split exists only for {', '.join(TFDS_DATASETS)})")
@@ -181,8 +181,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return os.path.join(workdir, name)
 
     os.makedirs(workdir, exist_ok=True)
+    train, heldout, indices = load_split(config)  # bad data fails before the workdir is tied to the config
     resuming = io.check_fingerprint(path("fingerprint.json"), fingerprint(config), "curves of another config")
-    train, heldout, indices = load_split(config)
     io.save_npz(path("split_indices.npz"), **indices)
     sigmas = noise.log_sigmas(config.grid.num_sigmas, config.grid.sigma_min, config.grid.sigma_max)
     params = empirical.make_params(train, config.compute.block_size)

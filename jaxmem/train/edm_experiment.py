@@ -26,7 +26,7 @@ from absl import logging
 
 from jaxmem import io, neighbors, noise, sampling
 from jaxmem.config import require, require_choice
-from jaxmem.data import DATASETS, ImageSet, balanced_subset, load_images
+from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
 from jaxmem.denoisers import unet
 from jaxmem.plots.samples import save_sample_grid
 from jaxmem.train import trainer
@@ -36,17 +36,34 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fails fast, naming the field, on configs that cannot run (device checks happen in training)."""
-    require_choice("data.dataset", config.data.dataset, DATASETS)
+    """Fails fast, naming the field, on configs that cannot run: every group is checked before
+    any data is loaded or step trained (the data's own checks follow when it is loaded)."""
+    check_source(config.data.dataset, config.data.path)
     require(config.data.num_train >= 0, "data.num_train", config.data.num_train, "0 (all) or a subset size >= 1")
     unet.validate_model_config(config.model)
-    sampling_config = config.sampling
-    require(0 < sampling_config.sigma_min < sampling_config.sigma_max, "sampling.sigma_min, sampling.sigma_max",
-            (sampling_config.sigma_min, sampling_config.sigma_max), "0 < sigma_min < sigma_max")
-    require(sampling_config.num_steps >= 2, "sampling.num_steps", sampling_config.num_steps, "an integer >= 2")
-    require_choice("sampling.solver", sampling_config.solver, sampling.EDM_SOLVERS)
-    require(sampling_config.num_samples >= 1, "sampling.num_samples", sampling_config.num_samples, ">= 1")
-    check_label_batch("sampling.batch_size", sampling_config.batch_size, config.model.label_dim)
+    require(config.model.in_channels >= 1, "model.in_channels", config.model.in_channels, "an integer >= 1")
+    require(config.model.sigma_data > 0, "model.sigma_data", config.model.sigma_data, "> 0")
+    trainer.validate_training_config(config, jax.device_count())
+    training, optim = config.training, config.optim
+    for field in ("checkpoint_every_steps", "keep_checkpoints"):
+        require(training[field] >= 1, f"training.{field}", training[field], "an integer >= 1")
+    require(training.checkpoint_every_seconds >= 0, "training.checkpoint_every_seconds",
+            training.checkpoint_every_seconds, ">= 0 (0 = only every checkpoint_every_steps)")
+    require(0 <= training.ema_rampup_ratio, "training.ema_rampup_ratio", training.ema_rampup_ratio, ">= 0")
+    require(training.loss_window_weight >= 0, "training.loss_window_weight", training.loss_window_weight, ">= 0")
+    require(0 <= optim.beta1 < 1 and 0 <= optim.beta2 < 1, "optim.beta1, optim.beta2", (optim.beta1, optim.beta2),
+            "values in [0, 1)")
+    require(optim.eps > 0, "optim.eps", optim.eps, "> 0")
+    s = config.sampling
+    require(0 < s.sigma_min < s.sigma_max, "sampling.sigma_min, sampling.sigma_max", (s.sigma_min, s.sigma_max),
+            "0 < sigma_min < sigma_max")
+    require(s.num_steps >= 2, "sampling.num_steps", s.num_steps, "an integer >= 2")
+    require(s.rho > 0, "sampling.rho", s.rho, "> 0 (EDM uses 7)")
+    require_choice("sampling.solver", s.solver, sampling.EDM_SOLVERS)
+    require(s.num_samples >= 1, "sampling.num_samples", s.num_samples, ">= 1")
+    require(s.batch_size >= 1, "sampling.batch_size", s.batch_size, ">= 1")
+    check_label_batch("sampling.batch_size", s.batch_size, config.model.label_dim)
+    require(config.eval.grid_size >= 1, "eval.grid_size", config.eval.grid_size, "an integer >= 1")
 
 
 def check_label_batch(field: str, batch_size: int, label_dim: int) -> None:
