@@ -33,10 +33,13 @@ HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 class _QuietLibraries(std_logging.Filter):
-    """Drops INFO-level chatter of orbax (hundreds of lines per checkpoint); warnings pass."""
+    """Drops INFO-level chatter of orbax (hundreds of lines per checkpoint) and jax's backend
+    probe ("Unable to initialize backend 'tpu'" on every machine without one); warnings pass."""
+
+    QUIET_PATHS = ("/orbax/", "/jax/_src/xla_bridge.py")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+        return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in self.QUIET_PATHS)
 
 
 def fail(message: str) -> NoReturn:
