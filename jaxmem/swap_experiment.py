@@ -439,7 +439,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if primary:
             io.write_csv(path("swap_profile.csv"), profile)
             curves = (np.array([r[k] for r in profile]) for k in ("sigma", "rate", "ci_low", "ci_high"))
-            plots.swap_profile_figure(path("swap_profile.png"), *curves, alone["rate"], region_sigmas)
+            plots.swap_profile_figure(path("swap_profile.png"), *curves, alone["rate"], region_sigmas,
+                                      title=f"{config.get('preset', '')}: B swapped into A at a single step")
         summary["profile"] = [r["rate"] for r in profile]
         lines += ["## One-step swap profile", "", "B swapped into A at a single step.", "",
                   "![swap profile](swap_profile.png)", ""]
@@ -447,7 +448,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     levels = per_level_rows(config, models, grid)
     if primary:
         io.write_csv(path("per_level.csv"), levels)
-        plots.per_level_figure(path("per_level.png"), levels, region_sigmas)
+        plots.per_level_figure(path("per_level.png"), levels, region_sigmas,
+                               title=f"{config.get('preset', '')}: one denoising step by noise level")
     lines += ["## Per noise level", "", "One denoising step of noised training / held-out images; memorized "
               "against each model's own training set.", "", "![per-level memorization and MSE](per_level.png)", ""]
 

@@ -24,57 +24,76 @@ def save_pairs(path: str, samples: np.ndarray, neighbours: np.ndarray, title: st
     return save_sample_grid(path, interleaved, columns=min(8, 2 * len(samples)), title=title)
 
 
-def _shade_regions(axis, regions: Mapping[str, tuple[float, float]]) -> None:
-    """Background bands for the swap regions, {name: (sigma_lo, sigma_hi)}."""
-    colors = {"small": "tab:green", "medium": "tab:red", "large": "tab:blue"}
+REGION_SHADES = {"large": "0.86", "medium": "0.91", "small": "0.95"}  # greys: the lines keep the colours
+
+
+def _shade_regions(axis, regions: Mapping[str, tuple[float, float]], label_top: bool = True) -> None:
+    """Grey background bands for the swap regions {name: (sigma_lo, sigma_hi)}, clipped to the
+    plotted (log) sigma range and named above the axis. Call after the curves and set_xscale."""
+    left, right = axis.get_xlim()
     for name, (lo, hi) in regions.items():
-        axis.axvspan(lo, hi, color=colors.get(name, "gray"), alpha=0.08, label=f"{name} region")
+        lo, hi = max(lo, left), min(hi, right)
+        if lo >= hi:
+            continue
+        axis.axvspan(lo, hi, color=REGION_SHADES.get(name, "0.9"), zorder=0, lw=0)
+        if label_top:
+            axis.text(np.sqrt(lo * hi), 1.0, name, transform=axis.get_xaxis_transform(), ha="center",
+                      va="bottom", fontsize=7, color="0.3")
+    axis.set_xlim(left, right)
 
 
-def per_level_figure(path: str, rows: Sequence[Mapping], regions: Mapping[str, tuple[float, float]]) -> str:
+def per_level_figure(path: str, rows: Sequence[Mapping], regions: Mapping[str, tuple[float, float]],
+                     title: str = "One denoising step by noise level") -> str:
     """Two panels against sigma (log): memorized fraction of one-step outputs (with its Wilson
-    interval) and the denoising MSE, one line per (model, split).
+    interval) and the denoising MSE. One colour per model; training images solid with filled
+    circles, held-out images dashed with open squares; swap regions as named grey bands.
 
     rows: dicts with model, split, sigma, memorized_fraction, ci_low, ci_high, mse.
     regions: swap regions in sigma for the background.
     """
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 7.5), sharex=True)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8.0), sharex=True)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colours = {model: f"C{i}" for i, model in enumerate(models)}
     for model, split in dict.fromkeys((r["model"], r["split"]) for r in rows):
         part = sorted((r for r in rows if r["model"] == model and r["split"] == split), key=lambda r: r["sigma"])
         sigma = np.array([r["sigma"] for r in part])
-        style = "-" if split == "train" else "--"
-        line, = top.plot(sigma, [r["memorized_fraction"] for r in part], style, marker="o", ms=3,
-                         label=f"{model} ({split})")
-        top.fill_between(sigma, [r["ci_low"] for r in part], [r["ci_high"] for r in part], color=line.get_color(),
-                         alpha=0.15)
-        bottom.plot(sigma, [r["mse"] for r in part], style, marker="o", ms=3, color=line.get_color(),
-                    label=f"{model} ({split})")
+        train = split == "train"
+        style = dict(color=colours[model], ls="-" if train else "--", marker="o" if train else "s", ms=4,
+                     mfc=colours[model] if train else "white", label=f"{model}, {split} images")
+        top.plot(sigma, [r["memorized_fraction"] for r in part], **style)
+        top.fill_between(sigma, [r["ci_low"] for r in part], [r["ci_high"] for r in part], color=colours[model],
+                         alpha=0.18 if train else 0.08, lw=0)
+        bottom.plot(sigma, [r["mse"] for r in part], **style)
     for axis in (top, bottom):
-        _shade_regions(axis, regions)
         axis.set_xscale("log")
+        _shade_regions(axis, regions, label_top=axis is top)
         axis.grid(alpha=0.3)
-    top.set_ylabel("one-step outputs memorized (1/3 test)")
+    top.set_title(title, pad=16)
+    top.set_ylabel("one-step outputs memorized\n(1/3 nearest-neighbour test; band: Wilson interval)")
     top.set_ylim(-0.02, 1.02)
-    top.legend(fontsize=7)
+    top.legend(fontsize=7, loc="best", framealpha=0.9)
     bottom.set_yscale("log")
-    bottom.set_ylabel("|D(x + sigma z; sigma) - x|^2")
-    bottom.set_xlabel("sigma")
+    bottom.set_ylabel(r"denoising MSE $|D(x + \sigma z; \sigma) - x|^2$")
+    bottom.set_xlabel(r"noise level $\sigma$ (log scale)")
+    figure.tight_layout()
     return io.save_figure(path, figure)
 
 
 def swap_profile_figure(path: str, sigmas: np.ndarray, rates: np.ndarray, low: np.ndarray, high: np.ndarray,
-                        base_rate: float, regions: Mapping[str, tuple[float, float]]) -> str:
+                        base_rate: float, regions: Mapping[str, tuple[float, float]],
+                        title: str = "Donor denoiser swapped in at a single step") -> str:
     """Memorization rate of the base model with the donor swapped in at one grid step, by sigma.
 
     sigmas, rates, low, high: [n] per step (the step's level and the rate with its interval);
     base_rate: the base model alone (horizontal line).
     """
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
-    _shade_regions(axis, regions)
     line, = axis.plot(sigmas, rates, "o-", ms=3, label="donor at this step only")
     axis.fill_between(sigmas, low, high, color=line.get_color(), alpha=0.15)
     axis.axhline(base_rate, color="k", lw=1, ls=":", label="base alone")
     axis.set_xscale("log")
+    _shade_regions(axis, regions)
+    axis.set_title(title, pad=16)
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel("sigma of the swapped step")
     axis.set_ylabel("memorization rate")
