@@ -42,6 +42,11 @@ class _QuietLibraries(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in self.QUIET_PATHS)
 
 
+def quiet_libraries() -> None:
+    """Installs _QuietLibraries on absl's log handler (call once flags are parsed)."""
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
 def fail(message: str) -> NoReturn:
     """Prints `error: <message>` on stderr and exits with status 2 (a usage error)."""
     print(f"error: {message}", file=sys.stderr)
@@ -134,7 +139,7 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
         with user_errors():
             require(not os.path.exists(workdir) or os.path.isdir(workdir), "--workdir", workdir,
                     "a folder or a path to create, not an existing file")
-            logging.get_absl_handler().addFilter(_QuietLibraries())
+            quiet_libraries()
             parallel.initialize_distributed()
             if validate is not None:
                 validate(config)

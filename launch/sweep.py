@@ -18,7 +18,7 @@ import sys
 from absl import app, flags, logging
 
 from jaxmem import sweep
-from jaxmem.cli import fail, user_errors
+from jaxmem.cli import fail, quiet_libraries, user_errors
 from jaxmem.config import load_config
 
 flags.DEFINE_string("config", None, "configs/<family>.py:<preset> of every run.")
@@ -36,6 +36,7 @@ FLAGS = flags.FLAGS
 def main(argv, sweep_flags, overrides):
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
+    quiet_libraries()
     root = os.path.abspath(FLAGS.workdir)
     if FLAGS.aggregate_only:
         with user_errors(ValueError):
