@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from jaxmem.config import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str):
@@ -112,7 +114,7 @@ def check_fingerprint(path: str, fingerprint: str, what: str) -> bool:
 
     fingerprint: JSON text of a dict of the config fields the folder's results depend on.
     The first call writes it to `path` and returns False; later calls return True when the
-    stored fingerprint matches and otherwise raise ValueError naming `path`, `what` it holds
+    stored fingerprint matches and otherwise raise ConfigError (a ValueError) naming `path`, `what` it holds
     (e.g. "checkpoints of another config") and the fields that differ.
     """
     if not os.path.exists(path):
@@ -123,7 +125,7 @@ def check_fingerprint(path: str, fingerprint: str, what: str) -> bool:
     if stored != fingerprint:
         old, new = flatten(json.loads(stored)), flatten(json.loads(fingerprint))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
-        raise ValueError(f"{path} holds {what} (fields that differ: {', '.join(changed)}); rerun with the "
+        raise ConfigError(f"{path} holds {what} (fields that differ: {', '.join(changed)}); rerun with the "
                          f"config that wrote it, or use a new --workdir")
     return True
 

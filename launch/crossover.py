@@ -7,4 +7,4 @@ from jaxmem.cli import run_main
 from jaxmem import crossover
 
 if __name__ == "__main__":
-    run_main(crossover.run, default_workdir="runs/crossover")
+    run_main(crossover.run, default_workdir="runs/crossover", validate=crossover.validate_config)
