@@ -2,7 +2,7 @@
 trajectory decompositions (launch/swap.py, jaxmem/swap_experiment.py).
 
 Presets (--config=configs/swap.py:<preset>):
-  smoke    seconds-scale on a CPU: tiny U-Nets on 8x8 digits (the tests); A is class-conditional
+  smoke    ~3.5 min on 2 CPU cores (three tiny U-Nets trained, the table sampled): tiny U-Nets on 8x8 digits (the tests); A is class-conditional
            with label dropout so classifier-free guidance runs
   digits   offline 8x8 digits: A memorizes 32 images, B trains on 1,024, same U-Net and compute
            (CPU: about 6 min per model; a GPU: about a minute)
