@@ -38,11 +38,3 @@ def test_bench_launcher_knn_quick(tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "unknown bench entries ['nope']" in bad.stderr
 
-
-def test_gmm_entry_quick_rows():
-    from jaxmem.benchmarks import gmm
-
-    rows = gmm.run("quick")
-    assert [r["ratio_vs_baseline"] > 0 for r in rows] == [True] * 3
-    assert all(0 < r["matmul_fraction"] < 1.5 and r["ms_per_model_step"] > 0 for r in rows)
-    assert rows[1]["ratio_vs_baseline"] == 1.0  # the one-at-a-time baseline

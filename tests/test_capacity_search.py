@@ -62,8 +62,8 @@ def adaptive(request):
     config = load_config(os.path.join(REPO, "configs/crossover.py") + ":smoke")
     with config.unlocked():
         config.data.train_sizes = (12,)
-        config.model.update(search="adaptive", search_points=2, search_tolerance=0.1, search_rounds=3)
-        config.training.update(steps=40, chunk_steps=20, peak_lr=0.1, estimator="stratified")
+        config.model.update(search="adaptive", search_points=2, search_tolerance=0.1, search_rounds=1)
+        config.training.update(steps=20, chunk_steps=10, peak_lr=0.1, estimator="stratified")
         config.sampling.num_samples = 16
     return config
 
