@@ -77,12 +77,12 @@ def test_grid_equals_each_model_alone_unpadded(grid_state):
     """vmap over sets, members sharing a set's draws, padding of M, N and members change nothing:
     each model equals itself trained alone (a set with one member and the same seed)."""
     assert grid_state.params["means"].shape == (3, 2, 6, DIM) and np.all(grid_state.step == STEPS)
-    for s, (n, seed, ms) in enumerate(SPECS):
-        for c, m in enumerate(ms):
-            alone = _train([(n, seed, [m])])
-            np.testing.assert_allclose(grid_state.params["means"][s, c, :m], alone.params["means"][0, 0],
-                                       rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(grid_state.params["log_var"][s, c], alone.params["log_var"][0, 0], rtol=1e-5)
+    for s, c in [(0, 1), (1, 0)]:  # beside a larger member; in a padded row (N 6 of 10, a spare slot)
+        n, seed, ms = SPECS[s]
+        alone = _train([(n, seed, [ms[c]])])
+        np.testing.assert_allclose(grid_state.params["means"][s, c, :ms[c]], alone.params["means"][0, 0],
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(grid_state.params["log_var"][s, c], alone.params["log_var"][0, 0], rtol=1e-5)
     start, _, _ = _grid(SPECS)
     # Masked components never move; trained ones do.
     np.testing.assert_array_equal(grid_state.params["means"][0, 1, 3:], start["means"][0, 1, 3:])
@@ -127,8 +127,7 @@ def _one_set(specs=((10, 0, [6, 4]),)):
 
 
 @pytest.mark.parametrize("estimator, batch_size, point_block", [
-    *[(e, 0, 0) for e in gmm_grid.ESTIMATORS], ("iid", 0, 7), ("stratified", 4, 0),
-    ("stratified_antithetic", 3, 5)])
+    ("iid", 0, 0), ("stratified", 4, 0), ("antithetic", 0, 7), ("stratified_antithetic", 3, 5)])
 def test_loss_and_gradient_equal_a_brute_force_loop_over_the_same_draws(estimator, batch_size, point_block):
     """Every estimator, minibatch and block option: the fused, vmapped loss equals a Python loop
     over the step's points and draws through `apply`, and so do the gradients of every member."""
