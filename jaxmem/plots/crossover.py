@@ -24,7 +24,7 @@ def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | 
         low = m_pt - np.array([r["window_start"] for r in mine])
         high = np.array([r["window_end"] for r in mine]) - m_pt
         axis.errorbar(n, m_pt, yerr=np.nan_to_num(np.stack([low, high]), nan=0.0).clip(0), fmt="o",
-                      capsize=3, label=f"M_pt d={d} K={k}")
+                      capsize=3, label=f"M_pt d={d} K={k} (bars: delta window)")
     if pooled and max(p["seeds"] for p in pooled) > 1:
         mean = np.array([p["M_pt"] for p in pooled])
         half = np.nan_to_num(np.array([p["ci95_hi"] for p in pooled]) - mean, nan=0.0)
@@ -71,7 +71,7 @@ def save_ratio_curves(path: str, curves: list[dict]) -> str:
             m_values = np.unique(curve["M"][of_n])
             mean_ratio = [curve["ratio"][of_n & (curve["M"] == m)].mean() for m in m_values]
             axis.plot(m_values / n, mean_ratio, "o-", ms=3, label=f"N={n}")
-        axis.axhline(0.5, color="0.7", lw=0.8)
+        axis.axhline(0.5, color="0.7", lw=0.8, label="ratio 0.5 (M_pt)")
         axis.set(title=f"d={curve['d']} K={k}", xlabel="M / N", ylabel="memorisation ratio", ylim=(-0.03, 1.03))
         axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(panels):]:
