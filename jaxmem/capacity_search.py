@@ -56,9 +56,9 @@ def bracket(capacities, ratios, num_train: int, level: float = 0.5) -> tuple[flo
     m, r = m[order], r[order]
     above = np.nonzero(r >= level)[0]
     if above.size == 0:
-        tried_n = m.size > 0 and m[-1] >= num_train
-        return (float(num_train), float(num_train), True) if tried_n else (float(m[-1]) if m.size else 0.0,
-                                                                            float(num_train), False)
+        if m.size and m[-1] >= num_train:  # N trained and still below the level: no transition
+            return float(num_train), float(num_train), True
+        return (float(m[-1]) if m.size else 0.0), float(num_train), False
     j = int(above[0])
     return (float(m[j - 1]) if j > 0 else 0.0), float(m[j]), True
 

@@ -45,7 +45,8 @@ from jaxmem import capacity_search, io, neighbors, noise, sampling, theory
 from jaxmem.config import require, require_choice
 from jaxmem.data import gmm as gmm_data
 from jaxmem.denoisers import gmm as gmm_denoiser
-from jaxmem.crossover_report import by_train_size, linear_fits, model_rows, summarize, write_report
+from jaxmem.crossover_report import (by_train_size, linear_fits, measured_capacity, model_rows, models_of_set,
+                                     summarize, write_report)
 from jaxmem.train import gmm_grid
 
 DATA_MODELS = ("isotropic", "lowrank")
@@ -400,30 +401,18 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
                   set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
                   pmem_M=pmem_m, pmem_loss=pmem_loss)
     capacities_of_set = None
-    if config.model.search == "adaptive":
-        search = config.model
-        capacities_of_set = [capacity_search.first_round(n, predicted_capacity(config, result, j),
-                                                         search.search_points, search.search_span)
-                             for j, (_, n, _, _) in enumerate(data_sets)]
+    if config.model.search == "adaptive":  # around each set's measured-loss prediction
+        model = config.model
+        capacities_of_set = [
+            capacity_search.first_round(
+                n, measured_capacity(result, j, model.search_weighting, config.training.custom_weights)[0],
+                model.search_points, model.search_span)
+            for j, (_, n, _, _) in enumerate(data_sets)]
     models = _train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, capacities_of_set),
                                  grid_dir, f"train d={dim}")
     result.update(models)
     io.save_npz(os.path.join(grid_dir, "result.npz"), **result)
     return result
-
-
-def predicted_capacity(config, result: dict, j: int) -> float:
-    """Data set j's measured-loss crossover M* (weighting model.search_weighting) from its baselines."""
-    weighting, custom = config.model.search_weighting, config.training.custom_weights
-    valid = np.isfinite(result["pmem_M"][j])
-    gen = theory.weighted_loss(result["gen_loss"][j], result["times"], weighting, custom)
-    pmem = theory.weighted_loss(result["pmem_loss"][j][valid], result["times"], weighting, custom)
-    return theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen)
-
-
-def _models_of_set(result: dict, j: int) -> np.ndarray:
-    return ((result["K"] == result["set_K"][j]) & (result["N"] == result["set_N"][j])
-            & (result["seed"] == result["set_seed"][j]))
 
 
 def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
@@ -436,7 +425,7 @@ def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
     for j, row in enumerate(summarize(config, dim, result)):
         start, end = row["window_start"], row["window_end"]
         candidates = np.arange(np.floor(start) + 1, np.ceil(end)) if np.isfinite(start + end) else np.array([])
-        candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][_models_of_set(result, j)])
+        candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][models_of_set(result, j)])
         if len(candidates) > points:
             candidates = candidates[np.rint((np.arange(points) + 0.5) * len(candidates) / points - 0.5).astype(int)]
         extra.append(candidates)
@@ -446,11 +435,12 @@ def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
 def search_capacities(config, result: dict) -> list[np.ndarray]:
     """Per data set j: the next adaptive round's untried M values (empty once its bracket is
     narrower than model.search_tolerance x N, or there is no transition up to M = N)."""
-    model = config.model
-    return [capacity_search.next_round(result["M"][_models_of_set(result, j)],
-                                       result["ratio"][_models_of_set(result, j)], int(n),
-                                       model.search_points, model.search_tolerance * int(n))
-            for j, n in enumerate(result["set_N"])]
+    model, extra = config.model, []
+    for j, n in enumerate(result["set_N"]):
+        of_set = models_of_set(result, j)
+        extra.append(capacity_search.next_round(result["M"][of_set], result["ratio"][of_set], int(n),
+                                                model.search_points, model.search_tolerance * int(n)))
+    return extra
 
 
 def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> dict:
@@ -464,15 +454,17 @@ def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> d
     finished. Returns `first` with every round's models appended to the per-model arrays
     (MODEL_KEYS), `round` [G'] (0 = the first grid) and `refinement` (round > 0).
     """
+    if config.model.search == "adaptive":
+        plan = [(f"round{k}", lambda joined: search_capacities(config, joined))
+                for k in range(1, config.model.search_rounds + 1)]
+    elif config.model.refine_points > 0:
+        plan = [(f"refine_r{config.model.refine_points}", lambda joined: refinement_capacities(config, dim, joined))]
+    else:
+        plan = []
     joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
     data_sets = None
-    for k in range(1, (config.model.search_rounds if config.model.search == "adaptive" else 1) + 1):
-        if config.model.search == "adaptive":
-            folder, extra = f"round{k}", search_capacities(config, joined)
-        elif config.model.refine_points > 0:
-            folder, extra = f"refine_r{config.model.refine_points}", refinement_capacities(config, dim, joined)
-        else:
-            break
+    for k, (folder, next_capacities) in enumerate(plan, start=1):
+        extra = next_capacities(joined)
         if not any(len(m) for m in extra):
             break
         round_dir = os.path.join(grid_dir, folder)

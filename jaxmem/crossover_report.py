@@ -22,13 +22,28 @@ from jaxmem import capacity_search, io, theory
 from jaxmem.config import require
 
 
+def models_of_set(result: dict, j: int) -> np.ndarray:
+    """[G] bool: the models of a result trained on its data set j (same K, N and seed)."""
+    return ((result["K"] == result["set_K"][j]) & (result["N"] == result["set_N"][j])
+            & (result["seed"] == result["set_seed"][j]))
+
+
+def measured_capacity(result: dict, j: int, weighting: str, custom=None) -> tuple[float, float]:
+    """(M*, weighted ground-truth loss) of data set j from its baselines: M* is the capacity
+    where the weighted partial-memorisation loss falls to the ground truth's."""
+    valid = np.isfinite(result["pmem_M"][j])
+    gen = theory.weighted_loss(result["gen_loss"][j], result["times"], weighting, custom)
+    pmem = theory.weighted_loss(result["pmem_loss"][j][valid], result["times"], weighting, custom)
+    return theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen), float(gen)
+
+
 def summarize(config, dim: int, result: dict) -> list[dict]:
     """One table row per data set (d, K, N, seed): M_pt, delta window, predicted M* per method."""
     times, delta = result["times"], config.eval.delta
     rows = []
     for j in range(len(result["set_N"])):
         k, n, s = int(result["set_K"][j]), int(result["set_N"][j]), int(result["set_seed"][j])
-        of_set = (result["K"] == k) & (result["N"] == n) & (result["seed"] == s)
+        of_set = models_of_set(result, j)
         order = np.argsort(result["M"][of_set])
         m, ratio = result["M"][of_set][order], result["ratio"][of_set][order]
         row = dict(d=dim, K=k, N=n, seed=s, M_pt=theory.first_crossing(m, ratio, 0.5),
@@ -36,16 +51,13 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
                    window_end=theory.first_crossing(m, ratio, 1.0 - delta),
                    ratio_at_max_M=float(ratio[-1]), models=int(of_set.sum()))
         row["bracket_lo"], row["bracket_hi"], _ = capacity_search.bracket(m, ratio, n)
-        valid = np.isfinite(result["pmem_M"][j])
         for weighting in config.eval.weightings:
             custom = config.training.custom_weights
             variance = config.data.variance if config.data.model == "isotropic" else np.nan
             row[f"Mstar_formula_{weighting}"] = n * theory.formula_crossover_fraction(
                 times, weighting, variance, custom)
-            gen = theory.weighted_loss(result["gen_loss"][j], times, weighting, custom)
-            pmem = theory.weighted_loss(result["pmem_loss"][j][valid], times, weighting, custom)
-            row[f"Mstar_measured_{weighting}"] = theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen)
-            row[f"gen_loss_{weighting}"] = float(gen)
+            row[f"Mstar_measured_{weighting}"], row[f"gen_loss_{weighting}"] = measured_capacity(
+                result, j, weighting, custom)
             row[f"mem_loss_{weighting}"] = float(theory.weighted_loss(result["mem_loss"][j], times, weighting, custom))
         rows.append(row)
     return rows

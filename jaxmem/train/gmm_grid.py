@@ -30,7 +30,7 @@ the expectation over (t, eps) (all unbiased; `noise_draws` is R):
                          R evenly spread times otherwise; eps i.i.d. Unbiased for the mean over r
                          (draw r is uniform on its slice)
   antithetic             draws in pairs (t, eps), (t, -eps) (R even)
-  stratified_antithetic  both: the R/2 pairs' times rotate through the grid
+  stratified_antithetic  both: the R/2 pairs' times are systematic over the grid
 The loss and its gradient are the fused jaxmem.denoisers.gmm.weighted_eps_loss (matmul-form
 distances, hand-written backward, points in cache-sized blocks).
 """
@@ -135,13 +135,12 @@ def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
     def loss_fn(params, batch, rng):
         train, point_mask = batch["train"], batch["point_mask"]
         num_points, dim = train.shape
+        rows = jnp.arange(num_points)
         if batch_size > 0:  # the step's minibatch; its points keep their full-batch draws
             rows, valid = minibatch_indices(batch["set_key"], batch["step"], jnp.sum(point_mask).astype(jnp.int32),
                                             num_points, batch_size)
             train, point_mask = train[rows], point_mask[rows] * valid
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, rows)
-        else:
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, jnp.arange(num_points))
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, rows)
         eps, time_index = jax.vmap(lambda k: draw_point(k, dim, noise_draws, times.shape[0], estimator))(keys)
         t = times[time_index]                                                       # [N, R]
         x_t = vp_alpha(t)[..., None] * train[:, None, :] + vp_sigma(t)[..., None] * eps
@@ -153,7 +152,7 @@ def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
                                                   point_block)
 
         # lax.map, not vmap: vmapped members batch the products with transposes of every
-        # [P, M] array and measured 2x slower on CPU (results/gmm_crossover_curve/bench.md).
+        # [P, M] array and measured 2x slower on CPU (BENCHMARKS.md, GMM laboratory).
         losses = jax.lax.map(lambda member: member_loss(*member), (params, batch["component_mask"]))
         return jnp.sum(losses), {"model_loss": losses, "variance": jnp.exp(params["log_var"])}
 
