@@ -5,13 +5,18 @@ scaled noisy image c_in * x [B, H, W, C_in] and the noise conditioning c_noise [
 one-hot class labels [B, label_dim]) to an output of the image's shape. Images are NHWC.
 
 Architecture (Karras et al. 2022, config "DDPM++"; REFERENCE.md "EDM on CIFAR-10"):
-  noise embedding   sinusoidal features of c_noise (`noise_features`, max period 1e4), plus the
-                    labels through a linear map, then Linear -> SiLU -> Linear -> SiLU (`embed_dim`)
+  noise embedding   DDPM++'s positional embedding of c_noise (`noise_features` = C_n features,
+                    C_n / 2 frequencies from 1 to 1e-4 inclusive, sin half first; see
+                    `sinusoidal_embedding`), plus the one-hot labels times sqrt(label_dim) through a
+                    linear map, then Linear -> SiLU -> Linear -> SiLU (`embed_dim`)
   encoder           3x3 stem conv to `channels`; per level l (resolution H / 2^l) a down block
-                    (l > 0), then `num_blocks` residual blocks with channels * channel_mult[l]
+                    keeping the width of the level above (l > 0), then `num_blocks` residual blocks
+                    with channels * channel_mult[l]
   decoder           per level, deepest first: two bottleneck blocks (the first with attention) at
-                    the deepest level or an up block elsewhere, then `num_blocks + 1` blocks fed the
-                    concatenation with the matching encoder output (skip connection)
+                    the deepest level or an up block elsewhere, both keeping the incoming width (an
+                    up block does not change it even where channel_mult does), then
+                    `num_blocks + 1` blocks fed the concatenation with the matching encoder output
+                    (skip connection), each to channels * channel_mult[l]
   output            GroupNorm -> SiLU -> 3x3 conv (near-zero init)
   residual block    GN -> SiLU -> 3x3 conv (2x2 average pool before it going down, nearest x2
                     upsampling going up) -> + Linear(embedding) -> GN -> SiLU -> dropout -> 3x3
@@ -21,8 +26,13 @@ Architecture (Karras et al. 2022, config "DDPM++"; REFERENCE.md "EDM on CIFAR-10
   GroupNorm         groups = min(32, C / 4), eps 1e-6.
 Attention runs in every encoder block whose resolution is in `attn_resolutions`, in the last
 decoder block of such a level (DDPM++ attends once per decoder level) and in the first bottleneck
-block; the CIFAR-10 preset then has 55.73 M parameters, the reference network's count. Label dropout (classifier-free guidance) zeroes a sample's one-hot label with
-probability `label_dropout` during training, so the same network learns the unconditional branch.
+block. Submodules carry the reference's names (`enc_32x32_conv`, `enc_16x16_down`,
+`enc_16x16_block0`, `dec_8x8_in0`, `dec_16x16_up`, `dec_16x16_block2`, `map_layer0`, `out_conv`,
+...), so with the reference's channel layouts a weight ports one to one (after NCHW/OIHW ->
+NHWC/HWIO transposes). Parameter counts equal the reference's: 55,732,739 for the CIFAR-10
+preset; 6,989,891 for 64 channels, multipliers (1, 2, 2), 2 blocks, attention at 16 (32x32x3).
+Label dropout (classifier-free guidance) zeroes a sample's one-hot label with probability
+`label_dropout` during training, so the same network learns the unconditional branch.
 
 `dtype` is the compute dtype (bfloat16 for mixed precision); parameters stay float32 and the
 output is float32.
@@ -58,11 +68,16 @@ def norm_groups(channels: int) -> int:
 
 
 def sinusoidal_embedding(values: jax.Array, features: int, max_period: float = 1e4) -> jax.Array:
-    """[cos(v f_k), sin(v f_k)] with f_k = max_period^(-k / (features/2)), k < features/2; [B, features]."""
+    """DDPM++'s positional embedding of the noise level, [B] -> [B, features]:
+    [sin(v f_0), ..., sin(v f_{n-1}), cos(v f_0), ..., cos(v f_{n-1})] with n = features / 2 and
+    f_k = (1 / max_period)^(k / (n - 1)), i.e. n frequencies spaced geometrically from 1 to
+    1 / max_period inclusive of that endpoint (the reference computes [cos, sin] and swaps the
+    halves). n = 1 gives the single frequency 1."""
     half = features // 2
-    freqs = max_period ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    exponents = jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1)
+    freqs = (1.0 / max_period) ** exponents
     angles = values.astype(jnp.float32)[:, None] * freqs[None, :]
-    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
 def downsample(x: jax.Array) -> jax.Array:
@@ -76,7 +91,10 @@ def upsample(x: jax.Array) -> jax.Array:
 
 
 class SelfAttention(nn.Module):
-    """Single- or multi-head self-attention over the H*W positions, residual, scaled by sqrt(1/2)."""
+    """Single- or multi-head self-attention over the H*W positions, residual, scaled by sqrt(1/2).
+
+    The 1x1 qkv convolution's 3C output channels are laid out as (head, channel, q/k/v), q, k and v
+    interleaved innermost, as in the reference network, so weights port one to one."""
 
     heads: int
     dtype: jnp.dtype = jnp.float32
@@ -85,14 +103,14 @@ class SelfAttention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
         require(c % self.heads == 0, "model.attn_heads", self.heads, f"a divisor of the channel count {c}")
-        hidden = nn.GroupNorm(norm_groups(c), epsilon=1e-6, dtype=self.dtype)(x)
-        qkv = nn.Conv(3 * c, (1, 1), kernel_init=attention_qkv, dtype=self.dtype)(hidden)
-        q, k, v = jnp.split(qkv.reshape(b, h * w, 3, self.heads, c // self.heads), 3, axis=2)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # [B, HW, heads, c/heads]
+        hidden = nn.GroupNorm(norm_groups(c), epsilon=1e-6, dtype=self.dtype, name="norm")(x)
+        qkv = nn.Conv(3 * c, (1, 1), kernel_init=attention_qkv, dtype=self.dtype, name="qkv")(hidden)
+        qkv = qkv.reshape(b, h * w, self.heads, c // self.heads, 3)
+        q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]  # [B, HW, heads, c/heads]
         logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / math.sqrt(c // self.heads)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         attended = jnp.einsum("bhqk,bkhc->bqhc", weights, v).reshape(b, h, w, c)
-        projected = nn.Conv(c, (1, 1), kernel_init=near_zero, dtype=self.dtype)(attended)
+        projected = nn.Conv(c, (1, 1), kernel_init=near_zero, dtype=self.dtype, name="proj")(attended)
         return (projected + x) * SKIP_SCALE
 
 
@@ -109,19 +127,19 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
         resize = {"none": lambda t: t, "down": downsample, "up": upsample}[self.resample]
-        in_channels = x.shape[-1]
-        h = nn.silu(nn.GroupNorm(norm_groups(in_channels), epsilon=1e-6, dtype=self.dtype)(x))
-        h = nn.Conv(self.out_channels, (3, 3), kernel_init=xavier_uniform, dtype=self.dtype)(resize(h))
-        h = h + nn.Dense(self.out_channels, kernel_init=xavier_uniform, dtype=self.dtype)(emb)[:, None, None, :]
-        h = nn.silu(nn.GroupNorm(norm_groups(self.out_channels), epsilon=1e-6, dtype=self.dtype)(h))
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = nn.Conv(self.out_channels, (3, 3), kernel_init=near_zero, dtype=self.dtype)(h)
+        conv = lambda c, k, init, name: nn.Conv(c, (k, k), kernel_init=init, dtype=self.dtype, name=name)  # noqa: E731
+        norm = lambda c, name: nn.GroupNorm(norm_groups(c), epsilon=1e-6, dtype=self.dtype, name=name)  # noqa: E731
+        in_channels, width = x.shape[-1], self.out_channels
+        h = conv(width, 3, xavier_uniform, "conv0")(resize(nn.silu(norm(in_channels, "norm0")(x))))
+        h = h + nn.Dense(width, kernel_init=xavier_uniform, dtype=self.dtype, name="affine")(emb)[:, None, None, :]
+        h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(norm(width, "norm1")(h)))
+        h = conv(width, 3, near_zero, "conv1")(h)
         skip = resize(x)
-        if in_channels != self.out_channels or self.resample != "none":
-            skip = nn.Conv(self.out_channels, (1, 1), kernel_init=xavier_uniform, dtype=self.dtype)(skip)
+        if in_channels != width or self.resample != "none":
+            skip = conv(width, 1, xavier_uniform, "skip")(skip)
         out = (h + skip) * SKIP_SCALE
         if self.attention:
-            out = SelfAttention(self.attn_heads, dtype=self.dtype)(out)
+            out = SelfAttention(self.attn_heads, dtype=self.dtype, name="attn")(out)
         return out
 
 
@@ -156,36 +174,44 @@ class SongUNet(nn.Module):
             if train and self.label_dropout > 0:
                 keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.label_dropout, (x.shape[0], 1))
                 labels = labels * keep
-            emb = emb + nn.Dense(self.noise_features, kernel_init=xavier_uniform)(labels.astype(jnp.float32))
-        emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype)(emb))
-        emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype)(emb))
+            scaled = labels.astype(jnp.float32) * math.sqrt(self.label_dim)  # unit-variance input
+            emb = emb + nn.Dense(self.noise_features, kernel_init=xavier_uniform, name="map_label")(scaled)
+        emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype, name="map_layer0")(emb))
+        emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype, name="map_layer1")(emb))
 
-        block = lambda c, **kw: ResidualBlock(c, dropout=self.dropout, attn_heads=self.attn_heads,  # noqa: E731
-                                              dtype=self.dtype, **kw)
-        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier_uniform, dtype=self.dtype)(x.astype(self.dtype))
+        def block(name: str, width: int, **kw) -> ResidualBlock:
+            return ResidualBlock(width, dropout=self.dropout, attn_heads=self.attn_heads, dtype=self.dtype,
+                                 name=name, **kw)
+
+        size = x.shape[1]
+        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier_uniform, dtype=self.dtype,
+                    name=f"enc_{size}x{size}_conv")(x.astype(self.dtype))
         skips = [h]
         for level, mult in enumerate(self.channel_mult):
-            if level > 0:
-                h = block(h.shape[-1], resample="down")(h, emb, train)
+            res = size >> level
+            if level > 0:  # keeps the width of the level above
+                h = block(f"enc_{res}x{res}_down", h.shape[-1], resample="down")(h, emb, train)
                 skips.append(h)
-            for _ in range(self.num_blocks):
-                h = block(self.channels * mult, attention=h.shape[1] in self.attn_resolutions)(h, emb, train)
+            for index in range(self.num_blocks):
+                h = block(f"enc_{res}x{res}_block{index}", self.channels * mult,
+                          attention=res in self.attn_resolutions)(h, emb, train)
                 skips.append(h)
 
         for level in reversed(range(len(self.channel_mult))):
-            width = self.channels * self.channel_mult[level]
+            res = size >> level
             if level == len(self.channel_mult) - 1:
-                h = block(width, attention=True)(h, emb, train)
-                h = block(width)(h, emb, train)
-            else:
-                h = block(width, resample="up")(h, emb, train)
+                h = block(f"dec_{res}x{res}_in0", h.shape[-1], attention=True)(h, emb, train)
+                h = block(f"dec_{res}x{res}_in1", h.shape[-1])(h, emb, train)
+            else:  # keeps the width of the level below; the next block changes it
+                h = block(f"dec_{res}x{res}_up", h.shape[-1], resample="up")(h, emb, train)
             for index in range(self.num_blocks + 1):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
                 last = index == self.num_blocks
-                h = block(width, attention=last and h.shape[1] in self.attn_resolutions)(h, emb, train)
+                h = block(f"dec_{res}x{res}_block{index}", self.channels * self.channel_mult[level],
+                          attention=last and res in self.attn_resolutions)(h, emb, train)
 
-        h = nn.silu(nn.GroupNorm(norm_groups(h.shape[-1]), epsilon=1e-6, dtype=self.dtype)(h))
-        h = nn.Conv(out_channels, (3, 3), kernel_init=near_zero, dtype=self.dtype)(h)
+        h = nn.GroupNorm(norm_groups(h.shape[-1]), epsilon=1e-6, dtype=self.dtype, name="out_norm")(h)
+        h = nn.Conv(out_channels, (3, 3), kernel_init=near_zero, dtype=self.dtype, name="out_conv")(nn.silu(h))
         return h.astype(jnp.float32)
 
 
