@@ -25,7 +25,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxmem import io, parallel
+from jaxmem import compile_cache, io, parallel
 from jaxmem.config import LAUNCHER_ALIASES, ConfigError, config_module, field_lines, get_field, load_config, require
 
 USAGE_EXIT_CODE = 2
@@ -128,6 +128,8 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
     config_flag = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<preset>",
                                                   lock_config=True)
     flags.DEFINE_string("workdir", default_workdir, "Folder that receives everything the run writes.")
+    flags.DEFINE_string("compile_cache", compile_cache.default_folder(), "Folder of JAX's persistent "
+                        "compilation cache, shared by runs (jaxmem.compile_cache); empty: off.")
 
     def main(argv):
         if len(argv) > 1:
@@ -140,6 +142,7 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
             require(not os.path.exists(workdir) or os.path.isdir(workdir), "--workdir", workdir,
                     "a folder or a path to create, not an existing file")
             quiet_libraries()
+            compile_cache.enable(flags.FLAGS.compile_cache)
             parallel.initialize_distributed()
             if validate is not None:
                 validate(config)
