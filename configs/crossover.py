@@ -26,7 +26,7 @@ Fields (score_sde style groups):
             next to the grid's result: resumable, skipped when finished; M_pt, the window, the table
             and the figures then use all M values, and models.csv marks these models in its
             `refinement` column), search ('grid': capacity_fractions; 'adaptive': rounds around
-            the measured-loss prediction, jaxmem.capacity_search) with search_points (per set
+            the measured-loss prediction, jaxmem.experiments.gmm_crossover.search) with search_points (per set
             and round), search_span, search_tolerance (fraction of N), search_rounds (after the
             first), search_weighting (the prediction's weighting, one of eval.weightings)
   training  steps, noise_draws (per point and step), peak_lr, final_lr, warmup_fraction,

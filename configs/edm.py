@@ -1,4 +1,4 @@
-"""EDM U-Net training on images, then sampling and the memorization rate (launch/train.py).
+"""EDM U-Net training on images, then sampling and the memorization rate (launch/edm.py).
 
 Presets (--config=configs/edm.py:<preset>):
   smoke        seconds on a CPU: a tiny U-Net on 32 8x8 digits, 6 steps, 16 samples (the tests)
@@ -11,7 +11,7 @@ Presets (--config=configs/edm.py:<preset>):
   cifar10_50k  "EDM-50K": all 50,000 CIFAR-10 training images, the full EDM recipe (200 M images)
   crossover_digits, crossover_mnist, crossover_cifar10
                the bases of the U-Net capacity-crossover sweeps (configs/sweeps/unet_crossover_*.py:
-               training-set size N x width, jaxmem.capacity_crossover): one block per level
+               training-set size N x width, jaxmem.experiments.unet_crossover): one block per level
                (CIFAR-10: two), width swept with embed_dim = 4 x channels, one fixed training
                budget in images for every run, 512 (CIFAR-10: 1,000) Heun samples for the
                memorization rate

@@ -1,5 +1,5 @@
 """Memorization of trained networks: the denoiser-swap table, per-level rates, the mitigation and
-trajectory decompositions (launch/swap.py, jaxmem/swap_experiment.py).
+trajectory decompositions (launch/swap.py, jaxmem/experiments/denoiser_swaps/).
 
 Presets (--config=configs/swap.py:<preset>):
   smoke    ~3.5 min on 2 CPU cores (three tiny U-Nets trained, the table sampled): tiny U-Nets on 8x8 digits (the tests); A is class-conditional
@@ -15,7 +15,7 @@ Fields:
               and model B (large subset, generalizes); override e.g.
               --config.memorizing.training.total_images=...
   workdirs    memorizing, generalizing, mitigated: where each model trains ('' = <workdir>/<name>);
-              point one at a finished launch/train.py run of the same recipe to reuse it (a
+              point one at a finished launch/edm.py run of the same recipe to reuse it (a
               different recipe is refused)
   mitigation  enabled, region ('small' | 'medium' | 'large'), weight (loss weight inside the
               region, in [0, 1): lowers training there; model C = A's recipe with it, equal compute)

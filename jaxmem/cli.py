@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxmem import compile_cache, io, parallel
-from jaxmem.config import LAUNCHER_ALIASES, ConfigError, config_module, field_lines, get_field, load_config, require
+from jaxmem.config import ConfigError, config_module, field_lines, get_field, load_config, require
 
 USAGE_EXIT_CODE = 2
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
@@ -78,10 +78,9 @@ def config_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def default_config_file(launcher: str) -> str | None:
-    """configs/<family>.py of launch/<family>.py (train.py -> edm.py), or None when there is none."""
-    name = os.path.basename(launcher)
-    family = {v: k for k, v in LAUNCHER_ALIASES.items()}.get(name, name)
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(launcher))), "configs", family)
+    """configs/<family>.py of launch/<family>.py, or None when there is none."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(launcher))), "configs",
+                        os.path.basename(launcher))
     return os.path.relpath(path) if os.path.isfile(path) else None
 
 

@@ -19,10 +19,6 @@ from collections.abc import Callable, Iterable, Mapping
 
 import ml_collections
 
-# Config files whose launcher is not launch/<same name>.py.
-LAUNCHER_ALIASES = {"edm.py": "train.py"}
-
-
 class ConfigError(ValueError):
     """A config, flag or input-data problem the user can fix; the message says what and how."""
 

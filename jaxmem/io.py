@@ -144,6 +144,14 @@ def flatten(tree, prefix: str = "") -> dict:
     return flat
 
 
+def as_float(value) -> float:
+    """float(value) of a table cell; NaN for a missing (None) or non-numeric cell."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def config_json(config: ml_collections.ConfigDict) -> str:
     """The text `save_config` writes to config.json."""
     return json.dumps(config.to_dict(), indent=2, default=_jsonable) + "\n"

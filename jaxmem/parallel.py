@@ -13,23 +13,35 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxmem.config import require_choice
+
 DATA_AXIS = "data"
 
 
-def initialize_distributed() -> None:
-    """Calls jax.distributed.initialize() when launched as one of several processes.
+DISTRIBUTED_MODES = ("auto", "on", "off")
 
-    Detected from the cluster's environment (JAX_COORDINATOR_ADDRESS, SLURM, TPU VM
-    metadata via JAX's own auto-detection). A single process is left alone.
+
+def initialize_distributed(mode: str | None = None) -> bool:
+    """Starts JAX's multi-process runtime when this process is one of several; True if started.
+
+    mode (default: the JAXMEM_DISTRIBUTED environment variable, else 'auto'):
+      auto  jax.distributed.initialize() with JAX's own cluster detection (Cloud TPU, SLURM,
+            Open MPI, Kubernetes, or JAX_COORDINATOR_ADDRESS and friends); a process in which
+            JAX detects no cluster runs alone
+      on    the same, but a process without a detected cluster is an error
+      off   never (e.g. several independent single-process jobs inside one SLURM allocation)
     """
-    multi = any(
-        os.environ.get(v)
-        for v in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")
-    )
-    if os.environ.get("SLURM_NTASKS") == "1":
-        multi = False
-    if multi and not jax.distributed.is_initialized():
+    mode = mode or os.environ.get("JAXMEM_DISTRIBUTED", "auto")
+    require_choice("JAXMEM_DISTRIBUTED", mode, DISTRIBUTED_MODES)
+    if mode == "off" or jax.distributed.is_initialized():
+        return False
+    try:
         jax.distributed.initialize()
+    except ValueError as e:  # JAX found no cluster: it cannot name a coordinator
+        if mode == "on" or "coordinator_address" not in str(e):
+            raise
+        return False
+    return True
 
 
 def make_mesh(axis_name: str = DATA_AXIS, devices=None) -> Mesh:

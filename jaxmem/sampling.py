@@ -140,6 +140,13 @@ def edm_noise(seed: int, first: int, count: int, shape: tuple[int, ...]) -> jax.
 
 
 @functools.lru_cache(maxsize=32)
+def without_step(denoise: Callable) -> Callable:
+    """step_denoise(params, x, sigma, step) -> denoise(params, x, sigma) for edm_generate, one
+    object per denoiser (edm_generate caches its compiled programs by the step denoiser)."""
+    return lambda params, x, sigma, step: denoise(params, x, sigma)
+
+
+@functools.lru_cache(maxsize=32)
 def _generate_programs(step_denoise: Callable, grid: tuple, solver: str, seed: int, batch: int,
                        shape: tuple[int, ...], mesh) -> tuple[Callable, Callable]:
     """The jitted (sample_batch(params, noise), make_noise(first)) of `edm_generate`, cached: calls

@@ -105,7 +105,7 @@ def window_array(windows: Sequence[Window] | Window, num_steps: int, size: int |
     """int32 [size, 2] of the validated windows, padded with (-1, -1) rows that match no step.
 
     A traced form of the windows: one compiled sampler serves every window of a table
-    (see `in_windows`). size: rows (default: the number of windows, at least 1).
+    (see `switch_in_windows`). size: rows (default: the number of windows, at least 1).
     """
     windows = check_windows(windows, num_steps)
     size = max(len(windows), 1) if size is None else size
@@ -120,6 +120,12 @@ def in_windows(step, windows) -> jax.Array:
     """bool scalar: step lies in one of the windows, int32 [W, 2] of inclusive (first, last)."""
     windows = jnp.asarray(windows, jnp.int32)
     return jnp.any((windows[:, 0] <= step) & (step <= windows[:, 1]))
+
+
+def switch_in_windows(step, windows, donor: Callable, base: Callable, x, sigma) -> jax.Array:
+    """donor(x, sigma) when `step` lies in one of the windows (int32 [W, 2], may be traced), else
+    base(x, sigma): the one branch of every swapped sampler."""
+    return jax.lax.cond(in_windows(step, windows), donor, base, x, sigma)
 
 
 def swap_denoiser(base: Callable, donor: Callable, windows: Sequence[Window] | Window, sigmas,
@@ -139,6 +145,6 @@ def swap_denoiser(base: Callable, donor: Callable, windows: Sequence[Window] | W
     table = window_array(windows, len(_levels(sigmas)))
 
     def step_denoise(x, sigma, step):
-        return jax.lax.cond(in_windows(step, table), donor, base, x, sigma)
+        return switch_in_windows(step, table, donor, base, x, sigma)
 
     return step_denoise

@@ -73,16 +73,19 @@ def measured_crossover(capacities, partial_losses, generalizing_loss) -> float:
     return first_crossing(capacities, -gap, 0.0)
 
 
-def first_crossing(xs, ys, level: float) -> float:
-    """The first x at which the curve ys(xs) reaches `level` (linear interpolation); NaN if never.
+def first_crossing(xs, ys, level: float, rising: bool = True) -> float:
+    """The first x at which the curve ys(xs) reaches `level` (rising: ys >= level; falling: ys
+    < level), interpolated linearly between the bracketing points; xs[0] when the first point is
+    already past the level, NaN if no point is.
 
-    Used for the empirical transition M_pt (memorisation ratio 0.5) and its delta window.
+    Used for the empirical transition M_pt (memorisation ratio 0.5) and its delta window, the
+    measured crossover, the U-Net onset capacity and the regime boundaries (in log sigma).
     """
     xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-    above = np.nonzero(ys >= level)[0]
-    if above.size == 0:
+    past = np.nonzero(ys >= level if rising else ys < level)[0]
+    if past.size == 0:
         return float("nan")
-    j = int(above[0])
+    j = int(past[0])
     if j == 0:
         return float(xs[0])
     return float(xs[j - 1] + (xs[j] - xs[j - 1]) * (level - ys[j - 1]) / (ys[j] - ys[j - 1]))

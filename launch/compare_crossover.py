@@ -13,7 +13,7 @@ import os
 from absl import app, flags
 
 from jaxmem import io
-from jaxmem.crossover_report import compare_runs
+from jaxmem.experiments.gmm_crossover.report import compare_runs
 
 _REFERENCE = flags.DEFINE_string("reference", None, "Workdir of the reference run.", required=True)
 _CANDIDATE = flags.DEFINE_string("candidate", None, "Workdir of the candidate run.", required=True)

@@ -1,10 +1,10 @@
-"""Crossover M* versus N of the GMM memorisation laboratory.
+"""Crossover M* versus N of the GMM memorisation laboratory (jaxmem.experiments.gmm_crossover).
 
     python launch/crossover.py --config=configs/crossover.py:demo --workdir=runs/demo
 """
 
 from jaxmem.cli import run_main
-from jaxmem import crossover
+from jaxmem.experiments import gmm_crossover
 
 if __name__ == "__main__":
-    run_main(crossover.run, default_workdir="runs/crossover", validate=crossover.validate_config)
+    run_main(gmm_crossover.run, default_workdir="runs/crossover", validate=gmm_crossover.validate_config)

@@ -1,10 +1,11 @@
-"""Geometry of memorization over the noise grid: concentration, coverage, MSE, regimes.
+"""Geometry of memorization over the noise grid: concentration, coverage, MSE, regimes
+(jaxmem.experiments.noise_regimes).
 
     python launch/geometry.py --config=configs/geometry.py:digits --workdir=runs/geometry
 """
 
 from jaxmem.cli import run_main
-from jaxmem.geometry import experiment
+from jaxmem.experiments import noise_regimes
 
 if __name__ == "__main__":
-    run_main(experiment.run, default_workdir="runs/geometry", validate=experiment.check_config)
+    run_main(noise_regimes.run, default_workdir="runs/geometry", validate=noise_regimes.validate_config)

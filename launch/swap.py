@@ -1,4 +1,5 @@
-"""Memorization of trained networks: swap table, per-level rates, mitigation, trajectories.
+"""Memorization of trained networks: swap table, per-level rates, mitigation, trajectories
+(jaxmem.experiments.denoiser_swaps).
 
     python launch/swap.py --config=configs/swap.py:digits --workdir=runs/swap_digits
 
@@ -8,8 +9,8 @@ swap_table.csv/.md, nearest.csv, swap_profile.csv/.png, per_level.csv/.png, miti
 trajectory.csv, correlations.csv, guidance.csv, trajectory.png, pairs.png and results.md.
 """
 
-from jaxmem import swap_experiment
 from jaxmem.cli import run_main
+from jaxmem.experiments import denoiser_swaps
 
 if __name__ == "__main__":
-    run_main(swap_experiment.run, default_workdir="runs/swap", validate=swap_experiment.validate_config)
+    run_main(denoiser_swaps.run, default_workdir="runs/swap", validate=denoiser_swaps.validate_config)

@@ -9,7 +9,7 @@
 grid; --config.<field>=value overrides apply to every run. Rerunning the same command skips
 finished runs, relaunches unfinished or failed ones and rewrites the report. A sweep file's
 PLOT and ANALYSIS (e.g. configs/sweeps/unet_crossover_digits.py: the U-Net capacity crossover,
-jaxmem.capacity_crossover) are recorded in <workdir>/sweep.json, so --aggregate_only redoes them.
+jaxmem.experiments.unet_crossover) are recorded in <workdir>/sweep.json, so --aggregate_only redoes them.
 """
 
 import os
@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
-from jaxmem import sweep
+from jaxmem.sweep import aggregate, execute, expand
 from jaxmem.cli import fail, quiet_libraries, user_errors
 from jaxmem.config import load_config
 
@@ -40,34 +40,34 @@ def main(argv, sweep_flags, overrides):
     root = os.path.abspath(FLAGS.workdir)
     if FLAGS.aggregate_only:
         with user_errors(ValueError):
-            logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+            logging.info("report: %s", aggregate.aggregate(root)["paths"]["report"])
         return
     if FLAGS.config is None:
         fail("--config=configs/<family>.py:<preset> is required")
     with user_errors(ValueError, FileNotFoundError):
-        config = sweep.apply_overrides(load_config(FLAGS.config), overrides)
-        axes, plot = sweep.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else ([], None)
-        analysis = sweep.load_sweep_analysis(FLAGS.sweep) if FLAGS.sweep else None
-        axes += sweep.flag_axes(config, sweep_flags)
-        runs = selected = sweep.expand(config, axes, root)
+        config = expand.apply_overrides(load_config(FLAGS.config), overrides)
+        axes, plot = expand.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else ([], None)
+        analysis = expand.load_sweep_analysis(FLAGS.sweep) if FLAGS.sweep else None
+        axes += expand.flag_axes(config, sweep_flags)
+        runs = selected = expand.expand(config, axes, root)
         if FLAGS.run_index is not None:
             if not 0 <= FLAGS.run_index < len(runs):
                 fail(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
             selected = [runs[FLAGS.run_index]]
-        launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else sweep.default_launcher(FLAGS.config)
+        launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else execute.default_launcher(FLAGS.config)
     if FLAGS.dry_run:
-        print(sweep.describe(selected, FLAGS.config, launcher, overrides))
+        print(execute.describe(selected, FLAGS.config, launcher, overrides))
         return
-    sweep.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
-    results = sweep.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
+    aggregate.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
+    results = execute.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
                             FLAGS.gpus_per_run)
     with user_errors(ValueError):
-        logging.info("report: %s", sweep.aggregate(root)["paths"]["report"])
+        logging.info("report: %s", aggregate.aggregate(root)["paths"]["report"])
     if any(s != "done" for s in results.values()):
         sys.exit(1)
 
 
 if __name__ == "__main__":
     with user_errors(ValueError):
-        absl_argv, sweep_flags, overrides = sweep.split_argv(sys.argv)
+        absl_argv, sweep_flags, overrides = expand.split_argv(sys.argv)
     app.run(lambda argv: main(argv, sweep_flags, overrides), argv=absl_argv)

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from jaxmem import capacity_crossover as cc
-from jaxmem import io, sweep
+from jaxmem.experiments import unet_crossover as cc
+from jaxmem import io
+from jaxmem.sweep import aggregate, execute, expand
 from jaxmem.config import load_config
 
 from conftest import REPO
@@ -90,18 +91,18 @@ def test_fit_recovers_a_known_line_from_synthetic_rows():
 
 def _fake_sweep(root, base, rows_by_name):
     """A sweep root like launch/sweep.py leaves it: sweep.json, and per run sweep_run.json, DONE and
-    summary.json (what launch/train.py writes)."""
+    summary.json (what launch/edm.py writes)."""
     for name, (values, summary) in rows_by_name.items():
         workdir = os.path.join(root, name)
-        io.write_json(os.path.join(workdir, sweep.RUN_FILE), dict(name=name, values=values))
-        io.write_json(os.path.join(workdir, sweep.DONE), dict(seconds=1.0))
+        io.write_json(os.path.join(workdir, execute.RUN_FILE), dict(name=name, values=values))
+        io.write_json(os.path.join(workdir, execute.DONE), dict(seconds=1.0))
         io.write_json(os.path.join(workdir, "summary.json"), summary)
 
 
 def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
     sweep_file = os.path.join(REPO, "configs", "sweeps", "unet_crossover_digits.py")
-    analysis = sweep.load_sweep_analysis(sweep_file)
-    assert analysis["function"] == "jaxmem.capacity_crossover:analyze"
+    analysis = expand.load_sweep_analysis(sweep_file)
+    assert analysis["function"] == "jaxmem.experiments.unet_crossover:analyze"
     gmm_csv = tmp_path / "gmm_results.csv"  # a GMM crossover sweep's results.csv: M_pt = 0.75 N + 1
     gmm_csv.write_text("run,status,rows.0.N,rows.0.M_pt\na,done,20,16\nb,done,40,31\nc,done,60,46\nd,failed,,\n")
     analysis["options"]["gmm_results"] = [str(tmp_path / "missing.csv"), str(gmm_csv)]
@@ -114,8 +115,8 @@ def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
             steps=10))
     runs["n512_never"] = ({"data.num_train": 512}, dict(num_train=512, parameters=1000, memorization_rate=0.1))
     _fake_sweep(root, None, runs)
-    sweep.write_sweep_record(root, "configs/edm.py:crossover_digits", "launch/train.py",
-                             [sweep.Run(n, v, os.path.join(root, n)) for n, (v, _) in runs.items()],
+    aggregate.write_sweep_record(root, "configs/edm.py:crossover_digits", "launch/edm.py",
+                             [expand.Run(n, v, os.path.join(root, n)) for n, (v, _) in runs.items()],
                              analysis=analysis)
 
     result = subprocess.run([sys.executable, os.path.join(REPO, "launch", "sweep.py"), f"--workdir={root}",
@@ -139,28 +140,28 @@ def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
     assert "fit: parameters* = 1000 N + 500" in open(os.path.join(root, "capacity_crossover.md")).read()
 
     # without a GMM table: the closed-form line, named as such
-    lines = cc.analyze(sweep.aggregate(root)["rows"][:12], str(tmp_path / "other"), gmm_results=())
+    lines = cc.analyze(aggregate.aggregate(root)["rows"][:12], str(tmp_path / "other"), gmm_results=())
     assert any("closed form M* = 0.660 N (x0 weighting" in line for line in lines)
 
     # a failing analysis: the report says so, then the error is raised
     meta = json.loads(open(os.path.join(root, "sweep.json")).read())
     meta["analysis"]["options"]["rate"] = "no_such_column"
     io.write_json(os.path.join(root, "sweep.json"), meta)
-    with pytest.raises(ValueError, match="analysis jaxmem.capacity_crossover:analyze of .* failed"):
-        sweep.aggregate(root)
-    assert "## Analysis jaxmem.capacity_crossover:analyze failed" in open(os.path.join(root, "report.md")).read()
+    with pytest.raises(ValueError, match="analysis jaxmem.experiments.unet_crossover:analyze of .* failed"):
+        aggregate.aggregate(root)
+    assert "## Analysis jaxmem.experiments.unet_crossover:analyze failed" in open(os.path.join(root, "report.md")).read()
 
 
 def test_bad_analysis_specs_fail_when_the_sweep_file_is_loaded(tmp_path):
-    for text, message in [("ANALYSIS = 'jaxmem.capacity_crossover'", "allowed: 'package.module:function'"),
-                          ("ANALYSIS = 'jaxmem.capacity_crossover:nope'", "cannot be loaded"),
-                          ("ANALYSIS = 'jaxmem.capacity_crossover:analyze'\nANALYSIS_OPTIONS = [1]",
+    for text, message in [("ANALYSIS = 'jaxmem.experiments.unet_crossover'", "allowed: 'package.module:function'"),
+                          ("ANALYSIS = 'jaxmem.experiments.unet_crossover:nope'", "cannot be loaded"),
+                          ("ANALYSIS = 'jaxmem.experiments.unet_crossover:analyze'\nANALYSIS_OPTIONS = [1]",
                            "must be a dict")]:
         (tmp_path / "s.py").write_text(text + "\ndef get_sweep():\n    return []\n")
         with pytest.raises(ValueError, match=message):
-            sweep.load_sweep_analysis(str(tmp_path / "s.py"))
+            expand.load_sweep_analysis(str(tmp_path / "s.py"))
     (tmp_path / "s.py").write_text("def get_sweep():\n    return []\n")
-    assert sweep.load_sweep_analysis(str(tmp_path / "s.py")) is None
+    assert expand.load_sweep_analysis(str(tmp_path / "s.py")) is None
 
 
 @pytest.mark.parametrize("family, preset, runs", [("digits", "digits", 30), ("mnist", "mnist", 24),
@@ -171,15 +172,15 @@ def test_the_unet_crossover_sweep_files_expand_against_their_presets(family, pre
 
     config = load_config(os.path.join(REPO, f"configs/edm.py:crossover_{preset}"))
     path = os.path.join(REPO, "configs", "sweeps", f"unet_crossover_{family}.py")
-    axes, plot = sweep.load_sweep_file(path)
-    expanded = sweep.expand(config, axes, str(tmp_path))
+    axes, plot = expand.load_sweep_file(path)
+    expanded = expand.expand(config, axes, str(tmp_path))
     assert len(expanded) == runs and plot is None
-    assert sweep.load_sweep_analysis(path)["function"] == "jaxmem.capacity_crossover:analyze"
+    assert expand.load_sweep_analysis(path)["function"] == "jaxmem.experiments.unet_crossover:analyze"
     assert config.sampling.num_samples >= 256 and config.sampling.solver in ("heun", "euler")
     widths = sorted({r.values["model.channels"] for r in expanded})
     params = []
     for run in expanded[:len(widths)]:  # one run per width: every width builds (GroupNorm divides)
-        resolved = sweep.resolve(config, run.values)
+        resolved = expand.resolve(config, run.values)
         assert resolved.model.embed_dim == 4 * resolved.model.channels
         trainer.validate_training_config(resolved, 1)
         network = unet.network_from_config(resolved.model)
@@ -188,10 +189,10 @@ def test_the_unet_crossover_sweep_files_expand_against_their_presets(family, pre
     sizes = sorted({r.values["data.num_train"] for r in expanded})
     assert sizes[-1] / sizes[0] >= 16
     if family != "cifar10":  # fixed epochs: total_images = max(EPOCHS x N, MIN_IMAGES) in every run
-        module = sweep._sweep_module(path)
+        module = expand._sweep_module(path)
         for run in expanded:
             n = run.values["data.num_train"]
-            assert sweep.resolve(config, run.values).training.total_images == max(
+            assert expand.resolve(config, run.values).training.total_images == max(
                 module.EPOCHS * n, getattr(module, "MIN_IMAGES", 0))
 
 

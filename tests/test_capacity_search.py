@@ -7,7 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from jaxmem import capacity_search, crossover, theory
+from jaxmem import theory
+from jaxmem.experiments import gmm_crossover as crossover
+from jaxmem.experiments.gmm_crossover import search as capacity_search
 from jaxmem.config import load_config
 
 
@@ -95,7 +97,7 @@ def test_adaptive_crossover_resumes_after_a_kill_mid_round(adaptive, tmp_path, m
 
 
 def test_compare_runs_flags_ratio_gaps_and_windows():
-    from jaxmem.crossover_report import compare_runs
+    from jaxmem.experiments.gmm_crossover.report import compare_runs
 
     base = dict(d=50, K=12, N=200, seed=0)
     reference = [dict(base, M=m, ratio=r) for m, r in [(100, 0.0), (150, 0.5), (200, 1.0)]]

@@ -7,7 +7,8 @@ import pytest
 
 from jaxmem.config import load_config
 from jaxmem.denoisers import edm, unet
-from jaxmem.train import edm_experiment, trainer
+from jaxmem.experiments import edm_training as edm_experiment
+from jaxmem.train import trainer
 
 SD = edm.SIGMA_DATA
 SIGMAS = np.geomspace(1e-3, 80.0, 41)

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from jaxmem import sampling
 from jaxmem.config import load_config
 from jaxmem.data.pipeline import Position, ShuffledBatches
-from jaxmem.train import edm_experiment, trainer
+from jaxmem.experiments import edm_training as edm_experiment
+from jaxmem.train import trainer
 from jaxmem.train.checkpoint import Checkpointer, agree_any
 
 STEPS = 40
@@ -134,7 +136,10 @@ def test_experiment_trains_samples_and_measures_memorization(tmp_path):
         assert f["samples"].shape == (8, 8, 8, 1) and np.all(np.isfinite(f["samples"]))
     assert (tmp_path / "samples.png").stat().st_size > 0
     assert json.loads((tmp_path / "summary.json").read_text())["parameters"] == summary["parameters"]
+    compiled_before = sampling._generate_programs.cache_info()
     assert edm_experiment.run(config, str(tmp_path))["resumed_from"] == 4  # rerun: nothing left to train
+    compiled_after = sampling._generate_programs.cache_info()
+    assert compiled_after.hits == compiled_before.hits + 1 and compiled_after.misses == compiled_before.misses
 
 
 def test_checkpoint_interval_in_steps_and_seconds(tmp_path):

@@ -49,7 +49,7 @@ def test_command_line_and_config_errors_are_one_line(tmp_path):
         ([_edm(), "--config.data.path=x.npz", workdir], ["data.path = 'x.npz'", "data.dataset=npz"]),
     ]
     for args, fragments in cases:
-        _assert_clean_error(_launch("train.py", *args, cwd=tmp_path), *fragments)
+        _assert_clean_error(_launch("edm.py", *args, cwd=tmp_path), *fragments)
     assert not (tmp_path / "wd").exists()  # nothing ran, nothing was written
     out = _launch("swap.py", f"--config={REPO}/configs/swap.py:smoke", "--config.generalizing.sampling.rho=-1",
                   workdir, cwd=tmp_path)
@@ -107,7 +107,7 @@ def test_misspelled_field_gets_the_closest_spelling():
 
 
 def test_help_lists_presets_and_fields(tmp_path):
-    out = _launch("train.py", "--help", cwd=REPO)
+    out = _launch("edm.py", "--help", cwd=REPO)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "Presets of configs/edm.py" in out.stdout and "smoke, digits, mnist, cifar10_1k" in out.stdout
     assert "Fields of configs/edm.py:smoke" in out.stdout

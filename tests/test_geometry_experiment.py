@@ -12,7 +12,8 @@ import pytest
 from jaxmem.config import load_config
 from jaxmem.data import load_images, train_heldout_split
 from jaxmem.denoisers import empirical
-from jaxmem.geometry import concentration, coverage, experiment, queries
+from jaxmem.experiments import noise_regimes as experiment
+from jaxmem.geometry import concentration, coverage, queries
 
 from conftest import REPO
 
@@ -141,12 +142,12 @@ def test_bad_config_fields_are_named(field, value, message):
     group, name = field.split(".")
     config[group][name] = value
     with pytest.raises(ValueError, match=message):
-        experiment.check_config(config)
+        experiment.validate_config(config)
 
 
 def test_presets_exist_and_validate():
     for preset in ("smoke", "digits", "mnist", "cifar10_1k", "cifar10_50k"):
-        experiment.check_config(load_config(f"{CONFIG}:{preset}"))
+        experiment.validate_config(load_config(f"{CONFIG}:{preset}"))
     assert load_config(CONFIG + ":cifar10_1k").grid.num_sigmas == 40
     with pytest.raises(ValueError, match="valid presets"):
         load_config(CONFIG + ":nope")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from jaxmem import crossover, noise, sampling
+from jaxmem import noise, sampling
+from jaxmem.experiments.gmm_crossover import evaluation
 from jaxmem.data import gmm as gmm_data
 from jaxmem.denoisers import gmm
 
@@ -87,10 +88,10 @@ def test_closed_form_losses_at_paper_size():
     expected = 50 / (1 + noise.vp_snr(times))
     eps = jax.random.normal(jax.random.PRNGKey(0), (200, 16, 50))
     ones = jnp.ones(200)
-    gen = np.asarray(crossover.x0_losses_per_time(truth, None, data.train, ones, eps, times))
+    gen = np.asarray(evaluation.x0_losses_per_time(truth, None, data.train, ones, eps, times))
     np.testing.assert_allclose(gen[times <= 0.80], expected[times <= 0.80], rtol=0.03)
     np.testing.assert_allclose(gen[times <= 0.84], expected[times <= 0.84], rtol=0.04)
-    mem = np.asarray(crossover.x0_losses_per_time(gmm.memorizing_params(data.train), None, data.train,
+    mem = np.asarray(evaluation.x0_losses_per_time(gmm.memorizing_params(data.train), None, data.train,
                                                   ones, eps, times))
     assert np.all(mem[times <= 0.7] < 1e-3 * 50)
     assert mem[-1] > 0.5 * gen[-1]  # at t ~ 1 the memoriser is as wrong as anything else

@@ -17,7 +17,8 @@ import numpy as np
 
 from conftest import REPO
 from jaxmem.config import load_config
-from jaxmem.train import edm_experiment, trainer
+from jaxmem.experiments import edm_training as edm_experiment
+from jaxmem.train import trainer
 
 TIMEOUT_S = 180
 
@@ -26,9 +27,9 @@ WORKER = textwrap.dedent("""
     import jax
     import numpy as np
 
-    port, process_id, workdir, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    jax.distributed.initialize(coordinator_address="127.0.0.1:" + port, num_processes=2,
-                               process_id=process_id)
+    workdir, out = sys.argv[1], sys.argv[2]
+    from jaxmem import parallel
+    assert parallel.initialize_distributed()  # JAX's own SLURM detection, from the environment
     sys.path.insert(0, {tests!r})
     from test_multihost import small_config, train_and_fetch
 
@@ -66,10 +67,12 @@ def _free_port() -> int:
 def test_two_process_cpu_cluster_trains_like_one_process(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER.replace("{tests!r}", repr(os.path.join(REPO, "tests"))))
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, str(worker), str(port), str(i), str(tmp_path / "cluster"),
-                               str(tmp_path / f"params{i}.npy")], env=env, cwd=REPO,
+    # Two one-task "nodes" of a simulated SLURM job step, found by JAX's cluster auto-detection.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               SLURM_JOB_ID="1", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2", SLURM_LOCALID="0",
+               JAX_COORDINATOR_PORT=str(_free_port()))
+    procs = [subprocess.Popen([sys.executable, str(worker), str(tmp_path / "cluster"),
+                               str(tmp_path / f"params{i}.npy")], env=dict(env, SLURM_PROCID=str(i)), cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -96,6 +99,25 @@ def test_two_process_cpu_cluster_trains_like_one_process(tmp_path):
             == (tmp_path / "single" / "metrics.jsonl").read_text().count("\n"))
 
 
+def test_initialize_distributed_runs_alone_without_a_cluster():
+    check = textwrap.dedent("""
+        import jax, pytest
+        from jaxmem import parallel
+        from jaxmem.config import ConfigError
+        with pytest.raises(ConfigError, match="JAXMEM_DISTRIBUTED"):
+            parallel.initialize_distributed("sometimes")
+        assert parallel.initialize_distributed("off") is False
+        with pytest.raises(ValueError, match="coordinator"):
+            parallel.initialize_distributed("on")
+        assert parallel.initialize_distributed() is False  # auto: JAX detects no cluster
+        assert not jax.distributed.is_initialized() and jax.process_count() == 1
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR", "KUBERNETES_", "JAXMEM_DISTRIBUTED"))}
+    result = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def _dry_run(script, *args, **env):
     result = subprocess.run(["bash", os.path.join(REPO, "launch", script), *args], capture_output=True, text=True,
                             env=dict(os.environ, DRY_RUN="1", **env), timeout=30)
@@ -114,17 +136,17 @@ def test_tpu_vm_script_dry_run_prints_the_gcloud_commands():
     assert copy[1] == (f"+ gcloud compute tpus tpu-vm scp /tmp/slice-jaxmem.tar.gz slice:jaxmem.tar.gz {where} "
                        "--worker=all")
     assert copy[2].startswith(f"+ gcloud compute tpus tpu-vm ssh slice {where} --worker=all --command=mkdir")
-    (run,) = _dry_run("tpu_vm.sh", "run", "launch/train.py", "--config=configs/edm.py:cifar10_1k",
+    (run,) = _dry_run("tpu_vm.sh", "run", "launch/edm.py", "--config=configs/edm.py:cifar10_1k",
                       "--workdir=/mnt/runs/c1k", **env)
     assert run == (f"+ gcloud compute tpus tpu-vm ssh slice {where} --worker=all --command=cd\\ jaxmem\\ \\&\\&\\ "
-                   "JAX_COORDINATOR_ADDRESS=WORKER0_IP:8476\\ python3\\ launch/train.py\\ "
+                   "JAX_COORDINATOR_ADDRESS=WORKER0_IP:8476\\ python3\\ launch/edm.py\\ "
                    "--config=configs/edm.py:cifar10_1k\\ --workdir=/mnt/runs/c1k")
     assert _dry_run("tpu_vm.sh", "delete", **env) == [f"+ gcloud compute tpus tpu-vm delete slice {where} --quiet"]
 
 
 def test_slurm_script_dry_run_prints_the_srun_commands():
     env = dict(REPO_DIR="/shared/jaxmem", PYTHON="/shared/venv/bin/python", GPUS_PER_NODE="4")
-    job = ["launch/train.py", "--config=configs/edm.py:cifar10_1k", "--workdir=/shared/runs/c1k"]
+    job = ["launch/edm.py", "--config=configs/edm.py:cifar10_1k", "--workdir=/shared/runs/c1k"]
     assert _dry_run("slurm.sbatch", *job, **env) == [
         "+ cd /shared/jaxmem", "+ srun --ntasks-per-node=4 --gpus-per-task=1 /shared/venv/bin/python " + " ".join(job)]
     assert _dry_run("slurm.sbatch", *job, PROCESSES="per-node", **env)[1] == (

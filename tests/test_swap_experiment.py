@@ -9,7 +9,9 @@ import types
 import numpy as np
 import pytest
 
-from jaxmem import noise, sampling, swap, swap_experiment
+from jaxmem import noise, sampling, swap
+from jaxmem.experiments import denoiser_swaps as swap_experiment
+from jaxmem.experiments.denoiser_swaps import models, tables, trajectories
 from jaxmem.config import load_config
 from jaxmem.denoisers import empirical, linear
 
@@ -86,13 +88,13 @@ def test_changed_model_recipe_is_refused_on_an_existing_workdir(smoke_run, tmp_p
     with config.unlocked():
         config.memorizing.model.channels = 8
     with pytest.raises(ValueError, match="memorizing"):
-        swap_experiment.train_or_restore("memorizing", config.memorizing, os.path.join(workdir, "memorizing"))
+        models.train_or_restore("memorizing", config.memorizing, os.path.join(workdir, "memorizing"))
 
 
 def test_mitigated_model_undertrains_the_chosen_region():
     config = smoke_config()
-    grid = swap_experiment.swap_grid(config)
-    mitigated = swap_experiment.model_configs(config, grid, swap_experiment.regions(config, grid))["mitigated"]
+    grid = models.swap_grid(config)
+    mitigated = models.model_configs(config, grid, models.regions(config, grid))["mitigated"]
     first, last = config.swap.windows.medium
     assert tuple(mitigated.training.loss_window) == (grid[last], grid[first])
     assert mitigated.training.loss_window_weight == pytest.approx(0.1)
@@ -107,7 +109,7 @@ def test_traced_windows_sample_like_the_base_and_the_donor_alone():
     wiener = types.SimpleNamespace(denoise=linear.apply)
     params = {"base": linear.make_params(train), "donor": empirical.make_params(train)}
     grid = noise.edm_sigmas(8)
-    step = swap_experiment.pair_step(wiener, memorizer)
+    step = tables.pair_step(wiener, memorizer)
 
     def generate(windows):
         return sampling.edm_generate(step, dict(params, windows=swap.window_array(windows, 8)), 12, (16,), 3, grid,
@@ -137,7 +139,7 @@ def test_correlations_of_scores_with_the_distance_ratio():
     ratio = np.linspace(0.05, 0.9, 12)
     result = {"distance_ratio": ratio, "memorized": ratio < 1 / 3,
               "scores": {"target_excess": -ratio, "noise_deficit": np.exp(-ratio), "overestimation": np.ones(12)}}
-    rows = {r["score"]: r for r in swap_experiment.correlations(result)}
+    rows = {r["score"]: r for r in trajectories.correlations(result)}
     assert rows["target_excess"]["spearman_vs_distance_ratio"] == pytest.approx(-1.0)
     assert rows["noise_deficit"]["spearman_vs_distance_ratio"] == pytest.approx(-1.0)
     assert rows["target_excess"]["pearson_vs_memorized"] > 0.5
@@ -180,15 +182,15 @@ def test_geometry_regions_must_cover_all_three(tmp_path):
     path.write_text('{"edm_grid": {"steps": 6}, "regimes": {"medium": {"edm_indices": [2, 3]}}}')
     config = _override(smoke_config(), swap__regions="geometry", swap__regimes_path=str(path))
     with pytest.raises(ValueError, match="missing: small, large"):
-        swap_experiment.regions(config, swap_experiment.swap_grid(config))
+        models.regions(config, models.swap_grid(config))
 
 
 def test_every_preset_builds_and_validates():
     for preset in ("smoke", "digits", "mnist", "cifar10"):
         config = load_config(f"{CONFIG}:{preset}")
         swap_experiment.validate_config(config)
-        found = swap_experiment.regions(config, swap_experiment.swap_grid(config))
+        found = models.regions(config, models.swap_grid(config))
         assert set(found) == {"small", "medium", "large"}
     cifar = load_config(f"{CONFIG}:cifar10")
-    assert swap_experiment.regions(cifar, swap_experiment.swap_grid(cifar)) == swap.PAPER_REGIONS
+    assert models.regions(cifar, models.swap_grid(cifar)) == swap.PAPER_REGIONS
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxmem import sweep
+from jaxmem.sweep import execute, expand
 from jaxmem.config import load_config
 
 from conftest import REPO
@@ -27,7 +27,7 @@ def smoke_config():
 def test_grid_and_zipped_axes_expand_into_named_runs(smoke_config, tmp_path):
     axes = [{"data.train_sizes": [(8,), (12, 16)]},
             {"training.steps": [10, 20], "training.chunk_steps": [5, 10]}]
-    runs = sweep.expand(smoke_config, axes, str(tmp_path))
+    runs = expand.expand(smoke_config, axes, str(tmp_path))
     assert [r.name for r in runs] == [
         "data.train_sizes=8__training.steps=10__training.chunk_steps=5",
         "data.train_sizes=8__training.steps=20__training.chunk_steps=10",
@@ -35,56 +35,56 @@ def test_grid_and_zipped_axes_expand_into_named_runs(smoke_config, tmp_path):
         "data.train_sizes=12-16__training.steps=20__training.chunk_steps=10"]
     assert runs[3].values == {"data.train_sizes": (12, 16), "training.steps": 20, "training.chunk_steps": 10}
     assert runs[3].workdir == os.path.join(str(tmp_path), runs[3].name)
-    resolved = sweep.resolve(smoke_config, runs[3].values)
+    resolved = expand.resolve(smoke_config, runs[3].values)
     assert resolved.training.steps == 20 and resolved.data.train_sizes == (12, 16)
     assert smoke_config.training.steps == 20 and smoke_config.data.train_sizes == (8, 12)  # base untouched
-    assert sweep.run_name({"data.model": "a b/c"}) == "data.model=a_b_c"
+    assert expand.run_name({"data.model": "a b/c"}) == "data.model=a_b_c"
 
 
 def test_bad_sweeps_fail_with_a_message_naming_the_field(smoke_config, tmp_path):
     with pytest.raises(ValueError, match=r"'data.trian_sizes'; did you mean 'data.train_sizes'\? "
                                          r"\(data has the fields: dims, model, num_components"):
-        sweep.expand(smoke_config, [{"data.trian_sizes": [(8,)]}], str(tmp_path))
+        expand.expand(smoke_config, [{"data.trian_sizes": [(8,)]}], str(tmp_path))
     with pytest.raises(ValueError, match=r"'optim.lr' \(the config has the fields: .*sampling, seed, training"):
-        sweep.flag_axes(smoke_config, {"optim.lr": "1,2"})
+        expand.flag_axes(smoke_config, {"optim.lr": "1,2"})
     with pytest.raises(ValueError, match="is a group"):
-        sweep.expand(smoke_config, [{"data": [1]}], str(tmp_path))
+        expand.expand(smoke_config, [{"data": [1]}], str(tmp_path))
     with pytest.raises(ValueError, match="equal length"):
-        sweep.expand(smoke_config, [{"training.steps": [1, 2], "seed": [0]}], str(tmp_path))
+        expand.expand(smoke_config, [{"training.steps": [1, 2], "seed": [0]}], str(tmp_path))
     with pytest.raises(ValueError, match="swept on two axes"):
-        sweep.expand(smoke_config, [{"seed": [0]}, {"seed": [1]}], str(tmp_path))
+        expand.expand(smoke_config, [{"seed": [0]}, {"seed": [1]}], str(tmp_path))
     with pytest.raises(ValueError, match="wrong type"):
-        sweep.expand(smoke_config, [{"training.steps": ["many"]}], str(tmp_path))
+        expand.expand(smoke_config, [{"training.steps": ["many"]}], str(tmp_path))
     with pytest.raises(ValueError, match="cannot parse 'x' as int"):
-        sweep.flag_axes(smoke_config, {"training.steps": "10,x"})
+        expand.flag_axes(smoke_config, {"training.steps": "10,x"})
     (tmp_path / "bad_plot.py").write_text("PLOT = {'x': 'N', 'y': 'M'}\ndef get_sweep():\n    return []\n")
     with pytest.raises(ValueError, match="PLOT of .* must be"):
-        sweep.load_sweep_file(str(tmp_path / "bad_plot.py"))
+        expand.load_sweep_file(str(tmp_path / "bad_plot.py"))
     (tmp_path / "no_sweep.py").write_text("AXES = []\n")
     with pytest.raises(ValueError, match="defines no get_sweep"):
-        sweep.load_sweep_file(str(tmp_path / "no_sweep.py"))
+        expand.load_sweep_file(str(tmp_path / "no_sweep.py"))
 
 
 def test_the_crossover_n_sweep_file_expands_over_n(smoke_config, tmp_path):
-    axes, plot = sweep.load_sweep_file(os.path.join(REPO, "configs", "sweeps", "crossover_n.py"))
-    runs = sweep.expand(smoke_config, axes, str(tmp_path))
+    axes, plot = expand.load_sweep_file(os.path.join(REPO, "configs", "sweeps", "crossover_n.py"))
+    runs = expand.expand(smoke_config, axes, str(tmp_path))
     assert [r.values["data.train_sizes"] for r in runs] == [(20,), (40,), (60,), (80,), (100,)]
     assert plot["x"] == "rows.0.N" and "rows.0.M_pt" in plot["y"]
 
 
 def test_flag_values_take_the_type_of_the_config_field(smoke_config):
-    axes = sweep.flag_axes(smoke_config, {
+    axes = expand.flag_axes(smoke_config, {
         "data.train_sizes": "(8,),(12, 16),20", "training.steps": "10,20", "training.peak_lr": "1e-3,2",
         "data.model": "isotropic,lowrank", "training.grid_per_train_size": "true,False"})
     assert axes == [{"data.train_sizes": [(8,), (12, 16), (20,)]}, {"training.steps": [10, 20]},
                     {"training.peak_lr": [1e-3, 2.0]}, {"data.model": ["isotropic", "lowrank"]},
                     {"training.grid_per_train_size": [True, False]}]
     assert isinstance(axes[2]["training.peak_lr"][1], float)
-    rest, sweeps, overrides = sweep.split_argv(
+    rest, sweeps, overrides = expand.split_argv(
         ["sweep.py", "--config=c.py:x", "--sweep.seed=0,1", "--config.training.steps=5", "--dry_run"])
     assert rest == ["sweep.py", "--config=c.py:x", "--dry_run"]
     assert sweeps == {"seed": "0,1"} and overrides == {"training.steps": "5"}
-    assert sweep.apply_overrides(smoke_config, overrides).training.steps == 5
+    assert expand.apply_overrides(smoke_config, overrides).training.steps == 5
 
 
 GPU_LAUNCHER = textwrap.dedent("""
@@ -100,8 +100,8 @@ GPU_LAUNCHER = textwrap.dedent("""
 def test_parallel_runs_get_their_own_gpus_and_a_failure_stops_no_other_run(smoke_config, tmp_path):
     launcher = tmp_path / "launcher.py"
     launcher.write_text(GPU_LAUNCHER)
-    runs = sweep.expand(smoke_config, [{"seed": [0, 1, 2, 3, 4]}], str(tmp_path / "sweep"))
-    results = sweep.execute(runs, smoke_config, SMOKE, str(launcher), parallel=2, gpus_per_run=2)
+    runs = expand.expand(smoke_config, [{"seed": [0, 1, 2, 3, 4]}], str(tmp_path / "sweep"))
+    results = execute.execute(runs, smoke_config, SMOKE, str(launcher), parallel=2, gpus_per_run=2)
     assert results == {"seed=0": "done", "seed=1": "done", "seed=2": "failed", "seed=3": "done", "seed=4": "done"}
     gpus = [(Path(r.workdir) / "gpus").read_text() for r in runs]
     assert set(gpus) == {"0,1", "2,3"}
@@ -204,11 +204,11 @@ def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
 def test_a_finished_run_of_another_config_is_not_counted_as_done(smoke_config, tmp_path):
     from jaxmem import io
 
-    (run,) = sweep.expand(smoke_config, [{"training.steps": [10]}], str(tmp_path))
+    (run,) = expand.expand(smoke_config, [{"training.steps": [10]}], str(tmp_path))
     os.makedirs(run.workdir)
-    io.write_json(os.path.join(run.workdir, sweep.DONE), {"seconds": 1.0})
-    io.save_config(run.workdir, sweep.resolve(smoke_config, {"training.steps": 10, "seed": 7}))
+    io.write_json(os.path.join(run.workdir, execute.DONE), {"seconds": 1.0})
+    io.save_config(run.workdir, expand.resolve(smoke_config, {"training.steps": 10, "seed": 7}))
     with pytest.raises(ValueError, match="finished with another config"):
-        sweep.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py")
-    io.save_config(run.workdir, sweep.resolve(smoke_config, run.values))
-    assert sweep.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py") == {run.name: "done"}
+        execute.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py")
+    io.save_config(run.workdir, expand.resolve(smoke_config, run.values))
+    assert execute.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py") == {run.name: "done"}

@@ -17,15 +17,15 @@ channels, training 3 x that over 40 M images: ~5.4 EFLOP per N, ~27 EFLOP in all
 H100-hours at a sustained 100 TFLOP/s.
 """
 
-from jaxmem import capacity_crossover
+from jaxmem.experiments import unet_crossover
 
 TRAIN_SIZES = (500, 1000, 2000, 5000, 10000)
 WIDTHS = (32, 64, 96, 128)
 
-ANALYSIS = capacity_crossover.ANALYSIS
-ANALYSIS_OPTIONS = {"data_dim": 3072}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
+ANALYSIS = unet_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 3072}  # pixels x channels; the GMM panel reads unet_crossover.GMM_TABLES
 
 
 def get_sweep():
     # fixed images (the EDM-1K budget), not fixed epochs: 40,000 epochs at N = 10,000 would be 400 M images
-    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS)
+    return unet_crossover.sweep_axes(TRAIN_SIZES, WIDTHS)

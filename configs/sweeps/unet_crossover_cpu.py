@@ -13,15 +13,15 @@ memorization rate (0.33 at 686 k parameters), the onset is at 157 k parameters f
 316 k for N = 256.
 """
 
-from jaxmem import capacity_crossover
+from jaxmem.experiments import unet_crossover
 
 TRAIN_SIZES = (16, 64, 256)
 WIDTHS = (8, 16, 32)
 EPOCHS = 1_500
 
-ANALYSIS = capacity_crossover.ANALYSIS
-ANALYSIS_OPTIONS = {"data_dim": 64}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
+ANALYSIS = unet_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 64}  # pixels x channels; the GMM panel reads unet_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS)
+    return unet_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS)

@@ -8,7 +8,7 @@ channels in {8, 16, 24, 32, 64} (embed_dim = 4 x channels, zipped; 45 k to 2.7 M
 each trained for EPOCHS = 2,000 passes over its N images but at least MIN_IMAGES = 256 k images
 (training.total_images = max(2,000 N, 256 k) zipped with N: 256 k to 1 M images at batch 128;
 the floor keeps the smallest sets from being stopped after a few hundred steps) and sampled 512
-times with 18-step Heun. jaxmem.capacity_crossover:analyze then finds per N the parameter count
+times with 18-step Heun. jaxmem.experiments.unet_crossover:analyze then finds per N the parameter count
 at which the memorization rate reaches 0.5 and fits it against N (capacity_crossover.*,
 memorization_vs_capacity.png, embedded in report.md). The right panel shows the GMM laboratory's
 M* versus N from runs/crossover_n/results.csv (configs/sweeps/crossover_n.py) or runs/demo/
@@ -24,15 +24,15 @@ start-up, compilation and sampling the sweep takes ~30 minutes on one H100, less
 JAX_COMPILATION_CACHE_DIR set (the runs of one width share their compiled programs). Two at a time on one GPU: --parallel=2 with XLA_PYTHON_CLIENT_MEM_FRACTION=0.4.
 """
 
-from jaxmem import capacity_crossover
+from jaxmem.experiments import unet_crossover
 
 TRAIN_SIZES = (16, 32, 64, 128, 256, 512)
 WIDTHS = (8, 16, 24, 32, 64)
 EPOCHS, MIN_IMAGES = 2_000, 256_000
 
-ANALYSIS = capacity_crossover.ANALYSIS
-ANALYSIS_OPTIONS = {"data_dim": 64}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
+ANALYSIS = unet_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 64}  # pixels x channels; the GMM panel reads unet_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS, min_images=MIN_IMAGES)
+    return unet_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS, min_images=MIN_IMAGES)

@@ -14,15 +14,15 @@ takes ~1.5 hours on one H100 (less with --config.model.dtype=
 bfloat16 or spread over GPUs: --parallel=K --gpus_per_run=1, or a SLURM array).
 """
 
-from jaxmem import capacity_crossover
+from jaxmem.experiments import unet_crossover
 
 TRAIN_SIZES = (64, 128, 256, 512, 1024, 2048)
 WIDTHS = (8, 16, 32, 64)
 EPOCHS, MIN_IMAGES = 1_000, 500_000
 
-ANALYSIS = capacity_crossover.ANALYSIS
-ANALYSIS_OPTIONS = {"data_dim": 784}  # pixels x channels; the GMM panel reads capacity_crossover.GMM_TABLES
+ANALYSIS = unet_crossover.ANALYSIS
+ANALYSIS_OPTIONS = {"data_dim": 784}  # pixels x channels; the GMM panel reads unet_crossover.GMM_TABLES
 
 
 def get_sweep():
-    return capacity_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS, min_images=MIN_IMAGES)
+    return unet_crossover.sweep_axes(TRAIN_SIZES, WIDTHS, epochs=EPOCHS, min_images=MIN_IMAGES)

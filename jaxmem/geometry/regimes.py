@@ -14,28 +14,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxmem import noise
+from jaxmem import noise, theory
 from jaxmem.config import require
 
 REGIMES = ("small", "medium", "large", "neither")
 
 
-def first_crossing(sigmas: np.ndarray, values: np.ndarray, threshold: float, rising: bool) -> float:
-    """First sigma where `values` reaches (rising) or falls below (not rising) `threshold`.
-
-    Interpolated linearly in log sigma between the bracketing grid levels. Returns 0.0 when the
-    first level is already past the threshold and inf when no level is.
-    """
-    past = values >= threshold if rising else values < threshold
-    hits = np.nonzero(past)[0]
-    if hits.size == 0:
+def sigma_crossing(sigmas: np.ndarray, values: np.ndarray, threshold: float, rising: bool) -> float:
+    """First sigma where `values` reaches (rising) or falls below (not rising) `threshold`,
+    interpolated linearly in log sigma (jaxmem.theory.first_crossing). 0.0 when the first level
+    is already past the threshold (the regime starts below the grid), inf when no level is."""
+    log_sigma = theory.first_crossing(np.log(sigmas), values, threshold, rising)
+    if np.isnan(log_sigma):
         return float("inf")
-    k = int(hits[0])
-    if k == 0:
-        return 0.0
-    log_lo, log_hi = np.log(sigmas[k - 1]), np.log(sigmas[k])
-    frac = (threshold - values[k - 1]) / (values[k] - values[k - 1])
-    return float(np.exp(log_lo + frac * (log_hi - log_lo)))
+    first_past = values[0] >= threshold if rising else values[0] < threshold
+    return 0.0 if first_past else float(np.exp(log_sigma))
 
 
 def label_levels(max_weight: np.ndarray, coverage: np.ndarray, w_threshold: float, c_threshold: float) -> np.ndarray:
@@ -60,8 +53,8 @@ def regime_map(sigmas: np.ndarray, max_weight: np.ndarray, coverage: np.ndarray,
             (max_weight.shape, coverage.shape), f"{sigmas.shape} (one value per level)")
     for field, value in (("w_threshold", w_threshold), ("c_threshold", c_threshold)):
         require(0.0 < value < 1.0, field, value, "a probability in (0, 1)")
-    sigma_w = first_crossing(sigmas, max_weight, w_threshold, rising=False)
-    sigma_c = first_crossing(sigmas, coverage, c_threshold, rising=True)
+    sigma_w = sigma_crossing(sigmas, max_weight, w_threshold, rising=False)
+    sigma_c = sigma_crossing(sigmas, coverage, c_threshold, rising=True)
     intervals = {
         "small": (0.0, min(sigma_w, sigma_c)),
         "medium": (sigma_c, sigma_w),

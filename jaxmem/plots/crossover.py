@@ -11,7 +11,7 @@ from jaxmem import io
 def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | None = None) -> str:
     """M_pt (with its delta window) versus N per (d, K), the linear fit and the predicted M*.
 
-    rows: the table rows of jaxmem.crossover_report.summarize; fit: {slope, intercept, r2};
+    rows: the table rows of jaxmem.experiments.gmm_crossover.report.summarize; fit: {slope, intercept, r2};
     pooled: by_train_size rows (mean over seeds with 95% intervals), drawn when several seeds.
     """
     figure, axis = plt.subplots(figsize=(6.4, 4.8))

@@ -1,4 +1,4 @@
-"""Figures of the memorization experiments on trained networks (jaxmem.swap_experiment)."""
+"""Figures of the memorization experiments on trained networks (jaxmem.experiments.denoiser_swaps)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tables, fits and the report of the crossover experiment (jaxmem.crossover).
+"""Tables, fits and the report of the crossover experiment (jaxmem.experiments.gmm_crossover).
 
 summarize: one row per data set (d, K, N, seed): M_pt (first crossing of ratio 0.5,
 interpolated), its delta window, the bracket of the last search round, models trained, and
@@ -18,8 +18,9 @@ import sys
 import numpy as np
 from scipy import stats
 
-from jaxmem import capacity_search, io, theory
+from jaxmem import io, theory
 from jaxmem.config import require
+from jaxmem.experiments.gmm_crossover import search
 
 
 def models_of_set(result: dict, j: int) -> np.ndarray:
@@ -50,7 +51,7 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
                    window_start=theory.first_crossing(m, ratio, delta),
                    window_end=theory.first_crossing(m, ratio, 1.0 - delta),
                    ratio_at_max_M=float(ratio[-1]), models=int(of_set.sum()))
-        row["bracket_lo"], row["bracket_hi"], _ = capacity_search.bracket(m, ratio, n)
+        row["bracket_lo"], row["bracket_hi"], _ = search.bracket(m, ratio, n)
         for weighting in config.eval.weightings:
             custom = config.training.custom_weights
             variance = config.data.variance if config.data.model == "isotropic" else np.nan
@@ -85,7 +86,7 @@ def model_rows(config, dim: int, result: dict) -> list[dict]:
 
 def linear_fits(n, capacity_star) -> dict:
     """Least-squares lines through the finite points: y = slope N + intercept and y = slope_origin N
-    (y: M* here, the U-Net capacity* in jaxmem.capacity_crossover); R^2 = 1 - SS_res / SS_tot
+    (y: M* here, the U-Net capacity* in jaxmem.experiments.unet_crossover); R^2 = 1 - SS_res / SS_tot
     (SS_tot about the mean, so the origin fit's R^2 can be negative). NaN where fewer than 2
     points (1 for the origin fit)."""
     n, c = np.asarray(n, np.float64), np.asarray(capacity_star, np.float64)

@@ -1,4 +1,4 @@
-"""Figures of the U-Net capacity crossover (jaxmem.capacity_crossover)."""
+"""Figures of the U-Net capacity crossover (jaxmem.experiments.unet_crossover)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ best. The search instead
             holds no untried integer, or when the largest M = N stays below the level
             (no transition: M_pt is NaN).
 
-Every round is one vmapped grid over all training sets of a grid (jaxmem.crossover), so the
+Every round is one vmapped grid over all training sets of a grid (jaxmem.experiments.gmm_crossover), so the
 rounds cost a handful of compiled programs; a set whose search has ended trains nothing more.
 The functions here are pure (arrays in, arrays out) and know nothing about training.
 """

@@ -1,6 +1,6 @@
 """The crossover for networks: from a sweep's rows to U-Net capacity* versus training-set size N.
 
-The GMM laboratory (jaxmem.crossover) finds that the capacity M* at which a trained mixture
+The GMM laboratory (jaxmem.experiments.gmm_crossover) finds that the capacity M* at which a trained mixture
 starts memorising grows linearly in N. This module asks the same of U-Nets: over a sweep of
 trained networks (configs/sweeps/unet_crossover_*.py: training-set size N x network width),
 for each N it finds the capacity at which the memorisation rate (the 1/3 nearest-neighbour
@@ -10,7 +10,7 @@ the GMM laboratory's M* versus N.
 
 Capacity is a column of the sweep's rows, by default "parameters" (the U-Net's parameter
 count); the onset is interpolated linearly in log(capacity), because widths grow
-geometrically. Sweep hook: a sweep file sets ANALYSIS = "jaxmem.capacity_crossover:analyze"
+geometrically. Sweep hook: a sweep file sets ANALYSIS = "jaxmem.experiments.unet_crossover:analyze"
 (options in ANALYSIS_OPTIONS) and jaxmem.sweep.aggregate calls `analyze(rows, root, **options)`,
 which writes into the sweep root
   capacity_crossover.csv / .md   one row per N: capacity*, its bracketing runs, or the reason
@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxmem import io, noise, theory
-from jaxmem.crossover_report import linear_fits
+from jaxmem.experiments.gmm_crossover.report import linear_fits
 from jaxmem.config import require
 
 THRESHOLD = 0.5
@@ -43,7 +43,7 @@ GMM_WEIGHTING, GMM_VARIANCE = "x0", 1.0
 GMM_COLUMNS = (("rows.0.N", "rows.0.M_pt"), ("N", "M_pt"))
 # Where the GMM laboratory's M* versus N usually is (configs/sweeps/crossover_n.py, `make demo`).
 GMM_TABLES = ("runs/crossover_n/results.csv", "runs/demo/crossover.csv")
-ANALYSIS = "jaxmem.capacity_crossover:analyze"  # the sweep hook, for a sweep file's ANALYSIS
+ANALYSIS = "jaxmem.experiments.unet_crossover:analyze"  # the sweep hook, for a sweep file's ANALYSIS
 TABLE_COLUMNS = ("N", "capacity_star", "capacity_below", "rate_below", "capacity_above", "rate_above",
                  "runs", "reason")
 
@@ -196,7 +196,7 @@ def analyze(rows: Sequence[Mapping], root: str, n: str = "num_train", capacity: 
     an image, to state the slope per data dimension (the GMM's M* counts components of d
     numbers each, so a0 / d is comparable with its M*/N).
     """
-    from jaxmem.plots import capacity_crossover as plots
+    from jaxmem.plots import unet_crossover as plots
 
     curves = capacity_curves(rows, n, capacity, rate)
     table = crossover_table(curves, threshold)

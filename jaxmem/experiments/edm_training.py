@@ -1,4 +1,4 @@
-"""Train an EDM U-Net on an image subset, sample it, measure its memorization (launch/train.py).
+"""Train an EDM U-Net on an image subset, sample it, measure its memorization (launch/edm.py).
 
 run(config, workdir) with a configs/edm.py config:
   1. loads the images (jaxmem.data.load_images) and the class-balanced subset of size
@@ -86,7 +86,7 @@ def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageS
     """Validates, saves the subset's indices and trains (resuming); exits 143 when preempted.
 
     Returns (training subset, its indices into the full split, the TrainResult). On a finished
-    workdir this only restores the final checkpoint (jaxmem.swap_experiment reuses trained runs).
+    workdir this only restores the final checkpoint (jaxmem.experiments.denoiser_swaps reuses trained runs).
     """
     validate_config(config)
     data, indices = load_training_set(config)
@@ -116,8 +116,21 @@ def sampling_denoiser(config: ml_collections.ConfigDict, guidance: float = 1.0) 
     gets class i mod label_dim for the batch's i-th sample (so sample k has class k mod
     label_dim when sampling batches are multiples of label_dim) and classifier-free guidance of
     scale g (jaxmem.trajectory.guided_denoiser), whose unconditional branch (all-zero label,
-    what label dropout trains) exists only when model.label_dropout > 0.
+    what label dropout trains) exists only when model.label_dropout > 0. The function is cached
+    per (model config, g): one object per network, so edm_generate's compiled programs are reused
+    by every call that samples the same network (reruns in one process, the swap models).
     """
+    key = (io.config_json(config.model), float(guidance))
+    if key not in _SAMPLING_DENOISERS:
+        _SAMPLING_DENOISERS[key] = _build_sampling_denoiser(config, guidance)
+    return _SAMPLING_DENOISERS[key]
+
+
+_SAMPLING_DENOISERS: dict[tuple[str, float], Callable] = {}
+
+
+def _build_sampling_denoiser(config: ml_collections.ConfigDict, guidance: float) -> Callable:
+    """sampling_denoiser without the cache."""
     _, denoise = trainer.make_denoiser(config)
     label_dim = config.model.label_dim
     require(guidance == 1 or (label_dim > 0 and config.model.label_dropout > 0), "guidance scale g", guidance,
@@ -142,7 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     params = sampling_params(config, result)
     sigmas = noise.edm_sigmas(config.sampling.num_steps, config.sampling.sigma_min, config.sampling.sigma_max,
                               config.sampling.rho)
-    samples = sampling.edm_generate(lambda p, x, sigma, step: denoise(p, x, sigma), params,
+    samples = sampling.edm_generate(sampling.without_step(denoise), params,
                                     config.sampling.num_samples, data.shape, config.sampling.seed, sigmas,
                                     config.sampling.solver, config.sampling.batch_size)
     steps, skipped = (int(v) for v in trainer.fetch_replicated((result.state.step, result.state.skipped)))

@@ -40,7 +40,7 @@ HELDOUT_SPLITS = ("", "test")
 TFDS_DATASETS = ("mnist", "cifar10")
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def validate_config(config: ml_collections.ConfigDict) -> None:
     """Fails fast, naming the field, on values the experiment cannot run with."""
     data = config.data
     check_source(data.dataset, data.path)
@@ -174,7 +174,7 @@ def measure_wiener_distance(config, params, wiener_params, heldout, sigmas, key)
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Measures every curve of the geometry study not yet in workdir and writes them (see module docstring)."""
-    check_config(config)
+    validate_config(config)
     started = time.perf_counter()
 
     def path(name):

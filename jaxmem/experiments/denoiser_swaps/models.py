@@ -1,0 +1,130 @@
+"""The models and noise regions of the swap experiment: the swap grid and its small / medium /
+large windows, the memorizing, generalizing and mitigated recipes, each trained (or restored)
+in its own edm workdir, and their held-out images.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Callable
+
+import ml_collections
+import numpy as np
+
+from jaxmem import io, noise, swap
+from jaxmem.config import require, require_choice
+from jaxmem.data import ImageSet
+from jaxmem.experiments import edm_training
+from jaxmem.train import trainer
+
+REGION_SOURCES = ("paper", "geometry", "explicit")
+WINDOW_UNITS = ("index", "sigma")
+REGION_NAMES = ("small", "medium", "large")
+
+
+@dataclasses.dataclass
+class Model:
+    """A trained network: its config, training subset (and indices into the full split),
+    sampling parameters, denoise(params, x, sigma) -> x0_hat, and images seen in training."""
+
+    name: str
+    config: ml_collections.ConfigDict
+    train: ImageSet
+    indices: np.ndarray
+    params: object
+    denoise: Callable
+    images_seen: int
+
+    def bound(self, guidance: float = 1.0) -> Callable:
+        """denoise(x, sigma) with the parameters bound (and guidance scale g)."""
+        denoise = self.denoise if guidance == 1 else edm_training.sampling_denoiser(self.config, guidance)
+        return functools.partial(denoise, self.params)
+
+
+def swap_grid(config: ml_collections.ConfigDict) -> np.ndarray:
+    """The sampler grid [num_steps + 1] (EDM rho-grid ending in 0) of the swap table."""
+    s = config.swap
+    return noise.edm_sigmas(s.num_steps, s.sigma_min, s.sigma_max, s.rho)
+
+
+def regions(config: ml_collections.ConfigDict, grid: np.ndarray) -> dict[str, swap.Window]:
+    """{"small", "medium", "large": inclusive step window} on the grid, validated and disjoint."""
+    s, num_steps = config.swap, len(grid) - 1
+    require_choice("swap.regions", s.regions, REGION_SOURCES)
+    if s.regions == "paper":
+        require(num_steps == swap.PAPER_STEPS, "swap.num_steps", num_steps,
+                f"{swap.PAPER_STEPS} with swap.regions='paper' (the paper's indices are on the 18-level grid)")
+        found = dict(swap.PAPER_REGIONS)
+    elif s.regions == "geometry":
+        require(bool(s.regimes_path), "swap.regimes_path", s.regimes_path,
+                "the regimes.json of a geometry run (launch/geometry.py) when swap.regions='geometry'")
+        found = swap.regions_from_regimes(s.regimes_path, num_steps)
+    else:
+        require_choice("swap.windows_in", s.windows_in, WINDOW_UNITS)
+        found = {}
+        for name in REGION_NAMES:
+            window = tuple(s.windows[name])
+            if s.windows_in == "sigma":
+                found[name] = swap.sigma_window(grid, *window)
+            else:
+                found[name] = swap.check_windows([window], num_steps)[0]
+    missing = [name for name in REGION_NAMES if name not in found]
+    require(not missing, "swap regions", sorted(found), f"all of small, medium, large on the {num_steps}-step "
+            f"grid (missing: {', '.join(missing)}); give them with swap.regions='explicit'")
+    swap.check_windows(list(found.values()), num_steps)  # disjoint
+    return {name: found[name] for name in REGION_NAMES}
+
+
+def sigma_range(grid: np.ndarray, window: swap.Window) -> tuple[float, float]:
+    """(sigma_lo, sigma_hi) of the levels of an inclusive step window."""
+    return float(grid[window[1]]), float(grid[window[0]])
+
+
+def mitigated_config(config: ml_collections.ConfigDict, grid: np.ndarray,
+                     found: dict[str, swap.Window]) -> ml_collections.ConfigDict:
+    """A's config with training.loss_window = the mitigation region's sigma range, weight w.
+
+    grid, found: the swap grid and its regions (swap_grid, regions)."""
+    mitigated = copy.deepcopy(config.memorizing)
+    window = found[config.mitigation.region]
+    with mitigated.unlocked():
+        mitigated.training.loss_window = sigma_range(grid, window)
+        mitigated.training.loss_window_weight = float(config.mitigation.weight)
+    return mitigated
+
+
+def model_configs(config: ml_collections.ConfigDict, grid: np.ndarray,
+                  found: dict[str, swap.Window]) -> dict[str, ml_collections.ConfigDict]:
+    """{"memorizing", "generalizing" (, "mitigated")}: the edm configs of the models to train."""
+    configs = {"memorizing": config.memorizing, "generalizing": config.generalizing}
+    if config.mitigation.enabled:
+        configs["mitigated"] = mitigated_config(config, grid, found)
+    return configs
+
+
+def train_or_restore(name: str, config: ml_collections.ConfigDict, folder: str) -> Model:
+    """Trains model `name` in `folder` (resuming) or restores it when finished."""
+    recipe = {k: v for k, v in config.to_dict().items() if k not in ("sampling", "eval")}
+    io.check_fingerprint(os.path.join(folder, "fingerprint.json"), json.dumps(recipe, sort_keys=True, default=str),
+                         f"the checkpoints of another {name} model")
+    data, indices, result = edm_training.train_model(config, folder)
+    steps = int(trainer.fetch_replicated(result.state.step))
+    return Model(name, config, data, indices, edm_training.sampling_params(config, result),
+                 edm_training.sampling_denoiser(config), steps * config.training.batch_size)
+
+
+def model_folder(config: ml_collections.ConfigDict, workdir: str, name: str) -> str:
+    """Where model `name` trains: config.workdirs.<name> (e.g. a finished launch/edm.py run of
+    the same recipe) or <workdir>/<name>."""
+    return config.workdirs[name] or os.path.join(workdir, name)
+
+
+def held_out(model: Model, full: ImageSet) -> np.ndarray:
+    """The images of the model's split `full` outside its training subset, [M, H, W, C] (M may be 0)."""
+    keep = np.ones(len(full), bool)
+    keep[model.indices] = False
+    return full.images[keep]

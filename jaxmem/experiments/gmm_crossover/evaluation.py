@@ -1,0 +1,102 @@
+"""Measurements of the crossover experiment: per-t denoising losses and DDIM samples of many
+models at once, and the baselines (ground truth, fully and partially memorising) of each data set.
+
+Every model and baseline of a d is evaluated with the same noise draws (common random numbers),
+so differences between their losses are not Monte Carlo noise.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem import noise, sampling
+from jaxmem.denoisers import gmm as gmm_denoiser
+
+EVAL_SEED = 12345
+
+
+def x0_losses_per_time(params, mask, points, point_mask, eps, times):
+    """Denoising loss in x0 units, E|x0_hat(alpha x + sigma eps, t) - x|^2 summed over dims: [T].
+
+    points: [N, d]; point_mask: [N] float; eps: [N, R, d] noise draws shared by every t (and by
+    every denoiser evaluated with the same draws: common random numbers); times: [T].
+    """
+    num_points, draws, dim = eps.shape
+
+    def at_time(t):
+        x_t = noise.vp_alpha(t) * points[:, None, :] + noise.vp_sigma(t) * eps
+        x0_hat = gmm_denoiser.apply_x0(params, x_t.reshape(-1, dim), t, mask).reshape(eps.shape)
+        per_point = jnp.mean(jnp.sum((x0_hat - points[:, None, :]) ** 2, axis=-1), axis=1)
+        return jnp.sum(point_mask * per_point) / jnp.sum(point_mask)
+
+    return jax.lax.map(at_time, jnp.asarray(times, jnp.float32))
+
+
+def _map_models(fn, xs, model_batch: int):
+    """fn over the leading axis of xs: all at once (vmap) when model_batch is 0, else in batches."""
+    if model_batch <= 0:
+        return jax.vmap(fn)(xs)
+    return jax.lax.map(fn, xs, batch_size=model_batch)
+
+
+@functools.partial(jax.jit, static_argnames="model_batch")
+def grid_losses(params, masks, points, point_masks, eps, times, model_batch=0):
+    """x0_losses_per_time of every model of a grid: [G, T]."""
+    return _map_models(lambda a: x0_losses_per_time(*a, eps, times), (params, masks, points, point_masks),
+                       model_batch)
+
+
+@functools.partial(jax.jit, static_argnames="model_batch")
+def capacity_losses(params, masks, points, point_mask, eps, times, model_batch=0):
+    """x0_losses_per_time of one set of means under several component masks: [J, T]."""
+    return _map_models(lambda m: x0_losses_per_time(params, m, points, point_mask, eps, times), masks,
+                       model_batch)
+
+
+def sample_grid(params, masks, x_start, times):
+    """DDIM samples of every model of the grid: [G, S, d]."""
+    def one_model(p, m, x):
+        return sampling.ddim_sample(lambda x_t, t: gmm_denoiser.apply(p, x_t, t, m), x, times)
+
+    return jax.jit(jax.vmap(one_model))(params, masks, x_start)
+
+
+def eval_noise(config, num_points: int, dim: int, split: int) -> jax.Array:
+    """The evaluation noise draws [num_points, eval.noise_draws, d] of a split (1 train, 2 val),
+    shared by every model and baseline of a d (common random numbers)."""
+    return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), split),
+                             (num_points, config.eval.noise_draws, dim))
+
+
+def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
+    """Per-t x0-unit training losses of the baselines of each data set, with the noise draws `eps`.
+
+    Returns gen [S, T] (ground truth; NaN without an isotropic GMM), mem [S, T] (all N points,
+    s^2 = 0), pmem_M [S, J] and pmem [S, J, T]: the partially memorising denoiser with the
+    first M training points (one fixed subset for every t) for J capacities from 1 to N
+    (NaN-padded where a smaller N has fewer distinct capacities).
+    """
+    num_points, model_batch = config.eval.crossover_points, config.eval.model_batch
+    max_n = eps.shape[0]
+    gen = np.full((len(data_sets), len(times)), np.nan)
+    mem = np.zeros((len(data_sets), len(times)))
+    pmem_m = np.full((len(data_sets), num_points), np.nan)
+    pmem = np.full((len(data_sets), num_points, len(times)), np.nan)
+    for j, (_, n, _, data) in enumerate(data_sets):  # a handful of data sets per grid
+        points = np.zeros((max_n, data.dim), np.float32)
+        points[:n] = data.train
+        point_mask = (np.arange(max_n) < n).astype(np.float32)
+        if data.variance is not None:
+            truth = jax.tree_util.tree_map(lambda x: x[None], gmm_denoiser.ground_truth_params(data.means, data.variance))
+            gen[j] = grid_losses(truth, np.ones((1, data.means.shape[0]), bool), points[None],
+                                  point_mask[None], eps, times)[0]
+        m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))
+        masks = np.arange(max_n)[None, :] < m_values[:, None]
+        losses = np.asarray(capacity_losses(gmm_denoiser.memorizing_params(points), masks, points, point_mask,
+                                             eps, times, model_batch=model_batch))
+        pmem_m[j, :len(m_values)], pmem[j, :len(m_values)], mem[j] = m_values, losses, losses[-1]
+    return gen, mem, pmem_m, pmem

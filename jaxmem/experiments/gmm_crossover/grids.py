@@ -1,0 +1,108 @@
+"""The grids of the crossover experiment: data sets, capacities and the stacked initial models.
+
+A grid is every model of one data dimension d (or one (d, N) with
+training.grid_per_train_size): S training sets (K x N x seed) x C member capacities M, trained
+together by jaxmem.train.gmm_grid. `build_grid` stacks their initial parameters, batches and
+keys; `make_loss_and_optimizer` is the training config's loss and Adam schedule.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmem import noise, theory
+from jaxmem.data import gmm as gmm_data
+from jaxmem.train import gmm_grid
+
+TEMPLATE_PIXELS = 64  # the 8x8 digit templates of the low-rank model
+
+
+def times_of(config) -> np.ndarray:
+    """The training and evaluation times t [T] (jaxmem.noise.vp_times of training.num_times, t_min, t_max)."""
+    return noise.vp_times(config.training.num_times, config.training.t_min, config.training.t_max)
+
+
+def capacities(num_train: int, fractions) -> np.ndarray:
+    """The distinct capacities M = round(f N) (at least 1), increasing."""
+    return np.unique(np.maximum(1, np.rint(np.asarray(fractions) * num_train)).astype(np.int64))
+
+
+def make_data(config, dim: int, num_components: int, num_train: int, seed_index: int) -> gmm_data.GMMData:
+    seed = (config.seed, dim, num_components, num_train, seed_index)
+    if config.data.model == "isotropic":
+        return gmm_data.isotropic_gmm(dim, num_components, num_train, config.data.num_val, seed,
+                                      config.data.variance)
+    return gmm_data.lowrank_templates(num_components, dim // TEMPLATE_PIXELS, num_train,
+                                      config.data.num_val, seed)
+
+
+def grids(config) -> list[tuple[int, tuple[int, ...], str]]:
+    """(d, train sizes, folder name) of each grid: one per d, or per (d, N) when
+    training.grid_per_train_size (no padding of small training sets to the largest N)."""
+    sizes = tuple(int(n) for n in config.data.train_sizes)
+    if config.training.grid_per_train_size:
+        return [(int(d), (n,), f"d{int(d)}_n{n}") for d in config.data.dims for n in sizes]
+    return [(int(d), sizes, f"d{int(d)}") for d in config.data.dims]
+
+
+def make_data_sets(config, dim: int, train_sizes) -> list:
+    """[(K, N, seed, GMMData)]: every data set of a grid (K x N x seed)."""
+    return [(k, n, s, make_data(config, dim, k, n, s))
+            for k in config.data.num_components for n in train_sizes for s in range(config.model.num_seeds)]
+
+
+def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index: int = 0
+               ) -> tuple[np.ndarray, dict, dict, np.ndarray]:
+    """The stacked initial grid of one d: (models, params, batch, rngs).
+
+    data_sets: make_data_sets of the grid; capacities_of_set[j]: the
+    M values to train on set j (default: the capacity_fractions of N; a later round passes its
+    own, possibly none for a set). Rows s of the grid are the sets with at least one M; each
+    row holds C member models (C = the largest count; a shorter row repeats its first model in
+    the spare slots, trained and never reported). models: [G, 3] int (data set j, row s,
+    member c) of every real model, by set then M. params {"means": [S, C, M_max, d] (partial
+    init: the first M training points, which are i.i.d. draws, so M distinct random points;
+    'random': N(0, I)), "log_var": [S, C]}; batch {"train": [S, N_max, d], "point_mask":
+    [S, N_max], "component_mask": [S, C, M_max]}; rngs [S, 2]: row s's key folds in (d,
+    round_index, j), so no two sets or rounds of a d share draws.
+    """
+    if capacities_of_set is None:
+        capacities_of_set = [capacities(n, config.model.capacity_fractions) for _, n, _, _ in data_sets]
+    rows = [j for j, m_values in enumerate(capacities_of_set) if len(m_values)]
+    members = max(len(capacities_of_set[j]) for j in rows)
+    max_n = max(n for _, n, _, _ in data_sets)
+    max_m = max(int(max(capacities_of_set[j])) for j in rows)
+    m_grid = np.array([[int(capacities_of_set[j][min(c, len(capacities_of_set[j]) - 1)])
+                        for c in range(members)] for j in rows])                       # [S, C]
+    models = np.array([(j, s, c) for s, j in enumerate(rows) for c in range(len(capacities_of_set[j]))])
+    component_mask = np.arange(max_m) < m_grid[..., None]                              # [S, C, M]
+    train = np.zeros((len(rows), max_n, dim), np.float32)
+    point_mask = np.zeros((len(rows), max_n), np.float32)
+    for s, j in enumerate(rows):
+        n, data = data_sets[j][1], data_sets[j][3]
+        train[s, :n], point_mask[s, :n] = data.train, 1.0
+    if config.model.init == "partial":
+        means = np.broadcast_to(train[:, None, :max_m], component_mask.shape + (dim,))
+    else:
+        init_rng = np.random.default_rng((config.seed, dim, 7) + ((round_index,) if round_index else ()))
+        means = init_rng.standard_normal(component_mask.shape + (dim,)).astype(np.float32)
+    params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32),
+              "log_var": np.full(m_grid.shape, np.log(config.model.init_variance), np.float32)}
+    batch = {"train": train, "point_mask": point_mask, "component_mask": component_mask}
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 * dim + round_index)
+    rngs = np.asarray(jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.asarray(rows)))
+    return models, params, batch, rngs
+
+
+def make_loss_and_optimizer(config) -> tuple:
+    """(loss_fn, optimizer) of the training config (jaxmem.train.gmm_grid.make_gmm_loss, Adam schedule)."""
+    times, training = times_of(config), config.training
+    loss_fn = gmm_grid.make_gmm_loss(
+        times, theory.eps_loss_weights(times, training.weighting, training.custom_weights),
+        training.noise_draws, training.point_block, training.estimator, training.batch_size)
+    optimizer = optax.adam(gmm_grid.adam_schedule(training.steps, training.peak_lr, training.final_lr,
+                                                  training.warmup_fraction))
+    return loss_fn, optimizer

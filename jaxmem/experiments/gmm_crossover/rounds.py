@@ -1,0 +1,204 @@
+"""Training rounds of the crossover experiment: the first grid of each d, then the adaptive
+search rounds or the refinement of the transition windows, each one grid trained and measured.
+
+Each round lives in its own folder with checkpoints/, fingerprint.json and result.npz: an
+unfinished round resumes, a finished one is read back, one of another config is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxmem import io, neighbors, noise
+from jaxmem.config import require
+from jaxmem.experiments.gmm_crossover import search
+from jaxmem.experiments.gmm_crossover.evaluation import EVAL_SEED, baseline_losses, eval_noise, grid_losses, sample_grid
+from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer, times_of
+from jaxmem.experiments.gmm_crossover.report import measured_capacity, models_of_set, summarize
+from jaxmem.train import gmm_grid
+
+
+def _grid_fingerprint(config, dim: int, train_sizes) -> str:
+    """The config fields a grid's results depend on (a rerun with other values must not reuse them)."""
+    fields = {k: config[k].to_dict() for k in ("data", "model", "training", "sampling", "eval")}
+    fields["data"].pop("dims")
+    fields["data"]["train_sizes"] = [int(n) for n in train_sizes]
+    fields["eval"].pop("model_batch")
+    for later in ("refine_points", "search_tolerance", "search_rounds"):  # later rounds have their own
+        fields["model"].pop(later)
+    return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
+
+
+MODEL_KEYS = ("K", "N", "seed", "M", "ratio", "train_loss", "val_loss", "variance", "skipped")
+
+
+def _finished_or_claim(grid_dir: str, fingerprint: str, label: str) -> dict | None:
+    """The stored arrays of a finished grid (None if unfinished; then its fingerprint is written).
+
+    Fails when the folder's result or checkpoints belong to another config.
+    """
+    result_path = os.path.join(grid_dir, "result.npz")
+    if os.path.exists(result_path):
+        with np.load(result_path) as f:
+            stored = str(f["fingerprint"])
+            require(stored == fingerprint, f"{result_path} (config)", "a finished grid of another config",
+                    "the same config as the run that wrote it; use a new --workdir")
+            logging.info("%s already finished: %s", label, result_path)
+            return {k: f[k] for k in f.files}
+    # checkpoints of an unfinished grid: resume only the same config
+    io.check_fingerprint(os.path.join(grid_dir, "fingerprint.json"), fingerprint, "checkpoints of another config")
+    return None
+
+
+def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs, grid_dir: str,
+                        label: str) -> dict:
+    """Trains one grid (checkpointed in grid_dir/checkpoints) and measures each of its G models.
+
+    models: [G, 3] (data set, row, member) from build_grid. Returns per model g: K, N, seed, M,
+    ratio (memorisation), train_loss / val_loss [T] (x0 units), variance (final s^2), skipped
+    (non-finite steps of its training set).
+    """
+    times = times_of(config)
+    loss_fn, optimizer = make_loss_and_optimizer(config)
+    set_of_model, row, member = models.T
+    logging.info("%s: %d models (%d data sets x up to %d, M <= %d, N <= %d), %d steps", label, len(models),
+                 len(rngs), batch["component_mask"].shape[1], batch["component_mask"].shape[2],
+                 batch["train"].shape[1], config.training.steps)
+    state = gmm_grid.train_grid(params, batch, rngs, loss_fn=loss_fn, optimizer=optimizer,
+                                steps=config.training.steps, chunk_steps=config.training.chunk_steps,
+                                checkpoint_dir=os.path.join(grid_dir, "checkpoints"), name=label)
+    trained = jax.tree_util.tree_map(lambda x: np.asarray(x)[row, member], jax.device_get(state.params))
+    component_mask = batch["component_mask"][row, member]                                   # [G, M]
+    num_models = len(models)
+
+    # Memorisation ratio from deterministic DDIM samples (same starting noise for every model).
+    x_start = jax.random.normal(jax.random.PRNGKey(EVAL_SEED), (config.sampling.num_samples, dim))
+    samples = np.asarray(sample_grid(trained, component_mask,
+                                      jnp.broadcast_to(x_start, (num_models,) + x_start.shape),
+                                      noise.vp_times(config.sampling.num_steps + 1,
+                                                     config.training.t_min, config.training.t_max)))
+    ratio = np.array([neighbors.memorization_rate(samples[g], data_sets[j][3].train)
+                      for g, j in enumerate(set_of_model)])
+
+    # Per-t losses (x0 units) of the trained models, train and validation.
+    model_batch = config.eval.model_batch
+    train_loss = grid_losses(trained, component_mask, batch["train"][row], batch["point_mask"][row],
+                              eval_noise(config, batch["train"].shape[1], dim, 1), times, model_batch=model_batch)
+    val = np.stack([data.val for _, _, _, data in data_sets])[set_of_model]
+    val_loss = grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32),
+                            eval_noise(config, val.shape[1], dim, 2), times, model_batch=model_batch)
+    return dict(
+        K=np.array([data_sets[j][0] for j in set_of_model]), N=np.array([data_sets[j][1] for j in set_of_model]),
+        seed=np.array([data_sets[j][2] for j in set_of_model]), M=component_mask.sum(axis=1), ratio=ratio,
+        train_loss=np.asarray(train_loss), val_loss=np.asarray(val_loss),
+        variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped)[row])
+
+
+def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
+    """Trains and evaluates the first grid of dimension `dim` and the given N; returns (and saves) the arrays.
+
+    The baselines come first: with model.search = 'adaptive' their measured-loss crossover
+    places the first round's capacities (jaxmem.search.first_round), otherwise the
+    capacity_fractions of N are trained. Returned per model g: the MODEL_KEYS of
+    train_and_evaluate. Per data set j: set_K, set_N, set_seed, gen_loss, mem_loss [T], pmem_M
+    [J], pmem_loss [J, T] (padded with NaN beyond each set's capacities). Also times [T] and
+    the fingerprint.
+    """
+    fingerprint = _grid_fingerprint(config, dim, train_sizes)
+    finished = _finished_or_claim(grid_dir, fingerprint, f"grid d={dim}")
+    if finished is not None:
+        return finished
+    times = times_of(config)
+    data_sets = make_data_sets(config, dim, train_sizes)
+    gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(
+        config, data_sets, eval_noise(config, max(train_sizes), dim, 1), times)
+    result = dict(fingerprint=np.array(fingerprint), times=times,
+                  set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
+                  set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
+                  pmem_M=pmem_m, pmem_loss=pmem_loss)
+    capacities_of_set = None
+    if config.model.search == "adaptive":  # around each set's measured-loss prediction
+        model = config.model
+        capacities_of_set = [
+            search.first_round(
+                n, measured_capacity(result, j, model.search_weighting, config.training.custom_weights)[0],
+                model.search_points, model.search_span)
+            for j, (_, n, _, _) in enumerate(data_sets)]
+    models = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, capacities_of_set),
+                                 grid_dir, f"train d={dim}")
+    result.update(models)
+    io.save_npz(os.path.join(grid_dir, "result.npz"), **result)
+    return result
+
+
+def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
+    """Per data set j of a grid's result: the model.refine_points untrained integer M values
+    strictly inside its delta window [window_start, window_end], evenly spaced (the centres of
+    refine_points equal slices of the candidates; all candidates when there are fewer).
+    Empty for a set without a window (the ratio never reaches delta or 1 - delta)."""
+    points = config.model.refine_points
+    extra = []
+    for j, row in enumerate(summarize(config, dim, result)):
+        start, end = row["window_start"], row["window_end"]
+        candidates = np.arange(np.floor(start) + 1, np.ceil(end)) if np.isfinite(start + end) else np.array([])
+        candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][models_of_set(result, j)])
+        if len(candidates) > points:
+            candidates = candidates[np.rint((np.arange(points) + 0.5) * len(candidates) / points - 0.5).astype(int)]
+        extra.append(candidates)
+    return extra
+
+
+def search_capacities(config, result: dict) -> list[np.ndarray]:
+    """Per data set j: the next adaptive round's untried M values (empty once its bracket is
+    narrower than model.search_tolerance x N, or there is no transition up to M = N)."""
+    model, extra = config.model, []
+    for j, n in enumerate(result["set_N"]):
+        of_set = models_of_set(result, j)
+        extra.append(search.next_round(result["M"][of_set], result["ratio"][of_set], int(n),
+                                                model.search_points, model.search_tolerance * int(n)))
+    return extra
+
+
+def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> dict:
+    """The first grid's result joined with the grids of later rounds.
+
+    Rounds: model.search = 'adaptive' runs up to model.search_rounds rounds of
+    search_capacities (folder grid_dir/round<k>); model.refine_points = r > 0 runs one round of
+    refinement_capacities inside the delta windows (folder grid_dir/refine_r<r>). Each round is
+    one more grid of the same d and N (same data, initialisation, training and evaluation) with
+    its own checkpoints, fingerprint and result.npz: resumed when unfinished, skipped when
+    finished. Returns `first` with every round's models appended to the per-model arrays
+    (MODEL_KEYS), `round` [G'] (0 = the first grid) and `refinement` (round > 0).
+    """
+    if config.model.search == "adaptive":
+        plan = [(f"round{k}", lambda joined: search_capacities(config, joined))
+                for k in range(1, config.model.search_rounds + 1)]
+    elif config.model.refine_points > 0:
+        plan = [(f"refine_r{config.model.refine_points}", lambda joined: refinement_capacities(config, dim, joined))]
+    else:
+        plan = []
+    joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
+    data_sets = None
+    for k, (folder, next_capacities) in enumerate(plan, start=1):
+        extra = next_capacities(joined)
+        if not any(len(m) for m in extra):
+            break
+        round_dir = os.path.join(grid_dir, folder)
+        fingerprint = json.dumps(dict(grid=str(first["fingerprint"]), round=folder, M=[m.tolist() for m in extra]),
+                                 sort_keys=True)
+        done = _finished_or_claim(round_dir, fingerprint, f"{folder} d={dim}")
+        if done is None:
+            data_sets = data_sets or make_data_sets(config, dim, train_sizes)
+            done = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, extra, k),
+                                       round_dir, f"{folder} d={dim}")
+            io.save_npz(os.path.join(round_dir, "result.npz"), fingerprint=np.array(fingerprint), **done)
+        joined.update({key: np.concatenate([joined[key], done[key]]) for key in MODEL_KEYS})
+        joined["round"] = np.concatenate([joined["round"], np.full(len(done["M"]), k)])
+    joined["refinement"] = joined["round"] > 0
+    return joined
