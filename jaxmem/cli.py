@@ -26,7 +26,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxmem import compile_cache, io, parallel
-from jaxmem.config import ConfigError, config_module, field_lines, get_field, load_config, require
+from jaxmem.config import (ConfigError, config_module, docstring_entries, field_lines, get_field, load_config,
+                           one_line, require)
 
 USAGE_EXIT_CODE = 2
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
@@ -85,19 +86,23 @@ def default_config_file(launcher: str) -> str | None:
 
 
 def launcher_help(launcher: str, spec: str | None) -> str:
-    """The launcher's docstring, the presets of its config family and the fields of one preset."""
+    """The launcher's docstring, the presets of its config family and the fields of one preset,
+    each with the first line of its description in the config file's docstring."""
     lines = [(sys.modules["__main__"].__doc__ or "").strip(), ""]
     spec = spec or default_config_file(launcher)
     if spec:
         path, _, preset = spec.partition(":")
         module = config_module(path)
-        presets = list(getattr(module, "PRESETS", ()))
         config = module.get_config(preset or None)
         preset = config.get("preset", preset)
+        described = docstring_entries(module.__doc__, "Presets")
+        presets = list(getattr(module, "PRESETS", ()))
         if presets:
-            lines.append(textwrap.fill(f"Presets of {path} (--config={path}:<preset>; its docstring describes "
-                                       f"them and the fields): {', '.join(presets)}", 100))
-        lines += [f"Fields of {path}:{preset} (override: --config.<group>.<field>=<value>):", *field_lines(config), ""]
+            lines.append(f"Presets of {path} (--config={path}:<preset>; the file's docstring says more):")
+            pad = max(map(len, presets))
+            lines += [one_line(f"  {name:<{pad}s}  {described.get(name, '')}".rstrip(), 100) for name in presets]
+        lines += [f"Fields of {path}:{preset} (override: --config.<group>.<field>=<value>):",
+                  *field_lines(config, docstring_entries(module.__doc__, "Fields")), ""]
     lines.append(textwrap.fill(f"Flags: --workdir (default {flags.FLAGS['workdir'].default}); --config=<file>:<preset> "
                                "--help shows that preset's fields; --verbosity=1 shows tracebacks; --helpfull lists "
                                "every flag.", 100))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
 
@@ -75,15 +76,55 @@ def get_field(config: ml_collections.ConfigDict, path: str):
     return node
 
 
-def field_lines(config: ml_collections.ConfigDict, width: int = 100) -> list[str]:
-    """The config's fields with their values, one wrapped line per group: 'group: a=1 b=(2, 3)'."""
+def field_lines(config: ml_collections.ConfigDict, descriptions: Mapping[str, str] | None = None,
+                width: int = 100) -> list[str]:
+    """The config's fields with their values, one wrapped block per group: '  group: a=1 b=(2, 3)',
+    or '  group: <description>' and then the values when `descriptions` ({group: one line}) has it."""
     groups: dict[str, list[str]] = {}
     for path, value in _leaves(config):
         group, _, name = path.rpartition(".")
         groups.setdefault(group, []).append(f"{name}={value!r}")
-    return [textwrap.fill(" ".join(items), width, initial_indent=f"  {group or '(top level)'}: ",
-                          subsequent_indent="      ", break_on_hyphens=False)
-            for group, items in groups.items()]
+    lines = []
+    for group, items in groups.items():
+        label = f"  {group or '(top level)'}: "
+        description = (descriptions or {}).get(group)
+        if description:
+            lines += [one_line(label + description, width)]
+            label = "      "
+        lines.append(textwrap.fill(" ".join(items), width, initial_indent=label, subsequent_indent="      ",
+                                   break_on_hyphens=False))
+    return lines
+
+
+def docstring_entries(doc: str | None, section: str) -> dict[str, str]:
+    """{name: description} of a config file docstring's section, e.g. its "Presets (...):" or
+    "Fields:" list, whose entries read '  name   description' with deeper indented continuation
+    lines (joined into one line); 'a / b   description' or 'a, b' followed by the description's
+    lines describes both. Empty without the section."""
+    entries: dict[str, list[str]] = {}
+    inside, names = False, []
+    for line in (doc or "").splitlines():
+        if not inside:
+            inside = line.startswith(section)
+            continue
+        if not line.strip() or not line.startswith(" "):
+            if entries:
+                break
+            continue
+        match = re.match(r"^  (\w+(?:(?: / |, )\w+)*)(?:\s+(\S.*))?$", line)
+        if match:
+            names = re.split(r" / |, ", match.group(1))
+            for name in names:
+                entries[name] = [match.group(2) or ""]
+        else:
+            for name in names:
+                entries[name].append(line.strip())
+    return {name: " ".join(p for p in parts if p) for name, parts in entries.items()}
+
+
+def one_line(text: str, width: int) -> str:
+    """text cut to `width` characters, ending in '...' when cut."""
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
 
 
 def _leaves(config: ml_collections.ConfigDict, prefix: str = ""):

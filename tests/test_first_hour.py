@@ -109,10 +109,14 @@ def test_misspelled_field_gets_the_closest_spelling():
 def test_help_lists_presets_and_fields(tmp_path):
     out = _launch("edm.py", "--help", cwd=REPO)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
-    assert "Presets of configs/edm.py" in out.stdout and "smoke, digits, mnist, cifar10_1k" in out.stdout
-    assert "Fields of configs/edm.py:smoke" in out.stdout
-    assert any(line.strip().startswith("sampling:") and "rho=7.0" in line for line in out.stdout.splitlines())
-    assert len(out.stdout.splitlines()) < 40
+    lines = out.stdout.splitlines()
+    assert "Presets of configs/edm.py" in out.stdout and "Fields of configs/edm.py:smoke" in out.stdout
+    # every preset and group with the start of its description in configs/edm.py's docstring
+    assert any(line.split()[:3] == ["smoke", "seconds", "on"] for line in lines)
+    assert any(line.split()[:2] == ["crossover_mnist", "the"] for line in lines)
+    assert any(line.strip().startswith("optim: lr, beta1, beta2") for line in lines)
+    assert any(line.strip().startswith("batch_size=16") and "rho=7.0" in line for line in lines)
+    assert len(lines) < 50
 
 
 def test_dry_run_commands_paste_into_bash(tmp_path):
