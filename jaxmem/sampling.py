@@ -161,12 +161,13 @@ def _generate_programs(step_denoise: Callable, grid: tuple, solver: str, seed: i
 
 
 def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[int, ...], seed: int,
-                 sigmas, solver: str = "heun", batch_size: int = 256, mesh=None) -> np.ndarray:
+                 sigmas, solver: str = "heun", batch_size: int = 256, mesh=None, name: str = "sample") -> np.ndarray:
     """num_samples EDM samples [num_samples, *shape] (numpy float32), batched and sharded.
 
     step_denoise(params, x, sigma, step) -> x0_hat; params (a pytree, may be None) is passed as
     a jit argument, replicated. Each batch (rounded up to a multiple of the device count) is
-    split over the mesh's data axis. Deterministic per seed, independent of batch_size.
+    split over the mesh's data axis. Deterministic per seed, independent of batch_size. `name`
+    labels the progress lines.
     """
     require(num_samples >= 1, "num_samples", num_samples, "an integer >= 1")
     require(batch_size >= 1, "sampling.batch_size", batch_size, "an integer >= 1")
@@ -176,7 +177,7 @@ def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[
     params = jax.device_put(params, parallel.replicated(mesh))
     sample_batch, make_noise = _generate_programs(step_denoise, grid, solver, seed, batch, tuple(shape), mesh)
     out = np.empty((num_samples, *shape), np.float32)
-    progress = Progress("sample", total=num_samples, unit="sample")
+    progress = Progress(name, total=num_samples, unit="sample")
     for first in range(0, num_samples, batch):
         count = min(batch, num_samples - first)
         out[first:first + count] = parallel.to_host(sample_batch(params, make_noise(first)))[:count]

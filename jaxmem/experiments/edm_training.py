@@ -29,7 +29,7 @@ from jaxmem.config import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
 from jaxmem.denoisers import unet
 from jaxmem.plots.samples import save_sample_grid
-from jaxmem.train import trainer
+from jaxmem.train import checkpoint, trainer
 from jaxmem.trajectory import guided_denoiser
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM
@@ -45,8 +45,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(config.model.sigma_data > 0, "model.sigma_data", config.model.sigma_data, "> 0")
     trainer.validate_training_config(config, jax.device_count())
     training, optim = config.training, config.optim
-    for field in ("checkpoint_every_steps", "keep_checkpoints"):
-        require(training[field] >= 1, f"training.{field}", training[field], "an integer >= 1")
+    require(training.checkpoint_every_steps >= 1, "training.checkpoint_every_steps",
+            training.checkpoint_every_steps, "an integer >= 1")
+    checkpoint.check_keep(training.keep_checkpoints)
     require(training.checkpoint_every_seconds >= 0, "training.checkpoint_every_seconds",
             training.checkpoint_every_seconds, ">= 0 (0 = only every checkpoint_every_steps)")
     require(0 <= training.ema_rampup_ratio, "training.ema_rampup_ratio", training.ema_rampup_ratio, ">= 0")
@@ -157,7 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               config.sampling.rho)
     samples = sampling.edm_generate(sampling.without_step(denoise), params,
                                     config.sampling.num_samples, data.shape, config.sampling.seed, sigmas,
-                                    config.sampling.solver, config.sampling.batch_size)
+                                    config.sampling.solver, config.sampling.batch_size,
+                                    name=f"sample {os.path.basename(os.path.normpath(workdir))}")
     steps, skipped = (int(v) for v in trainer.fetch_replicated((result.state.step, result.state.skipped)))
     summary = {"steps": steps, "skipped_steps": skipped, "images_seen": steps * config.training.batch_size,
                "num_train": len(data), "num_samples": len(samples),
@@ -171,4 +173,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         save_sample_grid(os.path.join(workdir, "samples.png"), samples[:config.eval.grid_size],
                          title=f"{config.preset}: {summary['images_seen']:,} images")
         io.write_json(os.path.join(workdir, "summary.json"), summary)
+        logging.info("results: %s and %s", os.path.join(workdir, "summary.json"), os.path.join(workdir, "samples.png"))
     return summary

@@ -225,5 +225,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("regimes (sigma_min, sigma_max, EDM indices): %s; %.1f s",
                  {k: (v["sigma_min"], v["sigma_max"], v["edm_indices"]) for k, v in regime["regimes"].items()},
                  regime["elapsed_s"])
+    logging.info("results: %s and %s", paths["regimes"], paths["figure"])
     return {"paths": paths, "regimes": regime, "sigmas": sigmas, "max_weight": conc["max_weight"],
             "coverage": cover["coverage"]}

@@ -7,6 +7,8 @@ import numpy as np
 
 from jaxmem import io
 
+DIAGONAL_TOLERANCE = 5e-3  # a predicted slope this close to 1 is the M = N line (no crossover below N)
+
 
 def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | None = None) -> str:
     """M_pt (with its delta window) versus N per (d, K), the linear fit and the predicted M*.
@@ -35,22 +37,26 @@ def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | 
         axis.plot(grid, fit["slope"] * grid + fit["intercept"], "k-",
                   label=f"fit: {fit['slope']:.3f} N + {fit['intercept']:.1f} (R$^2$={fit['r2']:.3f})")
     styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (1, 3))])
+    on_diagonal = []  # predictions of no crossover below N: drawn as the M = N line itself
     for key in [k for k in rows[0] if k.startswith("Mstar_")]:
         values = np.array([r[key] for r in rows], np.float64)
         ok = np.isfinite(values)
         if not ok.any():
             continue
         method, weighting = key[len("Mstar_"):].split("_", 1)
+        name = f"{'closed form' if method == 'formula' else 'measured losses'} ({weighting})"
         if method == "formula":
             slope = float(np.median(values[ok] / n_all[ok]))
-            axis.plot(grid, slope * grid, linestyle=next(styles),
-                      label=f"predicted M*, closed form ({weighting}): {slope:.3f} N")
         else:
             slope = float(np.sum(n_all[ok] * values[ok]) / np.sum(n_all[ok] ** 2))
-            line = axis.plot(grid, slope * grid, linestyle=next(styles),
-                             label=f"predicted M*, measured losses ({weighting}): {slope:.3f} N")
+        if abs(slope - 1.0) < DIAGONAL_TOLERANCE:
+            on_diagonal.append(name)
+            continue
+        line = axis.plot(grid, slope * grid, linestyle=next(styles), label=f"predicted M*, {name}: {slope:.3f} N")
+        if method == "measured":
             axis.plot(n_all[ok], values[ok], "x", color=line[0].get_color())
-    axis.plot(grid, grid, color="0.8", lw=0.8, label="M = N")
+    diagonal = "M = N" + (f" (= predicted M*, {', '.join(on_diagonal)})" if on_diagonal else "")
+    axis.plot(grid, grid, color="0.6" if on_diagonal else "0.8", lw=1.2 if on_diagonal else 0.8, label=diagonal)
     axis.set(xlabel="training points N", ylabel="capacity M", title="Memorisation transition M* vs N")
     axis.legend(fontsize=7)
     return io.save_figure(path, figure)

@@ -25,6 +25,7 @@ def save_pairs(path: str, samples: np.ndarray, neighbours: np.ndarray, title: st
 
 
 REGION_SHADES = {"large": "0.86", "medium": "0.91", "small": "0.95"}  # greys: the lines keep the colours
+NUDGE = 1.06  # sideways factor in sigma between neighbouring curves' error bars (log axis)
 
 
 def _shade_regions(axis, regions: Mapping[str, tuple[float, float]], label_top: bool = True) -> None:
@@ -45,8 +46,9 @@ def _shade_regions(axis, regions: Mapping[str, tuple[float, float]], label_top: 
 def per_level_figure(path: str, rows: Sequence[Mapping], regions: Mapping[str, tuple[float, float]],
                      title: str = "One denoising step by noise level") -> str:
     """Two panels against sigma (log): memorized fraction of one-step outputs (with its Wilson
-    interval) and the denoising MSE. One colour per model; training images solid with filled
-    circles, held-out images dashed with open squares; swap regions as named grey bands.
+    interval as error bars, each curve nudged sideways so the bars stay apart) and the denoising
+    MSE. One colour per model; training images solid with filled circles, held-out images dashed
+    with open squares; swap regions as named grey bands.
 
     rows: dicts with model, split, sigma, memorized_fraction, ci_low, ci_high, mse.
     regions: swap regions in sigma for the background.
@@ -54,22 +56,24 @@ def per_level_figure(path: str, rows: Sequence[Mapping], regions: Mapping[str, t
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8.0), sharex=True)
     models = list(dict.fromkeys(r["model"] for r in rows))
     colours = {model: f"C{i}" for i, model in enumerate(models)}
-    for model, split in dict.fromkeys((r["model"], r["split"]) for r in rows):
+    curves = list(dict.fromkeys((r["model"], r["split"]) for r in rows))
+    for i, (model, split) in enumerate(curves):
         part = sorted((r for r in rows if r["model"] == model and r["split"] == split), key=lambda r: r["sigma"])
         sigma = np.array([r["sigma"] for r in part])
         train = split == "train"
         style = dict(color=colours[model], ls="-" if train else "--", marker="o" if train else "s", ms=4,
                      mfc=colours[model] if train else "white", label=f"{model}, {split} images")
-        top.plot(sigma, [r["memorized_fraction"] for r in part], **style)
-        top.fill_between(sigma, [r["ci_low"] for r in part], [r["ci_high"] for r in part], color=colours[model],
-                         alpha=0.18 if train else 0.08, lw=0)
+        fraction = np.array([r["memorized_fraction"] for r in part])
+        bars = np.stack([fraction - [r["ci_low"] for r in part], np.array([r["ci_high"] for r in part]) - fraction])
+        nudged = sigma * NUDGE ** (i - (len(curves) - 1) / 2)
+        top.errorbar(nudged, fraction, yerr=bars.clip(0), capsize=2, elinewidth=0.8, **style)
         bottom.plot(sigma, [r["mse"] for r in part], **style)
     for axis in (top, bottom):
         axis.set_xscale("log")
         _shade_regions(axis, regions, label_top=axis is top)
         axis.grid(alpha=0.3)
     top.set_title(title, pad=16)
-    top.set_ylabel("one-step outputs memorized\n(1/3 nearest-neighbour test; band: Wilson interval)")
+    top.set_ylabel("one-step outputs memorized\n(1/3 nearest-neighbour test; bars: Wilson interval)")
     top.set_ylim(-0.02, 1.02)
     top.legend(fontsize=7, loc="best", framealpha=0.9)
     bottom.set_yscale("log")

@@ -38,6 +38,7 @@ import os
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from jaxmem import io, sampling
 from jaxmem.config import ConfigError, require, require_choice
@@ -195,4 +196,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if primary:
         io.write_text(path("results.md"), "\n".join(lines) + "\n")
         io.write_json(path("summary.json"), summary)
+        logging.info("results: %s (every table and figure) and %s", path("results.md"), path("swap_table.md"))
     return summary

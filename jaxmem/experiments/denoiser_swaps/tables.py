@@ -48,8 +48,9 @@ class SwapSampler:
         self.shape = models["memorizing"].train.shape
         self.steps: dict[tuple[str, str], Callable] = {}
 
-    def sample(self, base: str, donor: str, windows) -> np.ndarray:
-        """[swap.num_samples, H, W, C] from base with donor inside windows (list of index pairs)."""
+    def sample(self, base: str, donor: str, windows, label: str) -> np.ndarray:
+        """[swap.num_samples, H, W, C] from base with donor inside windows (list of index pairs);
+        `label` names the progress lines."""
         key = (base, donor)
         if key not in self.steps:
             swap.check_same_shapes(self.models[base].bound(), self.models[donor].bound(), self.shape)
@@ -58,7 +59,7 @@ class SwapSampler:
         params = {"base": self.models[base].params, "donor": self.models[donor].params,
                   "windows": swap.window_array(windows, len(self.grid) - 1)}
         return sampling.edm_generate(self.steps[key], params, s.num_samples, self.shape, s.seed, self.grid,
-                                     s.solver, s.batch_size)
+                                     s.solver, s.batch_size, name=f"sample {label}")
 
 
 def swap_table(config, sampler: SwapSampler, found: dict[str, swap.Window], reference: np.ndarray) -> tuple[list, dict]:
@@ -67,7 +68,7 @@ def swap_table(config, sampler: SwapSampler, found: dict[str, swap.Window], refe
     rows, details = [], {}
     for spec in swap_rows(sampler.models, found):
         window = found.get(spec["region"]) if spec["region"] else None
-        samples = sampler.sample(spec["base"], spec["donor"], [window] if window else [])
+        samples = sampler.sample(spec["base"], spec["donor"], [window] if window else [], spec["row"])
         result = memorization.trajectory_memorization(samples, reference, config.eval.level)
         details[spec["row"]] = dict(result, samples=samples)
         lo, hi = sigma_range(sampler.grid, window) if window else (None, None)
@@ -92,7 +93,7 @@ def swap_profile(config, sampler: SwapSampler, reference: np.ndarray) -> list[di
     """B swapped into A at one step i at a time: rate per step, [num_steps] rows."""
     rows = []
     for i in range(len(sampler.grid) - 1):
-        samples = sampler.sample("memorizing", "generalizing", [(i, i)])
+        samples = sampler.sample("memorizing", "generalizing", [(i, i)], f"B in A at step {i}")
         result = memorization.trajectory_memorization(samples, reference, config.eval.level)
         rows.append(dict(step=i, sigma=float(sampler.grid[i]), rate=result["rate"], ci_low=result["ci_low"],
                          ci_high=result["ci_high"]))
