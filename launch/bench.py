@@ -1,36 +1,45 @@
 """Benchmarks: every entry in jaxmem/benchmarks, timed properly, as a table and JSON.
 
-    python launch/bench.py [--only=knn,gmm,geometry] [--size=quick|full] [--workdir=runs/bench]
+    python launch/bench.py [--only=knn,gmm,geometry] [--size=auto|quick|cpu|full] [--workdir=runs/bench]
 
+Sizes: quick (seconds; tests), cpu (a CPU host: `make bench`, BENCHMARKS.md's CPU section),
+full (an accelerator: the sizes launch/gpu_check.py records; refused on a CPU backend, where it
+would need ~135 GB); auto (default) is full on an accelerator and cpu otherwise.
 `ratio_vs_baseline` is (baseline time) / (this method's time) for baselines and 1.0 for the
-jaxmem method each entry measures: above 1 means jaxmem is faster. On a GPU the
-`matmul_fraction` column is the share of the device's measured matmul rate.
+jaxmem method each entry measures: above 1 means jaxmem is faster. `matmul_fraction` is the
+share of the device's matmul rate measured in the same run. `peak_gib` is the device memory
+peak of this process after the entry (cumulative over the entries of one run; n/a on CPU).
 """
 
 import datetime
 import importlib
 import os
-import pkgutil
 
 import jax
 from absl import app, flags, logging
 
 import jaxmem.benchmarks
 from jaxmem import io
+from jaxmem.benchmarks.harness import peak_gib
 
 _ONLY = flags.DEFINE_list("only", [], "Entries to run (default: all).")
-_SIZE = flags.DEFINE_enum("size", "full", ["quick", "full"], "Problem sizes.")
+_SIZE = flags.DEFINE_enum("size", "auto", ["auto", *jaxmem.benchmarks.SIZES], "Problem sizes.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Where results.json and results.md go.")
 
 
 def entries() -> dict:
-    """NAME -> module for every benchmark module in jaxmem/benchmarks."""
-    found = {}
-    for info in pkgutil.iter_modules(jaxmem.benchmarks.__path__):
-        if info.name != "harness":
-            module = importlib.import_module(f"jaxmem.benchmarks.{info.name}")
-            found[module.NAME] = module
-    return found
+    """NAME -> module for every benchmark entry in jaxmem/benchmarks."""
+    return {name: importlib.import_module(f"jaxmem.benchmarks.{name}") for name in jaxmem.benchmarks.entry_names()}
+
+
+def resolve_size(size: str, backend: str) -> str:
+    """The size to run: auto -> full on an accelerator, cpu on a CPU; full on a CPU is refused."""
+    if size == "auto":
+        return "cpu" if backend == "cpu" else "full"
+    if size == "full" and backend == "cpu":
+        raise app.UsageError("--size=full is sized for an accelerator (k-NN 50,000 x 50,000 x 3,072, "
+                             "EDM batch 512: ~135 GB on a CPU host); use --size=cpu here")
+    return size
 
 
 def main(argv):
@@ -39,16 +48,19 @@ def main(argv):
     unknown = sorted(set(_ONLY.value) - set(available))
     if unknown:
         raise app.UsageError(f"unknown bench entries {unknown}; valid: {sorted(available)}")
+    size = resolve_size(_SIZE.value, jax.default_backend())
     rows = []
     for name in _ONLY.value or sorted(available):
-        logging.info("bench entry %s (%s)", name, _SIZE.value)
-        rows += available[name].run(_SIZE.value)
+        logging.info("bench entry %s (%s)", name, size)
+        entry_rows = available[name].run(size)
+        peak = peak_gib()
+        rows += [{**row, "peak_gib": peak} for row in entry_rows]
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})"
-    header = f"{datetime.date.today()} on {device}, jax {jax.__version__}"
+    header = f"{datetime.date.today()} on {device}, jax {jax.__version__}, size {size}"
     table = io.markdown_table(rows, sorted({k for r in rows for k in r},
                                            key=lambda k: (k not in ("entry", "method", "shape"), k)))
     print(header + "\n\n" + table)
-    io.write_json(os.path.join(_WORKDIR.value, "results.json"), {"device": device, "rows": rows})
+    io.write_json(os.path.join(_WORKDIR.value, "results.json"), {"device": device, "size": size, "rows": rows})
     io.write_text(os.path.join(_WORKDIR.value, "results.md"), header + "\n\n" + table)
 
 

@@ -31,10 +31,13 @@ def test_bench_launcher_knn_quick(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     ours = [r for r in rows if r["method"].startswith("jaxmem")]
-    assert len(ours) == 1 and ours[0]["agrees_with_numpy"] == 1.0
+    assert len(ours) == 1 and ours[0]["agrees_with_numpy"] == 1.0 and ours[0]["agrees_with_jnp_baseline"] == 1.0
     assert any(r["method"].startswith("numpy") for r in rows)
     assert "| knn |" in (tmp_path / "results.md").read_text()
     bad = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=nope"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "unknown bench entries ['nope']" in bad.stderr
+    full = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=knn", "--size=full"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert full.returncode != 0 and "use --size=cpu here" in full.stderr
 

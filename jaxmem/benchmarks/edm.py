@@ -1,13 +1,17 @@
 """Bench entry: EDM U-Net training throughput (images/s) and achieved FLOP/s of the train step.
 
-quick: the `smoke` preset's tiny U-Net (CPU-sized), float32.
-full:  the CIFAR-10 DDPM++ preset (55.7 M parameters, batch 512), float32 and bfloat16 compute
-       (on a CPU host: float32 at batch 8, so `make bench` fits in memory)
-       (meant for a GPU; the reference PyTorch EDM is not installed here, so there is no
-       external baseline row).
+Sizes:
+  quick  the `smoke` preset's tiny U-Net, float32 (tests and the CPU dry run of gpu_check)
+  cpu    the CIFAR-10 DDPM++ network (55.7 M parameters) in float32 at batch 8 (`make bench`
+         on a CPU host: batch 512 asks XLA for ~135 GB there)
+  full   the CIFAR-10 preset `cifar10_1k` (batch 512) in float32 and bfloat16 compute on an
+         accelerator; a batch the device cannot hold is halved until it fits (the row's `shape`
+         names the batch measured)
+The reference PyTorch EDM is not installed here, so there is no external baseline row.
 The step's FLOPs come from XLA's cost analysis of the compiled step (per device, times the
 device count); `matmul_fraction` divides the achieved rate by the measured matmul rate of the
-same dtype (jaxmem.benchmarks.harness.matmul_rate).
+same dtype (jaxmem.benchmarks.harness.matmul_rate). `extrapolated_h` is the preset's whole
+training (training.total_images: EDM-1K's 40 M images for cifar10_1k) at the measured images/s.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from jaxmem.denoisers import unet
 from jaxmem.train import trainer
 
 NAME = "edm"
-CASES = {"quick": [("smoke", "float32")], "full": [("cifar10_1k", "float32"), ("cifar10_1k", "bfloat16")]}
+# size -> (preset, [compute dtypes], batch (None: the preset's), timed calls)
+CASES = {"quick": ("smoke", ["float32"], None, 5), "cpu": ("cifar10_1k", ["float32"], 8, 5),
+         "full": ("cifar10_1k", ["float32", "bfloat16"], None, 3)}
 STEPS_PER_CALL = 5
-
+MIN_BATCH = 64  # the smallest batch tried when the device runs out of memory
 
 CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "edm.py")
 
@@ -37,7 +43,7 @@ def step_flops(compiled) -> float:
     return float(analysis.get("flops", float("nan"))) * jax.device_count()
 
 
-def measure(preset: str, dtype: str, batch_size: int | None = None) -> dict:
+def measure(preset: str, dtype: str, batch_size: int | None = None, repeats: int = 5) -> dict:
     """Times STEPS_PER_CALL training steps of `preset` with compute dtype `dtype`; one result row."""
     config = load_config(f"{CONFIG_PATH}:{preset}")
     config.model.dtype = dtype
@@ -49,33 +55,43 @@ def measure(preset: str, dtype: str, batch_size: int | None = None) -> dict:
     images = jax.random.uniform(jax.random.PRNGKey(0), (batch_size, *shape), minval=-1.0, maxval=1.0)
     batch = {"images": jax.device_put(images, program.batch_sharding["images"])}
     state = program.init(jax.random.PRNGKey(0))
-    flops = step_flops(program.step.lower(state, batch).compile())
+    compiled = program.step.lower(state, batch).compile()
+    flops = step_flops(compiled)
 
     def run_steps():
         nonlocal state
         for _ in range(STEPS_PER_CALL):
-            state, metrics = program.step(state, batch)
+            state, metrics = compiled(state, batch)
         return metrics
 
-    seconds = time_fn(run_steps, repeats=5)["median_s"] / STEPS_PER_CALL
+    seconds = time_fn(run_steps, repeats=repeats)["median_s"] / STEPS_PER_CALL
     peak = matmul_rate(dtype=unet.DTYPES[dtype], repeats=3)
+    images_per_s = batch_size / seconds
     return {"entry": NAME, "method": f"jaxmem EDM train step ({preset}, {dtype})",
             "shape": f"batch {batch_size} x {'x'.join(map(str, shape))}", "median_s": seconds,
-            "ratio_vs_baseline": 1.0, "images_per_s": batch_size / seconds,
+            "ratio_vs_baseline": 1.0, "images_per_s": images_per_s,
             "step_gflop": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
             "matmul_fraction": flops / seconds / peak, "matmul_peak_gflops": peak / 1e9,
-            "parameters": unet.count_params(state.params)}
+            "parameters": unet.count_params(state.params),
+            "extrapolated_h": config.training.total_images / images_per_s / 3600,
+            "extrapolates": f"{preset}: {config.training.total_images:,} training images"}
 
 
-CPU_FULL_BATCH = 8  # batch 512 of the CIFAR-10 network asks XLA for ~135 GB on a CPU host
+def measure_fitting(preset: str, dtype: str, batch_size: int | None, repeats: int) -> dict:
+    """measure(), halving the batch while the device reports RESOURCE_EXHAUSTED (down to MIN_BATCH)."""
+    while True:
+        try:
+            return measure(preset, dtype, batch_size, repeats)
+        except jax.errors.JaxRuntimeError as error:
+            batch_size = batch_size or load_config(f"{CONFIG_PATH}:{preset}").training.batch_size
+            if "RESOURCE_EXHAUSTED" not in str(error) or batch_size // 2 < MIN_BATCH:
+                raise
+            batch_size //= 2
 
 
 def run(size: str) -> list[dict]:
-    on_cpu = jax.default_backend() == "cpu"
-    cases = CASES[size][:1] if on_cpu and size == "full" else CASES[size]
-    batch = CPU_FULL_BATCH if on_cpu and size == "full" else None
-    rows = [measure(preset, dtype, batch) for preset, dtype in cases]
-    float32 = rows[0]["median_s"]
-    for row in rows[1:]:
-        row["speedup_vs_float32"] = float32 / row["median_s"]
+    preset, dtypes, batch_size, repeats = CASES[size]
+    rows = [measure_fitting(preset, dtype, batch_size, repeats) for dtype in dtypes]
+    for row in rows[1:]:  # images/s, since the batches measured may differ
+        row["speedup_vs_float32"] = row["images_per_s"] / rows[0]["images_per_s"]
     return rows

@@ -7,6 +7,13 @@ x_q + s z_q at every level s of a 40-level grid:
   per_sigma       the baseline: y = x + s z formed per level and streamed through the empirical
                   denoiser's posterior (L passes, 2 L Q N d flops)
 matmul_fraction = matmul flops / time / measured matmul rate (the roofline of the distance work).
+
+Sizes (queries Q, training points N, d, block, repeats):
+  quick  128 x 1,024 x 3,072      tests and the CPU dry run of launch/gpu_check.py
+  cpu    512 x 4,096 x 3,072      `make bench` on a CPU host (BENCHMARKS.md, CPU)
+  full   10,000 x 50,000 x 3,072  an accelerator: the cifar10_50k measurement (10,000 noisy queries
+                                  against 50,000 CIFAR-sized images); only the shared path is timed
+                                  (the per-level baseline does 20x the matmul work)
 """
 
 from __future__ import annotations
@@ -22,13 +29,12 @@ from jaxmem.geometry import concentration
 
 NAME = "geometry"
 
-# (queries Q, training points N, dimension d, block size, repeats); "full" on an accelerator is
-# the cifar10_50k measurement (10,000 noisy queries against 50,000 CIFAR-sized images).
 SIZES = {
     "quick": (128, 1024, 3072, 512, 7),
-    "full": (512, 4096, 3072, 1024, 3),
-    "full_accelerator": (10_000, 50_000, 3072, 2048, 3),
+    "cpu": (512, 4096, 3072, 1024, 3),
+    "full": (10_000, 50_000, 3072, 2048, 3),
 }
+BASELINE_SIZES = ("quick", "cpu")
 NUM_SIGMAS = 40
 
 
@@ -41,20 +47,13 @@ def _inputs(num_queries: int, num_train: int, dim: int, block: int):
     return empirical.make_params(np.asarray(train), block), train[source], z, source, sigmas
 
 
-def _peak_bytes() -> int | None:
-    """Peak device memory in use so far (accelerators report it; CPU does not)."""
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats.get("peak_bytes_in_use")
-
-
 def run(size: str) -> list[dict]:
     """Times both methods on the same inputs; rows: entry, method, shape, median_s, ratio_vs_baseline, ...
 
-    On an accelerator, "full" times only the shared path at cifar10_50k size (the per-level
-    baseline would take 20x longer); its ratio_vs_baseline is None there.
+    "full" times only the shared path (the per-level baseline would take 20x longer); its
+    ratio_vs_baseline is None there.
     """
-    cifar_scale = size == "full" and jax.default_backend() != "cpu"
-    num_queries, num_train, dim, block, repeats = SIZES["full_accelerator" if cifar_scale else size]
+    num_queries, num_train, dim, block, repeats = SIZES[size]
     params, clean, z, source, sigmas = _inputs(num_queries, num_train, dim, block)
     rate = matmul_rate()
     shape = f"Q={num_queries} N={num_train} d={dim} L={NUM_SIGMAS} block={block}"
@@ -62,8 +61,8 @@ def run(size: str) -> list[dict]:
     shared = time_fn(concentration.concentration_kernel, clean, z, source, params, sigmas, repeats=repeats)
     shared_flops = 4.0 * num_queries * num_train * dim
     rows = [{"entry": NAME, "method": "shared_matmul", "shape": shape, **shared, "ratio_vs_baseline": None,
-             "matmul_fraction": shared_flops / shared["median_s"] / rate, "peak_bytes": _peak_bytes()}]
-    if not cifar_scale:
+             "matmul_fraction": shared_flops / shared["median_s"] / rate}]
+    if size in BASELINE_SIZES:
         baseline = time_fn(concentration.per_sigma_concentration_jit, params, clean, z, sigmas, repeats=repeats)
         baseline_flops = 2.0 * NUM_SIGMAS * num_queries * num_train * dim
         rows.append({"entry": NAME, "method": "per_sigma (baseline)", "shape": shape, **baseline,

@@ -9,6 +9,13 @@ has a lower gradient variance than R = 100 i.i.d. draws (results/gmm_estimators)
 `ms_per_model_step` = time / (steps x models); `matmul_fraction` = the step's five
 [N R, d] x [d, M]-sized products (10 N R d M FLOP) per second over the matmul rate measured in
 the same run.
+
+Sizes (S sets x C members, timed steps per call):
+  quick  1 x 4, 5 steps     tests and the CPU dry run of launch/gpu_check.py
+  cpu    2 x 8, 20 steps    `make bench` on a CPU host (BENCHMARKS.md, CPU)
+  full   4 x 10, 100 steps  an accelerator: the `paper` preset's grid at d = 50 (its 4 values of K
+                            x 10 capacities per training set)
+The extrapolated wall times of the crossover presets are the `crossover_time` entry.
 """
 
 from __future__ import annotations
@@ -23,25 +30,30 @@ from jaxmem.data.gmm import isotropic_gmm
 from jaxmem.train import gmm_grid
 
 NAME = "gmm"
-SIZES = {"quick": dict(sets=1, members=4, steps=5), "full": dict(sets=2, members=8, steps=20)}
+SIZES = {"quick": dict(sets=1, members=4, steps=5), "cpu": dict(sets=2, members=8, steps=20),
+         "full": dict(sets=4, members=10, steps=100)}
 DIM, COMPONENTS, TRAIN, CAPACITY, DRAWS = 50, 12, 200, 100, 100
 POINT_BLOCK = 0
 
 
-def _grid(sets: int, members: int):
-    """S sets (data seeds 0..S-1) of C members: params [S, C, M, d], batch, rngs [S]."""
-    train = np.stack([isotropic_gmm(DIM, COMPONENTS, TRAIN, 1, seed=s).train for s in range(sets)])
-    params = {"means": np.repeat(train[:, None, :CAPACITY], members, axis=1),
+def grid_arrays(sets: int, members: int, dim: int = DIM, num_train: int = TRAIN, capacity: int = CAPACITY,
+                components: int = COMPONENTS):
+    """S sets (data seeds 0..S-1) of C members with the partial-memorisation start (means = the
+    first M training points): params {"means": [S, C, M, d], "log_var": [S, C]}, batch
+    {"train": [S, N, d], "point_mask": [S, N], "component_mask": [S, C, M]}, rngs [S, 2]."""
+    train = np.stack([isotropic_gmm(dim, components, num_train, 1, seed=s).train for s in range(sets)])
+    params = {"means": np.repeat(train[:, None, :capacity], members, axis=1),
               "log_var": np.full((sets, members), np.log(1e-6), np.float32)}
-    batch = {"train": train, "point_mask": np.ones((sets, TRAIN), np.float32),
-             "component_mask": np.ones((sets, members, CAPACITY), bool)}
+    batch = {"train": train, "point_mask": np.ones((sets, num_train), np.float32),
+             "component_mask": np.ones((sets, members, capacity), bool)}
     rngs = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(sets)])
     return params, batch, rngs
 
 
-def _chunk(draws: int, estimator: str):
+def grid_program(draws: int, estimator: str, batch_size: int = 0):
+    """(jitted chunk(state, batch, steps), optimizer) of the grid trainer with R = `draws`."""
     times = noise.vp_times()
-    loss_fn = gmm_grid.make_gmm_loss(times, np.ones_like(times), draws, POINT_BLOCK, estimator)
+    loss_fn = gmm_grid.make_gmm_loss(times, np.ones_like(times), draws, POINT_BLOCK, estimator, batch_size)
     optimizer = optax.adam(gmm_grid.adam_schedule(50_000))
     return jax.jit(gmm_grid.grid_chunk(loss_fn, optimizer), static_argnums=2), optimizer
 
@@ -50,10 +62,10 @@ def run(size: str) -> list[dict]:
     sets, members, steps = SIZES[size]["sets"], SIZES[size]["members"], SIZES[size]["steps"]
     models = sets * members
     rate = matmul_rate()
-    params, batch, rngs = _grid(sets, members)
+    params, batch, rngs = grid_arrays(sets, members)
     timings = {}
     for label, draws, estimator in [("grid", DRAWS, "iid"), ("grid_stratified", 26, "stratified")]:
-        chunk, optimizer = _chunk(draws, estimator)
+        chunk, optimizer = grid_program(draws, estimator)
         state = gmm_grid.init_grid(params, rngs, optimizer)
         timings[label] = (time_fn(lambda: chunk(state, batch, steps), repeats=3), draws)
         if label == "grid":

@@ -1,4 +1,5 @@
-"""Timing done properly: warm-up (compile), block_until_ready, median of repeats."""
+"""Timing done properly: warm-up (compile), block_until_ready, median of repeats; the device's
+matmul rate (the roofline entries report a fraction of) and its peak memory."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+# Side of the square matmul that measures the device's rate: 2048^3 (17 GFLOP) keeps a CPU busy
+# for tens of ms; an accelerator needs 8192^3 (1.1 TFLOP, ~20 ms in float32) to leave launch
+# overhead out of the number.
+MATMUL_SIDE = {"cpu": 2048}
+ACCELERATOR_MATMUL_SIDE = 8192
 
 
 def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, min_time_s: float = 0.0) -> dict:
@@ -27,11 +34,21 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, min_time_s: 
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
 
 
-def matmul_rate(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
-    """Measured FLOP/s of an n x n x n matmul on the default device (the roofline used by entries)."""
+def matmul_rate(n: int | None = None, dtype=jnp.float32, repeats: int = 5) -> float:
+    """Measured FLOP/s of an n x n x n matmul (random inputs, Precision.HIGHEST) on the default
+    device: the roofline entries divide by. n defaults to MATMUL_SIDE of the backend."""
+    n = n or MATMUL_SIDE.get(jax.default_backend(), ACCELERATOR_MATMUL_SIDE)
     key = jax.random.PRNGKey(0)
     a = jax.random.normal(key, (n, n), dtype)
     b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), dtype)
     matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
     seconds = time_fn(matmul, a, b, repeats=repeats)["median_s"]
     return 2.0 * n**3 / seconds
+
+
+def peak_gib() -> float | None:
+    """Peak device memory this process has used so far, GiB (memory_stats' peak_bytes_in_use);
+    None where the backend does not report it (CPU)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**30
