@@ -24,6 +24,22 @@ class ConfigError(ValueError):
     """A config, flag or input-data problem the user can fix; the message says what and how."""
 
 
+# Config fields that do not change a run's results (they steer logging, checkpoint cadence or
+# memory/speed), so a rerun may change them on a workdir that holds results of the others
+# (jaxmem.io.check_fingerprint, the sweep's finished-run check). A name ending in "." covers a
+# group. Device counts and meshes are not config fields: they never enter a fingerprint.
+RESULT_NEUTRAL_FIELDS = (
+    "training.log_every_steps", "training.checkpoint_every_steps", "training.checkpoint_every_seconds",
+    "training.keep_checkpoints", "training.async_checkpoints", "eval.model_batch", "compute.",
+)
+
+
+def result_neutral(field: str) -> bool:
+    """Whether dotted `field` (e.g. "training.log_every_steps", "compute.chunk_size") is in
+    RESULT_NEUTRAL_FIELDS."""
+    return any(field == name or (name.endswith(".") and field.startswith(name)) for name in RESULT_NEUTRAL_FIELDS)
+
+
 def select_preset(
     arg: str | None, presets: Mapping[str, Callable[[], ml_collections.ConfigDict]]
 ) -> ml_collections.ConfigDict:
@@ -41,11 +57,12 @@ def select_preset(
     return config
 
 
-def config_module(path: str):
-    """The executed config file `path` (its get_config and, by convention, PRESETS)."""
+def config_module(path: str, kind: str = "config file"):
+    """The executed Python file `path`: a config file (its get_config and, by convention,
+    PRESETS) or another `kind` of such file (a sweep file)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location("_jaxmem_config", path)
+        raise FileNotFoundError(f"{kind} {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_jaxmem_{kind.split()[0]}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module

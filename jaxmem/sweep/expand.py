@@ -10,7 +10,6 @@ import ast
 import copy
 import dataclasses
 import importlib
-import importlib.util
 import itertools
 import json
 import os
@@ -19,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
-from jaxmem.config import get_field
+from jaxmem.config import config_module, get_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,15 +109,6 @@ def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
     node[key] = value
 
 
-def _sweep_module(path: str):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"sweep file {path!r} does not exist")
-    spec = importlib.util.spec_from_file_location("_jaxmem_sweep", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def analysis_function(name: str):
     """The function named 'package.module:function'; ValueError naming `name` when it cannot be found."""
     module_name, colon, function_name = str(name).partition(":")
@@ -136,7 +126,7 @@ def analysis_function(name: str):
 def load_sweep_analysis(path: str) -> dict | None:
     """{"function": 'package.module:function', "options": {...}} from a sweep file's ANALYSIS and
     ANALYSIS_OPTIONS, checked (importable, options a JSON dict); None when it defines none."""
-    module = _sweep_module(path)
+    module = config_module(path, "sweep file")
     name = getattr(module, "ANALYSIS", None)
     if name is None:
         return None
@@ -153,7 +143,7 @@ def load_sweep_analysis(path: str) -> dict | None:
 
 def load_sweep_file(path: str) -> tuple[list[dict], dict | None]:
     """(the axes returned by `get_sweep()`, the optional PLOT spec) of a sweep file."""
-    module = _sweep_module(path)
+    module = config_module(path, "sweep file")
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"sweep file {path!r} defines no get_sweep()")
     plot = getattr(module, "PLOT", None)
