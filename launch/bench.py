@@ -20,7 +20,7 @@ from absl import app, flags, logging
 
 import jaxmem.benchmarks
 from jaxmem import io
-from jaxmem.benchmarks.harness import peak_gib
+from jaxmem.benchmarks.harness import peak_gib, tables_by_entry
 
 _ONLY = flags.DEFINE_list("only", [], "Entries to run (default: all).")
 _SIZE = flags.DEFINE_enum("size", "auto", ["auto", *jaxmem.benchmarks.SIZES], "Problem sizes.")
@@ -57,8 +57,7 @@ def main(argv):
         rows += [{**row, "peak_gib": peak} for row in entry_rows]
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})"
     header = f"{datetime.date.today()} on {device}, jax {jax.__version__}, size {size}"
-    table = io.markdown_table(rows, sorted({k for r in rows for k in r},
-                                           key=lambda k: (k not in ("entry", "method", "shape"), k)))
+    table = tables_by_entry(rows)
     print(header + "\n\n" + table)
     io.write_json(os.path.join(_WORKDIR.value, "results.json"), {"device": device, "size": size, "rows": rows})
     io.write_text(os.path.join(_WORKDIR.value, "results.md"), header + "\n\n" + table)

@@ -23,6 +23,16 @@ def test_time_fn_counts_repeats_and_waits():
     assert 0 < result["min_s"] <= result["median_s"]
 
 
+def test_bench_tables_hold_only_each_entrys_columns():
+    from jaxmem.benchmarks.harness import tables_by_entry
+
+    rows = [dict(entry="knn", method="jaxmem", shape="2x3", median_s=1.0, matmul_fraction=0.5, images_per_s=None),
+            dict(entry="edm", method="jaxmem", shape="b32", median_s=2.0, images_per_s=16.0)]
+    knn, edm = tables_by_entry(rows).split("\n\n### ")
+    assert knn.splitlines()[2] == "| method | shape | matmul_fraction | median_s |"
+    assert edm.splitlines()[2] == "| method | shape | images_per_s | median_s |"
+
+
 def test_bench_launcher_knn_quick(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
@@ -33,7 +43,7 @@ def test_bench_launcher_knn_quick(tmp_path):
     ours = [r for r in rows if r["method"].startswith("jaxmem")]
     assert len(ours) == 1 and ours[0]["agrees_with_numpy"] == 1.0 and ours[0]["agrees_with_jnp_baseline"] == 1.0
     assert any(r["method"].startswith("numpy") for r in rows)
-    assert "| knn |" in (tmp_path / "results.md").read_text()
+    assert "### knn" in (tmp_path / "results.md").read_text()
     bad = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=nope"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "unknown bench entries ['nope']" in bad.stderr

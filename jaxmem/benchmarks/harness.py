@@ -10,6 +10,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxmem import io
+
 # Side of the square matmul that measures the device's rate: 2048^3 (17 GFLOP) keeps a CPU busy
 # for tens of ms; an accelerator needs 8192^3 (1.1 TFLOP, ~20 ms in float32) to leave launch
 # overhead out of the number.
@@ -52,3 +54,16 @@ def peak_gib() -> float | None:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return None if peak is None else peak / 2**30
+
+
+def tables_by_entry(rows: list[dict]) -> str:
+    """One Markdown table per bench entry (a `### entry` heading each), holding only the columns
+    that entry's rows fill: entry-specific fields stay out of the other entries' tables."""
+    lead = ("method", "shape")
+    parts = []
+    for entry in dict.fromkeys(r["entry"] for r in rows):
+        mine = [r for r in rows if r["entry"] == entry]
+        filled = {k for r in mine for k, v in r.items() if v is not None and k != "entry"}
+        columns = sorted(filled, key=lambda k: (k not in lead, lead.index(k) if k in lead else 0, k))
+        parts.append(f"### {entry}\n\n" + io.markdown_table(mine, columns))
+    return "\n\n".join(parts)
