@@ -1,7 +1,9 @@
 """The workdir contract: everything a run writes goes through these atomic writers.
 
 A file is written to a temporary sibling and renamed into place, so a crashed or
-killed run never leaves a half-written table, figure or config behind.
+killed run never leaves a half-written table, figure or config behind. A write that fails
+(full disk, read-only folder) raises WriteError naming the file and the cause; the launchers
+turn it into one `error:` line and a non-zero exit (jaxmem.cli).
 """
 
 from __future__ import annotations
@@ -17,22 +19,40 @@ from collections.abc import Iterable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from jaxmem.config import ConfigError
+from jaxmem.config import ConfigError, result_neutral
+
+
+class WriteError(OSError):
+    """A result or checkpoint could not be written; the message names what, where and why."""
+
+
+@contextlib.contextmanager
+def writing(path: str):
+    """Turns an OSError raised inside the block into WriteError('cannot write <path>: <cause>')."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 @contextlib.contextmanager
 def atomic_path(path: str):
-    """Yields a temporary path in the same folder; renames it onto `path` on success."""
+    """Yields a temporary path in the same folder; renames it onto `path` on success (WriteError
+    when any of it fails; the temporary file is removed)."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tmp = None
+    with writing(path):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".")
+            os.close(fd)
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def write_text(path: str, text: str) -> str:
@@ -84,11 +104,33 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None
 
 def append_jsonl(path: str, records: Iterable[Mapping]) -> None:
     """Appends JSON lines (metrics); each line is flushed whole."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a") as f:
-        for record in records:
-            f.write(json.dumps(record, default=_jsonable) + "\n")
-        f.flush()
+    with writing(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
+            for record in records:
+                f.write(json.dumps(record, default=_jsonable) + "\n")
+            f.flush()
+
+
+def drop_records_after(path: str, step: int) -> int:
+    """Rewrites the JSON-lines file `path` (atomically) without its records whose "step" is past
+    `step` (a resumed run redoes those steps); returns how many were dropped (0 when no file).
+    A torn last line (a run killed mid-write) is dropped too."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    if len(kept) < len(lines):
+        write_text(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
 
 
 def save_npz(path: str, **arrays) -> str:
@@ -114,20 +156,28 @@ def check_fingerprint(path: str, fingerprint: str, what: str) -> bool:
 
     fingerprint: JSON text of a dict of the config fields the folder's results depend on.
     The first call writes it to `path` and returns False; later calls return True when the
-    stored fingerprint matches and otherwise raise ConfigError (a ValueError) naming `path`, `what` it holds
-    (e.g. "checkpoints of another config") and the fields that differ.
+    stored fingerprint matches up to the result-neutral fields (jaxmem.config.RESULT_NEUTRAL_FIELDS)
+    and otherwise raise ConfigError (a ValueError) naming `path`, `what` it holds (e.g.
+    "checkpoints of another config") and the fields that differ.
     """
     if not os.path.exists(path):
         write_text(path, fingerprint + "\n")
         return False
     with open(path) as f:
-        stored = f.read().strip()
-    if stored != fingerprint:
-        old, new = flatten(json.loads(stored)), flatten(json.loads(fingerprint))
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+        stored = json.loads(f.read())
+    changed = differing_fields(stored, json.loads(fingerprint))
+    if changed:
         raise ConfigError(f"{path} holds {what} (fields that differ: {', '.join(changed)}); rerun with the "
-                         f"config that wrote it, or use a new --workdir")
+                          f"config that wrote it, or use a new --workdir")
     return True
+
+
+def differing_fields(old: Mapping, new: Mapping) -> list[str]:
+    """The dotted fields whose values differ between two nested config dicts (a field present in
+    one only counts), leaving out jaxmem.config.RESULT_NEUTRAL_FIELDS; sorted."""
+    old, new = flatten(old), flatten(new)
+    return sorted(k for k in old.keys() | new.keys()
+                  if old.get(k, "<absent>") != new.get(k, "<absent>") and not result_neutral(k))
 
 
 def flatten(tree, prefix: str = "") -> dict:

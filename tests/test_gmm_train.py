@@ -1,5 +1,8 @@
 """The generic train step and the vmapped, sharded, checkpointed GMM grid trainer."""
 
+import os
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,6 +112,20 @@ def test_interrupted_run_resumes_to_the_same_params(tmp_path, grid_state):
     seen = []
     resumed = _train(SPECS, checkpoint_dir=str(tmp_path), on_chunk=lambda s, step: seen.append(step))
     assert seen == [2 * CHUNK, 3 * CHUNK]  # resumed after the first chunk
+    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(grid_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, grid_state):
+    _train(SPECS, checkpoint_dir=str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [str(2 * CHUNK), str(3 * CHUNK)]  # two kept
+    for root, _, files in os.walk(tmp_path / str(3 * CHUNK)):
+        for name in files:
+            (Path(root) / name).write_bytes(b"not a checkpoint")
+    seen = []
+    resumed = _train(SPECS, checkpoint_dir=str(tmp_path), on_chunk=lambda s, step: seen.append(step))
+    assert seen == [3 * CHUNK]  # the last chunk redone from the previous checkpoint
+    assert os.path.isdir(str(tmp_path) + ".rejected/" + str(3 * CHUNK))
     for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(grid_state)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 

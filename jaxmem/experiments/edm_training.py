@@ -9,12 +9,14 @@ run(config, workdir) with a configs/edm.py config:
      parameters: samples.npz (samples [S, H, W, C], sigmas) and samples.png
   4. the memorization rate of the samples against the training subset (1/3 nearest-neighbour
      test, jaxmem.neighbors.memorization_rate) in summary.json
-Workdir: config.json, train_indices.npz, checkpoints/, metrics.jsonl, samples.npz, samples.png,
+Workdir: config.json, fingerprint.json (the training recipe: another recipe is refused; sampling
+and eval may change), train_indices.npz, checkpoints/, metrics.jsonl, samples.npz, samples.png,
 summary.json.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -83,8 +85,17 @@ def load_training_set(config: ml_collections.ConfigDict) -> tuple[ImageSet, np.n
     return data.take(indices), indices
 
 
+def recipe_fingerprint(config: ml_collections.ConfigDict) -> str:
+    """JSON of the fields a trained network depends on: all but sampling.* and eval.* (they act
+    after training, so a rerun may change them and re-sample the same checkpoints)."""
+    recipe = {k: v for k, v in config.to_dict().items() if k not in ("sampling", "eval")}
+    return json.dumps(recipe, sort_keys=True, default=str)
+
+
 def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageSet, np.ndarray, trainer.TrainResult]:
-    """Validates, saves the subset's indices and trains (resuming); exits 143 when preempted.
+    """Validates, ties the workdir to the training recipe (workdir/fingerprint.json: a changed
+    recipe on a workdir with checkpoints is refused), saves the subset's indices and trains
+    (resuming); exits 143 when preempted.
 
     Returns (training subset, its indices into the full split, the TrainResult). On a finished
     workdir this only restores the final checkpoint (jaxmem.experiments.denoiser_swaps reuses trained runs).
@@ -92,6 +103,9 @@ def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageS
     validate_config(config)
     data, indices = load_training_set(config)
     trainer.check_image_shape(data.shape, config.model)
+    # After the data's own checks, so a run stopped by bad data does not claim the workdir.
+    io.check_fingerprint(os.path.join(workdir, "fingerprint.json"), recipe_fingerprint(config),
+                         "the checkpoints of another training recipe")
     if jax.process_index() == 0:
         io.save_npz(os.path.join(workdir, "train_indices.npz"), indices=indices)
     result = trainer.train(config, workdir, data)

@@ -1,19 +1,25 @@
-"""Orbax checkpoints of a training run: train state, input position and config, with safe resume.
+"""Orbax checkpoints of every trainer (EDM, GMM grid): keep-last-n steps, verified restore with
+fallback, and a save failure that stops the run with one line.
 
-One checkpoint step holds three items (orbax `CheckpointManager` with `ocp.args.Composite`):
+One checkpoint step holds up to three items (orbax `CheckpointManager` with `ocp.args.Composite`):
   state   the TrainState pytree (StandardSave; restored into an abstract, sharded target)
-  data    the input pipeline's position {"epoch", "offset"} (JSON)
+  data    the input pipeline's position {"epoch", "offset"} (JSON; trainers with a position)
   config  the run's resolved config (JSON; for the record, never read back into the run)
 Saves are asynchronous; orbax writes each step into a temporary folder and renames it when
-complete, so a killed save leaves no partial step behind. The manager keeps the last
-`keep` steps. A step that exists but cannot be restored (corrupt or truncated files) is
-reported, moved aside to `<directory>.rejected/<step>` and the previous step is tried.
+complete, so a killed save leaves no partial step behind. The manager keeps the last `keep`
+steps (>= 2, so a step found unreadable has a predecessor). A step that exists but cannot be
+restored (corrupt or truncated files) is reported in one line, moved aside to
+`<directory>.rejected/<step>` and the previous step is tried. A save that fails (full disk,
+read-only target) raises CheckpointWriteError at the next save or at close(), naming the step,
+the folder, the cause and the last good step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import time
 
@@ -24,14 +30,22 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from jaxmem.config import require
+from jaxmem.io import WriteError
+
+MIN_KEEP = 2
+
+
+class CheckpointWriteError(WriteError):
+    """A checkpoint step could not be written; the message names it, the cause and the last good step."""
 
 
 @dataclasses.dataclass
 class Restored:
-    """A restored checkpoint: state (sharded like the target), data position dict, step."""
+    """A restored checkpoint: state (sharded like the target), data position dict (None for a
+    Checkpointer without positions), step."""
 
     state: object
-    position: dict
+    position: dict | None
     step: int
 
 
@@ -45,27 +59,48 @@ def agree_any(*flags: bool) -> bool | tuple[bool, ...]:
     return agreed[0] if len(flags) == 1 else agreed
 
 
+def short_cause(error: BaseException) -> str:
+    """The operating system's words for an I/O error inside an orbax/tensorstore message
+    ("No space left on device"), else the error's first 200 characters."""
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
+def check_keep(keep: int) -> None:
+    """Fails, naming training.keep_checkpoints, unless keep >= MIN_KEEP."""
+    require(keep >= MIN_KEEP, "training.keep_checkpoints", keep,
+            f"an integer >= {MIN_KEEP} (an unreadable latest step falls back to the previous one)")
+
+
 class Checkpointer:
     """Keep-last-n, step- and time-interval checkpoints in `directory` (async orbax saves).
 
-    every_steps: save when the step is a multiple (0 = never by step count).
-    every_seconds: save when this many seconds passed since the last save (0 = never by time).
+    keep: steps kept (>= MIN_KEEP). every_steps: save when the step is a multiple (0 = never
+    by step count). every_seconds: save when this many seconds passed since the last save
+    (0 = never by time). with_position: steps hold the input position (the "data" item).
     `rejected` lists (step, error message) of checkpoints found unreadable on restore.
     """
 
     def __init__(self, directory: str, keep: int = 3, every_steps: int = 0, every_seconds: float = 0.0,
-                 async_save: bool = True):
-        require(keep >= 1, "training.keep_checkpoints", keep, "an integer >= 1")
+                 async_save: bool = True, with_position: bool = True):
+        check_keep(keep)
         require(every_steps >= 0, "training.checkpoint_every_steps", every_steps, "an integer >= 0")
         require(every_seconds >= 0, "training.checkpoint_every_seconds", every_seconds, "seconds >= 0")
         self.directory = os.path.abspath(directory)
         self.every_steps, self.every_seconds = every_steps, every_seconds
+        self.with_position = with_position
         self.rejected: list[tuple[int, str]] = []
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data", "config"))
         self._last_save = time.monotonic()
+        self._unconfirmed: int | None = None  # the step of a save started but not yet known written
+        self._failed = False  # a save failed (and was reported); orbax raises it again on close
 
     def time_due(self) -> bool:
         """Whether every_seconds passed since the last save, on this process (not agreed)."""
@@ -78,36 +113,73 @@ class Checkpointer:
         by_steps = self.every_steps > 0 and step % self.every_steps == 0
         return by_steps or (agree_any(self.time_due()) if time_due is None else time_due)
 
-    def save(self, step: int, state, position: dict, config: dict) -> None:
-        """Starts an asynchronous save of step `step` (skipped when that step is already saved)."""
+    def save(self, step: int, state, position: dict | None = None, config: dict | None = None) -> None:
+        """Starts an asynchronous save of step `step` (skipped when that step is already saved).
+
+        Raises CheckpointWriteError when the previous save failed or this one cannot start.
+        """
+        self._confirm()
         if step in self.manager.all_steps():
             return
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(position),
-            config=ocp.args.JsonSave(config)), force=True)
+        items = {"state": ocp.args.StandardSave(state)}
+        if self.with_position:
+            items["data"] = ocp.args.JsonSave(position)
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(config)
+        self._unconfirmed = step
+        try:
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as error:  # noqa: BLE001 - any failure to write is reported the same way
+            raise self._write_error(step, error) from error
         self._last_save = time.monotonic()
 
-    def restore_latest(self, abstract_state) -> Restored | None:
+    def _confirm(self) -> None:
+        """Waits for the pending save; CheckpointWriteError naming its step if it failed."""
+        if self._unconfirmed is None:
+            return
+        step, self._unconfirmed = self._unconfirmed, None
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001
+            raise self._write_error(step, error) from error
+
+    def _write_error(self, step: int, error: BaseException) -> CheckpointWriteError:
+        self._failed = True
+        self.manager.reload()
+        good = [s for s in self.manager.all_steps() if s != step]
+        last = f"step {max(good)} (intact)" if good else "none"
+        return CheckpointWriteError(f"checkpoint step {step} could not be written to {self.directory}: "
+                                    f"{short_cause(error)}; last good checkpoint: {last}")
+
+    def restore_latest(self, abstract_state, total_steps: int) -> Restored | None:
         """The newest readable checkpoint restored into `abstract_state`, or None when there is none.
 
-        abstract_state: pytree of jax.ShapeDtypeStruct with shardings (e.g. from jax.eval_shape).
-        Unreadable steps are logged, recorded in `rejected`, moved aside, and the previous tried.
+        abstract_state: pytree of jax.ShapeDtypeStruct with shardings (e.g. from jax.eval_shape);
+        total_steps: the run's length, for the log line "resumed from step S of T (workdir W)".
+        Unreadable steps are logged (one line each), recorded in `rejected`, moved aside, and the
+        previous tried.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
+            items = {"state": ocp.args.StandardRestore(abstract_state)}
+            if self.with_position:
+                items["data"] = ocp.args.JsonRestore()
             try:
-                items = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-                require(set(items.data) == {"epoch", "offset"}, f"checkpoint {step} data position",
-                        dict(items.data), "{'epoch': int, 'offset': int}")
+                restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+                position = dict(restored.data) if self.with_position else None
+                if self.with_position:
+                    require(set(position) == {"epoch", "offset"}, f"checkpoint {step} data position",
+                            position, "{'epoch': int, 'offset': int}")
             except Exception as error:  # noqa: BLE001 - any failure to read means the step is unusable
                 message = f"{type(error).__name__}: {str(error)[:300]}"
-                logging.error("checkpoint step %d in %s cannot be restored (%s); moving it aside and "
-                              "trying the previous one", step, self.directory, message)
+                logging.error("checkpoint step %d in %s cannot be restored (%s); moved aside to %s.rejected, "
+                              "trying the previous one", step, self.directory, message.splitlines()[0],
+                              self.directory)
                 self.rejected.append((step, message))
                 self._move_aside(step)
                 continue
-            logging.info("restored checkpoint step %d from %s", step, self.directory)
-            return Restored(items.state, dict(items.data), step)
+            logging.info("resumed from step %d of %d (workdir %s)", step, total_steps,
+                         os.path.dirname(self.directory))
+            return Restored(restored.state, position, step)
         return None
 
     def _move_aside(self, step: int) -> None:
@@ -123,6 +195,13 @@ class Checkpointer:
         self.manager.reload()
 
     def close(self) -> None:
-        """Waits for pending asynchronous saves and releases the manager."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the pending save (CheckpointWriteError if it failed) and releases the manager."""
+        try:
+            if not self._failed:
+                self._confirm()
+        finally:
+            if self._failed:  # reported once already; orbax would raise the same failure again
+                with contextlib.suppress(Exception):
+                    self.manager.close()
+            else:
+                self.manager.close()

@@ -15,8 +15,9 @@ were trained alone. The non-finite guard of jaxmem.train.loop acts per set.
 
 The step of jaxmem.train.loop is vmapped over the set axis, `lax.scan` runs a chunk of steps
 inside the compiled program, and the set axis is sharded over all devices (NamedSharding on a
-1-D mesh). Between chunks the grid state is checkpointed with orbax, so a killed run resumes
-where the last chunk ended and ends with the same parameters.
+1-D mesh). Between chunks the grid state is checkpointed (jaxmem.train.checkpoint: the last two
+chunks kept, an unreadable one moved aside for the one before), so a killed run resumes where
+the last readable chunk ended and ends with the same parameters.
 
 Loss (the paper's, per model): eps-prediction MSE summed over dimensions,
     L = mean_{i, r} lambda(t_ir) |eps_hat(alpha x_i + sigma eps_ir, t_ir) - eps_ir|^2,
@@ -44,16 +45,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from jaxmem import parallel
 from jaxmem.config import require, require_choice
 from jaxmem.denoisers import gmm as gmm_denoiser
 from jaxmem.noise import vp_alpha, vp_sigma
 from jaxmem.progress import Progress
+from jaxmem.train.checkpoint import Checkpointer
 from jaxmem.train.loop import TrainState, init_state, make_train_step
 
 ESTIMATORS = ("iid", "stratified", "antithetic", "stratified_antithetic")
+CHECKPOINTS_KEPT = 2  # the latest chunk and the one before (the fallback when the latest is unreadable)
 
 
 def adam_schedule(steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
@@ -191,7 +193,7 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
     params, batch: pytrees whose leaves have a leading set axis S (see make_gmm_loss: params
     and component_mask [S, C, ...]); rngs: [S, 2] uint32 PRNG keys, one per set. Every leaf of
     the returned state has the leading axis S.
-    checkpoint_dir: orbax checkpoints after each chunk; an existing checkpoint is resumed.
+    checkpoint_dir: orbax checkpoints after each chunk; the latest readable one is resumed.
     mesh: 1-D device mesh (default: all devices); S is padded to a multiple of its size.
     on_chunk(state, step): called after each chunk (logging; tests interrupt runs here).
     """
@@ -210,15 +212,13 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
     compiled = jax.jit(grid_chunk(loss_fn, optimizer), static_argnums=2, donate_argnums=0,
                        out_shardings=(state_sharding, None))
 
-    manager, state = None, None
+    checkpointer, state = None, None
     if checkpoint_dir is not None:
-        manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
-                                        options=ocp.CheckpointManagerOptions(max_to_keep=1))
-        latest = manager.latest_step()
-        if latest is not None:
-            abstract = jax.tree_util.tree_map(
-                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes, state_sharding)
-            state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+        checkpointer = Checkpointer(checkpoint_dir, keep=CHECKPOINTS_KEPT, with_position=False)
+        abstract = jax.tree_util.tree_map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes, state_sharding)
+        restored = checkpointer.restore_latest(abstract, steps)
+        state = None if restored is None else restored.state
     if state is None:  # nothing to resume: initialise (skipped on resume)
         state = jax.jit(grid_init, out_shardings=state_sharding)(params, rngs)
 
@@ -229,14 +229,13 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
             length = min(chunk_steps, steps - done)
             state, metrics = compiled(state, batch, length)
             done += length
-            if manager is not None:
-                manager.save(done, args=ocp.args.StandardSave(state))
+            if checkpointer is not None:
+                checkpointer.save(done, state)
             progress.update(length, loss=float(jnp.mean(metrics["model_loss"][:num_sets])),
                             sets=num_sets)
             if on_chunk is not None:
                 on_chunk(state, done)
     finally:
-        if manager is not None:
-            manager.wait_until_finished()
-            manager.close()
+        if checkpointer is not None:
+            checkpointer.close()
     return jax.tree_util.tree_map(lambda x: x[:num_sets], state)

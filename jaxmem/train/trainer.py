@@ -15,7 +15,7 @@ Sections (big_vision style):
              reproduces an uninterrupted one
   loop       metrics as JSON lines (loss, grad norm, images/s, ETA, ...) and a progress line;
              SIGTERM (preemption) finishes the current step, saves and returns
-Workdir: checkpoints/ (orbax), metrics.jsonl (after a resume, the later line for a step wins).
+Workdir: checkpoints/ (orbax), metrics.jsonl (a resume drops the records past the restored step).
 """
 
 from __future__ import annotations
@@ -246,12 +246,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                                 async_save=training.async_checkpoints)
     abstract = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                       program.state_shapes, program.state_sharding)
-    restored = checkpointer.restore_latest(abstract)
+    steps = total_steps(training)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    restored = checkpointer.restore_latest(abstract, steps)
     if restored is None:
         state = program.init(jax.random.PRNGKey(config.seed))
         position, resumed_from = Position(), None
     else:
         state, position, resumed_from = restored.state, Position.from_dict(restored.position), restored.step
+    if jax.process_index() == 0:  # records of steps the run now redoes
+        io.drop_records_after(metrics_path, resumed_from or 0)
 
     def global_batch(local: dict) -> dict:
         return {k: jax.make_array_from_process_local_data(program.batch_sharding[k], v,
@@ -259,10 +263,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                 for k, v in local.items()}
 
     # Loop.
-    steps = total_steps(training)
     step = int(fetch_replicated(state.step))
     config_record = config.to_dict()
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
     progress = Progress("train", total=steps, unit="step", start=step)
     pending, interval_start, preempted = [], time.perf_counter(), False
     try:

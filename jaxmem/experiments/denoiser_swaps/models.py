@@ -8,14 +8,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Callable
 
 import ml_collections
 import numpy as np
 
-from jaxmem import io, noise, swap
+from jaxmem import noise, swap
 from jaxmem.config import require, require_choice
 from jaxmem.data import ImageSet
 from jaxmem.experiments import edm_training
@@ -107,10 +106,8 @@ def model_configs(config: ml_collections.ConfigDict, grid: np.ndarray,
 
 
 def train_or_restore(name: str, config: ml_collections.ConfigDict, folder: str) -> Model:
-    """Trains model `name` in `folder` (resuming) or restores it when finished."""
-    recipe = {k: v for k, v in config.to_dict().items() if k not in ("sampling", "eval")}
-    io.check_fingerprint(os.path.join(folder, "fingerprint.json"), json.dumps(recipe, sort_keys=True, default=str),
-                         f"the checkpoints of another {name} model")
+    """Trains model `name` in `folder` (resuming) or restores it when finished; a folder of another
+    recipe is refused (edm_training.train_model)."""
     data, indices, result = edm_training.train_model(config, folder)
     steps = int(trainer.fetch_replicated(result.state.step))
     return Model(name, config, data, indices, edm_training.sampling_params(config, result),
