@@ -8,6 +8,12 @@ problem the user can fix (unknown preset or field, missing file, bad value, unus
 jaxmem.config.ConfigError) prints one `error: ...` line and exits 2; `--verbosity=1` shows the
 traceback instead. The resolved config is written into the workdir before the run starts;
 rerunning the same command resumes (or skips finished work) from what the workdir holds.
+
+One owner per workdir: the run holds `<workdir>/.lock` (jaxmem.lock; process 0 of a multi-host
+job holds it for all): a second launcher on a busy workdir exits 2 at once naming the owner's
+pid and host; a stale lock (its process gone) is taken over. A result or checkpoint that
+cannot be written (full disk, read-only folder: jaxmem.io.WriteError) stops the run with one
+`error: ...` line naming the file, the cause and the last good checkpoint, and exit status 1.
 """
 
 from __future__ import annotations
@@ -25,45 +31,61 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxmem import compile_cache, io, parallel
+import jax
+
+from jaxmem import compile_cache, io, lock, parallel
 from jaxmem.config import (ConfigError, config_module, docstring_entries, field_lines, get_field, load_config,
                            one_line, require)
 
 USAGE_EXIT_CODE = 2
+WRITE_ERROR_EXIT_CODE = 1
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 class _QuietLibraries(std_logging.Filter):
     """Drops INFO-level chatter of orbax (hundreds of lines per checkpoint) and jax's backend
-    probe ("Unable to initialize backend 'tpu'" on every machine without one); warnings pass."""
+    probe ("Unable to initialize backend 'tpu'" on every machine without one); warnings pass.
+    With `errors_too` (the default verbosity) it also drops the error reports orbax logs from
+    its background threads, each with a traceback, several per failure (also through asyncio
+    as "Task exception was never retrieved"): jaxmem.train.checkpoint reports every failed
+    checkpoint save or restore in one line of its own."""
 
     QUIET_PATHS = ("/orbax/", "/jax/_src/xla_bridge.py")
+    ERROR_PATHS = ("/orbax/", "/asyncio/")
+
+    def __init__(self, errors_too: bool):
+        super().__init__()
+        self.errors_too = errors_too
 
     def filter(self, record: std_logging.LogRecord) -> bool:
+        if self.errors_too and record.levelno >= std_logging.ERROR and any(
+                p in record.pathname for p in self.ERROR_PATHS):
+            return False
         return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in self.QUIET_PATHS)
 
 
 def quiet_libraries() -> None:
-    """Installs _QuietLibraries on absl's log handler (call once flags are parsed)."""
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    """Installs _QuietLibraries on absl's log handler (call once flags are parsed; --verbosity >= 1
+    keeps the libraries' error reports)."""
+    logging.get_absl_handler().addFilter(_QuietLibraries(errors_too=flags.FLAGS.verbosity < 1))
 
 
-def fail(message: str) -> NoReturn:
-    """Prints `error: <message>` on stderr and exits with status 2 (a usage error)."""
+def fail(message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
+    """Prints `error: <message>` on stderr and exits with status `code` (default 2, a usage error)."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(USAGE_EXIT_CODE)
+    sys.exit(code)
 
 
 @contextlib.contextmanager
-def user_errors(*kinds: type[Exception]):
-    """Turns ConfigError (and exceptions of `kinds`) into fail(message); under --verbosity >= 1
-    (once flags are parsed) they propagate with their traceback."""
+def user_errors(*kinds: type[Exception], code: int = USAGE_EXIT_CODE):
+    """Turns ConfigError (and exceptions of `kinds`) into fail(message, code); under --verbosity
+    >= 1 (once flags are parsed) they propagate with their traceback."""
     try:
         yield
     except (ConfigError, *kinds) as e:
         if flags.FLAGS.is_parsed() and flags.FLAGS.verbosity >= 1:
             raise
-        fail(str(e))
+        fail(str(e), code)
 
 
 def config_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -150,6 +172,10 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
             parallel.initialize_distributed()
             if validate is not None:
                 validate(config)
+        # The inner user_errors answers config errors and a busy workdir (exit 2), the outer one
+        # a failed write (exit 1); the lock is released before either prints.
+        with (user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE), user_errors(lock.WorkdirBusy),
+              lock.held(workdir, enabled=jax.process_index() == 0)):
             # A rerun with another config must not relabel the workdir before the experiment's own
             # fingerprint check has accepted it: then the config is recorded after a successful run.
             previous = os.path.join(workdir, "config.json")

@@ -10,6 +10,12 @@ grid; --config.<field>=value overrides apply to every run. Rerunning the same co
 finished runs, relaunches unfinished or failed ones and rewrites the report. A sweep file's
 PLOT and ANALYSIS (e.g. configs/sweeps/unet_crossover_digits.py: the U-Net capacity crossover,
 jaxmem.experiments.unet_crossover) are recorded in <workdir>/sweep.json, so --aggregate_only redoes them.
+
+The driver holds <workdir>/.lock while it runs (a second driver on the same root exits 2; with
+--run_index, as in SLURM array tasks that share a root, only each run's own lock is taken).
+SIGTERM or SIGINT stops the running children (they save and stop), marks them unfinished and
+exits 128 + the signal's number; a rerun resumes them. A run still held by a child of a driver
+killed with SIGKILL is waited for (--busy_wait seconds) instead of being launched twice.
 """
 
 import os
@@ -17,6 +23,7 @@ import sys
 
 from absl import app, flags, logging
 
+from jaxmem import lock
 from jaxmem.sweep import aggregate, execute, expand
 from jaxmem.cli import fail, quiet_libraries, user_errors
 from jaxmem.config import load_config
@@ -30,6 +37,7 @@ flags.DEFINE_integer("gpus_per_run", 0, "With --parallel: pin each run to its ow
 flags.DEFINE_integer("run_index", None, "Run only run number INDEX (from 0) of the sweep (SLURM array tasks).")
 flags.DEFINE_bool("dry_run", False, "Print the runs and their shell-quoted commands; launch nothing.")
 flags.DEFINE_bool("aggregate_only", False, "Only rewrite results.csv/.md and report.md of --workdir.")
+flags.DEFINE_float("busy_wait", 600.0, "Seconds to wait for a run whose workdir another process still holds.")
 FLAGS = flags.FLAGS
 
 
@@ -58,10 +66,14 @@ def main(argv, sweep_flags, overrides):
     if FLAGS.dry_run:
         print(execute.describe(selected, FLAGS.config, launcher, overrides))
         return
-    aggregate.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
-    results = execute.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
-                            FLAGS.gpus_per_run)
-    with user_errors(ValueError):
+    with user_errors(lock.WorkdirBusy, ValueError), lock.held(root, enabled=FLAGS.run_index is None):
+        aggregate.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
+        try:
+            results = execute.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
+                                      FLAGS.gpus_per_run, FLAGS.busy_wait)
+        except execute.SweepInterrupted as stopped:
+            logging.warning("%s", stopped)
+            sys.exit(128 + stopped.signum)
         logging.info("report: %s", aggregate.aggregate(root)["paths"]["report"])
     if any(s != "done" for s in results.values()):
         sys.exit(1)
