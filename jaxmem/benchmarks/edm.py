@@ -2,8 +2,10 @@
 
 Sizes:
   quick  the `smoke` preset's tiny U-Net, float32 (tests and the CPU dry run of gpu_check)
-  cpu    the CIFAR-10 DDPM++ network (55.7 M parameters) in float32 at batch 8 (`make bench`
-         on a CPU host: batch 512 asks XLA for ~135 GB there)
+  cpu    issue 19's CPU network: cifar10_1k's DDPM++ at 64 channels, multipliers (2, 2, 2), 2
+         blocks per level (8,797,187 parameters, the same as NVlabs/edm's SongUNet with these
+         settings) in float32 at batch 32 (`make bench` on a CPU host: the full network at batch
+         512 asks XLA for ~135 GB there)
   full   the CIFAR-10 preset `cifar10_1k` (batch 512) in float32 and bfloat16 compute on an
          accelerator; a batch the device cannot hold is halved until it fits (the row's `shape`
          names the batch measured)
@@ -26,9 +28,10 @@ from jaxmem.denoisers import unet
 from jaxmem.train import trainer
 
 NAME = "edm"
-# size -> (preset, [compute dtypes], batch (None: the preset's), timed calls)
-CASES = {"quick": ("smoke", ["float32"], None, 5), "cpu": ("cifar10_1k", ["float32"], 8, 5),
-         "full": ("cifar10_1k", ["float32", "bfloat16"], None, 3)}
+# size -> (preset, [compute dtypes], batch (None: the preset's), timed calls, model overrides)
+CASES = {"quick": ("smoke", ["float32"], None, 5, {}),
+         "cpu": ("cifar10_1k", ["float32"], 32, 3, dict(channels=64, channel_mult=(2, 2, 2), num_blocks=2)),
+         "full": ("cifar10_1k", ["float32", "bfloat16"], None, 3, {})}
 STEPS_PER_CALL = 5
 MIN_BATCH = 64  # the smallest batch tried when the device runs out of memory
 
@@ -43,10 +46,11 @@ def step_flops(compiled) -> float:
     return float(analysis.get("flops", float("nan"))) * jax.device_count()
 
 
-def measure(preset: str, dtype: str, batch_size: int | None = None, repeats: int = 5) -> dict:
-    """Times STEPS_PER_CALL training steps of `preset` with compute dtype `dtype`; one result row."""
+def measure(preset: str, dtype: str, batch_size: int | None = None, repeats: int = 5, model=None) -> dict:
+    """Times STEPS_PER_CALL training steps of `preset` with compute dtype `dtype` (and the
+    config.model `model` overrides); one result row."""
     config = load_config(f"{CONFIG_PATH}:{preset}")
-    config.model.dtype = dtype
+    config.model.update(dtype=dtype, **(model or {}))
     if batch_size is not None:
         config.training.batch_size = batch_size
     shape = unet.input_shape(config.model)
@@ -67,7 +71,8 @@ def measure(preset: str, dtype: str, batch_size: int | None = None, repeats: int
     seconds = time_fn(run_steps, repeats=repeats)["median_s"] / STEPS_PER_CALL
     peak = matmul_rate(dtype=unet.DTYPES[dtype], repeats=3)
     images_per_s = batch_size / seconds
-    return {"entry": NAME, "method": f"jaxmem EDM train step ({preset}, {dtype})",
+    changed = "".join(f", {k}={v}" for k, v in (model or {}).items())
+    return {"entry": NAME, "method": f"jaxmem EDM train step ({preset}{changed}, {dtype})",
             "shape": f"batch {batch_size} x {'x'.join(map(str, shape))}", "median_s": seconds,
             "ratio_vs_baseline": 1.0, "images_per_s": images_per_s,
             "step_gflop": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
@@ -77,11 +82,11 @@ def measure(preset: str, dtype: str, batch_size: int | None = None, repeats: int
             "extrapolates": f"{preset}: {config.training.total_images:,} training images"}
 
 
-def measure_fitting(preset: str, dtype: str, batch_size: int | None, repeats: int) -> dict:
+def measure_fitting(preset: str, dtype: str, batch_size: int | None, repeats: int, model) -> dict:
     """measure(), halving the batch while the device reports RESOURCE_EXHAUSTED (down to MIN_BATCH)."""
     while True:
         try:
-            return measure(preset, dtype, batch_size, repeats)
+            return measure(preset, dtype, batch_size, repeats, model)
         except jax.errors.JaxRuntimeError as error:
             batch_size = batch_size or load_config(f"{CONFIG_PATH}:{preset}").training.batch_size
             if "RESOURCE_EXHAUSTED" not in str(error) or batch_size // 2 < MIN_BATCH:
@@ -90,8 +95,8 @@ def measure_fitting(preset: str, dtype: str, batch_size: int | None, repeats: in
 
 
 def run(size: str) -> list[dict]:
-    preset, dtypes, batch_size, repeats = CASES[size]
-    rows = [measure_fitting(preset, dtype, batch_size, repeats) for dtype in dtypes]
+    preset, dtypes, batch_size, repeats, model = CASES[size]
+    rows = [measure_fitting(preset, dtype, batch_size, repeats, model) for dtype in dtypes]
     for row in rows[1:]:  # images/s, since the batches measured may differ
         row["speedup_vs_float32"] = row["images_per_s"] / rows[0]["images_per_s"]
     return rows
