@@ -214,7 +214,10 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
 
     checkpointer, state = None, None
     if checkpoint_dir is not None:
-        checkpointer = Checkpointer(checkpoint_dir, keep=CHECKPOINTS_KEPT, with_position=False)
+        # Synchronous saves: a grid's state is small next to a chunk's compute, and a failed save
+        # (full disk) stops the run at that chunk with one line (async orbax saves report it one
+        # chunk later, after tracebacks from their closed event loops).
+        checkpointer = Checkpointer(checkpoint_dir, keep=CHECKPOINTS_KEPT, with_position=False, async_save=False)
         abstract = jax.tree_util.tree_map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes, state_sharding)
         restored = checkpointer.restore_latest(abstract, steps)
