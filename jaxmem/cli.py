@@ -22,6 +22,7 @@ import contextlib
 import logging as std_logging
 import os
 import pathlib
+import signal
 import sys
 import textwrap
 from collections.abc import Callable
@@ -148,6 +149,12 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(str(e))
 
 
+def _exit_on_signal(signum, frame) -> NoReturn:
+    del frame
+    logging.warning("signal %d: stopping", signum)
+    sys.exit(128 + signum)
+
+
 def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_workdir: str,
              validate: Callable[[ml_collections.ConfigDict], None] | None = None) -> None:
     """Defines --config/--workdir, resolves them, runs validate(config), then run(config, workdir)."""
@@ -172,6 +179,9 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
             parallel.initialize_distributed()
             if validate is not None:
                 validate(config)
+        # SIGTERM (a scheduler, the sweep driver) unwinds like an exception, so the lock is released;
+        # the EDM trainer replaces this handler while it trains to save first.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         # The inner user_errors answers config errors and a busy workdir (exit 2), the outer one
         # a failed write (exit 1); the lock is released before either prints.
         with (user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE), user_errors(lock.WorkdirBusy),

@@ -55,10 +55,14 @@ def test_the_lock_refuses_a_live_owner_takes_over_a_stale_one_and_is_released(tm
 
 LAUNCHER = textwrap.dedent("""
     import os
+    import time
     from jaxmem import io
     from jaxmem.cli import run_main
 
     def run(config, workdir):
+        if config.size < 0:  # a long run, for the SIGTERM test
+            io.write_text(os.path.join(workdir, "started"), "")
+            time.sleep(120)
         io.write_text(os.path.join(workdir, "result.txt"), "x" * config.size)
 
     if __name__ == "__main__":
@@ -89,6 +93,20 @@ def test_a_second_launcher_on_a_busy_workdir_refuses_and_a_failed_write_is_one_l
     errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot write {tmp_path / 'wd' / 'result.txt'}: File too large"]
     assert "Traceback" not in full.stderr and not (tmp_path / "wd" / ".lock").exists()
+
+
+def test_sigterm_to_a_launcher_releases_its_workdir(tmp_path):
+    (tmp_path / "cfg.py").write_text(CONFIG)
+    (tmp_path / "launch.py").write_text(LAUNCHER)
+    process = subprocess.Popen([sys.executable, str(tmp_path / "launch.py"), "--config=cfg.py", "--config.size=-1",
+                                "--workdir=wd"], cwd=tmp_path, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (tmp_path / "wd" / "started").exists())
+    assert (tmp_path / "wd" / ".lock").exists()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert not (tmp_path / "wd" / ".lock").exists() and "Traceback" not in stderr
 
 
 def test_a_failed_checkpoint_write_names_the_step_and_keeps_the_last_good_one(tmp_path):
