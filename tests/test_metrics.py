@@ -220,3 +220,48 @@ def test_torch_state_dict_mapping_checks_every_tensor():
     del state["net.layers.mixed_10.tower_2_conv.var"]
     with pytest.raises(ConfigError, match="lacks parameters.*mixed_10/tower_2_conv/var"):
         weights.torch_to_flax(state)
+
+
+# --- launch/quality.py's inputs ------------------------------------------------------------
+
+def test_sample_files_are_read_in_jaxmem_conventions_and_bad_ones_refused(tmp_path):
+    from jaxmem.experiments.sample_quality import load_samples
+
+    path = str(tmp_path / "s.npz")
+    np.savez(path, samples=np.array([[-1.5, -1.0], [0.0, 1.0]], np.float32)[None])  # [1, 2, 2] floats
+    np.testing.assert_array_equal(load_samples(path)[0, ..., 0], [[0, 0], [128, 255]])  # overshoot saturates
+    np.savez(path, images=np.full((2, 4, 4, 3), 7, np.int64))
+    assert load_samples(path).dtype == np.uint8 and load_samples(path).shape == (2, 4, 4, 3)
+    np.savez(path, samples=np.full((2, 4, 4), 0.5, np.float32), pixel_range=[0.0, 1.0])
+    assert np.all(load_samples(path) == 128)
+    refused = [
+        (dict(other=np.zeros((2, 4, 4))), r"one of \['samples', 'images'\]"),
+        (dict(samples=np.zeros((2, 4, 4, 2), np.float32) - 0.5), "samples.shape"),
+        (dict(samples=np.full((2, 4, 4), 0.5, np.float32)), "declare their range"),
+        (dict(samples=np.full((2, 4, 4), 300, np.int64)), "0..255 for integer pixels"),
+        (dict(samples=np.full((2, 4, 4), np.nan, np.float32)), "NaN"),
+        (dict(samples=np.array(["a", "b"])), "uint8 or floats"),
+    ]
+    for arrays, message in refused:
+        np.savez(path, **arrays)
+        with pytest.raises(ConfigError, match=message):
+            load_samples(path)
+
+
+def test_quality_config_is_validated_before_any_image_is_read(tmp_path):
+    from jaxmem.config import load_config
+    from jaxmem.experiments.sample_quality import validate_config
+
+    config = load_config("configs/quality.py:smoke")
+    with pytest.raises(ConfigError, match="samples.path"):
+        validate_config(config)
+    path = tmp_path / "s.npz"
+    np.savez(path, samples=np.zeros((2, 8, 8), np.float32))
+    config.samples.path = str(path)
+    config.metrics.kid_subset_size = 1
+    with pytest.raises(ConfigError, match="metrics.kid_subset_size"):
+        validate_config(config)
+    config.metrics.kid_subset_size = 32
+    config.metrics.weights = str(tmp_path / "absent.msgpack")
+    with pytest.raises(ConfigError, match="weights not found.*launch/convert_inception.py"):
+        validate_config(config)

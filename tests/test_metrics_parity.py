@@ -103,3 +103,27 @@ def test_kid_matches_within_its_standard_error(features):
     reference = kernel_distance.kid(*features["torch"], num_subsets=50, subset_size=6, seed=3)
     assert ours.stderr > 0
     assert abs(ours.mean - reference.mean) < ours.stderr
+
+
+def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_path, monkeypatch):
+    """launch/quality.py's protocol in-process: digits as samples against a digits subset (the
+    reference statistics cached in tmp_path, then read back)."""
+    from jaxmem.config import load_config
+    from jaxmem.experiments import sample_quality
+    from jaxmem.metrics import reference
+
+    monkeypatch.setattr(reference, "cache_folder", lambda: str(tmp_path / "cache"))
+    samples = load_images("digits").images[200:208]
+    np.savez(tmp_path / "samples.npz", samples=samples)
+    config = load_config("configs/quality.py:smoke")
+    config.samples.path = str(tmp_path / "samples.npz")
+    config.data.num_images = 16
+    config.metrics.batch_size = 8
+    config.metrics.kid_subset_size = 8
+    result = sample_quality.run(config, str(tmp_path))
+    assert result["reference"] == "digits/train/n16_seed0"
+    assert result["n_generated"] == 8 and result["n_reference"] == 16
+    assert result["fid"] > 0 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    assert (tmp_path / "quality.json").exists() and "| digits/train/n16_seed0 |" in (tmp_path / "quality.md").read_text()
+    assert len(list((tmp_path / "cache" / "fid_reference").glob("digits-train-n16_seed0-*.npz"))) == 1
+    assert sample_quality.run(config, str(tmp_path / "again"))["fid"] == result["fid"]  # from the cache

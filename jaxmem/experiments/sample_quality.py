@@ -1,0 +1,127 @@
+"""Sample quality of any .npz of samples against any image source (launch/quality.py).
+
+Protocol: validate the config -> load the FID Inception weights (converted once,
+launch/convert_inception.py) -> read the samples -> load the reference images (a dataset, split
+and seeded class-balanced subset) and their cached feature statistics -> FID, KID and
+precision/recall -> quality.json and quality.md in the workdir.
+
+Samples file: `samples` or `images` array (samples.key picks another), [N, H, W] or
+[N, H, W, C] with C = 1 or 3, either integers 0..255 or floats. Floats are read as jaxmem's
+[-1, 1] (what launch/edm.py writes in samples.npz) unless the file declares `pixel_range`
+[low, high]; they become uint8 as EDM writes its sample PNGs (round(127.5 x + 127.5), clipped:
+values past the range saturate, and the share of clipped pixels is reported). Float samples
+that are all >= 0 without a declared range are refused as ambiguous ([0, 1]? [0, 255]?).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxmem import io
+from jaxmem.config import ConfigError, require
+from jaxmem.data import balanced_subset, check_source, load_images
+from jaxmem.metrics import scores, weights
+from jaxmem.metrics.frechet import SingularCovarianceWarning
+from jaxmem.metrics.features import check_uint8_images, to_uint8
+
+SAMPLE_KEYS = ("samples", "images")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Fails fast, naming the field, before any image is read."""
+    path = config.samples.path
+    require(bool(path) and os.path.isfile(path), "samples.path", path,
+            "an existing .npz file of samples (e.g. the samples.npz of a launch/edm.py run)")
+    require(zipfile.is_zipfile(path), "samples.path", path, "an .npz archive (numpy.savez)")
+    check_source(config.data.dataset, config.data.path)
+    require(config.data.num_images >= 0, "data.num_images", config.data.num_images, "0 (all) or a subset size >= 1")
+    m = config.metrics
+    require(m.kid_subsets >= 1, "metrics.kid_subsets", m.kid_subsets, ">= 1 (100 is standard)")
+    require(m.kid_subset_size >= 2, "metrics.kid_subset_size", m.kid_subset_size, ">= 2 (1000 is standard)")
+    require(m.neighbours >= 1, "metrics.neighbours", m.neighbours, ">= 1 (3 is standard)")
+    require(m.batch_size >= 0, "metrics.batch_size", m.batch_size, "0 (automatic) or a batch size >= 1")
+    weights.load(m.weights or None)  # a missing or corrupt weight file fails here, naming its command
+
+
+def _sample_array(path: str, key: str) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(path) as f:
+        keys = (key,) if key else SAMPLE_KEYS
+        found = [k for k in keys if k in f.files]
+        require(bool(found), f"{path} arrays", f.files, f"a file holding one of {list(keys)} (samples.key picks one)")
+        images = np.asarray(f[found[0]])
+        declared = np.asarray(f["pixel_range"], np.float64) if "pixel_range" in f.files else None
+    require(images.dtype.kind in "uif", f"{path} {found[0]}.dtype", images.dtype, "uint8 or floats")
+    return (images[..., None] if images.ndim == 3 else images), declared
+
+
+def load_samples(path: str, key: str = "") -> np.ndarray:
+    """uint8 samples [N, H, W, C] from an .npz (see module docstring)."""
+    images, declared = _sample_array(path, key)
+    if images.dtype.kind in "iu" and declared is None:
+        require(images.min() >= 0 and images.max() <= 255, f"{path} samples range",
+                (int(images.min()), int(images.max())), "0..255 for integer pixels (or declare pixel_range)")
+        images = images.astype(np.uint8)
+    if images.dtype == np.uint8:
+        check_uint8_images(images, path)
+        return images
+    require(images.ndim == 4 and images.shape[-1] in (1, 3) and len(images) >= 1, f"{path} samples.shape",
+            images.shape, "[N, H, W] or [N, H, W, C] with C = 1 or 3")
+    if not np.all(np.isfinite(images)):
+        raise ConfigError(f"{path}: samples hold NaN or inf values")
+    if declared is not None:
+        require(declared.shape == (2,) and declared[0] < declared[1], f"{path} pixel_range", declared.tolist(),
+                "[low, high] with low < high")
+        images = (images.astype(np.float64) - declared[0]) / (declared[1] - declared[0]) * 2.0 - 1.0
+    elif images.min() >= 0:
+        raise ConfigError(f"{path}: float samples span [{images.min():g}, {images.max():g}], not jaxmem's [-1, 1]; "
+                          "declare their range in the file, e.g. np.savez(path, samples=..., pixel_range=[0, 1])")
+    clipped = float(np.mean(np.abs(images) > 1.0))
+    if clipped:
+        logging.info("samples: %.3g%% of pixel values lie outside [-1, 1] and saturate at 0 or 255", 100 * clipped)
+    return to_uint8(images)
+
+
+def load_reference(config: ml_collections.ConfigDict) -> tuple[np.ndarray, str]:
+    """(uint8 reference images, the subset's name for the statistics cache)."""
+    data = load_images(config.data.dataset, config.data.split, config.data.data_dir, config.data.path)
+    if config.data.num_images:
+        data = data.take(balanced_subset(data.labels, config.data.num_images, config.data.subset_seed))
+        subset = f"n{config.data.num_images}_seed{config.data.subset_seed}"
+    else:
+        subset = "all"
+    return to_uint8(data.images), subset
+
+
+def options_of(config: ml_collections.ConfigDict) -> scores.ScoreOptions:
+    m = config.metrics
+    return scores.ScoreOptions(m.kid_subsets, m.kid_subset_size, m.neighbours, m.seed, m.batch_size or None)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Scores the samples; returns the result (also quality.json, quality.md)."""
+    validate_config(config)
+    params = weights.load(config.metrics.weights or None)
+    samples = load_samples(config.samples.path, config.samples.key)
+    reference, subset = load_reference(config)
+    options = options_of(config)
+    dataset = config.data.dataset if config.data.dataset != "npz" else os.path.basename(config.data.path)
+    with warnings.catch_warnings(record=True) as caught:  # singular covariances: one log line each
+        warnings.simplefilter("always", SingularCovarianceWarning)
+        stats = scores.reference_of(reference, params, dataset, config.data.split, subset, options)
+        result = {"samples": os.path.abspath(config.samples.path),
+                  "reference": f"{dataset}/{config.data.split}/{subset}",
+                  **scores.score_samples(samples, stats, params, options)}
+    for warning in caught:
+        logging.warning("%s", warning.message)
+    logging.info("quality: %s", scores.rounded(result))
+    io.write_json(os.path.join(workdir, "quality.json"), result)
+    io.write_text(os.path.join(workdir, "quality.md"),
+                  io.markdown_table([scores.rounded(result)], ["reference", *scores.COLUMNS]))
+    logging.info("results: %s and %s", os.path.join(workdir, "quality.json"), os.path.join(workdir, "quality.md"))
+    return result
