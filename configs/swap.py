@@ -2,7 +2,7 @@
 trajectory decompositions (launch/swap.py, jaxmem/experiments/denoiser_swaps/).
 
 Presets (--config=configs/swap.py:<preset>):
-  smoke    ~3.5 min on 2 CPU cores (three tiny U-Nets trained, the table sampled): tiny U-Nets on 8x8 digits (the tests); A is class-conditional
+  smoke    three one-level U-Nets on 8x8 digits trained, the table sampled (the tests); A is class-conditional
            with label dropout so classifier-free guidance runs
   digits   offline 8x8 digits: A memorizes 32 images, B trains on 1,024, same U-Net and compute
            (CPU: about 6 min per model; a GPU: about a minute)
@@ -30,6 +30,11 @@ Fields:
               need a class-conditional A trained with label dropout)
   eval        level (confidence of the Wilson intervals), pairs (memorized sample / nearest
               training image pairs in pairs.png)
+  quality     enabled (FID, KID, precision/recall beside every rate of the swap and mitigation
+              tables; needs the Inception weights: python launch/convert_inception.py; off in
+              smoke), num_samples (per row, 0 = all), num_reference (images of A's data split
+              scored against, a class-balanced subset; 0 = the whole split), reference_seed,
+              kid_subsets, kid_subset_size, batch_size (network batch over all devices; 0 = auto)
 """
 
 import copy
@@ -62,6 +67,9 @@ def _base(memorizing: ml_collections.ConfigDict, generalizing: ml_collections.Co
     config.per_level = ml_collections.ConfigDict(dict(num_queries=256, seed=0, chunk_size=256))
     config.trajectory = ml_collections.ConfigDict(dict(num_samples=256, guidance_scales=(1.0,)))
     config.eval = ml_collections.ConfigDict(dict(level=0.95, pairs=16))
+    config.quality = ml_collections.ConfigDict(dict(
+        enabled=True, num_samples=0, num_reference=0, reference_seed=0, kid_subsets=100, kid_subset_size=1000,
+        batch_size=0))
     return config
 
 
@@ -103,16 +111,19 @@ def cifar10() -> ml_collections.ConfigDict:
 
 
 def smoke() -> ml_collections.ConfigDict:
+    one_level = dict(channel_mult=(1,), attn_resolutions=(), num_blocks=1)  # compiles in half the time
     memorizing = _edm("smoke", num_train=32)
-    memorizing.model.update(label_dim=10, label_dropout=0.2)
+    memorizing.model.update(label_dim=10, label_dropout=0.2, **one_level)
     memorizing.sampling.batch_size = 20
     generalizing = _edm("smoke", num_train=256)
+    generalizing.model.update(**one_level)
     config = _base(memorizing, generalizing)
     config.swap.update(num_steps=6, num_samples=20, batch_size=20, regions="explicit")
     config.swap.windows.update(large=(0, 1), medium=(2, 3), small=(4, 5))
     config.per_level.update(num_queries=8, chunk_size=8)
     config.trajectory.update(num_samples=10, guidance_scales=(1.0, 2.0))
     config.eval.pairs = 4
+    config.quality.enabled = False  # the Inception at 299 x 299 costs more than the smoke test itself
     return config
 
 
