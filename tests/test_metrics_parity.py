@@ -127,3 +127,20 @@ def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_
     assert (tmp_path / "quality.json").exists() and "| digits/train/n16_seed0 |" in (tmp_path / "quality.md").read_text()
     assert len(list((tmp_path / "cache" / "fid_reference").glob("digits-train-n16_seed0-*.npz"))) == 1
     assert sample_quality.run(config, str(tmp_path / "again"))["fid"] == result["fid"]  # from the cache
+
+
+def test_swap_table_rows_get_sample_quality_beside_their_rates(fid_params, tmp_path, monkeypatch):
+    """denoiser_swaps' quality columns, on stand-in samples (digits) for two rows."""
+    from jaxmem.config import load_config
+    from jaxmem.experiments.denoiser_swaps import tables
+    from jaxmem.metrics import reference
+
+    monkeypatch.setattr(reference, "cache_folder", lambda: str(tmp_path))
+    config = load_config("configs/swap.py:smoke")
+    config.quality.update(num_samples=8, num_reference=16, batch_size=8, kid_subset_size=8)
+    digits = load_images("digits").images
+    table = [dict(row="A alone", rate=0.9), dict(row="B alone", rate=0.1)]
+    details = {"A alone": dict(samples=digits[:10]), "B alone": dict(samples=digits[600:610])}
+    assert tables.add_quality(config, table, details, fid_params) == "digits/train/n16_seed0"
+    for row in table:
+        assert set(tables.QUALITY_COLUMNS) <= set(row) and row["fid"] > 0 and 0 <= row["precision"] <= 1

@@ -15,6 +15,7 @@ that are all >= 0 without a declared range are refused as ambiguous ([0, 1]? [0,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import zipfile
@@ -29,6 +30,7 @@ from jaxmem.data import balanced_subset, check_source, load_images
 from jaxmem.metrics import scores, weights
 from jaxmem.metrics.frechet import SingularCovarianceWarning
 from jaxmem.metrics.features import check_uint8_images, to_uint8
+from jaxmem.metrics.reference import FeatureStats
 
 SAMPLE_KEYS = ("samples", "images")
 
@@ -87,15 +89,33 @@ def load_samples(path: str, key: str = "") -> np.ndarray:
     return to_uint8(images)
 
 
-def load_reference(config: ml_collections.ConfigDict) -> tuple[np.ndarray, str]:
-    """(uint8 reference images, the subset's name for the statistics cache)."""
-    data = load_images(config.data.dataset, config.data.split, config.data.data_dir, config.data.path)
-    if config.data.num_images:
-        data = data.take(balanced_subset(data.labels, config.data.num_images, config.data.subset_seed))
-        subset = f"n{config.data.num_images}_seed{config.data.subset_seed}"
-    else:
-        subset = "all"
-    return to_uint8(data.images), subset
+def load_reference(data: ml_collections.ConfigDict, num_images: int, seed: int) -> tuple[np.ndarray, str]:
+    """(uint8 reference images, their cache name "<dataset>/<split>/<subset>") of the source
+    data.{dataset, split, data_dir, path}: a class-balanced subset of num_images (0 = all)."""
+    images = load_images(data.dataset, data.split, data.data_dir, data.path)
+    subset = "all"
+    if num_images:
+        images = images.take(balanced_subset(images.labels, num_images, seed))
+        subset = f"n{num_images}_seed{seed}"
+    dataset = data.dataset if data.dataset != "npz" else os.path.basename(data.path)
+    return to_uint8(images.images), f"{dataset}/{data.split}/{subset}"
+
+
+def reference_stats(data: ml_collections.ConfigDict, num_images: int, seed: int, params,
+                    options: scores.ScoreOptions) -> tuple[FeatureStats, str]:
+    """(cached FeatureStats of that reference, its name)."""
+    images, name = load_reference(data, num_images, seed)
+    return scores.reference_of(images, params, *name.split("/", 2), options), name
+
+
+@contextlib.contextmanager
+def logged_warnings():
+    """Singular-covariance warnings raised inside become one absl warning line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SingularCovarianceWarning)
+        yield
+    for warning in caught:
+        logging.warning("%s", warning.message)
 
 
 def options_of(config: ml_collections.ConfigDict) -> scores.ScoreOptions:
@@ -108,17 +128,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate_config(config)
     params = weights.load(config.metrics.weights or None)
     samples = load_samples(config.samples.path, config.samples.key)
-    reference, subset = load_reference(config)
     options = options_of(config)
-    dataset = config.data.dataset if config.data.dataset != "npz" else os.path.basename(config.data.path)
-    with warnings.catch_warnings(record=True) as caught:  # singular covariances: one log line each
-        warnings.simplefilter("always", SingularCovarianceWarning)
-        stats = scores.reference_of(reference, params, dataset, config.data.split, subset, options)
-        result = {"samples": os.path.abspath(config.samples.path),
-                  "reference": f"{dataset}/{config.data.split}/{subset}",
+    with logged_warnings():
+        stats, name = reference_stats(config.data, config.data.num_images, config.data.subset_seed, params, options)
+        result = {"samples": os.path.abspath(config.samples.path), "reference": name,
                   **scores.score_samples(samples, stats, params, options)}
-    for warning in caught:
-        logging.warning("%s", warning.message)
     logging.info("quality: %s", scores.rounded(result))
     io.write_json(os.path.join(workdir, "quality.json"), result)
     io.write_text(os.path.join(workdir, "quality.md"),

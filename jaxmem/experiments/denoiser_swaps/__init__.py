@@ -13,7 +13,8 @@ run(config, workdir) with a configs/swap.py config:
      a geometry run's regimes.json, or explicit windows in step indices or sigma.
   3. swap table: A alone, B alone, B in A's small / medium / large window, A in B's windows,
      C alone; memorization rate of the samples against A's training set (1/3 test) with a
-     Wilson interval; the same starting noise for every row. With swap.profile, B swapped into
+     Wilson interval; the same starting noise for every row. With quality.enabled, each row's
+     FID, KID and precision/recall against A's data split (jaxmem.metrics). With swap.profile, B swapped into
      A one step at a time (which steps decide memorization).
   4. per level: each model denoises noised training and held-out images in one step at every
      grid level: memorized fraction (against its own training set) and MSE to the clean image.
@@ -46,8 +47,9 @@ from jaxmem.denoisers import unet
 from jaxmem.experiments import edm_training
 from jaxmem.experiments.denoiser_swaps.models import (REGION_NAMES, model_configs, model_folder, regions, sigma_range,
                                             swap_grid, train_or_restore)
-from jaxmem.experiments.denoiser_swaps.tables import (SwapSampler, mitigation_rows, nearest_rows, per_level_rows, swap_profile,
-                                            swap_table)
+from jaxmem.experiments.denoiser_swaps.tables import (QUALITY_COLUMNS, SwapSampler, add_quality, mitigation_rows,
+                                                     nearest_rows, per_level_rows, swap_profile, swap_table)
+from jaxmem.metrics import weights
 from jaxmem.experiments.denoiser_swaps.trajectories import SCORES, correlations, trajectory_scores
 from jaxmem.plots import memorization as plots
 
@@ -90,6 +92,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for g in t.guidance_scales:
         edm_training.sampling_denoiser(config.memorizing, g)  # guidance needs an unconditional branch
     require(0 < config.eval.level < 1, "eval.level", config.eval.level, "a confidence level in (0, 1)")
+    q = config.quality
+    require(q.num_samples >= 0 and q.num_reference >= 0 and q.batch_size >= 0,
+            "quality.num_samples, quality.num_reference, quality.batch_size", (q.num_samples, q.num_reference,
+            q.batch_size), "integers >= 0 (0 = all samples, the whole split, automatic)")
+    require(q.kid_subsets >= 1 and q.kid_subset_size >= 2, "quality.kid_subsets, quality.kid_subset_size",
+            (q.kid_subsets, q.kid_subset_size), ">= 1 and >= 2 (100 and 1000 are standard)")
+    if q.enabled:
+        weights.load()  # the Inception weights exist before hours of training, or the command that makes them
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -120,13 +130,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     sampler = SwapSampler(config, models, grid)
     table, details = swap_table(config, sampler, found, reference)
+    quality = ""
+    swap_columns, mitigation_columns = SWAP_COLUMNS, MITIGATION_COLUMNS
+    if config.quality.enabled:
+        quality_reference = add_quality(config, table, details)
+        swap_columns, mitigation_columns = SWAP_COLUMNS + QUALITY_COLUMNS, MITIGATION_COLUMNS + QUALITY_COLUMNS
+        quality = (f" fid, kid (kid_se its standard error), precision, recall (k = 3): the samples against "
+                   f"{quality_reference} (FID Inception features; below 2,048 images FID is biased upward).")
     if primary:
-        io.write_csv(path("swap_table.csv"), table, SWAP_COLUMNS)
-        io.write_text(path("swap_table.md"), io.markdown_table(table, SWAP_COLUMNS) + "\n")
+        io.write_csv(path("swap_table.csv"), table, swap_columns)
+        io.write_text(path("swap_table.md"), io.markdown_table(table, swap_columns) + "\n")
         io.write_csv(path("nearest.csv"), nearest_rows(details))
     lines += ["## Swap table", "", "A = memorizing, B = generalizing, C = mitigated; memorization rate of the "
-              f"samples against A's training set (1/3 test), {config.eval.level:.0%} Wilson interval.", "",
-              io.markdown_table(table, SWAP_COLUMNS), ""]
+              f"samples against A's training set (1/3 test), {config.eval.level:.0%} Wilson interval." + quality, "",
+              io.markdown_table(table, swap_columns), ""]
 
     alone = details["A alone"]
     chosen = np.nonzero(alone["memorized"])[0][:config.eval.pairs]
@@ -136,6 +153,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         lines += ["![memorized samples beside their nearest training images](pairs.png)", ""]
 
     summary = {"rates": {r["row"]: r["rate"] for r in table}, "regions": {n: list(w) for n, w in found.items()}}
+    if config.quality.enabled:
+        summary["quality"] = {r["row"]: {k: r[k] for k in QUALITY_COLUMNS} for r in table}
     if config.swap.profile:
         profile = swap_profile(config, sampler, reference)
         if primary:
@@ -158,13 +177,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if "mitigated" in models:
         mitigation = mitigation_rows(models, table, levels, found, config.mitigation.region)
         if primary:
-            io.write_csv(path("mitigation.csv"), mitigation, MITIGATION_COLUMNS)
+            io.write_csv(path("mitigation.csv"), mitigation, mitigation_columns)
         summary["mitigation"] = mitigation
         lines += ["## Mitigation", "", f"C = A's recipe with the loss weight inside the {config.mitigation.region} "
                   f"region x {config.mitigation.weight:g} (equal images seen). heldout_mse: mean over grid levels "
-                  "of the one-step held-out error; _region: inside the region; gap: held-out minus train. "
-                  "FID/KID are not computed (no Inception network is shipped).", "",
-                  io.markdown_table(mitigation, MITIGATION_COLUMNS), ""]
+                  "of the one-step held-out error; _region: inside the region; gap: held-out minus train."
+                  + (quality or " Sample quality: quality.enabled=False."), "",
+                  io.markdown_table(mitigation, mitigation_columns), ""]
 
     start = sampling.edm_noise(config.swap.seed, 0, config.trajectory.num_samples, memorizing.train.shape)
     per_sample, correlation_rows, guidance_rows = [], [], []

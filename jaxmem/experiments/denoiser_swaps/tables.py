@@ -1,6 +1,6 @@
 """The measurements of the swap experiment on its models: the swap table (one denoiser inside
-another's noise window), the one-step swap profile, per-level memorization and error, and the
-mitigation comparison at equal compute.
+another's noise window) with the sample quality of each row, the one-step swap profile,
+per-level memorization and error, and the mitigation comparison at equal compute.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ from absl import logging
 
 from jaxmem import memorization, sampling, swap
 from jaxmem.data import load_images
+from jaxmem.experiments import sample_quality
 from jaxmem.experiments.denoiser_swaps.models import Model, held_out, sigma_range
+from jaxmem.metrics import scores, weights
+
+QUALITY_COLUMNS = ["fid", "kid", "kid_se", "precision", "recall"]
 
 
 def pair_step(base: Model, donor: Model) -> Callable:
@@ -80,6 +84,26 @@ def swap_table(config, sampler: SwapSampler, found: dict[str, swap.Window], refe
     return rows, details
 
 
+def add_quality(config, table: list[dict], details: dict, params=None) -> str:
+    """Adds QUALITY_COLUMNS to every row of `table` in place: FID, KID and precision/recall of the
+    row's first quality.num_samples samples (0 = all) against the memorizing model's data split
+    (a class-balanced subset of quality.num_reference images, 0 = all; cached statistics).
+    Returns the reference's name. `params`: the Inception weights (default: weights.load())."""
+    q = config.quality
+    params = params if params is not None else weights.load()
+    options = scores.ScoreOptions(q.kid_subsets, q.kid_subset_size, batch_size=q.batch_size or None)
+    with sample_quality.logged_warnings():
+        reference, name = sample_quality.reference_stats(config.memorizing.data, q.num_reference, q.reference_seed,
+                                                         params, options)
+        for row in table:
+            samples = details[row["row"]]["samples"][:q.num_samples or None]
+            result = scores.score_samples(samples, reference, params, options, name=f"fid features {row['row']}")
+            row.update({k: result[k] for k in QUALITY_COLUMNS})
+            logging.info("swap %s: FID %.4g, precision %.3f, recall %.3f (against %s)", row["row"], result["fid"],
+                         result["precision"], result["recall"], name)
+    return name
+
+
 def nearest_rows(details: dict) -> list[dict]:
     """Per row and sample (sample k starts from noise k in every row): memorized, the nearest
     training image's index in A's training set, its distance d1 and d1 / d2."""
@@ -129,7 +153,8 @@ def per_level_rows(config, models: dict[str, Model], grid: np.ndarray) -> list[d
 
 
 def mitigation_rows(models: dict[str, Model], table: list[dict], levels: list[dict], found, region: str) -> list[dict]:
-    """Memorization and held-out denoising error of every model at its compute (images seen)."""
+    """Memorization, held-out denoising error and (when the table has them) sample quality of
+    every model at its compute (images seen)."""
     window = found[region]
     out = []
     for label, name in (("A alone", "memorizing"), ("C alone", "mitigated"), ("B alone", "generalizing")):
@@ -143,5 +168,6 @@ def mitigation_rows(models: dict[str, Model], table: list[dict], levels: list[di
         out.append(dict(model=name, images_seen=models[name].images_seen, num_train=len(models[name].train),
                         rate=row["rate"], ci_low=row["ci_low"], ci_high=row["ci_high"], heldout_mse=heldout_mse,
                         heldout_mse_region=float(np.mean(inside)) if inside else None,
-                        gap=heldout_mse - float(np.mean([r["mse"] for r in train])) if heldout else None))
+                        gap=heldout_mse - float(np.mean([r["mse"] for r in train])) if heldout else None,
+                        **{k: row[k] for k in QUALITY_COLUMNS if k in row}))
     return out
