@@ -38,6 +38,9 @@ Fields (score_sde-style groups):
   sampling  num_samples, solver ('heun' or 'euler'), num_steps (noise levels before the final
             0), sigma_min, sigma_max, rho, seed, batch_size, use_ema
   eval      memorization (run the 1/3 nearest-neighbour test against the training subset),
+            quality (FID, KID, precision/recall of the samples against the training subset and
+            against up to quality_heldout held-out images of the same split; needs the Inception
+            weights: python launch/convert_inception.py; off in smoke and the crossover bases),
             grid_size (samples in the PNG grid)
 """
 
@@ -66,7 +69,8 @@ def _cifar10() -> ml_collections.ConfigDict:
     config.sampling = ml_collections.ConfigDict(dict(
         num_samples=1_000, solver="heun", num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
         seed=0, batch_size=256, use_ema=True))
-    config.eval = ml_collections.ConfigDict(dict(memorization=True, grid_size=64))
+    config.eval = ml_collections.ConfigDict(dict(memorization=True, grid_size=64, quality=True,
+                                                 quality_heldout=1_000))
     return config
 
 
@@ -121,7 +125,7 @@ def smoke() -> ml_collections.ConfigDict:
                            checkpoint_every_steps=3, checkpoint_every_seconds=0.0)
     config.optim.warmup_images = 0
     config.sampling.update(num_samples=16, num_steps=6, batch_size=16)
-    config.eval.grid_size = 16
+    config.eval.update(grid_size=16, quality=False)  # the Inception would outweigh the smoke run
     return config
 
 
@@ -133,6 +137,7 @@ def _crossover_offline(config: ml_collections.ConfigDict, total_images: int, ema
                            log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0)
     config.optim.warmup_images = warmup_images
     config.sampling.update(num_samples=512, batch_size=512)
+    config.eval.quality = False  # a sweep's many runs: memorization only
     return config
 
 
@@ -150,6 +155,7 @@ def crossover_cifar10() -> ml_collections.ConfigDict:
     """CIFAR-10, the EDM-1K recipe (40 M images) with 2 blocks per level instead of 4."""
     config = cifar10_1k()
     config.model.update(num_blocks=2, embed_dim=4 * config.model.channels)
+    config.eval.quality = False  # a sweep's many runs: memorization only
     return config
 
 

@@ -1,4 +1,4 @@
-"""Score any .npz of samples against any image source: FID, KID, precision/recall
+r"""Score any .npz of samples against any image source: FID, KID, precision/recall
 (jaxmem.experiments.sample_quality). Needs the FID Inception weights once:
 python launch/convert_inception.py.
 

@@ -144,3 +144,22 @@ def test_swap_table_rows_get_sample_quality_beside_their_rates(fid_params, tmp_p
     assert tables.add_quality(config, table, details, fid_params) == "digits/train/n16_seed0"
     for row in table:
         assert set(tables.QUALITY_COLUMNS) <= set(row) and row["fid"] > 0 and 0 <= row["precision"] <= 1
+
+
+def test_edm_summary_scores_samples_against_training_and_held_out_images(fid_params, tmp_path, monkeypatch):
+    from jaxmem.config import load_config
+    from jaxmem.experiments import edm_training
+    from jaxmem.metrics import reference
+
+    monkeypatch.setattr(reference, "cache_folder", lambda: str(tmp_path))
+    config = load_config("configs/edm.py:smoke")
+    config.data.num_train = 16
+    config.eval.quality_heldout = 8
+    data, indices = edm_training.load_training_set(config)
+    samples = data.images[:8] + 0.05  # near copies of training images
+    result = edm_training.quality_summary(config, data, indices, samples, fid_params)
+    assert result["train"]["n_reference"] == 16 and result["heldout"]["n_reference"] == 8
+    assert result["train"]["fid"] < result["heldout"]["fid"]  # copies sit closer to their own set
+    names = sorted(p.name for p in (tmp_path / "fid_reference").iterdir())
+    assert names[0].startswith("digits-train-heldout_n8_seed1_not_train_n16_seed0-")
+    assert names[1].startswith("digits-train-train_n16_seed0-")

@@ -9,6 +9,8 @@ run(config, workdir) with a configs/edm.py config:
      parameters: samples.npz (samples [S, H, W, C], sigmas) and samples.png
   4. the memorization rate of the samples against the training subset (1/3 nearest-neighbour
      test, jaxmem.neighbors.memorization_rate) in summary.json
+  5. with eval.quality: FID, KID and precision/recall of the samples against the training
+     subset and against held-out images of the same split (jaxmem.metrics), summary["quality"]
 Workdir: config.json, fingerprint.json (the training recipe: another recipe is refused; sampling
 and eval may change), train_indices.npz, checkpoints/, metrics.jsonl, samples.npz, samples.png,
 summary.json.
@@ -30,6 +32,8 @@ from jaxmem import io, neighbors, noise, sampling
 from jaxmem.config import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
 from jaxmem.denoisers import unet
+from jaxmem.experiments import sample_quality
+from jaxmem.metrics import FeatureStats, extract_features, scores, weights
 from jaxmem.plots.samples import save_sample_grid
 from jaxmem.train import checkpoint, trainer
 from jaxmem.trajectory import guided_denoiser
@@ -162,9 +166,36 @@ def _build_sampling_denoiser(config: ml_collections.ConfigDict, guidance: float)
     return guided
 
 
+def quality_summary(config: ml_collections.ConfigDict, data: ImageSet, indices: np.ndarray, samples: np.ndarray,
+                    params) -> dict:
+    """{"train": scores, "heldout": scores} of the samples (jaxmem.metrics.scores.COLUMNS) against
+    the training subset and a class-balanced subset of up to eval.quality_heldout other images
+    of the split ("heldout" absent when the subset is the whole split); cached references."""
+    d = config.data
+    name = d.dataset if d.dataset != "npz" else os.path.basename(d.path)
+    subset = f"train_n{d.num_train}_seed{d.subset_seed}" if d.num_train else "all"
+    with sample_quality.logged_warnings():
+        generated = FeatureStats.of(extract_features(scores.as_uint8(samples), params, name="fid features samples"))
+        out = {"train": scores.quality_scores(generated, scores.reference_of(data.images, params, name, d.split,
+                                                                             subset))}
+        split = load_images(d.dataset, d.split, d.data_dir, d.path)
+        n = min(config.eval.quality_heldout, len(split) - len(indices))
+        if n > 0:
+            held = balanced_subset(split.labels, n, d.subset_seed + 1, exclude=indices)
+            reference = scores.reference_of(split.images[held], params, name, d.split,
+                                            f"heldout_n{n}_seed{d.subset_seed + 1}_not_{subset}")
+            out["heldout"] = scores.quality_scores(generated, reference)
+        else:
+            logging.info("quality: no held-out images (the training subset is the whole split)")
+    return out
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains, samples and measures memorization; returns the summary (also summary.json)."""
-    data, _, result = train_model(config, workdir)
+    """Trains, samples and measures memorization (and with eval.quality sample quality); returns
+    the summary (also summary.json)."""
+    if config.eval.quality:
+        weights.load()  # the Inception weights exist before training, or the command that makes them
+    data, indices, result = train_model(config, workdir)
     primary = jax.process_index() == 0
     denoise = sampling_denoiser(config)
     params = sampling_params(config, result)
@@ -181,6 +212,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "rejected_checkpoints": result.rejected}
     if config.eval.memorization:
         summary["memorization_rate"] = neighbors.memorization_rate(samples, data.images)
+    if config.eval.quality:
+        summary["quality"] = quality_summary(config, data, indices, samples, weights.load())
     logging.info("summary: %s", summary)
     if primary:
         io.save_npz(os.path.join(workdir, "samples.npz"), samples=samples, sigmas=sigmas)

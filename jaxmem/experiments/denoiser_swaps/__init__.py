@@ -98,13 +98,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             q.batch_size), "integers >= 0 (0 = all samples, the whole split, automatic)")
     require(q.kid_subsets >= 1 and q.kid_subset_size >= 2, "quality.kid_subsets, quality.kid_subset_size",
             (q.kid_subsets, q.kid_subset_size), ">= 1 and >= 2 (100 and 1000 are standard)")
-    if q.enabled:
-        weights.load()  # the Inception weights exist before hours of training, or the command that makes them
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the experiment (see the module docstring); returns the summary (also summary.json)."""
     validate_config(config)
+    if config.quality.enabled:
+        weights.load()  # the Inception weights exist before hours of training, or the command that makes them
     grid = swap_grid(config)
     found = regions(config, grid)
     models = {name: train_or_restore(name, c, model_folder(config, workdir, name))
