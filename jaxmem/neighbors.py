@@ -205,6 +205,7 @@ def memorization_test(samples, train, *, ratio: float = MEMORIZATION_RATIO, **kn
     distances [S, 2] to the nearest and second-nearest distinct training points, nearest index
     [S] into `train`, the lowest index among duplicates).
     """
+    require(len(samples) >= 1, "samples", np.shape(samples), "at least one sample [S >= 1, ...]")
     samples = np.asarray(samples, np.float32).reshape(len(samples), -1)
     train, first = np.unique(np.asarray(train, np.float32).reshape(len(train), -1), axis=0, return_index=True)
     require(len(train) >= 2, "distinct training points", len(train), ">= 2 for the ratio test")

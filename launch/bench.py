@@ -20,6 +20,7 @@ from absl import app, flags, logging
 
 import jaxmem.benchmarks
 from jaxmem import io
+from jaxmem.cli import fail
 from jaxmem.benchmarks.harness import peak_gib, tables_by_entry
 
 _ONLY = flags.DEFINE_list("only", [], "Entries to run (default: all).")
@@ -37,7 +38,7 @@ def resolve_size(size: str, backend: str) -> str:
     if size == "auto":
         return "cpu" if backend == "cpu" else "full"
     if size == "full" and backend == "cpu":
-        raise app.UsageError("--size=full is sized for an accelerator (k-NN 50,000 x 50,000 x 3,072, "
+        fail("--size=full is sized for an accelerator (k-NN 50,000 x 50,000 x 3,072, "
                              "EDM batch 512: ~135 GB on a CPU host); use --size=cpu here")
     return size
 
@@ -47,7 +48,7 @@ def main(argv):
     available = entries()
     unknown = sorted(set(_ONLY.value) - set(available))
     if unknown:
-        raise app.UsageError(f"unknown bench entries {unknown}; valid: {sorted(available)}")
+        fail(f"unknown bench entries {unknown}; valid: {sorted(available)}")
     size = resolve_size(_SIZE.value, jax.default_backend())
     rows = []
     for name in _ONLY.value or sorted(available):

@@ -46,7 +46,7 @@ def test_bench_launcher_knn_quick(tmp_path):
     assert "### knn" in (tmp_path / "results.md").read_text()
     bad = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=nope"],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode != 0 and "unknown bench entries ['nope']" in bad.stderr
+    assert bad.returncode == 2 and "error: unknown bench entries ['nope']" in bad.stderr
     full = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=knn", "--size=full"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert full.returncode != 0 and "use --size=cpu here" in full.stderr

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxmem import parallel
+from jaxmem.config import ConfigError
 from jaxmem.neighbors import _knn_block, blocks_for_memory, knn, memorization_flags, memorization_rate, memorization_test
 
 
@@ -119,3 +120,8 @@ def test_accelerator_block_sizes_fit_the_memory_budget():
         assert queries * 4 * (3 * train + 16 * dim) <= budget
         assert queries & (queries - 1) == 0 and 256 <= queries <= 16384
     assert blocks_for_memory(80 * 2**30 // 8, 3072, 8)[0] == 16384  # an 80 GB GPU: the cap
+
+
+def test_memorization_test_refuses_an_empty_sample_set():
+    with pytest.raises(ConfigError, match=r"samples = \(0, 3\) is invalid"):
+        memorization_rate(np.zeros((0, 3)), np.eye(3))
