@@ -241,6 +241,7 @@ def test_sample_files_are_read_in_jaxmem_conventions_and_bad_ones_refused(tmp_pa
         (dict(samples=np.full((2, 4, 4), 300, np.int64)), "0..255 for integer pixels"),
         (dict(samples=np.full((2, 4, 4), np.nan, np.float32)), "NaN"),
         (dict(samples=np.array(["a", "b"])), "uint8 or floats"),
+        (dict(samples=np.zeros((0, 4, 4), np.int64)), "at least one non-empty image"),
     ]
     for arrays, message in refused:
         np.savez(path, **arrays)

@@ -65,6 +65,7 @@ def _sample_array(path: str, key: str) -> tuple[np.ndarray, np.ndarray | None]:
 def load_samples(path: str, key: str = "") -> np.ndarray:
     """uint8 samples [N, H, W, C] from an .npz (see module docstring)."""
     images, declared = _sample_array(path, key)
+    require(images.size > 0, f"{path} samples.shape", images.shape, "at least one non-empty image")
     if images.dtype.kind in "iu" and declared is None:
         require(images.min() >= 0 and images.max() <= 255, f"{path} samples range",
                 (int(images.min()), int(images.max())), "0..255 for integer pixels (or declare pixel_range)")
