@@ -35,6 +35,8 @@ COMMANDS = {  # name -> the README's command, run in the clone's root
     "bench_knn_cpu": f"{PY} launch/bench.py --only=knn --size=cpu --workdir=runs/bench",
 }
 
+TAIL_LINES = 40  # of each command's output, kept in timings.json (failures: every FAILED/ERROR line too)
+
 _ONLY = flags.DEFINE_list("only", [], f"Commands to time, in this order (default: all of {list(COMMANDS)}).")
 _OUT = flags.DEFINE_string("out", "results/readme_timings", "Folder of report.md and timings.json.")
 
@@ -65,13 +67,16 @@ def main(argv):
             start = time.perf_counter()
             result = subprocess.run(COMMANDS[name], shell=True, cwd=clone, capture_output=True, text=True)
             minutes = (time.perf_counter() - start) / 60
-            tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or [""]
+            output = (result.stdout + "\n" + result.stderr).strip().splitlines()
+            summary = [line for line in output if line.startswith(("FAILED", "ERROR", "error:"))] or output[-1:]
             rows.append(dict(name=name, command=COMMANDS[name], minutes=round(minutes, 2),
-                             exit_code=result.returncode, last_line=tail[0][:120]))
+                             exit_code=result.returncode, last_line=(summary or [""])[-1][:120],
+                             output_tail=output[-TAIL_LINES:]))
             print(f"{name}: {minutes:.1f} min, exit {result.returncode}", flush=True)
     header = [f"# README commands from a fresh clone ({head})", "",
               f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}", f"- machine: {_machine()}",
-              "- each command in a fresh `git clone`, in this order (the first `make` installs `.venv`)", ""]
+              "- each command in a fresh `git clone`, in this order (the first `make` installs `.venv`; later "
+              "commands find JAX's compilation cache warm from the tests, ~/.cache/jaxmem/xla)", "", ""]
     io.write_json(os.path.join(_OUT.value, "timings.json"), dict(commit=head, machine=_machine(), rows=rows))
     io.write_text(os.path.join(_OUT.value, "report.md"), "\n".join(header) + io.markdown_table(
         rows, ["name", "command", "minutes", "exit_code", "last_line"]) + "\n")
