@@ -14,7 +14,7 @@ import pytest
 from jaxmem.experiments import unet_crossover as cc
 from jaxmem import io
 from jaxmem.sweep import aggregate, execute, expand
-from jaxmem.config import load_config
+from jaxmem.config import config_module, load_config
 
 from conftest import REPO
 
@@ -189,7 +189,7 @@ def test_the_unet_crossover_sweep_files_expand_against_their_presets(family, pre
     sizes = sorted({r.values["data.num_train"] for r in expanded})
     assert sizes[-1] / sizes[0] >= 16
     if family != "cifar10":  # fixed epochs: total_images = max(EPOCHS x N, MIN_IMAGES) in every run
-        module = expand._sweep_module(path)
+        module = config_module(path, "sweep file")
         for run in expanded:
             n = run.values["data.num_train"]
             assert expand.resolve(config, run.values).training.total_images == max(
