@@ -48,14 +48,6 @@ TABLE_COLUMNS = ("N", "capacity_star", "capacity_below", "rate_below", "capacity
                  "runs", "reason")
 
 
-def _number(value) -> float:
-    """float(value), NaN for missing or non-numeric cells."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def capacity_curves(rows: Sequence[Mapping], n: str = "num_train", capacity: str = "parameters",
                     rate: str = "memorization_rate") -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
     """Per training-set size, the memorisation rate as a function of capacity.
@@ -67,7 +59,7 @@ def capacity_curves(rows: Sequence[Mapping], n: str = "num_train", capacity: str
     columns there are) or a rate lies outside [0, 1].
     """
     done = [r for r in rows if r.get("status", "done") == "done"]
-    usable = [r for r in done if all(math.isfinite(_number(r.get(c))) for c in (n, capacity, rate))]
+    usable = [r for r in done if all(math.isfinite(io.as_float(r.get(c))) for c in (n, capacity, rate))]
     if not usable:
         present = sorted({k for r in done for k in r})
         raise ValueError(f"no finished sweep run has numeric columns n={n!r}, capacity={capacity!r} and "
@@ -75,11 +67,11 @@ def capacity_curves(rows: Sequence[Mapping], n: str = "num_train", capacity: str
                          f"{', '.join(present) or 'none'}")
     groups: dict[int, dict[float, list[float]]] = {}
     for row in usable:
-        value = _number(row[rate])
+        value = io.as_float(row[rate])
         require(0.0 <= value <= 1.0, f"{rate} of run {row.get('run', '?')}", value, "a rate in [0, 1]")
-        require(_number(row[capacity]) > 0, f"{capacity} of run {row.get('run', '?')}", row[capacity],
+        require(io.as_float(row[capacity]) > 0, f"{capacity} of run {row.get('run', '?')}", row[capacity],
                 "a capacity > 0")
-        groups.setdefault(int(_number(row[n])), {}).setdefault(_number(row[capacity]), []).append(value)
+        groups.setdefault(int(io.as_float(row[n])), {}).setdefault(io.as_float(row[capacity]), []).append(value)
     curves = {}
     for size in sorted(groups):
         caps = sorted(groups[size])
@@ -138,8 +130,8 @@ def gmm_reference(paths: Sequence[str] | str = (), n_max: float = 1.0) -> dict:
                              f"{', '.join(f'({a}, {b})' for a, b in GMM_COLUMNS)}; its columns: "
                              f"{', '.join(sorted(header)) or 'none'}")
         rows = [r for r in table if r.get("status", "done") == "done"]
-        n = np.array([_number(r[columns[0]]) for r in rows])
-        m = np.array([_number(r[columns[1]]) for r in rows])
+        n = np.array([io.as_float(r[columns[0]]) for r in rows])
+        m = np.array([io.as_float(r[columns[1]]) for r in rows])
         return dict(source=os.path.abspath(path), label=f"measured M_pt ({os.path.basename(path)})",
                     N=n.tolist(), M_star=m.tolist(), fit=linear_fits(n, m))
     fraction = theory.formula_crossover_fraction(GMM_TIMES, GMM_WEIGHTING, GMM_VARIANCE)
