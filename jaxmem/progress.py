@@ -9,7 +9,8 @@ from absl import logging
 
 class Progress:
     """Logs `name: done/total (pct) rate unit/s, ETA` at most every `every_s` seconds, after a
-    `name: compiling, ...` line when created (the first update waits for the compiler).
+    `name: N of T units to go` line when created (the first update may wait for the compiler:
+    the line says so, since a program already compiled in this process starts at once).
 
     Usage: p = Progress("train", total=steps, unit="step"); p.update(k) after k more units.
     """
@@ -19,7 +20,8 @@ class Progress:
         self.done = start
         self._t0 = self._last = time.perf_counter()
         self._done0 = start
-        logging.info("%s: compiling, then %d of %d %ss to go", name, total - start, total, unit)
+        logging.info("%s: %d of %d %ss to go (compiling first unless compiled before)", name, total - start,
+                     total, unit)
 
     def update(self, n: int = 1, **extra) -> None:
         self.done += n
