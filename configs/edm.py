@@ -137,7 +137,6 @@ def _crossover_offline(config: ml_collections.ConfigDict, total_images: int, ema
                            log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0)
     config.optim.warmup_images = warmup_images
     config.sampling.update(num_samples=512, batch_size=512)
-    config.eval.quality = False  # a sweep's many runs: memorization only
     return config
 
 
@@ -155,7 +154,6 @@ def crossover_cifar10() -> ml_collections.ConfigDict:
     """CIFAR-10, the EDM-1K recipe (40 M images) with 2 blocks per level instead of 4."""
     config = cifar10_1k()
     config.model.update(num_blocks=2, embed_dim=4 * config.model.channels)
-    config.eval.quality = False  # a sweep's many runs: memorization only
     return config
 
 

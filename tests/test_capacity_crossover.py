@@ -112,7 +112,8 @@ def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
         name = row["run"]
         runs[name] = ({"data.num_train": row["num_train"]}, dict(
             num_train=row["num_train"], parameters=row["parameters"], memorization_rate=row["memorization_rate"],
-            steps=10))
+            steps=10, quality={"train": {"fid": 10.0 + row["memorization_rate"]},
+                               "heldout": {"fid": 20.0 + row["memorization_rate"], "precision": 0.5}}))
     runs["n512_never"] = ({"data.num_train": 512}, dict(num_train=512, parameters=1000, memorization_rate=0.1))
     _fake_sweep(root, None, runs)
     aggregate.write_sweep_record(root, "configs/edm.py:crossover_digits", "launch/edm.py",
@@ -138,6 +139,16 @@ def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
     assert "parameters* = 1000 N + 500" in report and "| 512 | nan |" in report
     assert "per data dimension (d = 64)" in report
     assert "fit: parameters* = 1000 N + 500" in open(os.path.join(root, "capacity_crossover.md")).read()
+    with open(os.path.join(root, "quality_vs_capacity.csv")) as f:
+        quality = list(csv.DictReader(f))
+    assert len(quality) == len(runs) - 1  # every run with a quality summary, by (N, parameters)
+    assert [(int(r["N"]), float(r["parameters"])) for r in quality] == sorted(
+        (int(r["N"]), float(r["parameters"])) for r in quality)
+    for r in quality:
+        assert float(r["fid_train"]) == pytest.approx(10.0 + float(r["memorization_rate"]))
+        assert float(r["fid_heldout"]) == pytest.approx(20.0 + float(r["memorization_rate"]))
+        assert float(r["precision_heldout"]) == 0.5 and r["recall_heldout"] == "nan"
+    assert "## Sample quality beside memorisation" in report and "| fid_train |" in report
 
     # without a GMM table: the closed-form line, named as such
     lines = cc.analyze(aggregate.aggregate(root)["rows"][:12], str(tmp_path / "other"), gmm_results=())

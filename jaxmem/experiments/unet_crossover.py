@@ -46,6 +46,11 @@ GMM_TABLES = ("runs/crossover_n/results.csv", "runs/demo/crossover.csv")
 ANALYSIS = "jaxmem.experiments.unet_crossover:analyze"  # the sweep hook, for a sweep file's ANALYSIS
 TABLE_COLUMNS = ("N", "capacity_star", "capacity_below", "rate_below", "capacity_above", "rate_above",
                  "runs", "reason")
+# summary.json's sample quality (launch/edm.py with eval.quality), flattened by the sweep's aggregate:
+# table column -> row column.
+QUALITY_COLUMNS = {"fid_train": "quality.train.fid", "fid_heldout": "quality.heldout.fid",
+                   "kid_heldout": "quality.heldout.kid", "precision_heldout": "quality.heldout.precision",
+                   "recall_heldout": "quality.heldout.recall"}
 
 
 def capacity_curves(rows: Sequence[Mapping], n: str = "num_train", capacity: str = "parameters",
@@ -157,6 +162,18 @@ def crossover_table(curves: Mapping, threshold: float = THRESHOLD) -> list[dict]
     return table
 
 
+def quality_table(rows: Sequence[Mapping], n: str = "num_train", capacity: str = "parameters",
+                  rate: str = "memorization_rate") -> list[dict]:
+    """Sample quality beside memorisation, one row per finished run that has quality columns
+    (QUALITY_COLUMNS; NaN where a run lacks one), sorted by (N, capacity); [] when no run has any."""
+    done = [r for r in rows if r.get("status", "done") == "done"
+            and any(column in r for column in QUALITY_COLUMNS.values())]
+    table = [{"N": int(io.as_float(r.get(n))), capacity: io.as_float(r.get(capacity)),
+              rate: io.as_float(r.get(rate)), **{k: io.as_float(r.get(c)) for k, c in QUALITY_COLUMNS.items()}}
+             for r in done if math.isfinite(io.as_float(r.get(n)))]
+    return sorted(table, key=lambda row: (row["N"], row[capacity]))
+
+
 def sweep_axes(train_sizes: Sequence[int], widths: Sequence[int], epochs: int | None = None,
                min_images: int = 0, embed_per_channel: int = 4) -> list[dict]:
     """The axes of a capacity sweep (jaxmem.sweep): training-set size N x width.
@@ -214,10 +231,20 @@ def analyze(rows: Sequence[Mapping], root: str, n: str = "num_train", capacity: 
     plots.save_capacity_crossover(os.path.join(root, "capacity_crossover.png"), curves, table, fit, gmm,
                                   capacity, rate)
     plots.save_rate_curves(os.path.join(root, "memorization_vs_capacity.png"), curves, threshold, capacity, rate)
-    return ["## Capacity crossover", "", *fit_lines, "",
-            "Also as [capacity_crossover.csv](capacity_crossover.csv) and "
-            "[capacity_crossover.json](capacity_crossover.json).", "",
-            io.markdown_table(table, TABLE_COLUMNS),
-            f"![{capacity}* versus N beside the GMM laboratory's M* versus N](capacity_crossover.png)", "",
-            f"![{rate} versus {capacity}, one line per N](memorization_vs_capacity.png)", ""]
+    lines = ["## Capacity crossover", "", *fit_lines, "",
+             "Also as [capacity_crossover.csv](capacity_crossover.csv) and "
+             "[capacity_crossover.json](capacity_crossover.json).", "",
+             io.markdown_table(table, TABLE_COLUMNS),
+             f"![{capacity}* versus N beside the GMM laboratory's M* versus N](capacity_crossover.png)", "",
+             f"![{rate} versus {capacity}, one line per N](memorization_vs_capacity.png)", ""]
+    quality = quality_table(rows, n, capacity, rate)
+    if quality:
+        columns = ("N", capacity, rate, *QUALITY_COLUMNS)
+        io.write_csv(os.path.join(root, "quality_vs_capacity.csv"), quality, columns)
+        lines += ["## Sample quality beside memorisation", "",
+                  "FID of each run's samples against its training subset and against held-out images "
+                  "(KID, precision and recall against the held-out ones; summary.json `quality`). Also as "
+                  "[quality_vs_capacity.csv](quality_vs_capacity.csv).", "",
+                  io.markdown_table(quality, columns)]
+    return lines
 
