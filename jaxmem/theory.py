@@ -16,6 +16,29 @@ pmem - mem ~ d s0^2 (1 - M/N) in x0 units,
 
 The measured partial-memorisation loss is larger than this approximation, so the
 measured-loss crossover (from baseline losses) is reported as well.
+
+Per-dimension variances (the subspace GMM: s0^2 along its C dimensions, tau^2 along the d - C
+others). The same two approximations summed over dimensions, gen - mem ~ sum_i v_i / (1 + psi_t
+v_i) and pmem - mem ~ (1 - M/N) sum_i v_i, put the crossover where the uncovered share of the
+training set falls to
+
+    u* = sum_t w_t sum_i v_i / (1 + psi_t v_i) / (sum_t w_t sum_i v_i),
+
+so M*/N = 1 - u* (for tau = 0 this is the isotropic formula whatever C: the intrinsic dimension
+alone does not move the closed form).
+
+Replicated training points (multiplicity m_i: point i stored m_i times; the loss is the mean
+over the stored rows). A memorising component on a point of multiplicity m removes m rows'
+loss, so the partially memorising baseline covers the most replicated points first, and
+pmem - mem ~ U(M) sum_i v_i with U(M) the uncovered share of the rows when the M most
+replicated points are covered. The crossover is where U(M*) = u*: with the multiplicities
+sorted decreasingly, m_(1) >= m_(2) >= ..., M* is the first M with
+sum_{i <= M} m_(i) >= (1 - u*) sum_i m_i, interpolated linearly between integers. For a
+fraction p of N points stored r times (W = N (1 + p (r - 1)) rows) this is
+    M* = (1 - u*) W / r                          if (1 - u*) W <= p N r,
+    M* = p N + (1 - u*) W - p N r                otherwise,
+which is (1 - u*) N at p = 0 or r = 1. The measured-loss crossover of the experiment uses the
+same order and weights with the exact baseline losses.
 """
 
 from __future__ import annotations
@@ -48,11 +71,25 @@ def x0_loss_weights(times, weighting: str, custom=None) -> np.ndarray:
     return eps_loss_weights(times, weighting, custom) * vp_snr(np.asarray(times, np.float64))
 
 
-def formula_crossover_fraction(times, weighting: str, variance: float = 1.0, custom=None) -> float:
-    """M*/N = 1 - sum_t w_t / (1 + psi_t s0^2) / sum_t w_t (closed-form approximation)."""
+def formula_crossover_fraction(times, weighting: str, variance=1.0, custom=None) -> float:
+    """M*/N = 1 - u* (closed-form approximation): u* = sum_t w_t / (1 + psi_t s0^2) / sum_t w_t for
+    one variance s0^2; `variance` may also be per-dimension variances v [d] (see the module
+    docstring; zeros add nothing)."""
     w = x0_loss_weights(times, weighting, custom)
     psi = vp_snr(np.asarray(times, np.float64))
-    return float(1.0 - np.sum(w / (1.0 + psi * variance)) / np.sum(w))
+    v = np.atleast_1d(np.asarray(variance, np.float64))
+    uncovered = np.sum(w[:, None] * v / (1.0 + psi[:, None] * v)) / (np.sum(w) * np.sum(v))
+    return float(1.0 - uncovered)
+
+
+def covered_capacity(multiplicity, covered_share: float) -> float:
+    """M*: the number of distinct points, most replicated first, whose rows reach `covered_share`
+    of the stored training set (linear between integers; see the module docstring).
+    multiplicity: [N] copies of each point (>= 1); covered_share: 1 - u* in [0, 1]."""
+    m = np.sort(np.asarray(multiplicity, np.float64))[::-1]
+    require(m.size >= 1 and np.all(m >= 1), "multiplicity", m.size, "one or more counts >= 1")
+    covered = np.concatenate([[0.0], np.cumsum(m)]) / np.sum(m)                    # after 0..N points
+    return float(np.interp(covered_share, covered, np.arange(m.size + 1, dtype=np.float64)))
 
 
 def weighted_loss(x0_losses, times, weighting: str, custom=None) -> np.ndarray:

@@ -29,13 +29,14 @@ def config(request):
     ("training.steps", 0, r"training.steps = 0 is invalid"),
     ("training.weighting", "l2", r"training.weighting = 'l2'.*'eps', 'x0', 'custom'"),
     ("eval.weightings", ("x0", "snr"), r"eval.weightings = 'snr'"),
-    ("data.model", "mnist", r"data.model = 'mnist'.*'isotropic', 'lowrank'"),
+    ("data.model", "mnist", r"data.model = 'mnist'.*'isotropic', 'subspace', 'lowrank'"),
     ("training.weighting", "custom", r"custom_weights"),
     ("model.refine_points", -1, r"model.refine_points = -1 is invalid.*>= 0"),
     ("model.search", "bisect", r"model.search = 'bisect'.*'grid', 'adaptive'"),
     ("training.batch_size", 9, r"training.batch_size = 9 is invalid.*at most the smallest N"),
     ("training.estimator", "qmc", r"training.estimator = 'qmc'"),
     ("training.noise_draws", 0, r"training.noise_draws = 0 is invalid"),
+    ("training.adam_b2", 1.0, r"training.adam_b2 = 1.0 is invalid.*\(0, 1\)"),
 ])
 def test_bad_config_names_the_field(config, field, value, message):
     group, name = field.split(".")
@@ -146,3 +147,29 @@ def test_smoke_with_refinement_trains_inside_the_window_and_rerun_skips(config, 
     assert sorted(os.listdir(os.path.dirname(refine_result))) == ["checkpoints", "fingerprint.json", "result.npz"]
     os.remove(refine_result)  # unfinished refinement: resumed from its last checkpoint, same results
     assert same(crossover.run(config, workdir), summary)
+
+
+def test_the_optimizer_uses_the_configured_adam_b2(config):
+    """Two updates of the crossover's optimizer on a changing gradient equal optax.adam's with
+    the config's b2 (and differ from the default's: the field is not ignored)."""
+    import jax.numpy as jnp
+    import optax
+
+    from jaxmem.experiments.gmm_crossover.grids import make_loss_and_optimizer
+    from jaxmem.train import gmm_grid
+
+    config.training.adam_b2 = 0.5
+    _, optimizer = make_loss_and_optimizer(config)
+    training = config.training
+    schedule = gmm_grid.adam_schedule(training.steps, training.peak_lr, training.final_lr, training.warmup_fraction)
+
+    def two_updates(opt):
+        params = {"log_var": jnp.zeros(3)}
+        state = opt.init(params)
+        for g in (jnp.array([1.0, -2.0, 0.5]), jnp.array([0.1, 3.0, -0.5])):
+            updates, state = opt.update({"log_var": g}, state, params)
+        return updates["log_var"]
+
+    ours = two_updates(optimizer)
+    np.testing.assert_allclose(ours, two_updates(optax.adam(schedule, b2=0.5)), rtol=1e-6)
+    assert not np.allclose(ours, two_updates(optax.adam(schedule)), rtol=1e-3)

@@ -1,12 +1,21 @@
-"""Synthetic data of the GMM laboratory: an isotropic GMM and a low-rank "image-like" model.
+"""Synthetic data of the GMM laboratory: an isotropic GMM, a GMM in a subspace, a low-rank
+"image-like" model, and replicated training points.
 
 Isotropic GMM: K means drawn uniformly on the sphere of radius sqrt(d), shared variance
 s0^2 (default 1), uniform priors; x = mu_k + s0 z.
+Subspace GMM (intrinsic dimension C < d): the isotropic GMM of dimension C embedded by a
+random orthonormal basis B [d, C], plus off-subspace noise of variance tau^2 per dimension:
+x = B (mu_k + s0 z) + tau (I - B B^T) xi, z ~ N(0, I_C), xi ~ N(0, I_d).
 Low-rank image-like model: x = c (x) a_k (Kronecker product), a_k a class template (the
-class-mean image of the offline digits, unit norm, 64 pixels), c ~ N(0, I_C); the data of
-class k spans a C-dimensional subspace of R^(C * 64).
+class-mean image of the offline digits, unit norm, 64 pixels), c ~ N(0, I_Cmax) with only its
+first C entries non-zero (C = Cmax by default); the data of class k spans a C-dimensional
+subspace of R^(Cmax * 64).
 
-Both draw N training points and a validation set from numpy's PCG64 generator seeded by
+Replication: `replicate` gives each distinct training point a multiplicity m_i >= 1, the number
+of times it is stored; `training_rows` lists the stored rows, the N distinct points first (in
+their order) and then the extra copies, so with every m_i = 1 the rows are the points.
+
+All draw N training points and a validation set from numpy's PCG64 generator seeded by
 `seed`, so the same arguments give the same arrays on every machine.
 """
 
@@ -21,15 +30,21 @@ from jaxmem.config import require
 
 @dataclasses.dataclass(frozen=True)
 class GMMData:
-    """train: [N, d] float32; val: [N_val, d] float32; labels: [N] int component of each point;
-    means: [K, d] float32 component means; variance: s0^2 of every component (None when the
-    model is not an isotropic GMM)."""
+    """train: [N, d] float32 distinct training points; val: [N_val, d] float32; labels: [N] int
+    component of each point; means: [K, d] float32 component means; variance: s0^2 of every
+    component (None when the model is not an isotropic GMM); multiplicity: [N] int64 copies of
+    each point in the training set (None: every point once); basis: [d, C] float32 orthonormal
+    basis of the subspace GMM's subspace (None otherwise), whose off-subspace variance is
+    off_variance (tau^2)."""
 
     train: np.ndarray
     val: np.ndarray
     labels: np.ndarray
     means: np.ndarray
     variance: float | None
+    multiplicity: np.ndarray | None = None
+    basis: np.ndarray | None = None
+    off_variance: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -59,6 +74,74 @@ def isotropic_gmm(dim: int, num_components: int, num_train: int, num_val: int, s
                    means.astype(np.float32), float(variance))
 
 
+def subspace_gmm(dim: int, rank: int, num_components: int, num_train: int, num_val: int, seed: int,
+                 variance: float = 1.0, off_variance: float = 0.0) -> GMMData:
+    """The isotropic GMM of dimension C = `rank` (means on the sphere of radius sqrt(C)) embedded in
+    R^d by a random orthonormal basis B, plus off-subspace noise tau^2 = off_variance per dimension."""
+    require(1 <= rank <= dim, "data.rank (C)", rank, f"an integer in [1, d = {dim}]")
+    require(off_variance >= 0, "data.off_variance (tau^2)", off_variance, "a float >= 0")
+    inner = isotropic_gmm(rank, num_components, num_train, num_val, seed, variance)
+    rng = np.random.default_rng([*np.ravel(seed).tolist(), 1])  # its own stream: the inner draws do not move
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, rank)))
+
+    def embed(points):
+        xi = rng.standard_normal((len(points), dim))
+        off = xi - (xi @ basis) @ basis.T
+        return (points.astype(np.float64) @ basis.T + np.sqrt(off_variance) * off).astype(np.float32)
+
+    train, val = embed(inner.train), embed(inner.val)
+    return GMMData(train, val, inner.labels, (inner.means.astype(np.float64) @ basis.T).astype(np.float32),
+                   float(variance), basis=basis.astype(np.float32), off_variance=float(off_variance))
+
+
+REPLICATIONS = ("none", "fraction", "zipf")
+
+
+def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: int = 1,
+                   exponent: float = 1.0, seed=0) -> np.ndarray:
+    """[N] int64 copies of each of N distinct points.
+
+    profile 'none': every point once; 'fraction': round(fraction N) points, chosen at random,
+    stored `copies` times each (the training set has N + round(fraction N) (copies - 1) rows);
+    'zipf': the point of random rank i (1-based) is stored max(1, round(copies i^-exponent)) times
+    (copies = the largest multiplicity). The choice is seeded by `seed` alone.
+    """
+    require(profile in REPLICATIONS, "data.replication", profile, f"one of {REPLICATIONS}")
+    require(0.0 <= fraction <= 1.0, "data.replicated_fraction (p)", fraction, "a fraction in [0, 1]")
+    require(isinstance(copies, int | np.integer) and copies >= 1, "data.copies (r)", copies, "an integer >= 1")
+    require(exponent > 0, "data.zipf_exponent", exponent, "a float > 0")
+    counts = np.ones(num_train, np.int64)
+    if profile == "none":
+        return counts
+    order = np.random.default_rng(seed).permutation(num_train)
+    if profile == "fraction":
+        counts[order[:int(round(fraction * num_train))]] = copies
+    else:
+        ranks = np.arange(1, num_train + 1, dtype=np.float64)
+        counts[order] = np.maximum(1, np.rint(copies * ranks ** -exponent)).astype(np.int64)
+    return counts
+
+
+def replicate(data: GMMData, counts: np.ndarray) -> GMMData:
+    """`data` with multiplicities `counts` [N] (see multiplicities)."""
+    counts = np.asarray(counts, np.int64)
+    require(counts.shape == (len(data.train),) and np.all(counts >= 1), "multiplicity", counts.shape,
+            f"[{len(data.train)}] integers >= 1")
+    return dataclasses.replace(data, multiplicity=counts)
+
+
+def multiplicity_of(data: GMMData) -> np.ndarray:
+    """[N] int64 copies of each distinct training point (ones without replication)."""
+    return np.ones(len(data.train), np.int64) if data.multiplicity is None else data.multiplicity
+
+
+def training_rows(data: GMMData) -> np.ndarray:
+    """[N + sum(m_i - 1), d] the stored training set: the N distinct points, then each point's
+    m_i - 1 extra copies (in point order)."""
+    extra = np.repeat(np.arange(len(data.train)), multiplicity_of(data) - 1)
+    return data.train if extra.size == 0 else np.concatenate([data.train, data.train[extra]])
+
+
 def digit_templates(num_components: int) -> np.ndarray:
     """Class templates a_k: the mean image of digits 0..K-1 (offline digits), unit norm: [K, 64]."""
     from jaxmem.data import load_images
@@ -71,13 +154,16 @@ def digit_templates(num_components: int) -> np.ndarray:
     return templates / np.linalg.norm(templates, axis=1, keepdims=True)
 
 
-def lowrank_templates(num_components: int, rank: int, num_train: int, num_val: int, seed: int
-                      ) -> GMMData:
-    """x = c (x) a_k with c ~ N(0, I_C) (C = `rank`), k uniform: points in R^(C * 64).
+def lowrank_templates(num_components: int, rank: int, num_train: int, num_val: int, seed: int,
+                      active_rank: int | None = None) -> GMMData:
+    """x = c (x) a_k with c ~ N(0, I_C) (C = `rank`), k uniform: points in R^(C * 64); with
+    active_rank C' < C only the first C' entries of c are non-zero (rank C' at the same d).
 
     `means` holds the class means (zero: the classes differ in their subspace, not their mean).
     """
     require(rank >= 1, "data.rank (C)", rank, "an integer >= 1")
+    active_rank = rank if active_rank is None else active_rank
+    require(1 <= active_rank <= rank, "data.rank (C)", active_rank, f"an integer in [1, d / 64 = {rank}]")
     require(num_train >= num_components, "data.num_components (K)", num_components,
             f"K <= N = {num_train} (training points)")
     templates = digit_templates(num_components)
@@ -86,6 +172,7 @@ def lowrank_templates(num_components: int, rank: int, num_train: int, num_val: i
     def draw(n):
         labels = rng.integers(num_components, size=n)
         codes = rng.standard_normal((n, rank))
+        codes[:, active_rank:] = 0.0
         points = (codes[:, :, None] * templates[labels][:, None, :]).reshape(n, -1)
         return points, labels
 

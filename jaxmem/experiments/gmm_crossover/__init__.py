@@ -43,13 +43,14 @@ from absl import logging
 
 from jaxmem import io, theory
 from jaxmem.config import require, require_choice
+from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grids, times_of
 from jaxmem.experiments.gmm_crossover.report import (by_train_size, linear_fits, model_rows, summarize,
                                                  write_report)
 from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
 from jaxmem.train import gmm_grid
 
-DATA_MODELS = ("isotropic", "lowrank")
+DATA_MODELS = ("isotropic", "subspace", "lowrank")
 INITS = ("partial", "random")
 SEARCHES = ("grid", "adaptive")
 
@@ -63,6 +64,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if data.model == "lowrank":
         require(all(int(d) % TEMPLATE_PIXELS == 0 for d in data.dims), "data.dims (d)",
                 tuple(data.dims), f"multiples of {TEMPLATE_PIXELS} for data.model='lowrank' (d = 64 C)")
+        largest = min(int(d) for d in data.dims) // TEMPLATE_PIXELS
+        require(isinstance(data.rank, int) and 0 <= data.rank <= largest, "data.rank (C)", data.rank,
+                f"an integer in [1, {largest}] (d / 64 of the smallest d), or 0 for d / 64")
+    elif data.model == "subspace":
+        smallest_d = min(int(d) for d in data.dims)
+        require(isinstance(data.rank, int) and 1 <= data.rank <= smallest_d, "data.rank (C)", data.rank,
+                f"an integer in [1, {smallest_d}] (at most the smallest d)")
+        require(data.off_variance >= 0, "data.off_variance (tau^2)", data.off_variance, "a float >= 0")
+    else:
+        require(data.rank == 0, "data.rank (C)", data.rank, "0 for data.model='isotropic' (use 'subspace' "
+                "for a GMM of lower intrinsic dimension)")
+    require_choice("data.replication", data.replication, gmm_data.REPLICATIONS)
+    require(0.0 <= data.replicated_fraction <= 1.0, "data.replicated_fraction (p)", data.replicated_fraction,
+            "a fraction in [0, 1]")
+    require(isinstance(data.copies, int) and data.copies >= 1, "data.copies (r)", data.copies, "an integer >= 1")
+    require(data.zipf_exponent > 0, "data.zipf_exponent", data.zipf_exponent, "a float > 0")
     require(len(data.train_sizes) >= 1 and all(int(n) >= 1 for n in data.train_sizes),
             "data.train_sizes (N)", tuple(data.train_sizes), "integers >= 1")
     require(len(data.num_components) >= 1 and all(int(k) >= 1 for k in data.num_components),
@@ -108,6 +125,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             (training.peak_lr, training.final_lr), "peak_lr > 0, final_lr >= 0")
     require(0 <= training.warmup_fraction < 1, "training.warmup_fraction", training.warmup_fraction,
             "a fraction in [0, 1)")
+    require(0 < training.adam_b2 < 1, "training.adam_b2", training.adam_b2,
+            "a decay in (0, 1) (0.999: Adam's default and the paper's)")
     times = times_of(config)
     for field, weighting in [("training.weighting", training.weighting),
                              *[("eval.weightings", w) for w in config.eval.weightings]]:

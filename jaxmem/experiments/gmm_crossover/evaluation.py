@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import noise, sampling
+from jaxmem.data import gmm as gmm_data
 from jaxmem.denoisers import gmm as gmm_denoiser
 
 EVAL_SEED = 12345
@@ -72,13 +73,41 @@ def eval_noise(config, num_points: int, dim: int, split: int) -> jax.Array:
                              (num_points, config.eval.noise_draws, dim))
 
 
+def truth_losses(data: gmm_data.GMMData, points, point_mask, eps, times) -> np.ndarray:
+    """Per-t x0-unit loss [T] of the data model's exact denoiser on weighted points (see
+    x0_losses_per_time). The subspace GMM's denoiser splits along its basis B: inside the
+    subspace the isotropic C-dimensional GMM denoiser of B^T x_t (the off-subspace part of the
+    likelihood is the same for every component), outside it the Wiener shrinkage
+    alpha tau^2 / (alpha^2 tau^2 + sigma^2) of (I - B B^T) x_t."""
+    one = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)  # noqa: E731  (a grid of one model)
+    mask = np.ones((1, data.means.shape[0]), bool)
+    if data.basis is None:
+        truth = one(gmm_denoiser.ground_truth_params(data.means, data.variance))
+        return np.asarray(grid_losses(truth, mask, points[None], point_mask[None], eps, times)[0])
+    basis = np.asarray(data.basis, np.float64)
+    points, eps = np.asarray(points, np.float64), np.asarray(eps, np.float64)
+    truth = one(gmm_denoiser.ground_truth_params((data.means @ basis).astype(np.float32), data.variance))
+    inside = grid_losses(truth, mask, (points @ basis).astype(np.float32)[None], point_mask[None],
+                         (eps @ basis).astype(np.float32), times)[0]
+    points_off, eps_off = points - points @ basis @ basis.T, eps - eps @ basis @ basis.T
+    outside = []
+    for t in np.asarray(times, np.float64):
+        alpha, sigma = noise.vp_alpha(t), noise.vp_sigma(t)
+        shrink = alpha * data.off_variance / (alpha**2 * data.off_variance + sigma**2)
+        error = shrink * (alpha * points_off[:, None] + sigma * eps_off) - points_off[:, None]    # [N, R, d]
+        outside.append(np.mean(np.sum(error**2, axis=-1), axis=-1) @ point_mask / np.sum(point_mask))
+    return np.asarray(inside, np.float64) + np.asarray(outside)
+
+
 def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
     """Per-t x0-unit training losses of the baselines of each data set, with the noise draws `eps`.
 
-    Returns gen [S, T] (ground truth; NaN without an isotropic GMM), mem [S, T] (all N points,
-    s^2 = 0), pmem_M [S, J] and pmem [S, J, T]: the partially memorising denoiser with the
-    first M training points (one fixed subset for every t) for J capacities from 1 to N
-    (NaN-padded where a smaller N has fewer distinct capacities).
+    Returns gen [S, T] (ground truth, truth_losses; NaN for the low-rank model, which has no
+    GMM truth), mem [S, T] (all N points, s^2 = 0), pmem_M [S, J] and pmem [S, J, T]: the
+    partially memorising denoiser with M distinct training points (one fixed subset for every
+    t; the most replicated points first, in point order among equals) for J capacities from 1
+    to N (NaN-padded where a smaller N has fewer distinct capacities). Every loss is the mean
+    over the stored training set: each distinct point weighted by its multiplicity.
     """
     num_points, model_batch = config.eval.crossover_points, config.eval.model_batch
     max_n = eps.shape[0]
@@ -87,13 +116,14 @@ def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
     pmem_m = np.full((len(data_sets), num_points), np.nan)
     pmem = np.full((len(data_sets), num_points, len(times)), np.nan)
     for j, (_, n, _, data) in enumerate(data_sets):  # a handful of data sets per grid
+        counts = gmm_data.multiplicity_of(data)
+        order = np.argsort(-counts, kind="stable")
         points = np.zeros((max_n, data.dim), np.float32)
-        points[:n] = data.train
-        point_mask = (np.arange(max_n) < n).astype(np.float32)
+        points[:n] = data.train[order]
+        point_mask = np.zeros(max_n, np.float32)
+        point_mask[:n] = counts[order]
         if data.variance is not None:
-            truth = jax.tree_util.tree_map(lambda x: x[None], gmm_denoiser.ground_truth_params(data.means, data.variance))
-            gen[j] = grid_losses(truth, np.ones((1, data.means.shape[0]), bool), points[None],
-                                  point_mask[None], eps, times)[0]
+            gen[j] = truth_losses(data, points, point_mask, eps, times)
         m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))
         masks = np.arange(max_n)[None, :] < m_values[:, None]
         losses = np.asarray(capacity_losses(gmm_denoiser.memorizing_params(points), masks, points, point_mask,

@@ -31,12 +31,24 @@ def capacities(num_train: int, fractions) -> np.ndarray:
 
 
 def make_data(config, dim: int, num_components: int, num_train: int, seed_index: int) -> gmm_data.GMMData:
+    """One data set of the config's data model (N distinct points), with its multiplicities
+    (data.replication: the same points, each stored m_i times; seeded apart from the points)."""
+    data_config = config.data
     seed = (config.seed, dim, num_components, num_train, seed_index)
-    if config.data.model == "isotropic":
-        return gmm_data.isotropic_gmm(dim, num_components, num_train, config.data.num_val, seed,
-                                      config.data.variance)
-    return gmm_data.lowrank_templates(num_components, dim // TEMPLATE_PIXELS, num_train,
-                                      config.data.num_val, seed)
+    if data_config.model == "isotropic":
+        data = gmm_data.isotropic_gmm(dim, num_components, num_train, data_config.num_val, seed,
+                                      data_config.variance)
+    elif data_config.model == "subspace":
+        data = gmm_data.subspace_gmm(dim, data_config.rank, num_components, num_train, data_config.num_val, seed,
+                                     data_config.variance, data_config.off_variance)
+    else:
+        data = gmm_data.lowrank_templates(num_components, dim // TEMPLATE_PIXELS, num_train, data_config.num_val,
+                                          seed, data_config.rank or None)
+    if data_config.replication == "none":
+        return data
+    counts = gmm_data.multiplicities(num_train, data_config.replication, data_config.replicated_fraction,
+                                     data_config.copies, data_config.zipf_exponent, (*seed, 2))
+    return gmm_data.replicate(data, counts)
 
 
 def grids(config) -> list[tuple[int, tuple[int, ...], str]]:
@@ -64,7 +76,8 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     row holds C member models (C = the largest count; a shorter row repeats its first model in
     the spare slots, trained and never reported). models: [G, 3] int (data set j, row s,
     member c) of every real model, by set then M. params {"means": [S, C, M_max, d] (partial
-    init: the first M training points, which are i.i.d. draws, so M distinct random points;
+    init: the first M training points, which are i.i.d. draws, so M distinct random points; the
+    stored copies of replicated points follow the N distinct ones (gmm_data.training_rows);
     'random': N(0, I)), "log_var": [S, C]}; batch {"train": [S, N_max, d], "point_mask":
     [S, N_max], "component_mask": [S, C, M_max]}; rngs [S, 2]: row s's key folds in (d,
     round_index, j), so no two sets or rounds of a d share draws.
@@ -73,7 +86,8 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
         capacities_of_set = [capacities(n, config.model.capacity_fractions) for _, n, _, _ in data_sets]
     rows = [j for j, m_values in enumerate(capacities_of_set) if len(m_values)]
     members = max(len(capacities_of_set[j]) for j in rows)
-    max_n = max(n for _, n, _, _ in data_sets)
+    rows_of_set = [gmm_data.training_rows(data) for _, _, _, data in data_sets]  # stored rows, copies included
+    max_n = max(len(r) for r in rows_of_set)
     max_m = max(int(max(capacities_of_set[j])) for j in rows)
     m_grid = np.array([[int(capacities_of_set[j][min(c, len(capacities_of_set[j]) - 1)])
                         for c in range(members)] for j in rows])                       # [S, C]
@@ -82,8 +96,8 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     train = np.zeros((len(rows), max_n, dim), np.float32)
     point_mask = np.zeros((len(rows), max_n), np.float32)
     for s, j in enumerate(rows):
-        n, data = data_sets[j][1], data_sets[j][3]
-        train[s, :n], point_mask[s, :n] = data.train, 1.0
+        n = len(rows_of_set[j])
+        train[s, :n], point_mask[s, :n] = rows_of_set[j], 1.0
     if config.model.init == "partial":
         means = np.broadcast_to(train[:, None, :max_m], component_mask.shape + (dim,))
     else:
@@ -104,5 +118,5 @@ def make_loss_and_optimizer(config) -> tuple:
         times, theory.eps_loss_weights(times, training.weighting, training.custom_weights),
         training.noise_draws, training.point_block, training.estimator, training.batch_size)
     optimizer = optax.adam(gmm_grid.adam_schedule(training.steps, training.peak_lr, training.final_lr,
-                                                  training.warmup_fraction))
+                                                  training.warmup_fraction), b2=training.adam_b2)
     return loss_fn, optimizer

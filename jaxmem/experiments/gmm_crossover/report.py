@@ -38,6 +38,26 @@ def measured_capacity(result: dict, j: int, weighting: str, custom=None) -> tupl
     return theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen), float(gen)
 
 
+def dimension_variances(config, dim: int) -> np.ndarray:
+    """Per-dimension variances of the data model for the closed form (theory.formula_crossover_fraction):
+    [s0^2] (isotropic: every dimension alike), C x s0^2 and (d - C) x tau^2 (subspace), [NaN]
+    (low-rank: no GMM truth)."""
+    data = config.data
+    if data.model == "isotropic":
+        return np.array([data.variance], np.float64)
+    if data.model == "subspace":
+        return np.concatenate([np.full(data.rank, data.variance), np.full(dim - data.rank, data.off_variance)])
+    return np.array([np.nan])
+
+
+def set_multiplicity(result: dict, j: int) -> np.ndarray:
+    """[N] copies of each distinct point of data set j (ones for results without replication)."""
+    n = int(result["set_N"][j])
+    if "set_multiplicity" not in result:
+        return np.ones(n, np.int64)
+    return np.asarray(result["set_multiplicity"][j][:n], np.int64)
+
+
 def summarize(config, dim: int, result: dict) -> list[dict]:
     """One table row per data set (d, K, N, seed): M_pt, delta window, predicted M* per method."""
     times, delta = result["times"], config.eval.delta
@@ -52,11 +72,14 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
                    window_end=theory.first_crossing(m, ratio, 1.0 - delta),
                    ratio_at_max_M=float(ratio[-1]), models=int(of_set.sum()))
         row["bracket_lo"], row["bracket_hi"], _ = search.bracket(m, ratio, n)
+        counts = set_multiplicity(result, j)
+        if np.any(counts > 1):  # replicated data: stored rows and replicated points
+            row.update(rows=int(counts.sum()), replicated_points=int(np.sum(counts > 1)))
         for weighting in config.eval.weightings:
             custom = config.training.custom_weights
-            variance = config.data.variance if config.data.model == "isotropic" else np.nan
-            row[f"Mstar_formula_{weighting}"] = n * theory.formula_crossover_fraction(
-                times, weighting, variance, custom)
+            fraction = theory.formula_crossover_fraction(times, weighting, dimension_variances(config, dim), custom)
+            row[f"Mstar_formula_{weighting}"] = (theory.covered_capacity(counts, fraction) if np.any(counts > 1)
+                                                 else n * fraction)
             row[f"Mstar_measured_{weighting}"], row[f"gen_loss_{weighting}"] = measured_capacity(
                 result, j, weighting, custom)
             row[f"mem_loss_{weighting}"] = float(theory.weighted_loss(result["mem_loss"][j], times, weighting, custom))
@@ -67,8 +90,15 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
 def model_rows(config, dim: int, result: dict) -> list[dict]:
     """One row per trained model: capacity, memorisation ratio, final s^2, whether it belongs to
     the refinement grid, and weighted losses (x0-unit per-t losses combined with each
-    weighting) on the training and validation sets."""
+    weighting) on the training and validation sets. With replicated data, per multiplicity m of
+    the set: ratio_x<m> (share of the samples that memorise a point stored m times; they sum to
+    the ratio) and enrichment_x<m> (ratio_x<m> / ratio over the share of distinct points stored m
+    times: 1 when memorised samples land on points regardless of their multiplicity; NaN at
+    ratio 0)."""
     times, custom = result["times"], config.training.custom_weights
+    set_of_model = np.zeros(len(result["M"]), np.int64)
+    for j in range(len(result["set_N"])):
+        set_of_model[models_of_set(result, j)] = j
     rows = []
     for g in range(len(result["M"])):
         row = dict(d=dim, K=int(result["K"][g]), N=int(result["N"][g]), seed=int(result["seed"][g]),
@@ -80,6 +110,13 @@ def model_rows(config, dim: int, result: dict) -> list[dict]:
             for split in ("train", "val"):
                 row[f"{split}_loss_{weighting}"] = float(theory.weighted_loss(
                     result[f"{split}_loss"][g], times, weighting, custom))
+        counts = set_multiplicity(result, set_of_model[g])
+        if np.any(counts > 1):
+            landed = result["landed_multiplicity"][g]
+            for m in np.unique(counts):
+                row[f"ratio_x{m}"] = float(np.mean(landed == m))
+                row[f"enrichment_x{m}"] = (row[f"ratio_x{m}"] / row["ratio"] / np.mean(counts == m)
+                                           if row["ratio"] > 0 else float("nan"))
         rows.append(row)
     return rows
 
@@ -169,6 +206,7 @@ def write_report(path: str, config, summary: dict, wall_s: float, devices: str) 
         "faster)",
         f"- models trained: {sum(r['models'] for r in pooled)}; search: {config.model.search}; "
         f"training: {config.training.steps} steps, peak lr {config.training.peak_lr}, "
+        f"Adam b2 {config.training.adam_b2}, "
         f"{config.training.noise_draws} draws ({config.training.estimator})", "",
         "## Fit", "", line(fit), "",
         "Predicted slopes (fits of the predicted M* over the same data sets): "

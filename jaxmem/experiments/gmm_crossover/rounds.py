@@ -17,6 +17,7 @@ from absl import logging
 
 from jaxmem import io, neighbors, noise
 from jaxmem.config import require
+from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover import search
 from jaxmem.experiments.gmm_crossover.evaluation import EVAL_SEED, baseline_losses, eval_noise, grid_losses, sample_grid
 from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer, times_of
@@ -35,7 +36,7 @@ def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
 
 
-MODEL_KEYS = ("K", "N", "seed", "M", "ratio", "train_loss", "val_loss", "variance", "skipped")
+MODEL_KEYS = ("K", "N", "seed", "M", "ratio", "landed_multiplicity", "train_loss", "val_loss", "variance", "skipped")
 
 
 def _finished_or_claim(grid_dir: str, fingerprint: str, label: str) -> dict | None:
@@ -61,8 +62,9 @@ def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs,
     """Trains one grid (checkpointed in grid_dir/checkpoints) and measures each of its G models.
 
     models: [G, 3] (data set, row, member) from build_grid. Returns per model g: K, N, seed, M,
-    ratio (memorisation), train_loss / val_loss [T] (x0 units), variance (final s^2), skipped
-    (non-finite steps of its training set).
+    ratio (memorisation), landed_multiplicity [S] (per sample: the multiplicity of the
+    training point it memorises, 0 when it memorises none), train_loss / val_loss [T] (x0
+    units), variance (final s^2), skipped (non-finite steps of its training set).
     """
     times = times_of(config)
     loss_fn, optimizer = make_loss_and_optimizer(config)
@@ -83,8 +85,11 @@ def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs,
                                       jnp.broadcast_to(x_start, (num_models,) + x_start.shape),
                                       noise.vp_times(config.sampling.num_steps + 1,
                                                      config.training.t_min, config.training.t_max)))
-    ratio = np.array([neighbors.memorization_rate(samples[g], data_sets[j][3].train)
-                      for g, j in enumerate(set_of_model)])
+    # Tested against the distinct points; a memorised sample records the multiplicity of its point.
+    tests = [neighbors.memorization_test(samples[g], data_sets[j][3].train) for g, j in enumerate(set_of_model)]
+    ratio = np.array([np.mean(flags) for flags, _, _ in tests])
+    landed = np.stack([np.where(flags, gmm_data.multiplicity_of(data_sets[j][3])[nearest], 0)
+                       for (flags, _, nearest), j in zip(tests, set_of_model)])
 
     # Per-t losses (x0 units) of the trained models, train and validation.
     model_batch = config.eval.model_batch
@@ -96,6 +101,7 @@ def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs,
     return dict(
         K=np.array([data_sets[j][0] for j in set_of_model]), N=np.array([data_sets[j][1] for j in set_of_model]),
         seed=np.array([data_sets[j][2] for j in set_of_model]), M=component_mask.sum(axis=1), ratio=ratio,
+        landed_multiplicity=landed,
         train_loss=np.asarray(train_loss), val_loss=np.asarray(val_loss),
         variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped)[row])
 
@@ -107,8 +113,8 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
     places the first round's capacities (jaxmem.search.first_round), otherwise the
     capacity_fractions of N are trained. Returned per model g: the MODEL_KEYS of
     train_and_evaluate. Per data set j: set_K, set_N, set_seed, gen_loss, mem_loss [T], pmem_M
-    [J], pmem_loss [J, T] (padded with NaN beyond each set's capacities). Also times [T] and
-    the fingerprint.
+    [J], pmem_loss [J, T] (padded with NaN beyond each set's capacities), set_multiplicity
+    [N_max] (copies of each distinct point, 0-padded). Also times [T] and the fingerprint.
     """
     fingerprint = _grid_fingerprint(config, dim, train_sizes)
     finished = _finished_or_claim(grid_dir, fingerprint, f"grid d={dim}")
@@ -121,7 +127,9 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
     result = dict(fingerprint=np.array(fingerprint), times=times,
                   set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
                   set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
-                  pmem_M=pmem_m, pmem_loss=pmem_loss)
+                  pmem_M=pmem_m, pmem_loss=pmem_loss,
+                  set_multiplicity=np.stack([np.pad(gmm_data.multiplicity_of(data), (0, max(train_sizes) - n))
+                                             for _, n, _, data in data_sets]))
     capacities_of_set = None
     if config.model.search == "adaptive":  # around each set's measured-loss prediction
         model = config.model
