@@ -133,6 +133,12 @@ def drop_records_after(path: str, step: int) -> int:
     return len(lines) - len(kept)
 
 
+def folder_name(path: str) -> str:
+    """The last component of a folder path, trailing separators ignored: 'runs/a/' -> 'a'
+    (progress lines name a run by its workdir)."""
+    return os.path.basename(os.path.normpath(path))
+
+
 def save_npz(path: str, **arrays) -> str:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -204,7 +204,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     samples = sampling.edm_generate(sampling.without_step(denoise), params,
                                     config.sampling.num_samples, data.shape, config.sampling.seed, sigmas,
                                     config.sampling.solver, config.sampling.batch_size,
-                                    name=f"sample {os.path.basename(os.path.normpath(workdir))}")
+                                    name=f"sample {io.folder_name(workdir)}")
     steps, skipped = (int(v) for v in trainer.fetch_replicated((result.state.step, result.state.skipped)))
     summary = {"steps": steps, "skipped_steps": skipped, "images_seen": steps * config.training.batch_size,
                "num_train": len(data), "num_samples": len(samples),

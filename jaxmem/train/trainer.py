@@ -265,7 +265,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
     # Loop.
     step = int(fetch_replicated(state.step))
     config_record = config.to_dict()
-    progress = Progress(f"train {os.path.basename(os.path.normpath(workdir))}", total=steps, unit="step", start=step)
+    progress = Progress(f"train {io.folder_name(workdir)}", total=steps, unit="step", start=step)
     pending, interval_start, preempted = [], time.perf_counter(), False
     try:
         with _StopOnSigterm() as stop:

@@ -194,7 +194,8 @@ def write_report(path: str, config, summary: dict, wall_s: float, devices: str) 
     """report.md: command, date, versions, devices, wall time, the fit, the per-N and per-set
     tables and links to the figures of a crossover run (summary: crossover.run's)."""
     fit, pooled, predicted = summary["fit"], summary["by_N"], summary["predicted_slopes"]
-    line = (lambda f: f"M_pt = {f['slope']:.3f} (+-{f['slope_se']:.3f}) N + {f['intercept']:.1f} "
+    line = (lambda f: f"M_pt = {f['slope']:.3f} (+-{f['slope_se']:.3f}) N {'-' if f['intercept'] < 0 else '+'} "
+            f"{abs(f['intercept']):.1f} "
             f"(+-{f['intercept_se']:.1f}), R^2 = {f['r2']:.4f}; through the origin {f['slope_origin']:.3f} "
             f"(+-{f['slope_origin_se']:.3f}) N; {f['points']} points (+- = one standard error)")
     text = [
