@@ -30,7 +30,8 @@ Fields (score_sde style groups):
             round(replicated_fraction N) random points each stored `copies` times; 'zipf': the
             point of random rank i stored max(1, round(copies i^-zipf_exponent)) times)
   model     capacity_fractions (M/N), init ('partial': M training points with s^2 =
-            init_variance; 'random': N(0, I) means, the ablation), init_variance, num_seeds,
+            init_variance; 'replicated_first': the same with the most replicated points first;
+            'random': N(0, I) means, the ablation), init_variance, num_seeds,
             refine_points (0 = off; r > 0: after the first grid of a d, train r more integer M
             values strictly inside each data set's delta window [window_start, window_end],
             evenly spaced among the untrained ones, as one more grid in the folder refine_r<r>/

@@ -196,3 +196,23 @@ def test_bad_structure_fields_name_the_field(config, fields, message):
         config.data.update(**fields)
     with pytest.raises(ValueError, match=message):
         crossover.validate_config(config)
+
+
+def test_replicated_first_init_starts_on_the_most_replicated_points(config):
+    from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets
+
+    with config.unlocked():
+        config.data.update(replication="fraction", replicated_fraction=0.25, copies=3, train_sizes=(8, 12))
+        config.model.init = "replicated_first"
+    data_sets = make_data_sets(config, 6, (8, 12))
+    _, params, _, _ = build_grid(config, 6, data_sets)
+    for s, (_, n, _, data) in enumerate(data_sets):
+        counts = gmm_data.multiplicity_of(data)
+        m = int(round(0.5 * n))  # the smoke grid's M/N = 0.5 member
+        starts = params["means"][s, 1, :m]
+        replicated = data.train[counts == 3]
+        np.testing.assert_array_equal(starts[: len(replicated)], replicated)
+    with config.unlocked():
+        config.model.init = "partial"
+    _, plain, _, _ = build_grid(config, 6, data_sets)
+    np.testing.assert_array_equal(plain["means"][0, 1, :4], data_sets[0][3].train[:4])

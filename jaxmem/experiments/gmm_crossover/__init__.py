@@ -51,7 +51,7 @@ from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
 from jaxmem.train import gmm_grid
 
 DATA_MODELS = ("isotropic", "subspace", "lowrank")
-INITS = ("partial", "random")
+INITS = ("partial", "replicated_first", "random")
 SEARCHES = ("grid", "adaptive")
 
 

@@ -78,6 +78,7 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     member c) of every real model, by set then M. params {"means": [S, C, M_max, d] (partial
     init: the first M training points, which are i.i.d. draws, so M distinct random points; the
     stored copies of replicated points follow the N distinct ones (gmm_data.training_rows);
+    'replicated_first': the M distinct points of highest multiplicity, point order among equals;
     'random': N(0, I)), "log_var": [S, C]}; batch {"train": [S, N_max, d], "point_mask":
     [S, N_max], "component_mask": [S, C, M_max]}; rngs [S, 2]: row s's key folds in (d,
     round_index, j), so no two sets or rounds of a d share draws.
@@ -98,8 +99,14 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     for s, j in enumerate(rows):
         n = len(rows_of_set[j])
         train[s, :n], point_mask[s, :n] = rows_of_set[j], 1.0
-    if config.model.init == "partial":
-        means = np.broadcast_to(train[:, None, :max_m], component_mask.shape + (dim,))
+    if config.model.init in ("partial", "replicated_first"):
+        first = train[:, :max_m].copy()
+        if config.model.init == "replicated_first":  # the most replicated distinct points first
+            for s, j in enumerate(rows):
+                data = data_sets[j][3]
+                order = np.argsort(-gmm_data.multiplicity_of(data), kind="stable")[:max_m]
+                first[s, :len(order)] = data.train[order]
+        means = np.broadcast_to(first[:, None], component_mask.shape + (dim,))
     else:
         init_rng = np.random.default_rng((config.seed, dim, 7) + ((round_index,) if round_index else ()))
         means = init_rng.standard_normal(component_mask.shape + (dim,)).astype(np.float32)
