@@ -47,9 +47,13 @@ def save_structure(path: str, table: Sequence[Mapping], fits: Mapping, field: st
     return io.save_figure(path, figure)
 
 
+MIN_RATIO = 0.05  # models with fewer memorised samples than this share say little about where they land
+
+
 def save_multiplicity(path: str, table: Sequence[Mapping], field: str) -> str:
     """Per value of `field` (one panel each): the rate per point of each multiplicity relative to
-    the model's rate over all points, against M/N (mean over seeds at each M/N); 1 = no preference."""
+    the model's rate over all points, against M/N (models in bins of 0.1 in M/N, those with a
+    memorisation ratio >= MIN_RATIO, averaged); 1 = no preference."""
     values = list(dict.fromkeys(r["value"] for r in table))
     figure, axes = plt.subplots(1, len(values), figsize=(5.2 * len(values), 4.2), squeeze=False)
     for axis, value in zip(axes[0], values):
@@ -57,12 +61,12 @@ def save_multiplicity(path: str, table: Sequence[Mapping], field: str) -> str:
         for m in sorted({r["multiplicity"] for r in mine}):
             points = {}
             for r in mine:
-                if r["multiplicity"] == m and np.isfinite(r["rate_per_point_relative"]):
-                    points.setdefault(round(r["M_over_N"], 2), []).append(r["rate_per_point_relative"])
+                if r["multiplicity"] == m and r["ratio"] >= MIN_RATIO:
+                    points.setdefault(round(r["M_over_N"], 1), []).append(r["rate_per_point_relative"])
             x = sorted(points)
             axis.plot(x, [np.mean(points[k]) for k in x], "o-", label=f"stored {m}x")
         axis.axhline(1.0, color="grey", lw=0.8)
-        axis.set_xlabel("M / N")
+        axis.set_xlabel(f"M / N (bins of 0.1; models with ratio >= {MIN_RATIO})")
         axis.set_ylabel("memorisation rate per point / rate over all points")
         axis.set_title(f"{field.split('.')[-1]} = {value}")
         axis.grid(alpha=0.3)
