@@ -216,3 +216,20 @@ def test_replicated_first_init_starts_on_the_most_replicated_points(config):
         config.model.init = "partial"
     _, plain, _, _ = build_grid(config, 6, data_sets)
     np.testing.assert_array_equal(plain["means"][0, 1, :4], data_sets[0][3].train[:4])
+
+
+def test_fields_added_later_stay_out_of_the_fingerprint_at_their_neutral_values(config):
+    """Workdirs written before the structure and adam_b2 fields existed keep resuming: at their
+    neutral values the fields are not part of a grid's fingerprint; at any other value they are."""
+    import json
+
+    from jaxmem.experiments.gmm_crossover import rounds
+
+    plain = json.loads(rounds._grid_fingerprint(config, 6, (8,)))
+    assert not {"rank", "replication", "copies", "replicated_fraction"} & set(plain["data"])
+    assert "adam_b2" not in plain["training"]
+    with config.unlocked():
+        config.data.update(replication="fraction", replicated_fraction=0.1, copies=10)
+        config.training.adam_b2 = 0.9
+    changed = json.loads(rounds._grid_fingerprint(config, 6, (8,)))
+    assert changed["data"]["copies"] == 10 and changed["training"]["adam_b2"] == 0.9
