@@ -44,7 +44,7 @@ from absl import logging
 from jaxmem import io, theory
 from jaxmem.config import require, require_choice
 from jaxmem.data import gmm as gmm_data
-from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grids, times_of
+from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grid_folders, times_of
 from jaxmem.experiments.gmm_crossover.report import (by_train_size, linear_fits, model_rows, summarize,
                                                  write_report)
 from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
@@ -150,7 +150,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate_config(config)
     started = time.perf_counter()
     rows, models, ratio_curves = [], [], []
-    for dim, train_sizes, folder in grids(config):
+    for dim, train_sizes, folder in grid_folders(config):
         grid_dir = os.path.join(workdir, folder)
         result = later_rounds(config, dim, train_sizes, grid_dir, run_grid(config, dim, train_sizes, grid_dir))
         rows += summarize(config, dim, result)

@@ -51,7 +51,7 @@ def make_data(config, dim: int, num_components: int, num_train: int, seed_index:
     return gmm_data.replicate(data, counts)
 
 
-def grids(config) -> list[tuple[int, tuple[int, ...], str]]:
+def grid_folders(config) -> list[tuple[int, tuple[int, ...], str]]:
     """(d, train sizes, folder name) of each grid: one per d, or per (d, N) when
     training.grid_per_train_size (no padding of small training sets to the largest N)."""
     sizes = tuple(int(n) for n in config.data.train_sizes)
