@@ -7,13 +7,11 @@ Per capacity: both memorisation ratios and whether they agree within --tolerance
 set: whether the candidate's M_pt lies inside the reference's delta window. Writes Markdown.
 """
 
-import csv
-import os
-
 from absl import app, flags
 
 from jaxmem import io
-from jaxmem.experiments.gmm_crossover.report import compare_runs
+from jaxmem.cli import user_errors
+from jaxmem.experiments.gmm_crossover.report import compare_runs, read_table
 
 _REFERENCE = flags.DEFINE_string("reference", None, "Workdir of the reference run.", required=True)
 _CANDIDATE = flags.DEFINE_string("candidate", None, "Workdir of the candidate run.", required=True)
@@ -21,19 +19,12 @@ _OUT = flags.DEFINE_string("out", None, "Markdown file to write.", required=True
 _TOLERANCE = flags.DEFINE_float("tolerance", 0.1, "Largest accepted ratio difference per capacity.")
 
 
-def _read(workdir: str, name: str) -> list[dict]:
-    path = os.path.join(workdir, name)
-    if not os.path.exists(path):
-        raise app.UsageError(f"{path} does not exist: run the crossover experiment into {workdir} first")
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def main(argv):
     del argv
-    per_capacity, per_set = compare_runs(_read(_REFERENCE.value, "models.csv"), _read(_CANDIDATE.value, "models.csv"),
-                                         _read(_REFERENCE.value, "crossover.csv"),
-                                         _read(_CANDIDATE.value, "crossover.csv"), _TOLERANCE.value)
+    with user_errors():
+        tables = {name: [read_table(run, name) for run in (_REFERENCE.value, _CANDIDATE.value)]
+                  for name in ("models.csv", "crossover.csv")}
+    per_capacity, per_set = compare_runs(*tables["models.csv"], *tables["crossover.csv"], _TOLERANCE.value)
     text = [f"# {_CANDIDATE.value} against {_REFERENCE.value}", "",
             f"Per capacity (|ratio difference| <= {_TOLERANCE.value}: "
             f"{sum(r['within'] for r in per_capacity)} of {len(per_capacity)}):", "", io.markdown_table(per_capacity), "",

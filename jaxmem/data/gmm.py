@@ -25,7 +25,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.config import require, require_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +97,14 @@ def subspace_gmm(dim: int, rank: int, num_components: int, num_train: int, num_v
 REPLICATIONS = ("none", "fraction", "zipf")
 
 
+def check_replication(profile: str, fraction: float, copies: int, exponent: float) -> None:
+    """ConfigError naming the data field on a replication profile `multiplicities` cannot draw."""
+    require_choice("data.replication", profile, REPLICATIONS)
+    require(0.0 <= fraction <= 1.0, "data.replicated_fraction (p)", fraction, "a fraction in [0, 1]")
+    require(isinstance(copies, int | np.integer) and copies >= 1, "data.copies (r)", copies, "an integer >= 1")
+    require(exponent > 0, "data.zipf_exponent", exponent, "a float > 0")
+
+
 def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: int = 1,
                    exponent: float = 1.0, seed=0) -> np.ndarray:
     """[N] int64 copies of each of N distinct points.
@@ -106,10 +114,7 @@ def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: 
     'zipf': the point of random rank i (1-based) is stored max(1, round(copies i^-exponent)) times
     (copies = the largest multiplicity). The choice is seeded by `seed` alone.
     """
-    require(profile in REPLICATIONS, "data.replication", profile, f"one of {REPLICATIONS}")
-    require(0.0 <= fraction <= 1.0, "data.replicated_fraction (p)", fraction, "a fraction in [0, 1]")
-    require(isinstance(copies, int | np.integer) and copies >= 1, "data.copies (r)", copies, "an integer >= 1")
-    require(exponent > 0, "data.zipf_exponent", exponent, "a float > 0")
+    check_replication(profile, fraction, copies, exponent)
     counts = np.ones(num_train, np.int64)
     if profile == "none":
         return counts
@@ -133,6 +138,12 @@ def replicate(data: GMMData, counts: np.ndarray) -> GMMData:
 def multiplicity_of(data: GMMData) -> np.ndarray:
     """[N] int64 copies of each distinct training point (ones without replication)."""
     return np.ones(len(data.train), np.int64) if data.multiplicity is None else data.multiplicity
+
+
+def most_replicated_first(data: GMMData) -> np.ndarray:
+    """[N] indices of the distinct points by decreasing multiplicity, point order among equals
+    (the identity without replication)."""
+    return np.argsort(-multiplicity_of(data), kind="stable")
 
 
 def training_rows(data: GMMData) -> np.ndarray:

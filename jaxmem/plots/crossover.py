@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxmem import io
+from jaxmem.plots import line_text
 
 DIAGONAL_TOLERANCE = 5e-3  # a predicted slope this close to 1 is the M = N line (no crossover below N)
 
@@ -35,8 +36,7 @@ def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | 
     grid = np.linspace(0.0, n_all.max() * 1.05, 50)
     if np.isfinite(fit["slope"]):
         axis.plot(grid, fit["slope"] * grid + fit["intercept"], "k-",
-                  label=f"fit: {fit['slope']:.3f} N {'-' if fit['intercept'] < 0 else '+'} {abs(fit['intercept']):.1f} "
-                        f"(R$^2$={fit['r2']:.3f})")
+                  label=f"fit: {line_text(fit['slope'], fit['intercept'], '.3f', '.1f')} (R$^2$={fit['r2']:.3f})")
     styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (1, 3))])
     on_diagonal = []  # predictions of no crossover below N: drawn as the M = N line itself
     for key in [k for k in rows[0] if k.startswith("Mstar_")]:

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxmem import io
+from jaxmem.plots import line_text
 
 
 def save_structure(path: str, table: Sequence[Mapping], fits: Mapping, field: str) -> str:
@@ -33,8 +34,9 @@ def save_structure(path: str, table: Sequence[Mapping], fits: Mapping, field: st
             n = np.array([r["N"] for r in mine], np.float64)
             half = np.nan_to_num([(r["ci95_hi"] - r["ci95_lo"]) / 2 for r in mine])
             fit = fits[value]
+            line = line_text(fit["slope"], fit["intercept"], ".3f", ".1f")
             axis.errorbar(n, [r["M_pt"] for r in mine], yerr=half, fmt="o", color=colour, capsize=3,
-                          label=f"{field.split('.')[-1]} = {value}: M_pt = {fit['slope']:.3f} N {fit['intercept']:+.1f}")
+                          label=f"{field.split('.')[-1]} = {value}: M_pt = {line}")
             axis.plot(n, [r["Mstar_formula_x0"] for r in mine], "--", color=colour, alpha=0.7)
             axis.plot(n, [r["Mstar_measured_x0"] for r in mine], ":", color=colour, alpha=0.7)
         axis.plot([], [], "k--", label="closed form (x0)")

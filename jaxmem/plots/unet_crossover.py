@@ -8,12 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxmem import io
-
-
-def line_text(slope: float, intercept: float, spec: str = ".4g") -> str:
-    """'a N + b' with the sign of b: line_text(0.729, -3.06) == '0.729 N - 3.06'."""
-    sign = "-" if intercept < 0 else "+"
-    return f"{slope:{spec}} N {sign} {abs(intercept):{spec}}"
+from jaxmem.plots import line_text
 
 
 def save_capacity_crossover(path: str, curves: Mapping, table: Sequence[Mapping], fit: Mapping, gmm: Mapping,

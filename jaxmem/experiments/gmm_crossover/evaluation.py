@@ -116,12 +116,11 @@ def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
     pmem_m = np.full((len(data_sets), num_points), np.nan)
     pmem = np.full((len(data_sets), num_points, len(times)), np.nan)
     for j, (_, n, _, data) in enumerate(data_sets):  # a handful of data sets per grid
-        counts = gmm_data.multiplicity_of(data)
-        order = np.argsort(-counts, kind="stable")
+        order = gmm_data.most_replicated_first(data)
         points = np.zeros((max_n, data.dim), np.float32)
         points[:n] = data.train[order]
         point_mask = np.zeros(max_n, np.float32)
-        point_mask[:n] = counts[order]
+        point_mask[:n] = gmm_data.multiplicity_of(data)[order]
         if data.variance is not None:
             gen[j] = truth_losses(data, points, point_mask, eps, times)
         m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))

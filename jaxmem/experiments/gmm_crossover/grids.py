@@ -104,7 +104,7 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
         if config.model.init == "replicated_first":  # the most replicated distinct points first
             for s, j in enumerate(rows):
                 data = data_sets[j][3]
-                order = np.argsort(-gmm_data.multiplicity_of(data), kind="stable")[:max_m]
+                order = gmm_data.most_replicated_first(data)[:max_m]
                 first[s, :len(order)] = data.train[order]
         means = np.broadcast_to(first[:, None], component_mask.shape + (dim,))
     else:

@@ -5,13 +5,16 @@ interpolated), its delta window, the bracket of the last search round, models tr
 M* predicted by the closed form and the measured losses per weighting. by_train_size: the
 rows of one (d, K, N) pooled over seeds: mean M_pt with a Student-t 95% interval.
 linear_fits: least squares with standard errors. write_report: report.md with the command,
-versions, wall time and every table and figure of a run.
+versions, wall time and every table and figure of a run. read_table: a finished run's
+crossover.csv or models.csv back, numbers as numbers.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime
 import importlib.metadata
+import os
 import platform
 import sys
 
@@ -19,8 +22,28 @@ import numpy as np
 from scipy import stats
 
 from jaxmem import io, theory
-from jaxmem.config import require
+from jaxmem.config import ConfigError, require
 from jaxmem.experiments.gmm_crossover import search
+
+
+def read_table(workdir: str, name: str) -> list[dict]:
+    """The rows of a crossover run's table `name` (crossover.csv, models.csv) in `workdir`, cells
+    that are numbers as int or float; ConfigError when the run has not written it."""
+    path = os.path.join(workdir, name)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path} does not exist: run the crossover experiment into {workdir} first")
+    with open(path) as f:
+        return [{k: number_or_text(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def number_or_text(text: str):
+    """'3' -> 3, '0.25' -> 0.25, anything else unchanged (a CSV cell or a swept value's text)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def models_of_set(result: dict, j: int) -> np.ndarray:
@@ -190,14 +213,18 @@ def _versions() -> str:
     return f"python {platform.python_version()}, " + ", ".join(found)
 
 
+def fit_text(fit: dict) -> str:
+    """One line for a linear_fits result: both lines with their standard errors, R^2, points."""
+    sign = "-" if fit["intercept"] < 0 else "+"
+    return (f"M_pt = {fit['slope']:.3f} (+-{fit['slope_se']:.3f}) N {sign} {abs(fit['intercept']):.1f} "
+            f"(+-{fit['intercept_se']:.1f}), R^2 = {fit['r2']:.4f}; through the origin {fit['slope_origin']:.3f} "
+            f"(+-{fit['slope_origin_se']:.3f}) N; {fit['points']} points (+- = one standard error)")
+
+
 def write_report(path: str, config, summary: dict, wall_s: float, devices: str) -> str:
     """report.md: command, date, versions, devices, wall time, the fit, the per-N and per-set
     tables and links to the figures of a crossover run (summary: crossover.run's)."""
     fit, pooled, predicted = summary["fit"], summary["by_N"], summary["predicted_slopes"]
-    line = (lambda f: f"M_pt = {f['slope']:.3f} (+-{f['slope_se']:.3f}) N {'-' if f['intercept'] < 0 else '+'} "
-            f"{abs(f['intercept']):.1f} "
-            f"(+-{f['intercept_se']:.1f}), R^2 = {f['r2']:.4f}; through the origin {f['slope_origin']:.3f} "
-            f"(+-{f['slope_origin_se']:.3f}) N; {f['points']} points (+- = one standard error)")
     text = [
         "# GMM laboratory: memorisation capacity M_pt versus N", "",
         f"- command: `{' '.join(sys.argv) if sys.argv and sys.argv[0] else 'crossover.run'}`",
@@ -209,7 +236,7 @@ def write_report(path: str, config, summary: dict, wall_s: float, devices: str) 
         f"training: {config.training.steps} steps, peak lr {config.training.peak_lr}, "
         f"Adam b2 {config.training.adam_b2}, "
         f"{config.training.noise_draws} draws ({config.training.estimator})", "",
-        "## Fit", "", line(fit), "",
+        "## Fit", "", fit_text(fit), "",
         "Predicted slopes (fits of the predicted M* over the same data sets): "
         + ", ".join(f"{k} = {v:.3f}" for k, v in predicted.items()), "",
         "## M_pt per N (mean over seeds, Student-t 95% interval)", "", io.markdown_table(pooled), "",

@@ -22,7 +22,6 @@ sweep root:
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxmem import io
-from jaxmem.experiments.gmm_crossover.report import by_train_size, linear_fits
+from jaxmem.experiments.gmm_crossover.report import (by_train_size, fit_text, linear_fits, number_or_text,
+                                                   read_table)
 
 ANALYSIS = "jaxmem.experiments.gmm_crossover.structure:analyze"
 TABLE_COLUMNS = ("value", "N", "seeds", "M_pt", "ci95_lo", "ci95_hi", "M_pt_over_N", "Mstar_formula_x0",
@@ -39,28 +39,13 @@ MULTIPLICITY_COLUMNS = ("value", "N", "seed", "M", "M_over_N", "ratio", "multipl
                         "rate_per_point_relative")
 
 
-def _read_csv(path: str) -> list[dict]:
-    with open(path) as f:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _number(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-
 def runs_by_value(rows: Sequence[Mapping], root: str, field: str) -> dict:
     """{field value: [run folder]} of the finished runs that hold a crossover.csv."""
     groups: dict = {}
     for row in rows:
         folder = os.path.join(root, str(row["run"]))
         if row.get("status", "done") == "done" and os.path.isfile(os.path.join(folder, "crossover.csv")):
-            groups.setdefault(_number(str(row[field])), []).append(folder)
+            groups.setdefault(number_or_text(str(row[field])), []).append(folder)
     if not groups:
         raise ValueError(f"no finished run under {root} has a crossover.csv (field {field!r})")
     return dict(sorted(groups.items()))
@@ -70,7 +55,7 @@ def structure_table(groups: Mapping) -> tuple[list[dict], dict]:
     """(per (value, N) pooled rows, {value: fit over the per-seed M_pt})."""
     table, fits = [], {}
     for value, folders in groups.items():
-        sets = [row for folder in folders for row in _read_csv(os.path.join(folder, "crossover.csv"))]
+        sets = [row for folder in folders for row in read_table(folder, "crossover.csv")]
         table += [{"value": value, **row} for row in by_train_size(sets)]
         fits[value] = linear_fits([r["N"] for r in sets], [r["M_pt"] for r in sets])
     return table, fits
@@ -83,7 +68,7 @@ def multiplicity_table(groups: Mapping) -> list[dict]:
     table = []
     for value, folders in groups.items():
         for folder in folders:
-            for model in _read_csv(os.path.join(folder, "models.csv")):
+            for model in read_table(folder, "models.csv"):
                 for key in model:
                     found = re.fullmatch(r"ratio_x(\d+)", key)
                     if found:
@@ -105,9 +90,8 @@ def analyze(rows: Sequence[Mapping], root: str, field: str = "data.replicated_fr
     io.write_text(os.path.join(root, "structure.md"), io.markdown_table(table, TABLE_COLUMNS) + "\n")
     io.write_json(os.path.join(root, "structure.json"), dict(field=field, fits={str(k): v for k, v in fits.items()}))
     plots.save_structure(os.path.join(root, "structure.png"), table, fits, field)
-    fit_lines = [f"- {field} = {value}: M_pt = {f['slope']:.3f} (+-{f.get('slope_se', float('nan')):.3f}) N "
-                 f"{f['intercept']:+.1f}, R^2 {f['r2']:.3f}; through the origin {f['slope_origin']:.3f} N"
-                 for value, f in fits.items() if np.isfinite(f.get("slope", np.nan))]
+    fit_lines = [f"- {field} = {value}: {fit_text(f)}" for value, f in fits.items()
+                 if np.isfinite(f.get("slope", np.nan))]
     lines = [f"## The crossover against {field}", "", *fit_lines, "",
              "Also as [structure.csv](structure.csv) and [structure.json](structure.json).", "",
              io.markdown_table(table, TABLE_COLUMNS), f"![M_pt against {field}](structure.png)", ""]
