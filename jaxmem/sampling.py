@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem import parallel
+from jaxmem import parallel, xla_options
 from jaxmem.config import require, require_choice
 from jaxmem.noise import vp_alpha, vp_sigma
 from jaxmem.progress import Progress
@@ -155,7 +155,7 @@ def _generate_programs(step_denoise: Callable, grid: tuple, solver: str, seed: i
     noise_sharding = parallel.sharding_along(mesh, 1 + len(shape))
     sample_batch = jax.jit(
         lambda p, z: edm_sample_steps(lambda x, s, i: step_denoise(p, x, s, i), z, np.asarray(grid), solver),
-        out_shardings=noise_sharding)
+        out_shardings=noise_sharding, compiler_options=xla_options.convolutions(list(mesh.devices.flat)))
     make_noise = jax.jit(lambda first: edm_noise(seed, first, batch, shape), out_shardings=noise_sharding)
     return sample_batch, make_noise
 

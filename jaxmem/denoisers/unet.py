@@ -49,6 +49,7 @@ import ml_collections
 import numpy as np
 
 from jaxmem.config import require, require_choice
+from jaxmem.denoisers.unet_ops import add_channelwise, group_norm
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 SKIP_SCALE = math.sqrt(0.5)
@@ -81,13 +82,49 @@ def sinusoidal_embedding(values: jax.Array, features: int, max_period: float = 1
 
 
 def downsample(x: jax.Array) -> jax.Array:
-    """2x2 average pooling, [B, H, W, C] -> [B, H/2, W/2, C]."""
-    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+    """2x2 average pooling, [B, H, W, C] -> [B, H/2, W/2, C] (a reshape and a mean: XLA:CPU runs
+    the reduce-window of nn.avg_pool and its gradient several times slower)."""
+    b, h, w, c = x.shape
+    return jnp.mean(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
 def upsample(x: jax.Array) -> jax.Array:
     """Nearest-neighbour x2, [B, H, W, C] -> [B, 2H, 2W, C]."""
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class Conv(nn.Module):
+    """A k x k convolution, stride 1, SAME padding, NHWC / HWIO: flax.linen.Conv's parameters
+    (`kernel` [k, k, C_in, C_out] from `kernel_init`, `bias` [C_out] zeros, float32) and numbers,
+    with the bias added by unet_ops.add_channelwise (its gradient as two plain sums)."""
+
+    features: int
+    size: int
+    kernel_init: nn.initializers.Initializer = xavier_uniform
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (self.size, self.size, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return add_channelwise(y, bias)
+
+
+class GroupNorm(nn.Module):
+    """GroupNorm over the last axis with norm_groups(C) groups and eps 1e-6: flax.linen.GroupNorm's
+    parameters (`scale` ones, `bias` zeros, [C] float32) and numbers, with the hand-written gradient
+    of jaxmem.denoisers.group_norm. Output in `dtype`."""
+
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
+        return group_norm(x.astype(self.dtype), scale, bias, norm_groups(channels), 1e-6)
 
 
 class SelfAttention(nn.Module):
@@ -103,14 +140,14 @@ class SelfAttention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
         require(c % self.heads == 0, "model.attn_heads", self.heads, f"a divisor of the channel count {c}")
-        hidden = nn.GroupNorm(norm_groups(c), epsilon=1e-6, dtype=self.dtype, name="norm")(x)
-        qkv = nn.Conv(3 * c, (1, 1), kernel_init=attention_qkv, dtype=self.dtype, name="qkv")(hidden)
+        hidden = GroupNorm(dtype=self.dtype, name="norm")(x)
+        qkv = Conv(3 * c, 1, attention_qkv, dtype=self.dtype, name="qkv")(hidden)
         qkv = qkv.reshape(b, h * w, self.heads, c // self.heads, 3)
         q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]  # [B, HW, heads, c/heads]
         logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / math.sqrt(c // self.heads)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         attended = jnp.einsum("bhqk,bkhc->bqhc", weights, v).reshape(b, h, w, c)
-        projected = nn.Conv(c, (1, 1), kernel_init=near_zero, dtype=self.dtype, name="proj")(attended)
+        projected = Conv(c, 1, near_zero, dtype=self.dtype, name="proj")(attended)
         return (projected + x) * SKIP_SCALE
 
 
@@ -127,12 +164,12 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
         resize = {"none": lambda t: t, "down": downsample, "up": upsample}[self.resample]
-        conv = lambda c, k, init, name: nn.Conv(c, (k, k), kernel_init=init, dtype=self.dtype, name=name)  # noqa: E731
-        norm = lambda c, name: nn.GroupNorm(norm_groups(c), epsilon=1e-6, dtype=self.dtype, name=name)  # noqa: E731
+        conv = lambda c, k, init, name: Conv(c, k, init, dtype=self.dtype, name=name)  # noqa: E731
+        norm = lambda name: GroupNorm(dtype=self.dtype, name=name)  # noqa: E731
         in_channels, width = x.shape[-1], self.out_channels
-        h = conv(width, 3, xavier_uniform, "conv0")(resize(nn.silu(norm(in_channels, "norm0")(x))))
-        h = h + nn.Dense(width, kernel_init=xavier_uniform, dtype=self.dtype, name="affine")(emb)[:, None, None, :]
-        h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(norm(width, "norm1")(h)))
+        h = conv(width, 3, xavier_uniform, "conv0")(resize(nn.silu(norm("norm0")(x))))
+        h = add_channelwise(h, nn.Dense(width, kernel_init=xavier_uniform, dtype=self.dtype, name="affine")(emb))
+        h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(norm("norm1")(h)))
         h = conv(width, 3, near_zero, "conv1")(h)
         skip = resize(x)
         if in_channels != width or self.resample != "none":
@@ -184,8 +221,7 @@ class SongUNet(nn.Module):
                                  name=name, **kw)
 
         size = x.shape[1]
-        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier_uniform, dtype=self.dtype,
-                    name=f"enc_{size}x{size}_conv")(x.astype(self.dtype))
+        h = Conv(self.channels, 3, xavier_uniform, dtype=self.dtype, name=f"enc_{size}x{size}_conv")(x)
         skips = [h]
         for level, mult in enumerate(self.channel_mult):
             res = size >> level
@@ -210,8 +246,8 @@ class SongUNet(nn.Module):
                 h = block(f"dec_{res}x{res}_block{index}", self.channels * self.channel_mult[level],
                           attention=last and res in self.attn_resolutions)(h, emb, train)
 
-        h = nn.GroupNorm(norm_groups(h.shape[-1]), epsilon=1e-6, dtype=self.dtype, name="out_norm")(h)
-        h = nn.Conv(out_channels, (3, 3), kernel_init=near_zero, dtype=self.dtype, name="out_conv")(nn.silu(h))
+        h = GroupNorm(dtype=self.dtype, name="out_norm")(h)
+        h = Conv(out_channels, 3, near_zero, dtype=self.dtype, name="out_conv")(nn.silu(h))
         return h.astype(jnp.float32)
 
 

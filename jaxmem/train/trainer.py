@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxmem import io, parallel
+from jaxmem import io, parallel, xla_options
 from jaxmem.config import require
 from jaxmem.data.images import ImageSet
 from jaxmem.data.pipeline import Position, ShuffledBatches
@@ -218,7 +218,8 @@ def _cached_program(step_config: str, data_shape: tuple[int, ...], devices: tupl
     return Program(
         mesh=mesh, init=jax.jit(init, out_shardings=state_sharding),
         step=jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
-                     out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0),
+                     out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0,
+                     compiler_options=xla_options.convolutions(devices)),
         state_shapes=state_shapes, state_sharding=state_sharding, batch_sharding=batch_sharding)
 
 
