@@ -69,6 +69,22 @@ def test_group_norm_keeps_the_compute_dtype():
     assert grad.dtype == jnp.bfloat16 and group_norm(x, jnp.ones(8), jnp.zeros(8), 2, 1e-6).dtype == jnp.bfloat16
 
 
+@pytest.mark.parametrize("v_shape", [(6,), (2, 6)])
+def test_add_channelwise_gradients_equal_the_plain_sum(v_shape):
+    h = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 3, 6))
+    v = jax.random.normal(jax.random.PRNGKey(1), v_shape)
+    upstream = jax.random.normal(jax.random.PRNGKey(2), h.shape)
+    plain = (lambda h, v: h + v) if len(v_shape) == 1 else (lambda h, v: h + v[:, None, None, :])
+    ours = jax.grad(lambda h, v: jnp.sum(jnp.sin(add_channelwise(h, v)) * upstream), argnums=(0, 1))(h, v)
+    theirs = jax.grad(lambda h, v: jnp.sum(jnp.sin(plain(h, v)) * upstream), argnums=(0, 1))(h, v)
+    np.testing.assert_allclose(add_channelwise(h, v), plain(h, v))
+    for got, want in zip(ours, theirs):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    low = add_channelwise(h.astype(jnp.bfloat16), v)
+    assert low.dtype == jnp.bfloat16
+    assert jax.grad(lambda v: jnp.sum(add_channelwise(h.astype(jnp.bfloat16), v).astype(jnp.float32)))(v).dtype == v.dtype
+
+
 def test_xla_options_only_on_cpu_and_only_when_accepted():
     class Device:
         platform = "gpu"
