@@ -108,12 +108,11 @@ def test_torch_twin_computes_the_same_network():
     network = unet.SongUNet(**{k: v for k, v in model.items() if k not in ("image_size", "in_channels")})
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
     c_noise = jnp.array([0.3, -0.5])
-    params = network.init(jax.random.PRNGKey(1), x, c_noise)["params"]
-    flat = traverse_util.flatten_dict(params, sep="/")  # moved off the near-zero initialisation
-    flat = {k: v + 0.05 * jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(2), i), v.shape)
-            for i, (k, v) in enumerate(sorted(flat.items()))}
-    expected = network.apply({"params": traverse_util.unflatten_dict(flat, sep="/")}, x, c_noise)
-    assert sum(p.numel() for p in twin.parameters()) == unet.count_params(params)
+    shapes = traverse_util.flatten_dict(unet.abstract_params(network, (16, 16, 3)), sep="/")
+    rng = np.random.default_rng(2)  # random weights of the network's shapes: no init to compile
+    flat = {k: jnp.asarray(0.2 * rng.standard_normal(v.shape), jnp.float32) for k, v in sorted(shapes.items())}
+    expected = jax.jit(network.apply)({"params": traverse_util.unflatten_dict(flat, sep="/")}, x, c_noise)
+    assert sum(p.numel() for p in twin.parameters()) == unet.count_params(shapes)
     torch_unet.load_flax_params(twin, flat)
     with torch.no_grad():
         got = twin(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()), torch.from_numpy(np.array(c_noise)))

@@ -16,7 +16,8 @@ Forward, for x [B, H, W, C] split into G groups of C/G channels, n = H W C / G v
 (sample, group):
     mu = mean(x),  var = max(0, mean(x^2) - mu^2)   (per sample and group; float32)
     y  = (x - mu) rsqrt(var + eps) scale + bias       (scale, bias [C])
--- exactly flax.linen.GroupNorm's arithmetic (fast variance), so parameters and numbers carry over.
+-- flax.linen.GroupNorm's formula (fast variance), so parameters carry over and numbers agree to
+float32 rounding; the sums are per-channel dots first (sum_positions), then over each group.
 
 Backward, with r = rsqrt(var + eps), xhat = (x - mu) r and the per-(sample, channel) sums over
 the H W positions  A = sum dy,  S = sum dy xhat  ([B, C]):
@@ -36,15 +37,31 @@ import jax
 import jax.numpy as jnp
 
 
+def sum_positions(t: jax.Array) -> jax.Array:
+    """[B, ..., C] -> [B, C] float32 (or wider): the sum over every axis between the first and the
+    last, as a batched dot ones [B, 1, P] x t [B, P, C] (operands in the layout a dot takes without a
+    copy; see the module docstring)."""
+    rows = t.reshape(t.shape[0], -1, t.shape[-1])
+    ones = jnp.ones((rows.shape[0], 1, rows.shape[1]), t.dtype)
+    summed = jax.lax.dot_general(ones, rows, (((2,), (1,)), ((0,), (0,))),
+                                 preferred_element_type=jnp.promote_types(t.dtype, jnp.float32))
+    return summed[:, 0, :]
+
+
 def _grouped(x: jax.Array, groups: int) -> jax.Array:
     """[B, ..., C] -> [B, P, G, C/G] in float32 or wider (P: the positions)."""
     return x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
 
 
-def _statistics(xg: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
-    """Mean and rsqrt(var + eps) per (sample, group) of xg [B, P, G, C/G], each [B, 1, G, 1]."""
-    mean = jnp.mean(xg, axis=(1, 3), keepdims=True)
-    mean_square = jnp.mean(jnp.square(xg), axis=(1, 3), keepdims=True)
+def _statistics(x: jax.Array, groups: int, eps: float) -> tuple[jax.Array, jax.Array]:
+    """Mean and rsqrt(var + eps) per (sample, group) of x [B, ..., C], each [B, 1, G, 1], from the
+    per-channel sums of x and x^2 (dots, see sum_positions) summed over each group's channels."""
+    b, channels = x.shape[0], x.shape[-1]
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    count = wide.size // (b * groups)
+    per_group = lambda t: jnp.sum(sum_positions(t).reshape(b, 1, groups, channels // groups), axis=3, keepdims=True)  # noqa: E731
+    mean = per_group(wide) / count
+    mean_square = per_group(jnp.square(wide)) / count
     variance = jnp.maximum(0.0, mean_square - jnp.square(mean))
     return mean, jax.lax.rsqrt(variance + eps)
 
@@ -58,17 +75,6 @@ def add_channelwise(h: jax.Array, v: jax.Array) -> jax.Array:
 def _broadcastable(v: jax.Array, h: jax.Array) -> jax.Array:
     """v [C] or [B, C] reshaped to broadcast against h [B, ..., C]."""
     return v.astype(h.dtype) if v.ndim == 1 else v.astype(h.dtype).reshape(v.shape[:1] + (1,) * (h.ndim - 2) + v.shape[1:])
-
-
-def sum_positions(t: jax.Array) -> jax.Array:
-    """[B, ..., C] -> [B, C] float32 (or wider): the sum over every axis between the first and the
-    last, as a batched dot ones [B, 1, P] x t [B, P, C] (operands in the layout a dot takes without a
-    copy; see the module docstring)."""
-    rows = t.reshape(t.shape[0], -1, t.shape[-1])
-    ones = jnp.ones((rows.shape[0], 1, rows.shape[1]), t.dtype)
-    summed = jax.lax.dot_general(ones, rows, (((2,), (1,)), ((0,), (0,))),
-                                 preferred_element_type=jnp.promote_types(t.dtype, jnp.float32))
-    return summed[:, 0, :]
 
 
 def _add_forward(h, v):
@@ -92,7 +98,7 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, eps
 
 def _forward(x, scale, bias, groups, eps):
     xg = _grouped(x, groups)
-    mean, rstd = _statistics(xg, eps)
+    mean, rstd = _statistics(x, groups, eps)
     channels = x.shape[-1]
     scale_g = scale.astype(xg.dtype).reshape(groups, channels // groups)
     bias_g = bias.astype(xg.dtype).reshape(groups, channels // groups)
