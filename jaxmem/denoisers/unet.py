@@ -38,7 +38,7 @@ Label dropout (classifier-free guidance) zeroes a sample's one-hot label with pr
 output is float32.
 
 `Conv` and `GroupNorm` are this module's own: flax.linen.Conv's and GroupNorm's parameters and
-numbers, with the per-channel sums of their gradients written by hand (jaxmem.denoisers.unet_ops;
+numbers (to float32 rounding), with the per-channel sums of their gradients written by hand (jaxmem.denoisers.unet_ops;
 XLA:CPU ran autodiff's version of those sums several times slower, issue 19).
 """
 
@@ -100,7 +100,7 @@ def upsample(x: jax.Array) -> jax.Array:
 class Conv(nn.Module):
     """A k x k convolution, stride 1, SAME padding, NHWC / HWIO: flax.linen.Conv's parameters
     (`kernel` [k, k, C_in, C_out] from `kernel_init`, `bias` [C_out] zeros, float32) and numbers,
-    with the bias added by unet_ops.add_channelwise (its gradient as two plain sums)."""
+    with the bias added by unet_ops.add_channelwise (its gradient summed by a dot)."""
 
     features: int
     size: int
@@ -118,8 +118,8 @@ class Conv(nn.Module):
 
 class GroupNorm(nn.Module):
     """GroupNorm over the last axis with norm_groups(C) groups and eps 1e-6: flax.linen.GroupNorm's
-    parameters (`scale` ones, `bias` zeros, [C] float32) and numbers, with the hand-written gradient
-    of jaxmem.denoisers.group_norm. Output in `dtype`."""
+    parameters (`scale` ones, `bias` zeros, [C] float32) and numbers (to float32 rounding), with the
+    hand-written gradient of jaxmem.denoisers.unet_ops.group_norm. Output in `dtype`."""
 
     dtype: jnp.dtype = jnp.float32
 
