@@ -5,8 +5,8 @@ network and the same step under both frameworks in one run (issue 19).
 
 Identical function, not just identical shapes: modules carry the flax names (`enc_32x32_conv`,
 `dec_16x16_block2`, `conv0`, `norm1`, `attn`, ...), `load_flax_params` ports a flax parameter tree
-weight for weight (HWIO -> OIHW, [in, out] -> [out, in]), and tests/test_torch_unet.py checks the
-two forwards agree. Unconditional networks only (label_dim = 0), which is what the bench times.
+weight for weight (HWIO -> OIHW, [in, out] -> [out, in]), and tests/test_unet_speed_parts.py checks
+the two forwards agree. Unconditional networks only (label_dim = 0), which is what the bench times.
 
 The step: EDM loss (ln s ~ N(-1.2, 1.2^2), lambda(s) = 1 / c_out(s)^2, summed over pixels,
 averaged over the batch), backward, a finiteness check of the loss, Adam and an EMA update

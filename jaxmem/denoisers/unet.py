@@ -38,8 +38,9 @@ Label dropout (classifier-free guidance) zeroes a sample's one-hot label with pr
 output is float32.
 
 `Conv` and `GroupNorm` are this module's own: flax.linen.Conv's and GroupNorm's parameters and
-numbers (to float32 rounding), with the per-channel sums of their gradients written by hand (jaxmem.denoisers.unet_ops;
-XLA:CPU ran autodiff's version of those sums several times slower, issue 19).
+numbers (to float32 rounding), with the per-channel sums of their gradients written by hand
+(jaxmem.denoisers.unet_ops; XLA:CPU ran autodiff's version of those sums several times slower,
+issue 19).
 """
 
 from __future__ import annotations

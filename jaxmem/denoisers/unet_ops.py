@@ -48,16 +48,21 @@ def sum_positions(t: jax.Array) -> jax.Array:
     return summed[:, 0, :]
 
 
+def _wide(x: jax.Array) -> jax.Array:
+    """x in float32, or wider (float64) if it already is."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _grouped(x: jax.Array, groups: int) -> jax.Array:
     """[B, ..., C] -> [B, P, G, C/G] in float32 or wider (P: the positions)."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
+    return _wide(x).reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
 
 
 def _statistics(x: jax.Array, groups: int, eps: float) -> tuple[jax.Array, jax.Array]:
     """Mean and rsqrt(var + eps) per (sample, group) of x [B, ..., C], each [B, 1, G, 1], from the
     per-channel sums of x and x^2 (dots, see sum_positions) summed over each group's channels."""
     b, channels = x.shape[0], x.shape[-1]
-    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    wide = _wide(x)
     count = wide.size // (b * groups)
     per_group = lambda t: jnp.sum(sum_positions(t).reshape(b, 1, groups, channels // groups), axis=3, keepdims=True)  # noqa: E731
     mean = per_group(wide) / count
