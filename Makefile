@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= runs/demo
+# Compile-only accelerator packages (libtpu, the CUDA plugin) live in their own environment.
+ACCEL  ?= .venv-accelerators
+ACCEL_PY := $(ACCEL)/bin/python
 
-.PHONY: demo test bench gpu-check clean
+.PHONY: demo test bench gpu-check accelerators compile-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,11 +15,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+$(ACCEL)/.installed: pyproject.toml
+	test -x $(ACCEL_PY) || $(PYTHON) -m venv $(ACCEL)
+	$(ACCEL_PY) -m pip install -q --upgrade pip
+	$(ACCEL_PY) -m pip install -q -e '.[accelerators]'
+	touch $@
+
+accelerators: $(ACCEL)/.installed
+
 demo: $(VENV)/.installed
 	$(PY) launch/crossover.py --config=configs/crossover.py:demo --workdir=$(WORKDIR)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(ACCEL)/.installed
 	$(PY) -m pytest -q tests
+
+# The smoke preset compiled for a TPU slice and 8 GPUs on this CPU host (launch/compile_check.py).
+compile-check: $(ACCEL)/.installed
+	$(ACCEL_PY) launch/compile_check.py --config=configs/edm.py:smoke --target=v5e-8,h100x8 \
+	    --workdir=runs/compile_check $(COMPILE_CHECK_FLAGS)
 
 bench: $(VENV)/.installed
 	$(PY) launch/bench.py --workdir=runs/bench

@@ -29,7 +29,7 @@ from jaxmem.config import require
 
 MEMORIZATION_RATIO = 1.0 / 3.0
 _CHUNK = 32  # columns per chunk in the two-stage selection of candidates
-_EXTRA_CANDIDATES = 6  # beyond k: enough that generic data certifies without the host fallback
+EXTRA_CANDIDATES = 6  # beyond k: enough that generic data certifies without the host fallback
 
 
 def blocks_for_memory(bytes_available: int, dim: int, num_candidates: int,
@@ -54,6 +54,17 @@ def default_blocks(dim: int, num_candidates: int) -> tuple[int, int]:
     return blocks_for_memory(stats.get("bytes_limit", 16 * 2**30) // 8, dim, num_candidates)
 
 
+def train_blocking(num_train: int, num_candidates: int, train_block: int) -> tuple[int, int]:
+    """(num_blocks, train_block) streaming `num_train` points in even blocks of about
+    `train_block` (at least num_candidates, a multiple of the selection chunk when large): the
+    training set is padded to num_blocks x train_block rows."""
+    num_blocks = -(-num_train // max(num_candidates, min(train_block, num_train)))
+    train_block = max(num_candidates, -(-num_train // num_blocks))  # even blocks: little padding
+    if train_block >= 4 * num_candidates * _CHUNK:
+        train_block = -(-train_block // _CHUNK) * _CHUNK
+    return num_blocks, train_block
+
+
 def _smallest(scores: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
     """The `count` smallest entries of each row of scores [B, n], ascending: (values, indices).
 
@@ -75,7 +86,7 @@ def _smallest(scores: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_candidates", "train_block"))
-def _knn_block(queries, train, train_sqnorm, max_train_norm, *, k, num_candidates, train_block):
+def knn_block(queries, train, train_sqnorm, max_train_norm, *, k, num_candidates, train_block):
     """Exact top-k for one query block.
 
     queries: [B, d] float32. train: [Np, d] float32 padded to a multiple of train_block;
@@ -167,13 +178,10 @@ def knn(queries, train, k: int = 2, *, query_block: int | None = None, train_blo
     _validate(queries, train, k)
     n = len(train)
     mesh = mesh if mesh is not None else parallel.make_mesh()
-    candidates = min(num_candidates or k + _EXTRA_CANDIDATES, n)
+    candidates = min(num_candidates or k + EXTRA_CANDIDATES, n)
     per_device, default_train_block = default_blocks(train.shape[1], candidates)
     require(candidates >= k, "num_candidates", num_candidates, f">= k = {k}")
-    num_blocks = -(-n // max(candidates, min(train_block or default_train_block, n)))
-    train_block = max(candidates, -(-n // num_blocks))  # even blocks: little padding
-    if train_block >= 4 * candidates * _CHUNK:
-        train_block = -(-train_block // _CHUNK) * _CHUNK
+    num_blocks, train_block = train_blocking(n, candidates, train_block or default_train_block)
     block = (query_block or per_device) * mesh.size
 
     train_dev, sqnorm_dev, max_norm = _prepare_train(
@@ -185,7 +193,7 @@ def knn(queries, train, k: int = 2, *, query_block: int | None = None, train_blo
         chunk = queries[start:start + block]
         padded, size = parallel.pad_to_multiple(chunk, mesh.size)
         chunk_dev = jax.device_put(padded, parallel.sharding_along(mesh, 2))
-        sq, idx, certified = _knn_block(chunk_dev, train_dev, sqnorm_dev, max_norm, k=k,
+        sq, idx, certified = knn_block(chunk_dev, train_dev, sqnorm_dev, max_norm, k=k,
                                         num_candidates=candidates, train_block=train_block)
         sq, idx, certified = (np.array(parallel.to_host(a))[:size] for a in (sq, idx, certified))
         if candidates < n and not certified.all():  # with every point a candidate, nothing is left out

@@ -146,6 +146,16 @@ def without_step(denoise: Callable) -> Callable:
     return lambda params, x, sigma, step: denoise(params, x, sigma)
 
 
+def sample_batch_program(step_denoise: Callable, grid: tuple, solver: str, image_ndim: int, mesh) -> Callable:
+    """jit of sample_batch(params, noise [B, ...]) -> samples [B, ...] on `mesh` (the batch split
+    along its data axis): the program `edm_generate` runs per batch, and the one
+    launch/compile_check.py compiles for accelerator targets."""
+    noise_sharding = parallel.sharding_along(mesh, 1 + image_ndim)
+    return jax.jit(
+        lambda p, z: edm_sample_steps(lambda x, s, i: step_denoise(p, x, s, i), z, np.asarray(grid), solver),
+        out_shardings=noise_sharding, compiler_options=xla_options.convolutions(list(mesh.devices.flat)))
+
+
 @functools.lru_cache(maxsize=32)
 def _generate_programs(step_denoise: Callable, grid: tuple, solver: str, seed: int, batch: int,
                        shape: tuple[int, ...], mesh) -> tuple[Callable, Callable]:
@@ -153,11 +163,8 @@ def _generate_programs(step_denoise: Callable, grid: tuple, solver: str, seed: i
     with the same step denoiser and settings (e.g. a swap table whose windows are traced
     parameters) compile once."""
     noise_sharding = parallel.sharding_along(mesh, 1 + len(shape))
-    sample_batch = jax.jit(
-        lambda p, z: edm_sample_steps(lambda x, s, i: step_denoise(p, x, s, i), z, np.asarray(grid), solver),
-        out_shardings=noise_sharding, compiler_options=xla_options.convolutions(list(mesh.devices.flat)))
     make_noise = jax.jit(lambda first: edm_noise(seed, first, batch, shape), out_shardings=noise_sharding)
-    return sample_batch, make_noise
+    return sample_batch_program(step_denoise, grid, solver, len(shape), mesh), make_noise
 
 
 def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[int, ...], seed: int,

@@ -6,7 +6,7 @@ import pytest
 
 from jaxmem import parallel
 from jaxmem.config import ConfigError
-from jaxmem.neighbors import _knn_block, blocks_for_memory, knn, memorization_flags, memorization_rate, memorization_test
+from jaxmem.neighbors import knn_block, blocks_for_memory, knn, memorization_flags, memorization_rate, memorization_test
 
 
 def brute_force(queries, train, k):
@@ -32,7 +32,7 @@ def test_fast_path_certifies_well_separated_queries():
     train = rng.normal(size=(256, 32)).astype(np.float32)
     queries = rng.normal(size=(64, 32)).astype(np.float32)
     sqnorm = (train**2).sum(1)
-    _, idx, certified = _knn_block(queries, train, sqnorm, np.sqrt(sqnorm.max()), k=2,
+    _, idx, certified = knn_block(queries, train, sqnorm, np.sqrt(sqnorm.max()), k=2,
                                    num_candidates=4, train_block=64)
     assert np.asarray(certified).mean() > 0.9
     np.testing.assert_array_equal(np.asarray(idx)[np.asarray(certified)],

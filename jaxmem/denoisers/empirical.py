@@ -176,6 +176,15 @@ def make_params(train: np.ndarray | jax.Array, block_size: int = 1024) -> dict:
     }
 
 
+def param_shapes(num_train: int, dim: int, block_size: int = 1024) -> dict:
+    """The jax.ShapeDtypeStructs of `make_params` for num_train points of dimension dim (no data)."""
+    block = min(int(block_size), int(num_train))
+    num_blocks = -(-int(num_train) // block)
+    f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+    return {"points": f32(num_blocks, block, dim), "center": f32(dim), "sq_norms": f32(num_blocks, block),
+            "valid": jax.ShapeDtypeStruct((num_blocks, block), jnp.bool_)}
+
+
 def dimension(params: dict) -> int:
     """d, the flattened dimension of the training points."""
     return params["points"].shape[-1]

@@ -50,7 +50,7 @@ def default_batch_size(mesh) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _sharded_features(mesh):
+def sharded_features(mesh):
     """fid_features jit-compiled with images/features split over `mesh` and replicated params."""
     batch = parallel.sharding_along(mesh, 4)
     return jax.jit(fid_features, in_shardings=(parallel.replicated(mesh), batch),
@@ -71,7 +71,7 @@ def extract_features(images: np.ndarray, params, batch_size: int | None = None, 
     n = len(images)
     batch_size = -(-min(batch_size, n) // mesh.size) * mesh.size
     params = jax.device_put(params, parallel.replicated(mesh))
-    apply = _sharded_features(mesh)
+    apply = sharded_features(mesh)
     out = np.empty((n, FEATURE_DIM), np.float32)
     progress = Progress(name, total=n, unit="image")
     for start in range(0, n, batch_size):

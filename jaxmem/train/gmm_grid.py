@@ -38,6 +38,7 @@ distances, hand-written backward, points in cache-sized blocks).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -185,6 +186,30 @@ def grid_chunk(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Ca
     return run_chunk
 
 
+@dataclasses.dataclass(frozen=True)
+class GridProgram:
+    """The jitted run_chunk(state, batch, length) (length static, state donated) of a grid on a
+    mesh, with the shapes and shardings of its state and batch (set axis split over the mesh)."""
+
+    run_chunk: Callable
+    state_shapes: TrainState
+    state_sharding: TrainState
+    batch_sharding: dict
+
+
+def grid_program(loss_fn: Callable, optimizer: optax.GradientTransformation, params, batch, rngs,
+                 mesh) -> GridProgram:
+    """The grid's chunk program on `mesh`. params, batch, rngs: arrays or jax.ShapeDtypeStructs
+    (see train_grid) whose set axis is already a multiple of the mesh size."""
+    shard = lambda tree: jax.tree_util.tree_map(  # noqa: E731
+        lambda x: parallel.sharding_along(mesh, len(np.shape(x))), tree)
+    state_shapes = jax.eval_shape(lambda p, r: init_grid(p, r, optimizer), params, rngs)
+    state_sharding = shard(state_shapes)
+    run_chunk = jax.jit(grid_chunk(loss_fn, optimizer), static_argnums=2, donate_argnums=0,
+                        out_shardings=(state_sharding, None))
+    return GridProgram(run_chunk, state_shapes, state_sharding, shard(batch))
+
+
 def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.GradientTransformation,
                steps: int, chunk_steps: int, checkpoint_dir: str | None = None, mesh=None,
                on_chunk: Callable[[TrainState, int], None] | None = None, name: str = "grid") -> TrainState:
@@ -200,17 +225,10 @@ def train_grid(params, batch, rngs, *, loss_fn: Callable, optimizer: optax.Gradi
     num_sets = int(np.asarray(rngs).shape[0])
     mesh = parallel.make_mesh() if mesh is None else mesh
     params, batch, rngs = _pad_sets((params, batch, rngs), mesh.size)
-    shard = lambda tree: jax.tree_util.tree_map(  # noqa: E731
-        lambda x: parallel.sharding_along(mesh, np.ndim(x)), tree)
-
+    program = grid_program(loss_fn, optimizer, params, batch, rngs, mesh)
+    state_shapes, state_sharding, compiled = program.state_shapes, program.state_sharding, program.run_chunk
     grid_init = lambda p, r: init_grid(p, r, optimizer)  # noqa: E731
-    state_shapes = jax.eval_shape(grid_init, params, rngs)
-    state_sharding = shard(state_shapes)
-    batch_sharding = shard(batch)
-    batch = jax.device_put(batch, batch_sharding)
-
-    compiled = jax.jit(grid_chunk(loss_fn, optimizer), static_argnums=2, donate_argnums=0,
-                       out_shardings=(state_sharding, None))
+    batch = jax.device_put(batch, program.batch_sharding)
 
     checkpointer, state = None, None
     if checkpoint_dir is not None:

@@ -18,6 +18,7 @@ from jaxmem.data import gmm as gmm_data
 from jaxmem.train import gmm_grid
 
 TEMPLATE_PIXELS = 64  # the 8x8 digit templates of the low-rank model
+REPLICATION_SALT = 2  # appended to a data set's seed for its multiplicities
 
 
 def times_of(config) -> np.ndarray:
@@ -46,9 +47,15 @@ def make_data(config, dim: int, num_components: int, num_train: int, seed_index:
                                           seed, data_config.rank or None)
     if data_config.replication == "none":
         return data
-    counts = gmm_data.multiplicities(num_train, data_config.replication, data_config.replicated_fraction,
-                                     data_config.copies, data_config.zipf_exponent, (*seed, 2))
-    return gmm_data.replicate(data, counts)
+    return gmm_data.replicate(data, replication_counts(config, dim, num_components, num_train, seed_index))
+
+
+def replication_counts(config, dim: int, num_components: int, num_train: int, seed_index: int) -> np.ndarray:
+    """[N] copies of each distinct point of one data set (data.replication; seeded apart from the points)."""
+    data_config = config.data
+    seed = (config.seed, dim, num_components, num_train, seed_index, REPLICATION_SALT)
+    return gmm_data.multiplicities(num_train, data_config.replication, data_config.replicated_fraction,
+                                   data_config.copies, data_config.zipf_exponent, seed)
 
 
 def grid_folders(config) -> list[tuple[int, tuple[int, ...], str]]:
@@ -116,6 +123,24 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 * dim + round_index)
     rngs = np.asarray(jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.asarray(rows)))
     return models, params, batch, rngs
+
+
+def grid_shapes(config, dim: int, train_sizes, sets_multiple: int = 1) -> tuple[dict, dict, jax.ShapeDtypeStruct]:
+    """The shapes `build_grid` gives a grid of the capacity_fractions, without making its data:
+    (params, batch, rngs) as jax.ShapeDtypeStructs, the set axis padded to a multiple of
+    `sets_multiple` (the device count). For compiling the grid for a target (compile_check)."""
+    sizes = [int(n) for n in train_sizes]
+    m_values = [capacities(n, config.model.capacity_fractions) for n in sizes]
+    sets = len(config.data.num_components) * len(sizes) * config.model.num_seeds
+    sets = -(-sets // sets_multiple) * sets_multiple
+    members, max_m = max(len(m) for m in m_values), int(max(m.max() for m in m_values))
+    max_n = max(int(replication_counts(config, dim, k, n, s).sum()) for k in config.data.num_components for n in sizes
+                for s in range(config.model.num_seeds))
+    f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+    params = {"means": f32(sets, members, max_m, dim), "log_var": f32(sets, members)}
+    batch = {"train": f32(sets, max_n, dim), "point_mask": f32(sets, max_n),
+             "component_mask": jax.ShapeDtypeStruct((sets, members, max_m), jnp.bool_)}
+    return params, batch, jax.ShapeDtypeStruct((sets, 2), jnp.uint32)
 
 
 def make_loss_and_optimizer(config) -> tuple:

@@ -1,0 +1,162 @@
+"""The accelerator plan: every paper-scale job compiled for TPU and GPU targets and costed
+(launch/accelerator_plan.py; results/accelerator_plan/).
+
+Each job is one launch/compile_check.py command (`JOBS`: config preset, overrides, targets,
+programs); its workdir's compile_check.json holds per-device, per-call records (jaxmem.roofline).
+From them:
+  jobs table      per job and target: whether every program fits, the roofline device-hours of
+                  the whole run (sum over programs of calls x bound x chips, times the job's
+                  `runs`), and the wall-clock hours on that target (device-hours / chips)
+  scaling table   the EDM step and the GMM `scale` grid at 8, 32 and 256 chips with the batch per
+                  chip fixed: memory, compute bound, all-reduce bytes and their time at the
+                  target's link bandwidth, and where data parallelism stops paying
+  anchors         the published figure each job can be compared with (NVlabs EDM's CIFAR-10
+                  training, 8 V100s for about 2 days) as a ratio of device-hours
+Every figure is a compiler estimate or a roofline bound derived from one; none is measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+GIB = 2**30
+EDM_BATCH_PER_CHIP = 64  # the CIFAR-10 recipe's 512 images over 8 chips
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One compile-check command: `name` is its workdir under the plan's workdir; `runs` how many
+    runs of that shape the job trains (a sweep's runs of one width)."""
+
+    name: str
+    config: str
+    targets: tuple
+    programs: tuple = ()
+    overrides: tuple = ()
+    runs: int = 1
+    what: str = ""
+
+    def command(self, python: str, launcher: str, workdir: str) -> list[str]:
+        return [python, launcher, f"--config={self.config}", *(f"--config.{k}={v}" for k, v in self.overrides),
+                f"--target={','.join(self.targets)}", *([f"--programs={','.join(self.programs)}"] if self.programs else []),
+                f"--workdir={os.path.join(workdir, self.name)}"]
+
+
+PAPER_TARGETS = ("v5e-8", "h100x8")
+JOBS = (
+    Job("edm_1k_f32", "configs/edm.py:cifar10_1k", ("v5e-8", "v5p-32", "h100x8"), ("train_step", "sampler", "knn"),
+        what="EDM-1K (paper A): 40 M images at batch 512, 1,000 Heun samples, their 1/3 test; float32"),
+    Job("edm_1k_bf16", "configs/edm.py:cifar10_1k", PAPER_TARGETS, ("train_step", "sampler"),
+        (("model.dtype", "bfloat16"),), what="EDM-1K in bfloat16 compute (parameters float32)"),
+    Job("edm_50k_f32", "configs/edm.py:cifar10_50k", PAPER_TARGETS, (),
+        (("sampling.num_samples", 50_000),),
+        what="EDM-50K (paper A): 200 M images, 50,000 samples, the 1/3 test of 50,000 x 50,000 x 3,072, FID"),
+    Job("geometry_50k", "configs/geometry.py:cifar10_50k", PAPER_TARGETS, (),
+        (("concentration.num_points", 1_250), ("coverage.num_points", 1_250)),
+        what="geometry kernels: Q 10,000 (1,250 points x 8 draws) x N 50,000 x d 3,072, 40 levels"),
+    Job("crossover_paper", "configs/crossover.py:paper", PAPER_TARGETS,
+        what="GMM laboratory, the paper's 64 configurations at its schedule (16 grids of 40 models)"),
+    Job("crossover_scale", "configs/crossover.py:scale", PAPER_TARGETS,
+        what="GMM laboratory at scale: N up to 10^4, d up to 3,072 (6 grids)"),
+    Job("fid_50k", "configs/quality.py:default", PAPER_TARGETS, (), (("data.dataset", "cifar10"),),
+        what="FID features of 50,000 CIFAR-10 images at batch 512"),
+    *(Job(f"sweep_width{w}", "configs/edm.py:crossover_cifar10", ("h100x8",), ("train_step",),
+          (("model.channels", w), ("model.embed_dim", 4 * w)), runs=5,
+          what=f"U-Net capacity sweep, width {w}: 5 training-set sizes x 40 M images")
+      for w in (32, 64, 96, 128)),
+    *(Job(f"scaling_edm_{t}", "configs/edm.py:cifar10_1k", (t,), ("train_step",),
+          (("training.batch_size", EDM_BATCH_PER_CHIP * n),), what=f"EDM step, {EDM_BATCH_PER_CHIP} images per chip")
+      for t, n in (("v5e-32", 32), ("v5e-256", 256), ("h100x32", 32), ("h100x256", 256))),
+    *(Job(f"scaling_scale_{t}", "configs/crossover.py:scale", (t,), (), (("data.train_sizes", "(10000,)"),),
+          what="GMM scale grid at N = 10^4 (3 sets per grid: chips beyond the set count idle)")
+      for t in ("v5e-32", "v5e-256")),
+)
+# Published anchors: (job, device-hours on their hardware, what).
+ANCHORS = {"edm_50k_f32": (8 * 48, "NVlabs EDM README: CIFAR-10 DDPM++ (200 M images, batch 512) on 8 V100s, "
+                                   "about 2 days = 384 V100-hours")}
+
+
+def load(workdir: str, job: Job) -> dict | None:
+    """The job's compile_check.json, or None when it has not run."""
+    path = os.path.join(workdir, job.name, "compile_check.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def job_rows(workdir: str) -> list[dict]:
+    """Per job and target: fit, roofline device-hours and wall hours of the whole job."""
+    rows = []
+    for job in JOBS:
+        report = load(workdir, job)
+        if report is None:
+            continue
+        for target in job.targets:
+            records = [r for r in report["records"] if r["target"] == target]
+            if not records:
+                continue
+            hours = sum(r["run_device_hours"] or 0.0 for r in records) * job.runs
+            anchor = ANCHORS.get(job.name)
+            rows.append({
+                "job": job.name, "target": target, "programs": len(records),
+                "fits": all(r["fits"] for r in records),
+                "peak_gib": max(r["memory"]["peak"] for r in records) / GIB,
+                "hbm_gib": records[0]["hbm_bytes"] / GIB, "device_hours": hours,
+                "wall_hours": hours / records[0]["chips"],
+                "anchor_ratio": hours / anchor[0] if anchor else None,
+                "failures": len([f for f in report["failures"] if f" on {target}:" in f])})
+    return rows
+
+
+def program_rows(workdir: str) -> list[dict]:
+    """Every compiled record of every job, flattened for a table."""
+    rows = []
+    for job in JOBS:
+        report = load(workdir, job) or {"records": []}
+        for r in report["records"]:
+            line = r["roofline"] or {}
+            rows.append({"job": job.name, "target": r["target"], "program": r["program"], "one_call": r["unit"],
+                         "peak_gib": r["memory"]["peak"] / GIB, "hbm_gib": r["hbm_bytes"] / GIB, "fits": r["fits"],
+                         "gflop": (r["flops"] or 0.0) / 1e9, "gb_accessed": (r["bytes_accessed"] or 0.0) / 1e9,
+                         "flops_source": r["flops_source"],
+                         "all_reduce_mb": r["collectives"].get("all-reduce", {}).get("result_bytes", 0) / 1e6,
+                         "other_collectives": ",".join(k for k in r["collectives"] if k != "all-reduce") or "none",
+                         "bound_ms": line.get("bound_s", 0.0) * 1e3, "limit": line.get("limit"),
+                         "network_ms": line.get("network_s", 0.0) * 1e3, "compile_s": r["compile_s"],
+                         "compile_cached": r["compile_cached"], "calls": r["calls"],
+                         "run_device_hours": r["run_device_hours"]})
+    return rows
+
+
+def scaling_rows(workdir: str) -> list[dict]:
+    """The train step (and scale grid) at 8, 32, 256 chips: compute and network bounds per call.
+
+    For the EDM step the batch per chip is fixed, so compute per chip is fixed and the ring
+    all-reduce of the gradients costs 2 (n-1)/n x their bytes per chip. With the global batch
+    fixed instead (512), compute per chip falls as 1/n: `strong_scaling_chips` is the chip count
+    at which the compute bound of 512 images falls to the all-reduce time, past which pure data
+    parallelism stops paying (the next sharding: parameters and optimizer state split over the
+    chips, which turns the all-reduce into a reduce-scatter plus an all-gather of the same bytes
+    but divides the state's memory by n)."""
+    rows = []
+    for job in JOBS:
+        report = load(workdir, job)
+        if report is None or not (job.name.startswith("scaling_") or job.name in ("edm_1k_f32", "crossover_scale")):
+            continue
+        for r in report["records"]:
+            if r["program"] not in ("train_step",) and not r["program"].startswith("gmm_grid[d3072_n10000"):
+                continue
+            line = r["roofline"]
+            compute_s = max(line["compute_s"], line["memory_s"])
+            row = {"job": job.name, "target": r["target"], "chips": r["chips"], "program": r["program"],
+                   "peak_gib": r["memory"]["peak"] / GIB, "compute_ms": compute_s * 1e3,
+                   "all_reduce_mb": r["collectives"].get("all-reduce", {}).get("result_bytes", 0) / 1e6,
+                   "network_ms": line["network_s"] * 1e3, "network_share": line["network_s"] / line["bound_s"]}
+            if r["program"] == "train_step" and line["network_s"] > 0:
+                per_image_s = compute_s * r["chips"] / r["items"]  # one chip's time per image
+                row["strong_scaling_chips"] = 512 * per_image_s / line["network_s"]
+            rows.append(row)
+    return rows

@@ -1,0 +1,178 @@
+"""Compiling for accelerator targets without a device: the HLO readers, the target table, the
+programs built from shapes alone, and launch/compile_check.py end to end on a TPU and a GPU target.
+
+The end-to-end tests run the launcher with .venv-accelerators/bin/python (`make accelerators`:
+libtpu and the CUDA plugin, kept out of the test environment because the CUDA plugin prints driver
+warnings in every jax process of a machine without a GPU).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmem import programs, roofline, targets
+from jaxmem.config import ConfigError, load_config
+from jaxmem.denoisers import empirical
+from jaxmem.experiments.gmm_crossover import grids
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACCELERATORS_PYTHON = os.path.join(REPO, ".venv-accelerators", "bin", "python")
+LAUNCHER = os.path.join(REPO, "launch", "compile_check.py")
+
+
+# --- HLO readers and the roofline ----------------------------------------------------------------
+
+def test_shape_bytes_of_arrays_and_tuples():
+    assert roofline.shape_bytes("f32[3,3,128,128]{3,2,1,0}") == 4 * 3 * 3 * 128 * 128
+    assert roofline.shape_bytes("(bf16[8,2]{1,0}, s32[4]{0})") == 2 * 16 + 4 * 4
+    assert roofline.shape_bytes("f32[]") == 4
+
+
+HLO = """HloModule jit_step
+
+%body.1 (p: (s32[], f32[64])) -> (s32[], f32[64]) {
+  %ar.2 = f32[64]{0} all-reduce(%x), channel_id=2, replica_groups=[1,8]<=[8], to_apply=%add
+}
+
+ENTRY %main (a: f32[1024], b: f32[8,16]) -> f32[1024] {
+  %all-reduce-start = (f32[1024]{0}, f32[1024]{0}) all-reduce-start(%a), replica_groups=mesh['axis_0'=8,'axis_1'=1] {'axis_0'}, to_apply=%add
+  %all-reduce-done = f32[1024]{0} all-reduce-done(%all-reduce-start)
+  %ag = f32[8,16]{1,0} all-gather(%b), replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}
+  ROOT %rs = f32[128]{0} reduce-scatter(%all-reduce-done), replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}
+}
+"""
+
+
+def test_collectives_read_kind_bytes_group_and_loops():
+    ops = roofline.collectives(HLO, num_devices=8)
+    assert [op["kind"] for op in ops] == ["all-reduce", "all-reduce", "all-gather", "reduce-scatter"]
+    loop, start, gather, scatter = ops
+    assert loop["in_loop"] and loop["group"] == 8 and loop["result_bytes"] == 256
+    assert not start["in_loop"] and start["result_bytes"] == 4096 and start["group"] == 8  # async pair halved
+    assert start["bytes_sent"] == pytest.approx(2 * 7 / 8 * 4096)
+    assert gather["group"] == 4 and gather["bytes_sent"] == pytest.approx(3 / 4 * 512)
+    assert scatter["bytes_sent"] == pytest.approx(7 * 512)
+    summary = roofline.summarize_collectives(ops)
+    assert summary["all-reduce"]["count"] == 2 and summary["all-reduce"]["in_loop"] == 1
+
+
+def test_roofline_is_the_larger_bound_plus_the_network():
+    target = targets.get_target("h100x8")
+    bound = roofline.roofline(target, "bf16", flops=989.4e12, bytes_accessed=3.35e12 / 2, sent=450e9)
+    assert bound["compute_s"] == pytest.approx(1.0) and bound["memory_s"] == pytest.approx(0.5)
+    assert bound["network_s"] == pytest.approx(1.0) and bound["bound_s"] == pytest.approx(2.0)
+    assert bound["limit"] == "compute"
+    across = targets.get_target("h100x32")  # 4 hosts: the ring runs at the NIC's pace
+    assert roofline.roofline(across, "bf16", 0.0, 0.0, 50e9)["network_s"] == pytest.approx(1.0)
+
+
+def test_unknown_target_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known targets: v5e-8, .*h100x8"):
+        targets.get_target("v5litepod-8")
+
+
+# --- programs from shapes alone ------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset, overrides", [
+    ("smoke", {}),
+    ("smoke", {"data.replication": "fraction", "data.replicated_fraction": 0.25, "data.copies": 3}),
+])
+def test_grid_shapes_equal_the_built_grid(preset, overrides):
+    config = load_config(f"configs/crossover.py:{preset}")
+    with config.unlocked():
+        for field, value in overrides.items():
+            group, name = field.split(".")
+            config[group][name] = value
+    for dim, sizes, _ in grids.grid_folders(config):
+        _, params, batch, rngs = grids.build_grid(config, dim, grids.make_data_sets(config, dim, sizes))
+        shapes = grids.grid_shapes(config, dim, sizes)
+        built = jax.tree_util.tree_map(lambda x: (np.shape(x), np.asarray(x).dtype), (params, batch, rngs))
+        abstract = jax.tree_util.tree_map(lambda s: (s.shape, np.dtype(s.dtype)), shapes)
+        assert built == abstract
+
+
+def test_empirical_param_shapes_equal_make_params():
+    train = np.random.default_rng(0).standard_normal((300, 12)).astype(np.float32)
+    made = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), empirical.make_params(train, 128))
+    shapes = jax.tree_util.tree_map(lambda s: (s.shape, s.dtype), empirical.param_shapes(300, 12, 128))
+    assert made == shapes
+
+
+def test_gmm_grid_program_shards_sets_without_collectives():
+    """On 8 (fake CPU) devices the grid's sets are split over the mesh: no device talks to another."""
+    config = load_config("configs/crossover.py:smoke")
+    (program,) = programs.programs_of("crossover", config, jax.devices())
+    compiled = program.fn.lower(*program.args, *program.static).compile()
+    assert program.args[0].params["means"].shape[0] % jax.device_count() == 0
+    ops = roofline.collectives(compiled.as_text(), jax.device_count())
+    assert [op for op in ops if op["result_bytes"] > 64] == []  # at most the scalar metrics
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(ConfigError, match="families: edm, geometry, crossover, quality"):
+        programs.programs_of("swap", load_config("configs/swap.py:smoke"), jax.devices())
+
+
+# --- launch/compile_check.py on compile-only TPU and GPU devices -------------------------------------
+
+def _launch(tmp_path, *flags, python=ACCELERATORS_PYTHON, name="run"):
+    if not os.path.exists(python):
+        pytest.fail(f"{python} is missing; `make accelerators` creates it (make test does)")
+    workdir = tmp_path / name
+    result = subprocess.run([python, LAUNCHER, f"--workdir={workdir}", *flags], capture_output=True, text=True,
+                            cwd=REPO, timeout=900, env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
+    report = workdir / "compile_check.json"
+    return result, (json.loads(report.read_text()) if report.exists() else None)
+
+
+def test_grid_compiles_for_tpu_and_gpu_targets(tmp_path):
+    result, report = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5e-8,h100x8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| v5e-8 | gmm_grid[d6] |" in result.stdout and "| h100x8 | gmm_grid[d6] |" in result.stdout
+    tpu, gpu = report["records"]
+    for record in (tpu, gpu):
+        memory = record["memory"]
+        assert memory["argument"] > 0 and 0 < memory["peak"] <= record["hbm_bytes"] and record["fits"]
+        assert record["flops"] > 0 and record["roofline"]["bound_s"] > 0 and record["compile_s"] > 0
+    assert tpu["flops_source"] == "xla:tpu" and gpu["flops_source"] == "xla:cpu / chips"
+    assert tpu["hbm_bytes"] == 16 * 2**30 and gpu["hbm_bytes"] == 80 * 2**30
+
+
+def test_data_parallel_step_all_reduces_gradients_and_never_gathers_the_batch(tmp_path):
+    result, report = _launch(tmp_path, "--config=configs/edm.py:smoke", "--target=v5e-8", "--programs=train_step")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = report["records"]
+    collectives = record["collectives"]
+    assert set(collectives) == {"all-reduce"}, collectives  # no all-gather, reduce-scatter, all-to-all
+    from jaxmem.train import trainer  # the parameter count of the same network
+    from jaxmem.denoisers import unet
+    config = load_config("configs/edm.py:smoke")
+    num_params = unet.count_params(trainer.build_program(config, unet.input_shape(config.model)).state_shapes.params)
+    reduced = collectives["all-reduce"]["result_bytes"]
+    assert 4 * num_params <= reduced <= 4 * num_params + 1024  # float32 gradients (+ the loss metrics)
+
+
+def test_a_program_that_does_not_fit_is_one_error_line(tmp_path):
+    result, report = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5e-8",
+                             "--config.data.dims=(60000,)", "--config.data.train_sizes=(20000,)")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "gmm_grid[d60000] on v5e-8" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and report["failures"]
+
+
+def test_bad_targets_are_refused_before_any_work(tmp_path):
+    result, _ = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5litepod-8")
+    assert result.returncode == 2 and "known targets: v5e-8" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error:")
+    missing, _ = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5e-8", python=sys.executable,
+                         name="missing")
+    assert missing.returncode == 2 and "make accelerators" in missing.stderr and "Traceback" not in missing.stderr
+    family, _ = _launch(tmp_path, "--config=configs/swap.py:smoke", "--target=v5e-8", name="family")
+    assert family.returncode == 2 and "edm, geometry, crossover, quality" in family.stderr
