@@ -7,8 +7,9 @@ derived from it with the target's published peaks (jaxmem.targets); nothing is m
                peak is XLA's `peak_memory_in_bytes` where the backend fills it, else
                argument + output - alias + temp + generated code
   flops        Compiled.cost_analysis()['flops']. The CUDA plugin leaves cost analysis empty
-               without a GPU; the caller passes `flops_override` (an XLA:CPU compile of the same
-               program on one device, divided by the target's device count)
+               without a GPU; the caller passes `flops_override` (XLA's cost analysis of the same
+               program lowered for one CPU device, divided by the target's device count) and the
+               bytes accessed are floored at argument + output bytes
   collectives  every all-reduce, all-gather, reduce-scatter, all-to-all and collective-permute
                of the optimized HLO: kind, count, result bytes and the bytes one device sends,
                for a ring over a group of g devices: all-reduce 2 (g-1)/g x bytes, all-gather and
@@ -146,19 +147,24 @@ def roofline(target: Target, compute: str, flops: float, bytes_accessed: float |
             "bound_s": bound + network_s, "limit": "compute" if compute_s >= memory_s else "memory"}
 
 
-def analyze(compiled, target: Target, compute: str, compile_s: float, flops_override: float | None = None,
-            bytes_override: float | None = None) -> dict:
-    """The full record of one compiled program on `target` (per device, per call)."""
+def analyze(compiled, target: Target, compute: str, compile_s: float, flops_override: float | None = None) -> dict:
+    """The full record of one compiled program on `target` (per device, per call).
+
+    Without the target compiler's cost analysis, flops_override is used and bytes accessed are
+    floored at argument + output bytes (every input read and every output written once), which
+    keeps the roofline a lower bound."""
     mem, spent = memory(compiled), cost(compiled)
-    flops = spent["flops"] if spent["flops"] is not None else flops_override
-    accessed = spent["bytes_accessed"] if spent["bytes_accessed"] is not None else bytes_override
+    own = spent["flops"] is not None
+    flops = spent["flops"] if own else flops_override
+    accessed = spent["bytes_accessed"] if own else float(mem["argument"] + mem["output"])
     ops = collectives(compiled.as_text(), target.chips)
     coll = summarize_collectives(ops)
     sent = sum(c["bytes_sent"] for c in coll.values())
     record = {"target": target.name, "chips": target.chips, "compute": compute, "compile_s": compile_s,
               "memory": mem, "hbm_bytes": target.hbm_bytes, "fits": mem["peak"] <= target.hbm_bytes,
               "flops": flops, "bytes_accessed": accessed,
-              "flops_source": "xla:" + target.platform if spent["flops"] is not None else "xla:cpu / chips",
+              "flops_source": "xla:" + target.platform if own else "cpu hlo / chips",
+              "bytes_source": "xla:" + target.platform if own else "arguments + outputs (a floor)",
               "intensity": flops / accessed if flops and accessed else None,
               "collectives": coll, "bytes_sent": sent}
     record["roofline"] = roofline(target, compute, flops or 0.0, accessed, sent) if flops else None

@@ -44,7 +44,8 @@ _V5P = dict(hbm_bytes=95 * GIB, flops={"bf16": 459e12, "f32": 459e12, "f32_highe
 _V6E = dict(hbm_bytes=32 * GIB, flops={"bf16": 918e12, "f32": 918e12, "f32_highest": 918e12 / 6},
             hbm_bandwidth=1640e9, link_bandwidth=3584e9 / 8 / 2, scaleout_bandwidth=0.0,
             sources="Cloud TPU v6e (Trillium) docs: 918 TFLOP/s bf16, 32 GiB HBM at 1,640 GB/s, ICI 3,584 Gbps per chip")
-_H100 = dict(hbm_bytes=80 * GIB, flops={"bf16": 989.4e12, "f32": 494.7e12, "f32_highest": 66.9e12},
+_H100 = dict(hbm_bytes=85_520_809_984,  # 79.6 GiB: what an H100 80GB reports
+              flops={"bf16": 989.4e12, "f32": 494.7e12, "f32_highest": 66.9e12},
              hbm_bandwidth=3.35e12, link_bandwidth=900e9 / 2, scaleout_bandwidth=400e9 / 8,
              sources="NVIDIA H100 SXM5 datasheet: dense 989.4 TFLOP/s bf16, 494.7 TF32, 66.9 FP32; "
                      "80 GB HBM3 at 3.35 TB/s; NVLink 900 GB/s (both directions); ConnectX-7 400 Gb/s per GPU")

@@ -7,7 +7,8 @@
 Each job is one launch/compile_check.py command, run in its own process (printed before it runs)
 into <workdir>/<job>; a job whose compile_check.json exists is not run again, so a stopped plan
 resumes. A job whose programs do not all fit is reported, not fatal. --out receives jobs.md/.csv,
-programs.md/.csv, scaling.md/.csv and commands.txt (every command with its wall time).
+programs.md/.csv, scaling.md/.csv, gpu_check_predictions.json (what launch/gpu_check.py compares its
+measurements with) and commands.txt (every command with its wall time).
 """
 
 import os
@@ -56,6 +57,7 @@ def main(argv):
     io.write_text(os.path.join(out, "programs.md"), io.markdown_table(plan.program_rows(workdir)) + "\n")
     io.write_csv(os.path.join(out, "scaling.csv"), plan.scaling_rows(workdir))
     io.write_text(os.path.join(out, "scaling.md"), io.markdown_table(plan.scaling_rows(workdir)) + "\n")
+    io.write_json(os.path.join(out, "gpu_check_predictions.json"), plan.gpu_check_predictions(workdir))
     print(f"tables: {out}")
 
 

@@ -31,7 +31,9 @@ Stages (every command runs as a subprocess, with the working tree on PYTHONPATH)
 Outputs, in --out (default: $OUT when set, else runs/gpu_check), rewritten after every stage:
   summary.json   device, versions, budget, every stage (status ok / failed / timeout / skipped,
                  wall and estimated seconds, reason, error tail, details) and every bench row
-  summary.md     the GPU section of BENCHMARKS.md (device, date, tables), then error tails
+  summary.md     the GPU section of BENCHMARKS.md (device, date, tables, and the compile check's
+                 predicted bound and peak memory of the EDM step beside bench:edm's measurement,
+                 from results/accelerator_plan/gpu_check_predictions.json), then error tails
   logs.txt       every stage's output, each line stamped with its second
 --update_benchmarks=BENCHMARKS.md also writes the section between the file's gpu-check markers;
 --from_summary=summary.json does only that, from a finished check (e.g. one fetched from a GPU
@@ -85,6 +87,8 @@ _SCRATCH = flags.DEFINE_string("scratch", None, "Folder for the stages' workdirs
 _UPDATE = flags.DEFINE_string("update_benchmarks", None, "Markdown file whose gpu-check section to fill.")
 _FROM_SUMMARY = flags.DEFINE_string("from_summary", None, "Only render this summary.json into --update_benchmarks.")
 
+# What launch/compile_check.py predicts for bench:edm's step on one H100 (launch/accelerator_plan.py writes it).
+PREDICTIONS = os.path.join(REPO, "results", "accelerator_plan", "gpu_check_predictions.json")
 FIRST_ENTRIES, LAST_ENTRIES = ("knn", "geometry", "gmm", "crossover_time"), ("edm", "fid")
 SLICE = {"full": ["--config.data.dims=(60,)", "--config.data.train_sizes=(200,)"],
          "quick": ["--config.data.dims=(6,)", "--config.data.num_components=(2,)", "--config.data.train_sizes=(8,)",
@@ -94,6 +98,14 @@ PROGRESS = r"(\d+)/(\d+) \(\d+%\) ([0-9.e+\-]+) step/s"  # jaxmem.progress.Progr
 DEVICE_INFO = ("import json, platform, jax; d = jax.devices(); s = d[0].memory_stats() or {}; "
                "print('DEVICE_INFO ' + json.dumps({'backend': jax.default_backend(), 'device_kind': d[0].device_kind, "
                "'device_count': len(d), 'bytes_limit': s.get('bytes_limit'), 'python': platform.python_version()}))")
+
+
+def load_predictions() -> list[dict]:
+    """The compile check's figures for the programs bench:edm measures (PREDICTIONS; [] if absent)."""
+    if not os.path.exists(PREDICTIONS):
+        return []
+    with open(PREDICTIONS) as f:
+        return json.load(f)
 
 
 def stage_order() -> list[str]:
@@ -274,7 +286,8 @@ def main(argv):
                  f"{setup.get('details') or setup.get('reason')})\n{setup.get('error_tail', '')}\n"
                  "carry the missing wheels in --wheels (BENCHMARKS.md, GPU, says how)")
     summary = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-               "quick": check.quick, "budget_s": _BUDGET.value, "stages": check.records}
+               "quick": check.quick, "budget_s": _BUDGET.value, "stages": check.records,
+               "predictions": [] if check.quick else load_predictions()}
 
     def write():
         summary["elapsed_s"] = check.budget.elapsed()

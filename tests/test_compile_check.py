@@ -140,7 +140,7 @@ def test_grid_compiles_for_tpu_and_gpu_targets(tmp_path):
         memory = record["memory"]
         assert memory["argument"] > 0 and 0 < memory["peak"] <= record["hbm_bytes"] and record["fits"]
         assert record["flops"] > 0 and record["roofline"]["bound_s"] > 0 and record["compile_s"] > 0
-    assert tpu["flops_source"] == "xla:tpu" and gpu["flops_source"] == "xla:cpu / chips"
+    assert tpu["flops_source"] == "xla:tpu" and gpu["flops_source"] == "cpu hlo / chips"
     assert tpu["hbm_bytes"] == 16 * 2**30 and gpu["hbm_bytes"] == 80 * 2**30
 
 
@@ -175,4 +175,48 @@ def test_bad_targets_are_refused_before_any_work(tmp_path):
                          name="missing")
     assert missing.returncode == 2 and "make accelerators" in missing.stderr and "Traceback" not in missing.stderr
     family, _ = _launch(tmp_path, "--config=configs/swap.py:smoke", "--target=v5e-8", name="family")
-    assert family.returncode == 2 and "edm, geometry, crossover, quality" in family.stderr
+    assert family.returncode == 2 and "'edm', 'geometry', 'crossover', 'quality'" in family.stderr
+
+
+# --- the plan's tables and the GPU check's predictions -----------------------------------------------
+
+def _record(target, chips, program, items, calls, bound_s, network_s, peak, all_reduce=0):
+    return {"target": target, "chips": chips, "program": program, "unit": f"{items} things", "items": items,
+            "calls": calls, "memory": {"peak": peak}, "hbm_bytes": 16 * 2**30, "fits": peak <= 16 * 2**30,
+            "flops": 1e12, "bytes_accessed": 1e9, "flops_source": "xla:tpu", "compile_s": 1.0,
+            "compile_cached": False, "collectives": {"all-reduce": {"result_bytes": all_reduce}} if all_reduce else {},
+            "roofline": {"compute_s": bound_s - network_s, "memory_s": 0.0, "network_s": network_s,
+                         "bound_s": bound_s, "limit": "compute"},
+            "run_device_hours": calls * bound_s * chips / 3600}
+
+
+def test_plan_tables_sum_programs_and_find_the_strong_scaling_limit(tmp_path):
+    from jaxmem.experiments import accelerator_plan as plan
+    (tmp_path / "edm_1k_f32").mkdir()
+    records = [_record("v5e-8", 8, "train_step", 512, 3600, 0.5, 0.1, 2**30, all_reduce=4 * 10**8),
+               _record("v5e-8", 8, "sampler", 256, 36, 1.0, 0.0, 2 * 2**30),
+               _record("h100x8", 8, "train_step", 512, 3600, 0.2, 0.05, 20 * 2**30)]
+    (tmp_path / "edm_1k_f32" / "compile_check.json").write_text(json.dumps(
+        {"records": records, "failures": ["train_step on h100x8: does not fit: ..."]}))
+    jobs = {row["target"]: row for row in plan.job_rows(str(tmp_path))}
+    assert jobs["v5e-8"]["device_hours"] == pytest.approx((3600 * 0.5 + 36 * 1.0) * 8 / 3600)
+    assert jobs["v5e-8"]["wall_hours"] == pytest.approx(jobs["v5e-8"]["device_hours"] / 8)
+    assert jobs["v5e-8"]["fits"] and not jobs["h100x8"]["fits"] and jobs["h100x8"]["failures"] == 1
+    (scaling,) = [row for row in plan.scaling_rows(str(tmp_path)) if row["target"] == "v5e-8"]
+    per_image_s = 0.4 * 8 / 512  # one chip's compute per image
+    assert scaling["strong_scaling_chips"] == pytest.approx(512 * per_image_s / 0.1)
+    assert scaling["network_share"] == pytest.approx(0.2) and scaling["all_reduce_mb"] == pytest.approx(400)
+
+
+def test_gpu_report_sets_predictions_beside_measurements():
+    from jaxmem.benchmarks import gpu_report
+    summary = {"stages": [{"stage": "bench:edm", "details": {"rows": [
+        {"entry": "edm", "method": "jaxmem EDM train step (cifar10_1k, float32)", "shape": "batch 512 x 32x32x3",
+         "median_s": 0.25, "peak_gib": 30.0},
+        {"entry": "edm", "method": "jaxmem EDM train step (cifar10_1k, bfloat16)", "shape": "batch 256 x 32x32x3",
+         "median_s": 0.1}]}}],
+        "predictions": [{"dtype": "float32", "batch": 512, "target": "h100x1", "bound_s": 0.1, "peak_gib": 28.0},
+                        {"dtype": "bfloat16", "batch": 512, "target": "h100x1", "bound_s": 0.05, "peak_gib": 15.0}]}
+    f32, bf16 = gpu_report.prediction_rows(summary)
+    assert f32["bound / measured"] == "0.4" and f32["measured (ms)"] == "250" and f32["peak GiB measured"] == "30"
+    assert bf16["measured (ms)"] == "n/a"  # the bf16 measurement ran at another batch: no pairing

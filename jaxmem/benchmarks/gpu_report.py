@@ -106,6 +106,11 @@ def section_markdown(summary: dict) -> str:
         lines += ["`vs baseline` = baseline time / jaxmem time in the same run; `matmul fraction` = achieved "
                   "FLOP/s over the device's measured matmul rate (launch/bench.py); peak GiB per entry.", "",
                   io.markdown_table(table)]
+    predictions = prediction_rows(summary)
+    if predictions:
+        lines += ["Compile-check predictions (compile-only, from this repository's results/accelerator_plan/) beside "
+                  "the measurements: `bound / measured` is the fraction of the roofline bound the step reached.", "",
+                  io.markdown_table(predictions)]
     piece = _details(summary, "slice")
     if piece:
         lines.append(f"Slice of the `paper` preset ({' '.join(piece['overrides'])}): exit {piece['returncode']}, "
@@ -119,6 +124,27 @@ def section_markdown(summary: dict) -> str:
         lines.append(f"Tests marked gpu: {tests['passed']} passed, {tests['failed']} failed, "
                      f"{tests['skipped']} skipped{failing}.\n")
     return "\n".join(lines)
+
+
+def prediction_rows(summary: dict) -> list[dict]:
+    """The compile check's predictions for the EDM train step (summary["predictions"]: records of
+    launch/compile_check.py for one GPU, as results/accelerator_plan/gpu_check_predictions.json
+    holds them) beside what bench:edm measured for the same dtype and batch: the roofline bound
+    against the measured step time (their ratio is the fraction of the bound reached) and the
+    compiled peak memory against the measured peak."""
+    rows = []
+    for predicted in summary.get("predictions", []):
+        dtype, batch = predicted["dtype"], predicted["batch"]
+        measured = next((row for row in bench_rows(summary) if row["entry"] == "edm"
+                         and row["method"].endswith(f", {dtype})") and row.get("shape", "").startswith(f"batch {batch} ")),
+                        None)
+        step_s = measured["median_s"] if measured else None
+        rows.append({"program": f"edm train step, {dtype}, batch {batch}", "target": predicted["target"],
+                     "bound (ms)": _num(predicted["bound_s"] * 1e3), "measured (ms)": _num(step_s and step_s * 1e3),
+                     "bound / measured": _num(step_s and predicted["bound_s"] / step_s),
+                     "peak GiB compiled": _num(predicted["peak_gib"]),
+                     "peak GiB measured": _num(measured.get("peak_gib") if measured else None)})
+    return rows
 
 
 def summary_markdown(summary: dict) -> str:

@@ -46,8 +46,10 @@ class Job:
 
 PAPER_TARGETS = ("v5e-8", "h100x8")
 JOBS = (
-    Job("edm_1k_f32", "configs/edm.py:cifar10_1k", ("v5e-8", "v5p-32", "h100x8"), ("train_step", "sampler", "knn"),
+    Job("edm_1k_f32", "configs/edm.py:cifar10_1k", PAPER_TARGETS, ("train_step", "sampler", "knn"),
         what="EDM-1K (paper A): 40 M images at batch 512, 1,000 Heun samples, their 1/3 test; float32"),
+    Job("edm_1k_v5p", "configs/edm.py:cifar10_1k", ("v5p-32",), ("train_step",),
+        what="EDM-1K's train step on a v5p slice (16 chips, 32 images each)"),
     Job("edm_1k_bf16", "configs/edm.py:cifar10_1k", PAPER_TARGETS, ("train_step", "sampler"),
         (("model.dtype", "bfloat16"),), what="EDM-1K in bfloat16 compute (parameters float32)"),
     Job("edm_50k_f32", "configs/edm.py:cifar10_50k", PAPER_TARGETS, (),
@@ -66,6 +68,9 @@ JOBS = (
           (("model.channels", w), ("model.embed_dim", 4 * w)), runs=5,
           what=f"U-Net capacity sweep, width {w}: 5 training-set sizes x 40 M images")
       for w in (32, 64, 96, 128)),
+    *(Job(f"gpu_check_{d}", "configs/edm.py:cifar10_1k", ("h100x1",), ("train_step",), (("model.dtype", d),),
+          what=f"bench:edm's step (batch 512, {d}) on one H100: the predictions launch/gpu_check.py measures against")
+      for d in ("float32", "bfloat16")),
     *(Job(f"scaling_edm_{t}", "configs/edm.py:cifar10_1k", (t,), ("train_step",),
           (("training.batch_size", EDM_BATCH_PER_CHIP * n),), what=f"EDM step, {EDM_BATCH_PER_CHIP} images per chip")
       for t, n in (("v5e-32", 32), ("v5e-256", 256), ("h100x32", 32), ("h100x256", 256))),
@@ -85,6 +90,18 @@ def load(workdir: str, job: Job) -> dict | None:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def gpu_check_predictions(workdir: str) -> list[dict]:
+    """The gpu_check_* jobs' train-step records as launch/gpu_check.py reads them."""
+    out = []
+    for job in JOBS:
+        report = load(workdir, job) if job.name.startswith("gpu_check_") else None
+        for r in (report or {"records": []})["records"]:
+            out.append({"dtype": dict(job.overrides)["model.dtype"], "batch": r["items"], "target": r["target"],
+                        "bound_s": r["roofline"]["bound_s"], "peak_gib": r["memory"]["peak"] / GIB,
+                        "gflop": r["flops"] / 1e9})
+    return out
 
 
 def job_rows(workdir: str) -> list[dict]:
@@ -144,7 +161,8 @@ def scaling_rows(workdir: str) -> list[dict]:
     rows = []
     for job in JOBS:
         report = load(workdir, job)
-        if report is None or not (job.name.startswith("scaling_") or job.name in ("edm_1k_f32", "crossover_scale")):
+        if report is None or not (job.name.startswith("scaling_") or job.name in ("edm_1k_f32", "edm_1k_v5p",
+                                                                                 "crossover_scale")):
             continue
         for r in report["records"]:
             if r["program"] not in ("train_step",) and not r["program"].startswith("gmm_grid[d3072_n10000"):
