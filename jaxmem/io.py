@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 import ml_collections
@@ -37,22 +38,57 @@ def writing(path: str):
         raise WriteError(f"cannot write {path}: {error.strerror or error}") from error
 
 
+def file_mode() -> int:
+    """The mode a plain new file gets here: 0o666 less the process's umask (0o644 under the usual
+    022), what open() would give, so collaborators read results as they read any other file."""
+    with _UMASK_GUARD:  # reading the umask means setting it; threads must not see the 0 meanwhile
+        umask = os.umask(0)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+_UMASK_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
-def atomic_path(path: str):
-    """Yields a temporary path in the same folder; renames it onto `path` on success (WriteError
-    when any of it fails; the temporary file is removed)."""
+def _temporary(path: str):
+    """Yields a new temporary file beside `path` (mode file_mode(), not mkstemp's private 0o600),
+    removed on exit unless it was renamed away; WriteError naming `path` when any of it fails."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     with writing(path):
         try:
             os.makedirs(folder, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".")
+            os.fchmod(fd, file_mode())
             os.close(fd)
             yield tmp
-            os.replace(tmp, path)
         finally:
             if tmp is not None and os.path.exists(tmp):
                 os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path in the same folder; renames it onto `path` on success (WriteError
+    when any of it fails; the temporary file is removed)."""
+    with _temporary(path) as tmp:
+        yield tmp
+        os.replace(tmp, path)
+
+
+def write_new(path: str, text: str) -> bool:
+    """Creates `path` holding `text` only if it does not exist, atomically: complete or absent, and
+    of racing writers exactly one succeeds (a hard link of a finished temporary file). False when
+    `path` exists; WriteError when it cannot be written."""
+    with _temporary(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    return True
 
 
 def write_text(path: str, text: str) -> str:

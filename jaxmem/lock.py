@@ -1,11 +1,18 @@
 """One owner per workdir: a lock file `<workdir>/.lock` taken by every launcher and the sweep driver.
 
-The lock is a JSON file {"pid", "host", "started", "command"} created atomically with
-O_CREAT | O_EXCL, so of two processes that try at once exactly one gets it. A lock whose
-owner is gone is stale: when its host is this host and its pid no longer exists, it is taken
-over (and a warning says so). A lock written on another host cannot be checked from here: it
-is refused with a message that says how to remove it if its owner is gone. A lock that cannot
-be read (a half-written or foreign file) is refused the same way.
+The lock is a JSON file {"pid", "host", "started", "command"} created complete or not at all
+(jaxmem.io.write_new: a hard link of a finished temporary file, which fails when the lock
+exists), so of two processes that try at once exactly one gets it and no reader sees it
+half-written. A lock whose owner is gone is stale: when its host is this host and its pid no
+longer exists, it is taken over (and a warning says so). The takeover is atomic: it runs under
+an exclusive flock of `<workdir>/.lock.takeover` (a file kept in place; stale locks are
+same-host, so a host-local flock suffices), re-reads the lock there and replaces it with a
+finished file of its own (rename) only while it still holds the dead owner's record; a racer
+that read the same stale lock finds a live owner once it gets the flock. Nobody ever removes a
+lock that another live process has just taken. A lock written on another host cannot be
+checked from here: it is refused with a message that says how to remove it if its owner is
+gone. A lock that cannot be read (a foreign file) is refused the same way. A workdir where the
+lock cannot be written (a read-only or pseudo filesystem) raises jaxmem.io.WriteError.
 
 Multi-host jobs (one process per host on a shared filesystem): only process 0 takes the lock;
 the other processes of the job write under process 0's ownership.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import os
 import shlex
@@ -23,6 +31,8 @@ import sys
 import time
 
 from absl import logging
+
+from jaxmem import io
 
 LOCK_FILE = ".lock"
 
@@ -69,38 +79,48 @@ def describe(owner: dict) -> str:
             f"({owner.get('command', '?')})")
 
 
-def _create(path: str) -> bool:
-    """Creates the lock file holding this process's record; False when it already exists."""
-    record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": datetime.datetime.now().isoformat(timespec="seconds"),
-              "command": shlex.join(sys.argv)}
+def _record() -> str:
+    """This process's lock record as JSON text."""
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                       "command": shlex.join(sys.argv)})
+
+
+def _take_over(workdir: str, stale: dict) -> bool:
+    """Replaces the stale lock holding record `stale` with this process's, under the takeover
+    flock; False when the lock changed meanwhile (released, or taken by another process)."""
+    path = lock_path(workdir)
+    with io.writing(path + ".takeover"):
+        guard = os.open(path + ".takeover", os.O_RDWR | os.O_CREAT, io.file_mode())
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    return True
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if read_owner(workdir) != stale:
+            return False
+        with io.atomic_path(path) as tmp, open(tmp, "w") as f:
+            f.write(_record())
+        return True
+    finally:
+        os.close(guard)  # closing releases the flock
 
 
 def acquire(workdir: str) -> None:
     """Takes `workdir`'s lock (creating the folder); takes over a stale one.
 
-    Raises WorkdirBusy naming the owner when a live or uncheckable process holds it.
+    Raises WorkdirBusy naming the owner when a live or uncheckable process holds it, and
+    jaxmem.io.WriteError when the lock cannot be written.
     """
     path = lock_path(workdir)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    for _ in range(3):  # a stale lock removed here may be re-taken by a racing process
-        if _create(path):
+    for _ in range(3):  # the lock may change between our attempt and the read: try again
+        if io.write_new(path, _record()):
             return
         owner = read_owner(workdir)
         if owner is None:  # released between our attempt and the read
             continue
         alive = owner_alive(owner)
         if alive is False:
-            logging.warning("taking over the stale lock of %s: that process is gone", describe(owner))
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+            if _take_over(workdir, owner):
+                logging.warning("taking over the stale lock of %s: that process is gone", describe(owner))
+                return
             continue
         if alive:
             raise WorkdirBusy(f"{workdir} is in use by {describe(owner)}; wait for it to finish or stop it, "
