@@ -6,10 +6,12 @@ derived from it with the target's published peaks (jaxmem.targets); nothing is m
   memory       argument, output, alias and temporary bytes (Compiled.memory_analysis()); the
                peak is XLA's `peak_memory_in_bytes` where the backend fills it, else
                argument + output - alias + temp + generated code
-  flops        Compiled.cost_analysis()['flops']. The CUDA plugin leaves cost analysis empty
-               without a GPU; the caller passes `flops_override` (XLA's cost analysis of the same
-               program lowered for one CPU device, divided by the target's device count) and the
-               bytes accessed are floored at argument + output bytes
+  flops        the larger of XLA's cost analysis (Compiled.cost_analysis()['flops']: elementwise
+               work included, but a while loop's body counted once; empty for the CUDA plugin
+               without a GPU) and `matmul_flops`, the dots and convolutions of the compiled HLO
+               with every loop counted as often as it runs (the k-NN, geometry and GMM programs
+               are loops over blocks or steps)
+  bytes        XLA's bytes accessed (loop bodies once), floored at argument + output bytes
   collectives  every all-reduce, all-gather, reduce-scatter, all-to-all and collective-permute
                of the optimized HLO: kind, count, result bytes and the bytes one device sends,
                for a ring over a group of g devices: all-reduce 2 (g-1)/g x bytes, all-gather and
@@ -111,6 +113,112 @@ def summarize_collectives(ops: list[dict]) -> dict:
     return out
 
 
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%(?P<name>[\w.\-]+)\s+\(")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+)\s*=\s*(?P<shape>\(.*?\)|\S+)\s+(?P<op>[\w\-]+)\((?P<args>[^)]*)\)(?P<attrs>.*)$")
+_CONV_TARGETS = {"__cudnn$convForward": ("out", 1), "__cudnn$convBiasActivationForward": ("out", 1),
+                 "__cudnn$convBackwardFilter": (1, "out"), "__cudnn$convBackwardInput": (0, 1)}
+
+
+def _dims(shape: str) -> list[int]:
+    """The dimensions of the first array in an HLO shape ('f32[8,16]{1,0}' or a tuple)."""
+    found = _ARRAY.search(shape)
+    return [int(d) for d in filter(None, found.group(2).split(","))] if found else []
+
+
+def _conv_flops(out: list[int], kernel: list[int], labels: str) -> float:
+    """2 x output elements x contracted kernel elements (all kernel dims but its output features)."""
+    kernel_labels = labels.split("_")[1].split("->")[0]
+    return 2.0 * _product(out) * _product(kernel) / kernel[kernel_labels.index("o")]
+
+
+def _instruction_flops(op: str, shape: str, args: list[str], attrs: str, shapes: dict) -> float:
+    """Matmul and convolution FLOPs of one HLO instruction (0 for everything else)."""
+    if op == "dot":
+        lhs = _dims(shapes.get(args[0], ""))
+        contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", attrs)
+        contracted = _product(lhs[int(i)] for i in filter(None, contracting.group(1).split(","))) if contracting else 1
+        return 2.0 * _product(_dims(shape)) * contracted
+    if op == "convolution":
+        labels = re.search(r"dim_labels=(\S+?)[,\s]", attrs + " ")
+        return _conv_flops(_dims(shape), _dims(shapes.get(args[1], "")), labels.group(1)) if labels else 0.0
+    if op == "custom-call":
+        target = re.search(r'custom_call_target="([^"]+)"', attrs)
+        target = target.group(1) if target else ""
+        if target in _CONV_TARGETS:
+            out_at, kernel_at = _CONV_TARGETS[target]
+            pick = lambda at: _dims(shape) if at == "out" else _dims(shapes.get(args[at], ""))  # noqa: E731
+            labels = re.search(r"dim_labels=(\S+?)[,\s]", attrs + " ")
+            return _conv_flops(pick(out_at), pick(kernel_at), labels.group(1)) if labels else 0.0
+        if target.startswith("__cublas"):
+            lhs = _dims(shapes.get(args[0], ""))
+            contracting = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', attrs)
+            indices = [int(i.strip('" ')) for i in contracting.group(1).split(",") if i.strip('" ')] if contracting else []
+            return 2.0 * _product(_dims(shape)) * _product(lhs[i] for i in indices)
+    return 0.0
+
+
+def _computations(hlo_text: str) -> tuple[dict, str]:
+    """{computation name: [(name, shape, op, operand names, attributes)]} and the entry's name."""
+    computations, entry, current = {}, "", None
+    for line in hlo_text.splitlines():
+        head = _HEADER.match(line)
+        if head:
+            current = computations.setdefault(head.group("name"), [])
+            entry = head.group("name") if line.startswith("ENTRY") else entry
+            continue
+        op = _INSTRUCTION.match(line)
+        if op and current is not None:
+            current.append((op.group("name"), op.group("shape"), op.group("op"),
+                            re.findall(r"%([\w.\-]+)", op.group("args")), op.group("attrs"), op.group("args")))
+    return computations, entry
+
+
+def _trip_count(attrs: str, computations: dict) -> int:
+    """How often a while loop runs its body: XLA's known_trip_count, else the constant its
+    condition compares the counter with (`i < n`), else 1."""
+    known = re.search(r'known_trip_count":\{"n":"(\d+)"', attrs)
+    if known:
+        return int(known.group(1))
+    condition = computations.get(re.search(r"condition=%([\w.\-]+)", attrs).group(1), [])
+    if not any(op == "compare" and "direction=LT" in a for _, _, op, _, a, _ in condition):
+        return 1
+    constants = [int(raw) for _, shape, op, _, _, raw in condition if op == "constant" and raw.strip().isdigit()]
+    return max(constants, default=1)
+
+
+def matmul_flops(hlo_text: str) -> float:
+    """FLOPs of the dots and convolutions of an optimized HLO module, with every while loop's body
+    counted as often as the loop runs (XLA's own cost analysis counts a loop body once).
+
+    The trip count is the loop's `known_trip_count` when XLA annotates it, else the constant its
+    condition compares the counter with (jax's scans and fori_loops count up from 0). Fusions and
+    calls count once per call; of a conditional's branches the costliest counts. Elementwise work
+    is not counted: this is the matrix-unit work that the FLOP peaks of jaxmem.targets refer to."""
+    computations, entry = _computations(hlo_text)
+    memo: dict = {}
+
+    def total(name: str) -> float:
+        if name in memo:
+            return memo[name]
+        memo[name] = 0.0  # a recursive reference (none in valid HLO) counts nothing
+        shapes, flops = {}, 0.0
+        for inst, shape, op, args, attrs, _ in computations.get(name, []):
+            shapes[inst] = shape
+            flops += _instruction_flops(op, shape, args, attrs, shapes)
+            if op == "while":
+                flops += _trip_count(attrs, computations) * total(re.search(r"body=%([\w.\-]+)", attrs).group(1))
+            elif op == "conditional":
+                branches = re.search(r"branch_computations=\{([^}]*)\}", attrs)
+                flops += max((total(b) for b in re.findall(r"%([\w.\-]+)", branches.group(1))), default=0.0) \
+                    if branches else 0.0
+            else:
+                flops += sum(total(callee) for callee in re.findall(r"\bcalls=%([\w.\-]+)", attrs))
+        memo[name] = flops
+        return flops
+
+    return total(entry)
+
+
 def memory(compiled) -> dict:
     """Per-device bytes of a compiled program (see module doc for the peak)."""
     stats = compiled.memory_analysis()
@@ -147,25 +255,25 @@ def roofline(target: Target, compute: str, flops: float, bytes_accessed: float |
             "bound_s": bound + network_s, "limit": "compute" if compute_s >= memory_s else "memory"}
 
 
-def analyze(compiled, target: Target, compute: str, compile_s: float, flops_override: float | None = None) -> dict:
+def analyze(compiled, target: Target, compute: str, compile_s: float) -> dict:
     """The full record of one compiled program on `target` (per device, per call).
 
-    Without the target compiler's cost analysis, flops_override is used and bytes accessed are
-    floored at argument + output bytes (every input read and every output written once), which
-    keeps the roofline a lower bound."""
+    flops: the larger of XLA's cost analysis (elementwise work included, loop bodies counted once,
+    empty for the CUDA plugin without a GPU) and `matmul_flops` of the compiled HLO (dots and
+    convolutions, loops counted in full). bytes_accessed: XLA's count where it has one, floored
+    at argument + output bytes (every input read and every output written once); loop bodies
+    count once, so the memory term stays a lower bound."""
     mem, spent = memory(compiled), cost(compiled)
-    own = spent["flops"] is not None
-    flops = spent["flops"] if own else flops_override
-    accessed = spent["bytes_accessed"] if own else float(mem["argument"] + mem["output"])
-    ops = collectives(compiled.as_text(), target.chips)
-    coll = summarize_collectives(ops)
+    text = compiled.as_text()
+    matmul = matmul_flops(text)
+    flops = max(spent["flops"] or 0.0, matmul)
+    accessed = max(spent["bytes_accessed"] or 0.0, float(mem["argument"] + mem["output"]))
+    coll = summarize_collectives(collectives(text, target.chips))
     sent = sum(c["bytes_sent"] for c in coll.values())
     record = {"target": target.name, "chips": target.chips, "compute": compute, "compile_s": compile_s,
               "memory": mem, "hbm_bytes": target.hbm_bytes, "fits": mem["peak"] <= target.hbm_bytes,
-              "flops": flops, "bytes_accessed": accessed,
-              "flops_source": "xla:" + target.platform if own else "cpu hlo / chips",
-              "bytes_source": "xla:" + target.platform if own else "arguments + outputs (a floor)",
+              "flops": flops, "matmul_flops": matmul, "xla_flops": spent["flops"], "bytes_accessed": accessed,
               "intensity": flops / accessed if flops and accessed else None,
               "collectives": coll, "bytes_sent": sent}
-    record["roofline"] = roofline(target, compute, flops or 0.0, accessed, sent) if flops else None
+    record["roofline"] = roofline(target, compute, flops, accessed, sent) if flops else None
     return record

@@ -62,6 +62,59 @@ def test_collectives_read_kind_bytes_group_and_loops():
     assert summary["all-reduce"]["count"] == 2 and summary["all-reduce"]["in_loop"] == 1
 
 
+LOOP_HLO = """HloModule loop
+
+%fused_dot (p0: f32[64,256], p1: f32[256,128]) -> f32[64,128] {
+  %p0 = f32[64,256]{1,0} parameter(0)
+  %p1 = f32[256,128]{1,0} parameter(1)
+  ROOT %dot.1 = f32[64,128]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%body (state: (s32[], f32[64,256], f32[256,128])) -> (s32[], f32[64,256], f32[256,128]) {
+  %state = (s32[], f32[64,256]{1,0}, f32[256,128]{1,0}) parameter(0)
+  %a = f32[64,256]{1,0} get-tuple-element(%state), index=1
+  %b = f32[256,128]{1,0} get-tuple-element(%state), index=2
+  %fusion.1 = f32[64,128]{1,0} fusion(%a, %b), kind=kOutput, calls=%fused_dot
+}
+
+%cond (state.1: (s32[], f32[64,256], f32[256,128])) -> pred[] {
+  %constant.7 = s32[] constant(12)
+  %state.1 = (s32[], f32[64,256]{1,0}, f32[256,128]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%state.1), index=0
+  ROOT %lt = pred[] compare(%i, %constant.7), direction=LT
+}
+
+ENTRY %main (x: f32[8,16,16,32], w: f32[3,3,32,64], dy: (f32[8,16,16,64]), s: (s32[], f32[64,256], f32[256,128])) -> f32[8,16,16,64] {
+  %x = f32[8,16,16,32]{3,2,1,0} parameter(0)
+  %w = f32[3,3,32,64]{3,2,1,0} parameter(1)
+  %s = (s32[], f32[64,256]{1,0}, f32[256,128]{1,0}) parameter(3)
+  %conv = f32[8,16,16,64]{3,2,1,0} convolution(%x, %w), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+  %cudnn = (f32[8,16,16,64]{3,2,1,0}, u8[0]{0}) custom-call(%x, %w), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, custom_call_target="__cudnn$convForward"
+  %loop = (s32[], f32[64,256]{1,0}, f32[256,128]{1,0}) while(%s), condition=%cond, body=%body
+  %loop.2 = (s32[], f32[64,256]{1,0}, f32[256,128]{1,0}) while(%s), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"3"}}
+  ROOT %out = f32[8,16,16,64]{3,2,1,0} add(%conv, %conv)
+}
+"""
+
+
+def test_matmul_flops_count_loops_fusions_convolutions_and_cudnn_calls():
+    conv = 2 * (8 * 16 * 16 * 64) * (3 * 3 * 32)
+    dot = 2 * 64 * 128 * 256
+    assert roofline.matmul_flops(LOOP_HLO) == 2 * conv + 12 * dot + 3 * dot
+
+
+def test_matmul_flops_of_a_compiled_scan_equal_the_arithmetic():
+    """A scan of 10 steps, each two dots, split over 8 (fake CPU) devices: every step counted."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    def run(c, m):
+        return jax.lax.scan(lambda c, mi: (jnp.tanh(c @ mi @ mi.T), None), c, m)[0]
+    compiled = jax.jit(run).lower(jax.ShapeDtypeStruct((64, 256), jnp.float32, sharding=rows),
+                                  jax.ShapeDtypeStruct((10, 256, 128), jnp.float32)).compile()
+    per_device_rows = 64 // jax.device_count()
+    assert roofline.matmul_flops(compiled.as_text()) == 10 * 2 * (2 * per_device_rows * 256 * 128)
+
+
 def test_roofline_is_the_larger_bound_plus_the_network():
     target = targets.get_target("h100x8")
     bound = roofline.roofline(target, "bf16", flops=989.4e12, bytes_accessed=3.35e12 / 2, sent=450e9)
@@ -140,7 +193,8 @@ def test_grid_compiles_for_tpu_and_gpu_targets(tmp_path):
         memory = record["memory"]
         assert memory["argument"] > 0 and 0 < memory["peak"] <= record["hbm_bytes"] and record["fits"]
         assert record["flops"] > 0 and record["roofline"]["bound_s"] > 0 and record["compile_s"] > 0
-    assert tpu["flops_source"] == "xla:tpu" and gpu["flops_source"] == "cpu hlo / chips"
+    assert tpu["xla_flops"] > 0 and gpu["xla_flops"] is None  # the CUDA plugin has no cost analysis without a GPU
+    assert gpu["matmul_flops"] == pytest.approx(tpu["matmul_flops"], rel=1e-6)  # the same dots on both
     assert tpu["hbm_bytes"] == 16 * 2**30 and gpu["hbm_bytes"] == 80 * 2**30
 
 
@@ -183,7 +237,7 @@ def test_bad_targets_are_refused_before_any_work(tmp_path):
 def _record(target, chips, program, items, calls, bound_s, network_s, peak, all_reduce=0):
     return {"target": target, "chips": chips, "program": program, "unit": f"{items} things", "items": items,
             "calls": calls, "memory": {"peak": peak}, "hbm_bytes": 16 * 2**30, "fits": peak <= 16 * 2**30,
-            "flops": 1e12, "bytes_accessed": 1e9, "flops_source": "xla:tpu", "compile_s": 1.0,
+            "flops": 1e12, "xla_flops": 1e12, "bytes_accessed": 1e9, "compile_s": 1.0,
             "compile_cached": False, "collectives": {"all-reduce": {"result_bytes": all_reduce}} if all_reduce else {},
             "roofline": {"compute_s": bound_s - network_s, "memory_s": 0.0, "network_s": network_s,
                          "bound_s": bound_s, "limit": "compute"},

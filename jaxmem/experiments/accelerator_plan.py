@@ -138,7 +138,7 @@ def program_rows(workdir: str) -> list[dict]:
             rows.append({"job": job.name, "target": r["target"], "program": r["program"], "one_call": r["unit"],
                          "peak_gib": r["memory"]["peak"] / GIB, "hbm_gib": r["hbm_bytes"] / GIB, "fits": r["fits"],
                          "gflop": (r["flops"] or 0.0) / 1e9, "gb_accessed": (r["bytes_accessed"] or 0.0) / 1e9,
-                         "flops_source": r["flops_source"],
+                         "xla_gflop": (r["xla_flops"] or 0.0) / 1e9,
                          "all_reduce_mb": r["collectives"].get("all-reduce", {}).get("result_bytes", 0) / 1e6,
                          "other_collectives": ",".join(k for k in r["collectives"] if k != "all-reduce") or "none",
                          "bound_ms": line.get("bound_s", 0.0) * 1e3, "limit": line.get("limit"),

@@ -4,10 +4,8 @@ run(family, config, workdir, target_names, program_names):
   1. for each target: its compile-only devices (jaxmem.targets), the preset's programs built on
      them from shapes alone (jaxmem.programs)
   2. each program lowered and compiled for the target; its memory, FLOPs, bytes, collectives
-     and roofline bound read from the compiled module (jaxmem.roofline). Where the target's
-     compiler gives no cost analysis (CUDA without a GPU), FLOPs come from XLA's cost analysis
-     of the same global program lowered for one CPU device, divided by the target's chips, and
-     bytes accessed are floored at the program's argument + output bytes
+     and roofline bound read from the compiled module (jaxmem.roofline: FLOPs include every
+     iteration of the programs' loops, which XLA's own cost analysis counts once)
   3. a record per (target, program): compile_check.json and compile_check.md in the workdir,
      and the table on the screen. Whole-run device-hours = calls x bound x chips / 3600
 A program that fails to compile or does not fit the target's memory is reported as one line
@@ -65,17 +63,6 @@ def compile_program(program: programs.Program):
     return compiled, time.perf_counter() - start, len(_CACHE_HITS) > hits
 
 
-def cpu_flops(family: str, config, name: str, target: targets.Target) -> float | None:
-    """FLOPs per target chip of the global program `name`: XLA's cost analysis of its unoptimized
-    HLO lowered for one CPU device (seconds; compiling the CIFAR-10 step for a CPU takes minutes),
-    divided by the target's chips."""
-    cpu = jax.devices("cpu")[:1]
-    (program,) = [p for p in programs.programs_of(family, config, cpu, target.hbm_bytes, target.chips)
-                  if p.name == name]
-    analysis = program.fn.lower(*program.args, *program.static).cost_analysis() or {}
-    return analysis["flops"] / target.chips if analysis.get("flops") else None
-
-
 def check_target(family: str, config, target: targets.Target, wanted: list[str]) -> tuple[list[dict], list[str]]:
     """Records of the wanted programs (all when empty) on one target, and the failure lines."""
     with quiet_stderr():
@@ -92,8 +79,7 @@ def check_target(family: str, config, target: targets.Target, wanted: list[str])
             first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
             failures.append(f"{program.name} on {target.name}: did not compile: {first[:300]}")
             continue
-        flops = None if roofline.cost(compiled)["flops"] else cpu_flops(family, config, program.name, target)
-        record = roofline.analyze(compiled, target, program.compute, seconds, flops)
+        record = roofline.analyze(compiled, target, program.compute, seconds)
         bound = record["roofline"]["bound_s"] if record["roofline"] else None
         record.update(program=program.name, unit=program.unit, items=program.items, calls=program.calls,
                       compile_cached=cached,
