@@ -178,10 +178,11 @@ def geometry_programs(config, devices, hbm_bytes: int | None, chips: int) -> lis
     conc_queries = config.concentration.num_points * config.concentration.draws
     cov_queries = config.coverage.num_points * config.coverage.draws
     return [
-        Program("concentration", concentration.concentration_kernel, (queries, queries, source, params, sigmas), "f32",
+        Program("concentration", concentration.concentration_kernel, (queries, queries, source, params, sigmas),
+                "f32_highest",
                 math.ceil(conc_queries / chunk), f"{chunk} queries x {num_train} points x d {dim}, {levels}", chunk),
         Program("coverage", coverage.coverage_kernel,
-                (queries, queries, params, sigmas, _abstract((2,), jnp.float32, replicated)), "f32",
+                (queries, queries, params, sigmas, _abstract((2,), jnp.float32, replicated)), "f32_highest",
                 math.ceil(cov_queries / chunk), f"{chunk} queries x {num_train} points x d {dim}, {levels}", chunk),
     ]
 
