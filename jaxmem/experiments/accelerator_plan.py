@@ -143,7 +143,7 @@ def program_rows(workdir: str) -> list[dict]:
                          "other_collectives": ",".join(k for k in r["collectives"] if k != "all-reduce") or "none",
                          "bound_ms": line.get("bound_s", 0.0) * 1e3, "limit": line.get("limit"),
                          "network_ms": line.get("network_s", 0.0) * 1e3, "compile_s": r["compile_s"],
-                         "compile_cached": r["compile_cached"], "calls": r["calls"],
+                         "calls": r["calls"],
                          "run_device_hours": r["run_device_hours"]})
     return rows
 
