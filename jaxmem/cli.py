@@ -25,7 +25,7 @@ import pathlib
 import signal
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 import ml_collections
@@ -34,9 +34,10 @@ from ml_collections import config_flags
 
 import jax
 
-from jaxmem import compile_cache, io, lock, parallel
-from jaxmem.config import (ConfigError, config_module, docstring_entries, field_lines, get_field, load_config,
-                           one_line, require)
+from jaxmem import compile_cache, footprint, io, lock, parallel
+from jaxmem import workdir as ownership
+from jaxmem.config import (ConfigError, check_finite, config_module, docstring_entries, field_lines, get_field,
+                           load_config, one_line)
 
 USAGE_EXIT_CODE = 2
 WRITE_ERROR_EXIT_CODE = 1
@@ -45,13 +46,14 @@ HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 class _QuietLibraries(std_logging.Filter):
     """Drops INFO-level chatter of orbax (hundreds of lines per checkpoint) and jax's backend
-    probe ("Unable to initialize backend 'tpu'" on every machine without one); warnings pass.
+    probe ("Unable to initialize backend 'tpu'" on every machine without one) and its compilation
+    cache's "Resetting cache at ..."; warnings pass.
     With `errors_too` (the default verbosity) it also drops the error reports orbax logs from
     its background threads, each with a traceback, several per failure (also through asyncio
     as "Task exception was never retrieved"): jaxmem.train.checkpoint reports every failed
     checkpoint save or restore in one line of its own."""
 
-    QUIET_PATHS = ("/orbax/", "/jax/_src/xla_bridge.py")
+    QUIET_PATHS = ("/orbax/", "/jax/_src/xla_bridge.py", "/jax/_src/compilation_cache.py")
     ERROR_PATHS = ("/orbax/", "/asyncio/")
 
     def __init__(self, errors_too: bool):
@@ -149,6 +151,17 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(str(e))
 
 
+def run_app(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
+    """absl's app.run for the launchers that define their own flags, with --help answered as the
+    config launchers answer it: the launcher's docstring and its flags, exit status 0 (absl's
+    own --help exits 1)."""
+    argv = sys.argv if argv is None else argv
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print((sys.modules["__main__"].__doc__ or "").strip() + "\n\n" + flags.FLAGS.main_module_help())
+        sys.exit(0)
+    app.run(main, argv=argv)
+
+
 def _exit_on_signal(signum, frame) -> NoReturn:
     del frame
     logging.warning("signal %d: stopping", signum)
@@ -156,13 +169,23 @@ def _exit_on_signal(signum, frame) -> NoReturn:
 
 
 def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_workdir: str,
-             validate: Callable[[ml_collections.ConfigDict], None] | None = None) -> None:
-    """Defines --config/--workdir, resolves them, runs validate(config), then run(config, workdir)."""
+             validate: Callable[[ml_collections.ConfigDict], None] | None = None,
+             subfolders: Callable[[ml_collections.ConfigDict, str], Mapping[str, str]] | None = None) -> None:
+    """Defines the launcher's flags, resolves them, checks the config (finite numbers, then
+    validate(config), which ends with the memory estimate of jaxmem.footprint) and the workdir's
+    owner (jaxmem.workdir: the launcher's name), then locks and claims the workdir and runs
+    run(config, workdir).
+
+    subfolders(config, workdir) -> {folder: owner}: other workdirs the run writes (e.g. the
+    swap experiment's EDM model folders), checked, locked and claimed like the workdir.
+    """
     config_flag = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<preset>",
                                                   lock_config=True)
     flags.DEFINE_string("workdir", default_workdir, "Folder that receives everything the run writes.")
     flags.DEFINE_string("compile_cache", compile_cache.default_folder(), "Folder of JAX's persistent "
                         "compilation cache, shared by runs (jaxmem.compile_cache); empty: off.")
+    flags.DEFINE_bool("memory_check", True, "Refuse a run whose estimated memory exceeds the host's available "
+                      "memory (jaxmem.footprint); --nomemory_check runs it anyway.")
 
     def main(argv):
         if len(argv) > 1:
@@ -172,27 +195,37 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
         workdir = os.path.abspath(flags.FLAGS.workdir)
         config = config_flag.value
         with user_errors():
-            require(not os.path.exists(workdir) or os.path.isdir(workdir), "--workdir", workdir,
-                    "a folder or a path to create, not an existing file")
             quiet_libraries()
-            compile_cache.enable(flags.FLAGS.compile_cache)
             parallel.initialize_distributed()
+            check_finite(config)
             if validate is not None:
-                validate(config)
+                with footprint.checking(flags.FLAGS.memory_check):
+                    validate(config)
+            owners = {workdir: (ownership.launcher_name(), ownership.recorded_fields_of(config))}
+            for folder, owner in (subfolders(config, workdir) if subfolders else {}).items():
+                folder = os.path.abspath(folder)
+                owners[folder] = (owner, lambda f: f.startswith(workdir + os.sep))  # inside the workdir: ours
+            for folder, (owner, adopt) in owners.items():
+                ownership.check(folder, owner, adopt)
+        compile_cache.enable(flags.FLAGS.compile_cache)
         # SIGTERM (a scheduler, the sweep driver) unwinds like an exception, so the lock is released;
         # the EDM trainer replaces this handler while it trains to save first.
         signal.signal(signal.SIGTERM, _exit_on_signal)
-        # The inner user_errors answers config errors and a busy workdir (exit 2), the outer one
-        # a failed write (exit 1); the lock is released before either prints.
+        primary = jax.process_index() == 0
+        # The inner user_errors answers config errors, a busy or foreign workdir (exit 2), the outer one
+        # a failed write (exit 1); the locks are released before either prints.
         with (user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE), user_errors(lock.WorkdirBusy),
-              lock.held(workdir, enabled=jax.process_index() == 0)):
+              contextlib.ExitStack() as held):
+            for folder, (owner, adopt) in owners.items():
+                held.enter_context(lock.held(folder, enabled=primary))
+                if primary:
+                    ownership.claim(folder, owner, adopt)
             # A rerun with another config must not relabel the workdir before the experiment's own
             # fingerprint check has accepted it: then the config is recorded after a successful run.
             previous = os.path.join(workdir, "config.json")
             changed = os.path.exists(previous) and pathlib.Path(previous).read_text() != io.config_json(config)
             if not changed:
                 io.save_config(workdir, config)
-            logging.info("workdir: %s", workdir)
             run(config, workdir)
             if changed:
                 io.save_config(workdir, config)

@@ -12,7 +12,9 @@ the launchers (jaxmem.cli) print it on one line and exit 2 instead of showing a 
 from __future__ import annotations
 
 import difflib
+import importlib.machinery
 import importlib.util
+import math
 import os
 import re
 import textwrap
@@ -59,13 +61,31 @@ def select_preset(
 
 def config_module(path: str, kind: str = "config file"):
     """The executed Python file `path`: a config file (its get_config and, by convention,
-    PRESETS) or another `kind` of such file (a sweep file)."""
+    PRESETS) or another `kind` of such file (a sweep file). ConfigError when it is not a Python
+    file that runs (e.g. --config=README.md) or, for a config file, has no get_config."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{kind} {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"_jaxmem_{kind.split()[0]}", path)
+    name = f"_jaxmem_{kind.split()[0]}"  # any file name is read as Python source (and refused if it is not)
+    module_spec = importlib.util.spec_from_file_location(name, path,
+                                                         loader=importlib.machinery.SourceFileLoader(name, path))
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except (SyntaxError, ImportError, NameError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{kind} {path!r} is not a Python {kind} ({type(e).__name__}: {e}); allowed: a "
+                          f"file like configs/<family>.py") from e
+    require(kind != "config file" or callable(getattr(module, "get_config", None)), "--config", path,
+            "a config file that defines get_config(preset), e.g. configs/<family>.py")
     return module
+
+
+def check_finite(config: ml_collections.ConfigDict) -> None:
+    """Fails, naming the field, on a float field (or a float inside a tuple field) that is inf or
+    NaN: every field of every experiment is a finite quantity, and an infinite one fails late,
+    deep inside a run."""
+    for path, value in _leaves(config):
+        for item in value if isinstance(value, tuple | list) else (value,):
+            require(not isinstance(item, float) or math.isfinite(item), path, value, "a finite number")
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:

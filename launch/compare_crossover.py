@@ -7,10 +7,13 @@ Per capacity: both memorisation ratios and whether they agree within --tolerance
 set: whether the candidate's M_pt lies inside the reference's delta window. Writes Markdown.
 """
 
-from absl import app, flags
+import math
+
+from absl import flags
 
 from jaxmem import io
-from jaxmem.cli import user_errors
+from jaxmem.cli import WRITE_ERROR_EXIT_CODE, run_app, user_errors
+from jaxmem.config import require
 from jaxmem.experiments.gmm_crossover.report import compare_runs, read_table
 
 _REFERENCE = flags.DEFINE_string("reference", None, "Workdir of the reference run.", required=True)
@@ -22,6 +25,8 @@ _TOLERANCE = flags.DEFINE_float("tolerance", 0.1, "Largest accepted ratio differ
 def main(argv):
     del argv
     with user_errors():
+        require(math.isfinite(_TOLERANCE.value) and _TOLERANCE.value >= 0, "--tolerance", _TOLERANCE.value,
+                "a finite ratio difference >= 0")
         tables = {name: [read_table(run, name) for run in (_REFERENCE.value, _CANDIDATE.value)]
                   for name in ("models.csv", "crossover.csv")}
     per_capacity, per_set = compare_runs(*tables["models.csv"], *tables["crossover.csv"], _TOLERANCE.value)
@@ -30,8 +35,9 @@ def main(argv):
             f"{sum(r['within'] for r in per_capacity)} of {len(per_capacity)}):", "", io.markdown_table(per_capacity), "",
             f"Per data set (candidate M_pt inside the reference's delta window: "
             f"{sum(r['inside_window'] for r in per_set)} of {len(per_set)}):", "", io.markdown_table(per_set), ""]
-    print(io.write_text(_OUT.value, "\n".join(text)))
+    with user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE):
+        print(io.write_text(_OUT.value, "\n".join(text)))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

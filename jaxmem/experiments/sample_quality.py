@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxmem import io
+from jaxmem import footprint, io
 from jaxmem.config import ConfigError, require
 from jaxmem.data import balanced_subset, check_source, load_images
 from jaxmem.metrics import scores, weights
@@ -48,6 +48,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(m.kid_subset_size >= 2, "metrics.kid_subset_size", m.kid_subset_size, ">= 2 (1000 is standard)")
     require(m.neighbours >= 1, "metrics.neighbours", m.neighbours, ">= 1 (3 is standard)")
     require(m.batch_size >= 0, "metrics.batch_size", m.batch_size, "0 (automatic) or a batch size >= 1")
+    keys = (config.samples.key,) if config.samples.key else SAMPLE_KEYS
+    footprint.require_fits(footprint.quality(config, footprint.npz_shape(path, keys)))
     weights.load(m.weights or None)  # a missing or corrupt weight file fails here, naming its command
 
 

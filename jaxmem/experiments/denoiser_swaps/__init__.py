@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxmem import io, sampling
+from jaxmem import footprint, io, sampling
 from jaxmem.config import ConfigError, require, require_choice
 from jaxmem.denoisers import unet
 from jaxmem.experiments import edm_training
@@ -71,8 +71,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "memorizing.model vs generalizing.model (image_size, in_channels)",
             [(c.model.image_size, c.model.in_channels) for c in (config.memorizing, config.generalizing)],
             "the same data shape (denoisers with different data shapes cannot be swapped)")
+    named = [folder for folder in config.workdirs.values() if folder]
+    require(len(set(map(os.path.abspath, named))) == len(named), "workdirs", config.workdirs.to_dict(),
+            "a different folder for each model (or '' for <workdir>/<model>)")
     s = config.swap
     require_choice("swap.solver", s.solver, sampling.EDM_SOLVERS)
+    require(s.regions != "geometry" or not s.regimes_path or os.path.isfile(s.regimes_path), "swap.regimes_path",
+            s.regimes_path, "an existing regimes.json of a geometry run (launch/geometry.py)")
     require(s.num_steps >= 3, "swap.num_steps", s.num_steps, "an integer >= 3 (three regions)")
     require(0 < s.sigma_min < s.sigma_max, "swap.sigma_min, swap.sigma_max", (s.sigma_min, s.sigma_max),
             "0 < sigma_min < sigma_max")
@@ -98,6 +103,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             q.batch_size), "integers >= 0 (0 = all samples, the whole split, automatic)")
     require(q.kid_subsets >= 1 and q.kid_subset_size >= 2, "quality.kid_subsets, quality.kid_subset_size",
             (q.kid_subsets, q.kid_subset_size), ">= 1 and >= 2 (100 and 1000 are standard)")
+    # The models train one after another but all stay in memory for the tables.
+    footprint.require_fits({f"{name} {part}": size for name in ("memorizing", "generalizing")
+                            for part, size in footprint.edm(config[name]).items()})
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

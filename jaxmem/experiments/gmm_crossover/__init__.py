@@ -41,7 +41,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from jaxmem import io, theory
+from jaxmem import footprint, io, theory
 from jaxmem.config import require, require_choice
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grid_folders, times_of
@@ -137,6 +137,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(0 < config.eval.delta < 0.5, "eval.delta", config.eval.delta, "a fraction in (0, 0.5)")
     require(config.eval.crossover_points >= 2, "eval.crossover_points", config.eval.crossover_points,
             "an integer >= 2")
+    footprint.require_fits(footprint.crossover(config))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
