@@ -28,7 +28,12 @@ import numpy as np
 
 from jaxmem import neighbors, noise, parallel, sampling
 from jaxmem.config import ConfigError
-from jaxmem.denoisers import unet
+from jaxmem.denoisers import empirical, unet
+from jaxmem.experiments import edm_training
+from jaxmem.experiments.gmm_crossover import grids
+from jaxmem.geometry import concentration, coverage
+from jaxmem.metrics import features, inception
+from jaxmem.train import gmm_grid, trainer
 
 FAMILIES = ("edm", "geometry", "crossover", "quality")
 # Images of a whole split when data.num_train / n_train is 0 (the training splits' sizes).
@@ -82,8 +87,6 @@ def _dataset_size(dataset: str, requested: int) -> int:
 # --- edm ----------------------------------------------------------------------------------------
 
 def edm_programs(config, devices, hbm_bytes: int | None, chips: int) -> list[Program]:
-    from jaxmem.experiments import edm_training  # noqa: PLC0415  (the experiment imports this module's peers)
-    from jaxmem.train import trainer  # noqa: PLC0415
 
     mesh = parallel.make_mesh(devices=devices)
     shape = unet.input_shape(config.model)
@@ -140,7 +143,6 @@ def knn_program(num_queries: int, num_train: int, dim: int, mesh, hbm_bytes: int
 
 def fid_program(batch: int, image_shape, mesh, images: int, chips: int) -> Program:
     """One batch of uint8 images [batch, H, W, C] through the FID Inception (features [batch, 2048])."""
-    from jaxmem.metrics import features, inception  # noqa: PLC0415  (flax Inception: only when asked)
 
     batch = _round_up(batch, chips)
     params = jax.eval_shape(lambda: inception.InceptionV3().init(
@@ -156,8 +158,6 @@ def fid_program(batch: int, image_shape, mesh, images: int, chips: int) -> Progr
 
 def geometry_programs(config, devices, hbm_bytes: int | None, chips: int) -> list[Program]:
     del hbm_bytes
-    from jaxmem.denoisers import empirical  # noqa: PLC0415
-    from jaxmem.geometry import concentration, coverage  # noqa: PLC0415
 
     mesh = parallel.make_mesh(devices=devices)
     d = config.data
@@ -191,8 +191,6 @@ def geometry_programs(config, devices, hbm_bytes: int | None, chips: int) -> lis
 
 def crossover_programs(config, devices, hbm_bytes: int | None, chips: int) -> list[Program]:
     del hbm_bytes
-    from jaxmem.experiments.gmm_crossover import grids  # noqa: PLC0415
-    from jaxmem.train import gmm_grid  # noqa: PLC0415
 
     mesh = parallel.make_mesh(devices=devices)
     loss_fn, optimizer = grids.make_loss_and_optimizer(config)
