@@ -6,7 +6,8 @@ One checkpoint step holds up to three items (orbax `CheckpointManager` with `ocp
   data    the input pipeline's position {"epoch", "offset"} (JSON; trainers with a position)
   config  the run's resolved config (JSON; for the record, never read back into the run)
 Saves are asynchronous; orbax writes each step into a temporary folder and renames it when
-complete, so a killed save leaves no partial step behind. The manager keeps the last `keep`
+complete, so a killed save leaves no partial step behind, and a failed save's temporary folder
+is removed. The manager keeps the last `keep`
 steps (>= 2, so a step found unreadable has a predecessor). A step that exists but cannot be
 restored (corrupt or truncated files) is reported in one line, moved aside to
 `<directory>.rejected/<step>` and the previous step is tried. A save that fails (full disk,
@@ -144,7 +145,13 @@ class Checkpointer:
             raise self._write_error(step, error) from error
 
     def _write_error(self, step: int, error: BaseException) -> CheckpointWriteError:
+        """The CheckpointWriteError of a failed save of `step`, once its partial folders (orbax's
+        `<step>.orbax-checkpoint-tmp*`) are removed: a full disk leaves nothing half-written."""
         self._failed = True
+        if jax.process_index() == 0:
+            for name in os.listdir(self.directory):
+                if name.startswith(f"{step}.orbax-checkpoint-tmp"):
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         self.manager.reload()
         good = [s for s in self.manager.all_steps() if s != step]
         last = f"step {max(good)} (intact)" if good else "none"

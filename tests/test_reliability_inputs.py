@@ -1,0 +1,78 @@
+"""Bad input is one `error:` line (exit 2; exit 1 for a failed write) with no traceback, before any
+work; a failed checkpoint leaves no partial step (issue "Nothing lost, ever", items 5-7)."""
+
+import os
+import resource
+
+import numpy as np
+import pytest
+
+from jaxmem.train.checkpoint import Checkpointer, CheckpointWriteError
+
+
+from test_reliability_workdirs import launch, one_error
+
+CROSSOVER = ["--config=configs/crossover.py:smoke"]
+EDM = ["--config=configs/edm.py:smoke"]
+
+BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a part of the error line
+    "file as workdir": ("crossover", [*CROSSOVER, "--workdir={tmp}/a_file"], 2, "is a file"),
+    "workdir under /proc": ("crossover", [*CROSSOVER, "--workdir=/proc/jaxmem_run"], 1, "cannot write /proc/"),
+    "workdir inside a file (read-only as for root)": (
+        "crossover", [*CROSSOVER, "--workdir={tmp}/a_file/run"], 1, "cannot write"),
+    "not a config file": ("crossover", ["--config=README.md:smoke", "--workdir={tmp}/w"], 2, "not a Python config"),
+    "infinite peak_lr": ("crossover", [*CROSSOVER, "--config.training.peak_lr=inf", "--workdir={tmp}/w"], 2,
+                         "training.peak_lr = inf"),
+    "attention at a resolution the network lacks": (
+        "edm", [*EDM, "--config.model.attn_resolutions=(3,)", "--workdir={tmp}/w"], 2, "model.attn_resolutions"),
+    "npz of identical images": ("edm", [*EDM, "--config.data.dataset=npz", "--config.data.path={tmp}/same.npz",
+                                        "--workdir={tmp}/w"], 2, "2 distinct images"),
+    "missing regimes file": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+                                      "--config.swap.regimes_path={tmp}/none.json", "--workdir={tmp}/w"], 2,
+                             "swap.regimes_path"),
+    "sweep run nothing at once": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20", "--parallel=0",
+                                            "--workdir={tmp}/w"], 2, "--parallel = 0"),
+    "NaN tolerance": ("compare_crossover", ["--reference={tmp}", "--candidate={tmp}", "--out={tmp}/x.md",
+                                            "--tolerance=nan"], 2, "--tolerance"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_error_line(tmp_path, case):
+    name, args, code, words = BAD_INPUTS[case]
+    (tmp_path / "a_file").write_text("")
+    np.savez(tmp_path / "same.npz", images=np.zeros((40, 8, 8, 1), np.uint8))
+    out = launch(name, *[a.format(tmp=tmp_path) for a in args])
+    assert words in one_error(out, code)
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_unwritable_compare_report_is_one_line_exit_1(tmp_path):
+    for run in ("ref", "cand"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "models.csv").write_text("d,K,N,seed,M,ratio\n6,2,12,0,3,0.5\n")
+        (tmp_path / run / "crossover.csv").write_text("d,K,N,seed,M_pt,window_start,window_end\n6,2,12,0,3,3,3\n")
+    (tmp_path / "a_file").write_text("")
+    out = launch("compare_crossover", f"--reference={tmp_path / 'ref'}", f"--candidate={tmp_path / 'cand'}",
+                 f"--out={tmp_path / 'a_file' / 'anchor.md'}")
+    assert "cannot write" in one_error(out, 1)
+
+
+@pytest.mark.parametrize("name", ["sweep", "compare_crossover", "convert_inception"])
+def test_help_exits_0(name):
+    out = launch(name, "--help")
+    assert out.returncode == 0 and "--" in out.stdout, out.stderr[-2000:]
+
+
+def test_a_failed_checkpoint_save_leaves_no_partial_step(tmp_path):
+    state = {"w": np.random.default_rng(0).normal(size=20_000).astype(np.float32)}  # 80 kB, incompressible
+    checkpointer = Checkpointer(str(tmp_path / "ck"), keep=2, with_position=False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, hard))  # a full disk
+    try:
+        checkpointer.save(1, state)
+        with pytest.raises(CheckpointWriteError):
+            checkpointer.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert os.listdir(tmp_path / "ck") == []
