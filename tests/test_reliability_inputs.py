@@ -9,7 +9,6 @@ import pytest
 
 from jaxmem.train.checkpoint import Checkpointer, CheckpointWriteError
 
-
 from test_reliability_workdirs import launch, one_error
 
 CROSSOVER = ["--config=configs/crossover.py:smoke"]
@@ -76,3 +75,22 @@ def test_a_failed_checkpoint_save_leaves_no_partial_step(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert os.listdir(tmp_path / "ck") == []
+
+
+def test_the_crossover_figure_labels_what_the_report_says(tmp_path, monkeypatch):
+    from jaxmem.experiments.gmm_crossover.report import linear_fits
+    from jaxmem.plots import crossover
+
+    rows = [dict(d=6, K=2, N=n, M_pt=0.8 * n, window_start=0.8 * n - 1, window_end=0.8 * n + 1,
+                 Mstar_measured_x0=0.762 * n + 3 + (n % 7) / 10) for n in (20, 40, 60, 80)]
+    measured = linear_fits([r["N"] for r in rows], [r["Mstar_measured_x0"] for r in rows])
+    figures = []
+    monkeypatch.setattr(crossover.io, "save_figure", lambda path, figure: figures.append(figure) or path)
+    crossover.save_crossover(str(tmp_path / "crossover.png"), rows, linear_fits([r["N"] for r in rows],
+                                                                                 [r["M_pt"] for r in rows]))
+    axis = figures[0].axes[0]
+    labels = axis.get_legend_handles_labels()[1]
+    assert any(f"{measured['slope']:.3f} N" in label and "measured losses" in label for label in labels), labels
+    assert "M_pt" in axis.get_title() and "M*" not in axis.get_title()
+    assert len(labels) == len(axis.get_legend().get_texts())
+    assert any("per data set" in label for label in labels)  # the measured M* markers have an entry

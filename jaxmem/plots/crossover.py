@@ -12,11 +12,14 @@ DIAGONAL_TOLERANCE = 5e-3  # a predicted slope this close to 1 is the M = N line
 
 
 def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | None = None) -> str:
-    """M_pt (with its delta window) versus N per (d, K), the linear fit and the predicted M*.
+    """M_pt (with its delta window) versus N per (d, K), the linear fit and the predicted M*, each
+    prediction drawn and labelled with the report's fit (slope and intercept: report.linear_fits).
 
     rows: the table rows of jaxmem.experiments.gmm_crossover.report.summarize; fit: {slope, intercept, r2};
     pooled: by_train_size rows (mean over seeds with 95% intervals), drawn when several seeds.
     """
+    from jaxmem.experiments.gmm_crossover.report import linear_fits  # here: that package imports this module
+
     figure, axis = plt.subplots(figsize=(6.4, 4.8))
     n_all = np.array([r["N"] for r in rows], np.float64)
     groups = sorted({(r["d"], r["K"]) for r in rows})
@@ -46,19 +49,20 @@ def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | 
             continue
         method, weighting = key[len("Mstar_"):].split("_", 1)
         name = f"{'closed form' if method == 'formula' else 'measured losses'} ({weighting})"
-        if method == "formula":
-            slope = float(np.median(values[ok] / n_all[ok]))
-        else:
-            slope = float(np.sum(n_all[ok] * values[ok]) / np.sum(n_all[ok] ** 2))
-        if abs(slope - 1.0) < DIAGONAL_TOLERANCE:
+        line = linear_fits(n_all, values)  # the fit the report gives (with intercept)
+        slope, intercept = line["slope"], line["intercept"]
+        if not np.isfinite(slope):  # one N: the line through the origin
+            slope, intercept = line["slope_origin"], 0.0
+        if abs(slope - 1.0) < DIAGONAL_TOLERANCE and abs(intercept) < DIAGONAL_TOLERANCE * n_all.max():
             on_diagonal.append(name)
             continue
-        line = axis.plot(grid, slope * grid, linestyle=next(styles), label=f"predicted M*, {name}: {slope:.3f} N")
+        drawn = axis.plot(grid, slope * grid + intercept, linestyle=next(styles),
+                          label=f"predicted M*, {name}: {line_text(slope, intercept, '.3f', '.1f')}")
         if method == "measured":
-            axis.plot(n_all[ok], values[ok], "x", color=line[0].get_color())
+            axis.plot(n_all[ok], values[ok], "x", color=drawn[0].get_color(), label=f"M*, {name}, per data set")
     diagonal = "M = N" + (f" (= predicted M*, {', '.join(on_diagonal)})" if on_diagonal else "")
     axis.plot(grid, grid, color="0.6" if on_diagonal else "0.8", lw=1.2 if on_diagonal else 0.8, label=diagonal)
-    axis.set(xlabel="training points N", ylabel="capacity M", title="Memorisation transition M* vs N")
+    axis.set(xlabel="training points N", ylabel="capacity M", title="Memorisation transition M_pt vs N")
     axis.legend(fontsize=7)
     return io.save_figure(path, figure)
 
