@@ -4,8 +4,8 @@ A target is a slice (TPU) or a set of GPUs that XLA can compile for on a CPU-onl
   TPU  through libtpu: jax.experimental.topologies.get_topology_desc(topology_name=..., platform="tpu")
   GPU  through the CUDA PJRT plugin: get_topology_desc(platform="cuda", target_config=<text proto>,
        topology="<slices>x<hosts>x<devices per host>"); the GPU's description (SM count, shared
-       memory, memory size and bandwidth, compute capability) is the text proto in
-       jaxmem/target_configs/, written from NVIDIA's published H100 SXM5 figures.
+       memory, memory size and bandwidth, compute capability) is a text proto in
+       jaxmem/target_configs/, written from NVIDIA's published H100 SXM5 and H200 SXM figures.
 Neither needs the accelerator or its driver. The packages are heavy and optional:
 `pip install -e '.[accelerators]'` (libtpu, jax-cuda12-plugin, jax-cuda12-pjrt, pinned to the
 installed jax). Compile-only devices cannot report their memory, so the table carries it.
@@ -50,6 +50,10 @@ _H100 = dict(hbm_bytes=85_520_809_984,  # 79.6 GiB: what an H100 80GB reports
              sources="NVIDIA H100 SXM5 datasheet: dense 989.4 TFLOP/s bf16, 494.7 TF32, 66.9 FP32; "
                      "80 GB HBM3 at 3.35 TB/s; NVLink 900 GB/s (both directions); ConnectX-7 400 Gb/s per GPU")
 
+_H200 = dict(_H100, hbm_bytes=150_754_820_096, hbm_bandwidth=4.8e12,  # 140.4 GiB of HBM3e
+             sources="NVIDIA H200 SXM datasheet: the H100's compute (dense 989.4 TFLOP/s bf16, 494.7 TF32, 66.9 FP32), "
+                     "141 GB HBM3e at 4.8 TB/s; NVLink 900 GB/s; ConnectX-7 400 Gb/s per GPU")
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -81,15 +85,16 @@ def _tpu(name, topology, chips, figures):
     return Target(name, "tpu", topology, chips, **figures)
 
 
-def _h100(name, hosts, per_host):
-    return Target(name, "cuda", f"1x{hosts}x{per_host}", hosts * per_host, target_config="h100_sxm.txtpb", **_H100)
+def _gpu(name, hosts, per_host, figures=_H100, config="h100_sxm.txtpb"):
+    return Target(name, "cuda", f"1x{hosts}x{per_host}", hosts * per_host, target_config=config, **figures)
 
 
 TARGETS = {t.name: t for t in (
     _tpu("v5e-8", "v5e:2x4", 8, _V5E), _tpu("v5e-32", "v5e:4x8", 32, _V5E), _tpu("v5e-256", "v5e:16x16", 256, _V5E),
     _tpu("v5p-32", "v5:2x2x4", 16, _V5P),  # v5p-N counts TensorCores: 2 per chip, 16 chips
     _tpu("v6e-8", "v6e:2x4", 8, _V6E),
-    _h100("h100x1", 1, 1), _h100("h100x8", 1, 8), _h100("h100x32", 4, 8), _h100("h100x256", 32, 8),
+    _gpu("h100x1", 1, 1), _gpu("h100x8", 1, 8), _gpu("h100x32", 4, 8), _gpu("h100x256", 32, 8),
+    _gpu("h200x1", 1, 1, _H200, "h200_sxm.txtpb"),
 )}
 PACKAGES = {"tpu": ("libtpu", "libtpu"), "cuda": ("jax_plugins.xla_cuda12", "jax-cuda12-plugin and jax-cuda12-pjrt")}
 

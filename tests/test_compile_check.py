@@ -264,12 +264,14 @@ def test_plan_tables_sum_programs_and_find_the_strong_scaling_limit(tmp_path):
 
 def test_gpu_report_sets_predictions_beside_measurements():
     from jaxmem.benchmarks import gpu_report
-    summary = {"stages": [{"stage": "bench:edm", "details": {"rows": [
+    summary = {"stages": [{"stage": "env", "details": {"device_kind": "NVIDIA H100 80GB HBM3"}},
+                          {"stage": "bench:edm", "details": {"rows": [
         {"entry": "edm", "method": "jaxmem EDM train step (cifar10_1k, float32)", "shape": "batch 512 x 32x32x3",
          "median_s": 0.25, "peak_gib": 30.0},
         {"entry": "edm", "method": "jaxmem EDM train step (cifar10_1k, bfloat16)", "shape": "batch 256 x 32x32x3",
          "median_s": 0.1}]}}],
         "predictions": [{"dtype": "float32", "batch": 512, "target": "h100x1", "bound_s": 0.1, "peak_gib": 28.0},
+                        {"dtype": "float32", "batch": 512, "target": "h200x1", "bound_s": 0.09, "peak_gib": 28.0},
                         {"dtype": "bfloat16", "batch": 512, "target": "h100x1", "bound_s": 0.05, "peak_gib": 15.0}]}
     f32, bf16 = gpu_report.prediction_rows(summary)
     assert f32["bound / measured"] == "0.4" and f32["measured (ms)"] == "250" and f32["peak GiB measured"] == "30"

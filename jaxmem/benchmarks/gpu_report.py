@@ -131,9 +131,14 @@ def prediction_rows(summary: dict) -> list[dict]:
     launch/compile_check.py for one GPU, as results/accelerator_plan/gpu_check_predictions.json
     holds them) beside what bench:edm measured for the same dtype and batch: the roofline bound
     against the measured step time (their ratio is the fraction of the bound reached) and the
-    compiled peak memory against the measured peak."""
+    compiled peak memory against the measured peak. Only the predictions for the device the
+    check ran on (h100x1 or h200x1, from the env stage's device kind) when it is one of them."""
+    kind = _details(summary, "env").get("device_kind", "")
+    target = "h200x1" if "H200" in kind else "h100x1" if "H100" in kind else None
     rows = []
     for predicted in summary.get("predictions", []):
+        if target and predicted["target"] != target:
+            continue
         dtype, batch = predicted["dtype"], predicted["batch"]
         measured = next((row for row in bench_rows(summary) if row["entry"] == "edm"
                          and row["method"].endswith(f", {dtype})") and row.get("shape", "").startswith(f"batch {batch} ")),

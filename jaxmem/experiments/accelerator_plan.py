@@ -68,8 +68,8 @@ JOBS = (
           (("model.channels", w), ("model.embed_dim", 4 * w)), runs=5,
           what=f"U-Net capacity sweep, width {w}: 5 training-set sizes x 40 M images")
       for w in (32, 64, 96, 128)),
-    *(Job(f"gpu_check_{d}", "configs/edm.py:cifar10_1k", ("h100x1",), ("train_step",), (("model.dtype", d),),
-          what=f"bench:edm's step (batch 512, {d}) on one H100: the predictions launch/gpu_check.py measures against")
+    *(Job(f"gpu_check_{d}", "configs/edm.py:cifar10_1k", ("h100x1", "h200x1"), ("train_step",), (("model.dtype", d),),
+          what=f"bench:edm's step (batch 512, {d}) on one H100 / H200: what launch/gpu_check.py measures against")
       for d in ("float32", "bfloat16")),
     *(Job(f"scaling_edm_{t}", "configs/edm.py:cifar10_1k", (t,), ("train_step",),
           (("training.batch_size", EDM_BATCH_PER_CHIP * n),), what=f"EDM step, {EDM_BATCH_PER_CHIP} images per chip")
