@@ -8,22 +8,26 @@ Each job is one launch/compile_check.py command, run in its own process (printed
 into <workdir>/<job>; a job whose compile_check.json exists is not run again, so a stopped plan
 resumes. A job whose programs do not all fit is reported, not fatal. --out receives jobs.md/.csv,
 programs.md/.csv, scaling.md/.csv, gpu_check_predictions.json (what launch/gpu_check.py compares its
-measurements with) and commands.txt (every command with its wall time).
+measurements with), versions.json and commands.txt (every command with its wall time).
 """
 
+import importlib.metadata
 import os
+import platform
 import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from jaxmem import io  # noqa: E402
+from jaxmem.cli import run_app  # noqa: E402
 from jaxmem.experiments import accelerator_plan as plan  # noqa: E402
 
+VERSIONED = ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "jax-cuda12-pjrt", "flax", "optax")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/accelerator_plan", "Folder of the jobs' compile-check workdirs.")
 _OUT = flags.DEFINE_string("out", None, "Folder for the plan's tables (default: --workdir).")
 _JOBS = flags.DEFINE_list("jobs", [], f"Jobs to run (default: all): {', '.join(j.name for j in plan.JOBS)}.")
@@ -58,8 +62,10 @@ def main(argv):
     io.write_csv(os.path.join(out, "scaling.csv"), plan.scaling_rows(workdir))
     io.write_text(os.path.join(out, "scaling.md"), io.markdown_table(plan.scaling_rows(workdir)) + "\n")
     io.write_json(os.path.join(out, "gpu_check_predictions.json"), plan.gpu_check_predictions(workdir))
+    io.write_json(os.path.join(out, "versions.json"), {"python": platform.python_version(), **{
+        name: importlib.metadata.version(name) for name in VERSIONED}})
     print(f"tables: {out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

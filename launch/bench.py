@@ -16,11 +16,11 @@ import importlib
 import os
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 
 import jaxmem.benchmarks
 from jaxmem import io
-from jaxmem.cli import fail
+from jaxmem.cli import fail, run_app
 from jaxmem.benchmarks.harness import peak_gib, tables_by_entry
 
 _ONLY = flags.DEFINE_list("only", [], "Entries to run (default: all).")
@@ -65,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

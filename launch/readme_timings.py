@@ -23,6 +23,7 @@ import time
 from absl import app, flags
 
 from jaxmem import io
+from jaxmem.cli import run_app
 
 PY = ".venv/bin/python"
 COMMANDS = {  # name -> the README's command, run in the clone's root
@@ -85,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)
