@@ -256,6 +256,12 @@ def test_plan_tables_sum_programs_and_find_the_strong_scaling_limit(tmp_path):
     assert jobs["v5e-8"]["device_hours"] == pytest.approx((3600 * 0.5 + 36 * 1.0) * 8 / 3600)
     assert jobs["v5e-8"]["wall_hours"] == pytest.approx(jobs["v5e-8"]["device_hours"] / 8)
     assert jobs["v5e-8"]["fits"] and not jobs["h100x8"]["fits"] and jobs["h100x8"]["failures"] == 1
+    (tmp_path / "edm_50k_f32").mkdir()  # borrows EDM-1K's train step and sampler, at its own call counts
+    (tmp_path / "edm_50k_f32" / "compile_check.json").write_text(json.dumps(
+        {"records": [_record("v5e-8", 8, "knn", 4096, 13, 0.01, 0.0, 2**30)], "failures": []}))
+    (fifty,) = [row for row in plan.job_rows(str(tmp_path)) if row["job"] == "edm_50k_f32"]
+    assert fifty["device_hours"] == pytest.approx((13 * 0.01 + 390_625 * 0.5 + 196 * 1.0) * 8 / 3600)
+    assert fifty["programs"] == 3
     (scaling,) = [row for row in plan.scaling_rows(str(tmp_path)) if row["target"] == "v5e-8"]
     per_image_s = 0.4 * 8 / 512  # one chip's compute per image
     assert scaling["strong_scaling_chips"] == pytest.approx(512 * per_image_s / 0.1)

@@ -37,6 +37,7 @@ class Job:
     overrides: tuple = ()
     runs: int = 1
     what: str = ""
+    reuse: tuple = ()  # (job, program, calls): a program this job runs as compiled by another job
 
     def command(self, python: str, launcher: str, workdir: str) -> list[str]:
         return [python, launcher, f"--config={self.config}", *(f"--config.{k}={v}" for k, v in self.overrides),
@@ -50,11 +51,16 @@ JOBS = (
         what="EDM-1K (paper A): 40 M images at batch 512, 1,000 Heun samples, their 1/3 test; float32"),
     Job("edm_1k_v5p", "configs/edm.py:cifar10_1k", ("v5p-32",), ("train_step",),
         what="EDM-1K's train step on a v5p slice (16 chips, 32 images each)"),
-    Job("edm_1k_bf16", "configs/edm.py:cifar10_1k", PAPER_TARGETS, ("train_step", "sampler"),
-        (("model.dtype", "bfloat16"),), what="EDM-1K in bfloat16 compute (parameters float32)"),
-    Job("edm_50k_f32", "configs/edm.py:cifar10_50k", PAPER_TARGETS, (),
+    Job("edm_1k_bf16", "configs/edm.py:cifar10_1k", PAPER_TARGETS, ("train_step",),
+        (("model.dtype", "bfloat16"),), what="EDM-1K's train step in bfloat16 compute (parameters float32)"),
+    Job("edm_1k_bf16_sampler", "configs/edm.py:cifar10_1k", ("h100x8",), ("sampler",),
+        (("model.dtype", "bfloat16"),), what="EDM-1K's sampler in bfloat16 compute"),
+    # EDM-50K trains and samples the same programs as EDM-1K (same network, batch and sampler):
+    # 200 M / 512 = 390,625 steps and ceil(50,000 / 256) = 196 sampling batches of those programs.
+    Job("edm_50k_f32", "configs/edm.py:cifar10_50k", PAPER_TARGETS, ("knn", "fid_features"),
         (("sampling.num_samples", 50_000),),
-        what="EDM-50K (paper A): 200 M images, 50,000 samples, the 1/3 test of 50,000 x 50,000 x 3,072, FID"),
+        what="EDM-50K (paper A): 200 M images, 50,000 samples, the 1/3 test of 50,000 x 50,000 x 3,072, FID",
+        reuse=(("edm_1k_f32", "train_step", 390_625), ("edm_1k_f32", "sampler", 196))),
     Job("geometry_50k", "configs/geometry.py:cifar10_50k", PAPER_TARGETS, (),
         (("concentration.num_points", 1_250), ("coverage.num_points", 1_250)),
         what="geometry kernels: Q 10,000 (1,250 points x 8 draws) x N 50,000 x d 3,072, 40 levels"),
@@ -73,11 +79,12 @@ JOBS = (
       for d in ("float32", "bfloat16")),
     *(Job(f"scaling_edm_{t}", "configs/edm.py:cifar10_1k", (t,), ("train_step",),
           (("training.batch_size", EDM_BATCH_PER_CHIP * n),), what=f"EDM step, {EDM_BATCH_PER_CHIP} images per chip")
-      for t, n in (("v5e-32", 32), ("v5e-256", 256), ("h100x32", 32), ("h100x256", 256))),
+      for t, n in (("h100x32", 32), ("h100x256", 256), ("v5e-32", 32), ("v5e-256", 256))),
     *(Job(f"scaling_scale_{t}", "configs/crossover.py:scale", (t,), (), (("data.train_sizes", "(10000,)"),),
           what="GMM scale grid at N = 10^4 (3 sets per grid: chips beyond the set count idle)")
       for t in ("v5e-32", "v5e-256")),
 )
+JOBS_BY_NAME = {job.name: job for job in JOBS}
 # Published anchors: (job, device-hours on their hardware, what).
 ANCHORS = {"edm_50k_f32": (8 * 48, "NVlabs EDM README: CIFAR-10 DDPM++ (200 M images, batch 512) on 8 V100s, "
                                    "about 2 days = 384 V100-hours")}
@@ -113,9 +120,14 @@ def job_rows(workdir: str) -> list[dict]:
             continue
         for target in job.targets:
             records = [r for r in report["records"] if r["target"] == target]
-            if not records:
+            borrowed = [(r, calls) for name, program, calls in job.reuse
+                        for r in (load(workdir, JOBS_BY_NAME[name]) or {"records": []})["records"]
+                        if r["target"] == target and r["program"] == program]
+            if not records or len(borrowed) < len(job.reuse):
                 continue
-            hours = sum(r["run_device_hours"] or 0.0 for r in records) * job.runs
+            hours = (sum(r["run_device_hours"] or 0.0 for r in records)
+                     + sum(r["roofline"]["bound_s"] * calls * r["chips"] / 3600 for r, calls in borrowed)) * job.runs
+            records += [r for r, _ in borrowed]
             anchor = ANCHORS.get(job.name)
             rows.append({
                 "job": job.name, "target": target, "programs": len(records),
