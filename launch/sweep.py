@@ -69,11 +69,13 @@ def main(argv, sweep_flags, overrides):
                 fail(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
             selected = [runs[FLAGS.run_index]]
         launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else execute.default_launcher(FLAGS.config)
-        # The root is a sweep's; each run's folder belongs to the launcher that runs in it (the driver
-        # writes its bookkeeping there first, so it claims them for that launcher).
+        # The root is a sweep's; each run's folder belongs to the config family's experiment (the
+        # driver writes its bookkeeping there first, so it claims them for it). The family, not
+        # --launcher: a wrapper launcher still runs launch/<family>.py inside.
+        experiment = ownership.launcher_name(execute.default_launcher(FLAGS.config))
         ownership.check(root, "sweep", is_sweep_root)
         for run in selected:
-            ownership.check(run.workdir, ownership.launcher_name(launcher), is_sweep_run)
+            ownership.check(run.workdir, experiment, is_sweep_run)
     if FLAGS.dry_run:
         print(execute.describe(selected, FLAGS.config, launcher, overrides))
         return
@@ -81,7 +83,7 @@ def main(argv, sweep_flags, overrides):
           lock.held(root, enabled=FLAGS.run_index is None)):
         ownership.claim(root, "sweep", is_sweep_root)
         for run in selected:
-            ownership.claim(run.workdir, ownership.launcher_name(launcher), is_sweep_run)
+            ownership.claim(run.workdir, experiment, is_sweep_run)
         aggregate.write_sweep_record(root, FLAGS.config, launcher, runs, plot, analysis)
         try:
             results = execute.execute(selected, config, FLAGS.config, launcher, overrides, FLAGS.parallel,
