@@ -91,12 +91,13 @@ ANCHORS = {"edm_50k_f32": (8 * 48, "NVlabs EDM README: CIFAR-10 DDPM++ (200 M im
 
 
 def load(workdir: str, job: Job) -> dict | None:
-    """The job's compile_check.json, or None when it has not run."""
+    """The job's compile_check.json, or None when it has not run to its end."""
     path = os.path.join(workdir, job.name, "compile_check.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        report = json.load(f)
+    return report if report.get("complete", True) else None
 
 
 def gpu_check_predictions(workdir: str) -> list[dict]:

@@ -114,9 +114,24 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_report(workdir: str, family: str, config, chosen: list, records: list[dict], failures: list[str],
+                 complete: bool) -> None:
+    """compile_check.json and compile_check.md of the records so far (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    io.write_json(os.path.join(workdir, "compile_check.json"),
+                  {"family": family, "preset": config.get("preset"), "jax": jax.__version__,
+                   "complete": complete, "records": records, "failures": failures})
+    notes = "\n".join(f"- {t.name}: {t.chips} x {t.platform} ({t.topology}); {t.sources}" for t in chosen)
+    io.write_text(os.path.join(workdir, "compile_check.md"),
+                  f"# Compile check: {family}:{config.get('preset')}\n\nPer device, per call; compiler "
+                  f"estimates, not measurements.\n\n{table(records)}\n\nTargets:\n{notes}\n")
+
+
 def run(family: str, config, workdir: str, target_names: list[str], program_names: list[str]) -> list[dict]:
     """Compiles and reports every wanted program on every target; raises CompileFailure at the end
-    when any did not compile or fit (the records of the others are written first)."""
+    when any did not compile or fit. The report is rewritten after each target, so a long check
+    that is stopped keeps what it finished; it is complete when its `complete` field is true."""
     # JAX's persistent cache stores executables for compile-only devices but cannot load them
     # (deserializing needs a client of the target's platform): off, so nothing large is written.
     compile_cache.enable(None)
@@ -124,18 +139,11 @@ def run(family: str, config, workdir: str, target_names: list[str], program_name
     for target in chosen:
         targets.check_packages(target)
     records, failures = [], []
-    for target in chosen:
+    for i, target in enumerate(chosen):
         got, failed = check_target(family, config, target, program_names)
         records += got
         failures += failed
-    if jax.process_index() == 0:
-        io.write_json(os.path.join(workdir, "compile_check.json"),
-                      {"family": family, "preset": config.get("preset"), "jax": jax.__version__,
-                       "records": records, "failures": failures})
-        notes = "\n".join(f"- {t.name}: {t.chips} x {t.platform} ({t.topology}); {t.sources}" for t in chosen)
-        io.write_text(os.path.join(workdir, "compile_check.md"),
-                      f"# Compile check: {family}:{config.get('preset')}\n\nPer device, per call; compiler "
-                      f"estimates, not measurements.\n\n{table(records)}\n\nTargets:\n{notes}\n")
+        write_report(workdir, family, config, chosen, records, failures, complete=i == len(chosen) - 1)
     print(table(records))
     if failures:
         raise CompileFailure("\n".join(failures))
