@@ -25,12 +25,10 @@ import zipfile
 import numpy as np
 
 from jaxmem.config import ConfigError
+from jaxmem.data.images import SPLIT_SHAPES
 
 FLOAT = 4  # bytes of a float32
 # (N, H, W, C) of the built-in image sources per split (jaxmem.data.images.DATASETS).
-DATASET_SHAPES = {"digits": {"train": (1797, 8, 8, 1)}, "mnist_5k": {"train": (5000, 28, 28, 1)},
-                  "mnist": {"train": (60000, 28, 28, 1), "test": (10000, 28, 28, 1)},
-                  "cifar10": {"train": (50000, 32, 32, 3), "test": (10000, 32, 32, 3)}}
 INCEPTION_PARAMETERS = 23_900_000  # the FID Inception's weights
 INCEPTION_ACTIVATIONS_PER_IMAGE = 299 * 299 * 3 * 12  # its input at 299^2 and the feature maps of one image
 
@@ -123,7 +121,7 @@ def image_shape(data) -> tuple[int, int, int, int]:
     if data.dataset == "npz":
         shape = npz_shape(data.path, ("images",)) or (0,)
     else:
-        shapes = DATASET_SHAPES.get(data.dataset, {})
+        shapes = SPLIT_SHAPES.get(data.dataset, {})
         shape = shapes.get(data.get("split", "train"), shapes.get("train", (0,)))
     return tuple(shape) + (1,) * (4 - len(shape))
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxmem import neighbors, noise, parallel, sampling
 from jaxmem.config import ConfigError
+from jaxmem.data.images import SPLIT_SHAPES
 from jaxmem.denoisers import empirical, unet
 from jaxmem.experiments import edm_training
 from jaxmem.experiments.gmm_crossover import grids
@@ -36,9 +37,9 @@ from jaxmem.metrics import features, inception
 from jaxmem.train import gmm_grid, trainer
 
 FAMILIES = ("edm", "geometry", "crossover", "quality")
-# Images of a whole split when data.num_train / n_train is 0 (the training splits' sizes).
-SPLIT_SIZES = {"digits": 1_797, "mnist_5k": 5_000, "mnist": 60_000, "cifar10": 50_000}
-IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist_5k": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+# Images of the training split (when data.num_train / n_train is 0: all of it) and their shape.
+SPLIT_SIZES = {name: splits["train"][0] for name, splits in SPLIT_SHAPES.items()}
+IMAGE_SHAPES = {name: splits["train"][1:] for name, splits in SPLIT_SHAPES.items()}
 FID_BATCH = 512   # images per call of the FID network when a config leaves it to the platform
 FID_IMAGES = 50_000  # a standard FID
 KNN_MEMORY_SHARE = 8  # the k-NN query block uses an eighth of a device's memory (as on a real device)

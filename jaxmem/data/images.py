@@ -23,6 +23,11 @@ import numpy as np
 from jaxmem.config import ConfigError, require, require_choice
 
 DATASETS = ("digits", "mnist_5k", "mnist", "cifar10", "npz")
+# [N, H, W, C] of each split of the named datasets (the offline sets' bundled counts, the tfds
+# splits' sizes), for what is planned before any data is loaded: memory estimates, compile checks.
+SPLIT_SHAPES = {"digits": {"train": (1797, 8, 8, 1)}, "mnist_5k": {"train": (5000, 28, 28, 1)},
+                "mnist": {"train": (60000, 28, 28, 1), "test": (10000, 28, 28, 1)},
+                "cifar10": {"train": (50000, 32, 32, 3), "test": (10000, 32, 32, 3)}}
 _TFDS_SPLITS = ("train", "test")
 
 
