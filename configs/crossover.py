@@ -5,13 +5,14 @@ Presets (--config=configs/crossover.py:<preset>):
   demo   `make demo`: ~1 minute on 2 CPU cores, d=30, K=3, N in {20,40,60}, the linear trend
          of M* in N with the cheap protocol (CHEAP_TRAINING)
   paper  "On the Edge of Memorization": d in {30,40,50,60} x K in {3,6,9,12} x N in
-         {50,100,150,200}, M/N in 0.1..1.0, 50,000 steps, 100 noise draws, 50 samples,
-         25-step DDIM (640 models; for an accelerator)
+         {50,100,150,200}, M/N in 0.1..1.0, 50,000 steps, the authors' optimizer chain on s,
+         100 noise draws per point sharing one t, 50 samples, 25-step DDIM returning x at
+         t = 0.001 (640 models; for an accelerator)
   scale  N up to 10^4, d up to 3072, a finer M grid, several seeds, minibatches (GPU/TPU)
   curve  the headline curve on 2 CPU cores: d=50, K=12, N in {50,...,400}, 3 seeds, adaptive
          search to 0.02 N, the cheap protocol (CHEAP_TRAINING: 3,000 steps, lr 1e-2, Adam b2 0.9,
          equal to the paper's 50,000-step schedule at the anchor); ~26 min on one core
-  anchor_full / anchor_cheap  the paper's schedule / the cheap protocol at d=50, K=12, N=200,
+  anchor_full / anchor_cheap  the paper's schedule and optimizer / the cheap protocol at d=50, K=12, N=200,
          M/N in 0.5..1.0 (the equivalence table)
   minibatch_check / large_n   minibatch training at N = 200 (vs full batch) and N = 2,000
   replication       the curve's protocol with a fraction of the points stored 10 times, N in
@@ -45,16 +46,22 @@ Fields (score_sde style groups):
   training  steps, noise_draws (per point and step), peak_lr, final_lr, warmup_fraction, adam_b2
             (Adam's second-moment decay: 0.999 is the paper's; the cheap protocol's 0.9 lets the
             models leave the memorising start in ~1,500 steps instead of ~35,000),
+            optimizer ('jaxmem': Adam on log s^2; 'paper': the authors' chain
+            clip_by_global_norm(1e9), adam(schedule, 0.9, adam_b2, 1e-8), ema(0.99, debias) on
+            the standard deviation s, jaxmem.train.gmm_grid),
             weighting of the loss ('eps', 'x0', 'custom' with custom_weights), chunk_steps
             (steps per compiled chunk and checkpoint), time grid (num_times, t_min, t_max),
             point_block (noisy points per rematerialised block, 0 = all: bounds memory),
             grid_per_train_size (one grid per (d, N) instead of per d: no padding to the largest N),
-            estimator ('iid', 'stratified', 'antithetic', 'stratified_antithetic'; see
+            estimator ('iid', 'iid_shared_t' (one t per point and step for its draws: the
+            authors'), 'stratified', 'antithetic', 'stratified_antithetic'; see
             jaxmem.train.gmm_grid), batch_size (0 = full batch; B > 0: minibatches of B points)
-  sampling  num_samples per model, num_steps of the DDIM sampler
+  sampling  num_samples per model, num_steps of the DDIM sampler, final_denoise (True: return the
+            clean estimate at t_min; False: x at t_min, the authors')
   eval      noise_draws for the per-t losses, delta (transition window), weightings of the
             predicted crossovers, crossover_points (M values of the partial-memorisation curve),
-            model_batch (models evaluated at once, 0 = all)
+            model_batch (models evaluated at once, 0 = all), window_fallback ('nan': a window end
+            the ratio never reaches is NaN; 'capacities': the first / last M trained, the authors')
 """
 
 import ml_collections
@@ -79,10 +86,11 @@ def _base() -> ml_collections.ConfigDict:
         steps=50_000, noise_draws=100, peak_lr=1e-3, final_lr=1e-6, warmup_fraction=0.1,
         weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=26, t_min=0.001,
         t_max=0.999, point_block=0, grid_per_train_size=False, estimator="stratified", batch_size=0,
-        adam_b2=0.999))
-    config.sampling = ml_collections.ConfigDict(dict(num_samples=50, num_steps=25))
+        adam_b2=0.999, optimizer="jaxmem"))
+    config.sampling = ml_collections.ConfigDict(dict(num_samples=50, num_steps=25, final_denoise=True))
     config.eval = ml_collections.ConfigDict(dict(
-        noise_draws=20, delta=0.1, weightings=("x0", "eps"), crossover_points=50, model_batch=0))
+        noise_draws=20, delta=0.1, weightings=("x0", "eps"), crossover_points=50, model_batch=0,
+        window_fallback="nan"))
     return config
 
 
@@ -103,12 +111,23 @@ def demo() -> ml_collections.ConfigDict:
     return config
 
 
+# The authors' training (their GMM code): the standard deviation s trained with
+# optax.chain(clip_by_global_norm(1e9), adam(schedule, 0.9, 0.999, 1e-8), ema(0.99, debias=True)) on
+# the base schedule (linear 0 -> 1e-3 over the first 10% of 50,000 steps, then linear to 1e-6),
+# full batch, 100 i.i.d. draws per point and step that share one t.
+PAPER_TRAINING = dict(optimizer="paper", noise_draws=100, estimator="iid_shared_t")
+
+
 def paper() -> ml_collections.ConfigDict:
+    """The authors' protocol: their optimizer chain on s (PAPER_TRAINING), 100 draws per point and
+    step sharing one t, DDIM returning x at t = 0.001, windows falling back to the first / last M."""
     config = _base()
     config.data.update(dims=(30, 40, 50, 60), num_components=(3, 6, 9, 12),
                        train_sizes=(50, 100, 150, 200))
     config.training.grid_per_train_size = True  # 16 grids of 40 models: half the padded work
-    config.training.estimator = "iid"  # the paper's; 26 stratified draws have less variance
+    config.training.update(**PAPER_TRAINING)
+    config.sampling.final_denoise = False
+    config.eval.window_fallback = "capacities"
     return config
 
 
@@ -136,16 +155,18 @@ def scale() -> ml_collections.ConfigDict:
 # lr (the escape rate per step does not grow with the lr); with b2 = 0.9 they leave it in
 # ~1,500 steps at lr 1e-2 and end where the paper's 50,000 steps end.
 CHEAP_TRAINING = dict(steps=3_000, peak_lr=1e-2, noise_draws=4, estimator="stratified", chunk_steps=1_000,
-                      adam_b2=0.9)
+                      adam_b2=0.9, optimizer="jaxmem")
 ANCHOR_FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the paper's grid where its ratio is above 0
 
 
 def anchor_full() -> ml_collections.ConfigDict:
-    """The paper's schedule at the anchor (d = 50, K = 12, N = 200): 50,000 steps at peak lr
-    1e-3, i.i.d. draws (8 per point and step instead of the paper's 100, to fit a CPU)."""
+    """The paper's schedule and optimizer at the anchor (d = 50, K = 12, N = 200): 50,000 steps at
+    peak lr 1e-3, the authors' chain on s (training.optimizer='paper'), i.i.d. draws (8 per point
+    and step instead of the paper's 100, to fit a CPU; --config.training.noise_draws=100
+    --config.training.estimator=iid_shared_t for the authors' draws)."""
     config = _base()
     config.model.capacity_fractions = ANCHOR_FRACTIONS
-    config.training.update(noise_draws=8, chunk_steps=2_500, estimator="iid")
+    config.training.update(noise_draws=8, chunk_steps=2_500, estimator="iid", optimizer="paper")
     return config
 
 

@@ -139,8 +139,9 @@ def crossover(config) -> dict[str, float]:
     m = max(1, round(max(config.model.capacity_fractions) * n))
     points = config.training.point_block or config.training.batch_size or n
     copies = max(1, config.data.copies)
+    states = 5 if config.training.get("optimizer", "jaxmem") == "paper" else 4  # + the paper chain's update EMA
     return {"data": sets * (n * copies + config.data.num_val) * d * FLOAT,
-            "parameters and optimizer": 4 * sets * capacities * m * (d + 2) * FLOAT,
+            "parameters and optimizer": states * sets * capacities * m * (d + 2) * FLOAT,
             "training block": sets * capacities * config.training.noise_draws * points * m * FLOAT,
             "evaluation block": sets * capacities * config.sampling.num_samples * n * FLOAT}
 

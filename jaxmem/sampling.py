@@ -7,7 +7,9 @@ DDIM (VP, eta = 0; Song et al. 2021, eq. 12 with sigma = 0) on a time grid
 t_K > ... > t_0 of the VP process x_t = alpha_t x0 + sigma_t eps:
     x0_hat = (x - sigma_{t_k} eps_hat) / alpha_{t_k}
     x      <- alpha_{t_{k-1}} x0_hat + sigma_{t_{k-1}} eps_hat,
-starting from x ~ N(0, I) at t_K and returning the clean estimate x0_hat at t_0.
+starting from x ~ N(0, I) at t_K and returning the clean estimate x0_hat at t_0 (one more
+denoiser call), or with final_denoise=False x itself at t_0 (the authors' GMM code: 25 steps
+from t = 0.999 that return x at t = 0.001).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from jaxmem.progress import Progress
 PREDICTIONS = ("eps", "x0")
 
 
-def ddim_sample(denoiser: Callable, x_start, times, prediction: str = "eps"):
+def ddim_sample(denoiser: Callable, x_start, times, prediction: str = "eps", final_denoise: bool = True):
     """Deterministic DDIM from x_start [S, d] at times[-1] down to times[0]; returns x0 [S, d].
 
     denoiser(x [S, d], t scalar) -> [S, d]: the eps-prediction (prediction="eps") or the
     clean estimate (prediction="x0"). times: increasing VP times in (0, 1), shape [K + 1];
     the sampler makes K DDIM steps (K + 1 denoiser calls, the last one gives x0).
+    final_denoise=False: K denoiser calls, returns x at times[0] (no final denoising step).
     """
     require_choice("prediction", prediction, PREDICTIONS)
     times = np.asarray(times, np.float64)
@@ -54,7 +57,7 @@ def ddim_sample(denoiser: Callable, x_start, times, prediction: str = "eps"):
 
     x, _ = jax.lax.scan(ddim_step, jnp.asarray(x_start, jnp.float32),
                         (descending[:-1], descending[1:]))
-    return predict(x, descending[-1])[0]
+    return predict(x, descending[-1])[0] if final_denoise else x
 
 
 # --- EDM samplers (Karras et al. 2022, Algorithm 1 without stochasticity) -----------------------

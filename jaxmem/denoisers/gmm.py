@@ -1,7 +1,8 @@
 """The GMM denoiser of the memorization laboratory (VP process), as pure functions.
 
 Process (jaxmem.noise): x_t = alpha_t x0 + sigma_t eps, alpha_t = sqrt(1 - t^2), sigma_t = t.
-Model: M means mu_m [M, d], one shared scalar variance s^2 (stored as `log_var`), uniform
+Model: M means mu_m [M, d], one shared scalar variance s^2 (stored as `log_var` = log s^2, or
+as the standard deviation `std` = s, the authors' trainable parameter: see `variance`), uniform
 priors over the components that `mask` switches on. The exact posterior mean of x0 under this
 model (the paper's denoiser) is
 
@@ -21,7 +22,9 @@ denoiser of the data GMM (means = data means, s^2 = s0^2), the fully memorising 
 memorising one (means = a fixed subset of M training points, s^2 -> 0). `log_var = -inf`
 gives s^2 = 0 exactly.
 
-Parameters: {"means": [M, d] float32, "log_var": [] float32}. `mask`: [M] bool (None = all).
+Parameters: {"means": [M, d] float32, "log_var": [] float32} or {"means": [M, d] float32, "std": []
+float32} (every function here takes either; the gradients are w.r.t. the parameter stored).
+`mask`: [M] bool (None = all).
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ def memorizing_params(train_points) -> dict:
     return make_params(train_points, 0.0)
 
 
+def variance(params: dict):
+    """s^2 of either parametrisation: exp(log_var), or std^2 (the model depends on s only through
+    s^2, so s and -s are the same model)."""
+    return jnp.square(params["std"]) if "std" in params else jnp.exp(params["log_var"])
+
+
 def _schedule(t):
     t = jnp.asarray(t, jnp.float32)
     return vp_alpha(t), vp_sigma(t)
@@ -63,7 +72,7 @@ def component_logits(params: dict, x_t, t, mask=None):
     means = params["means"]
     alpha, sigma = _schedule(t)
     alpha, sigma = jnp.broadcast_to(alpha, x_t.shape[:1]), jnp.broadcast_to(sigma, x_t.shape[:1])
-    v = alpha**2 * jnp.exp(params["log_var"]) + sigma**2                       # [B]
+    v = alpha**2 * variance(params) + sigma**2                                  # [B]
     cross = x_t @ means.T                                                       # [B, M]
     half_sqnorm = 0.5 * jnp.sum(means * means, axis=-1)                         # [M]
     logits = (alpha[:, None] * cross - alpha[:, None] ** 2 * half_sqnorm) / v[:, None]
@@ -77,10 +86,10 @@ def _posterior_terms(params: dict, x_t, t, mask):
     alpha, sigma = _schedule(t)
     alpha = jnp.broadcast_to(alpha, x_t.shape[:1])[:, None]
     sigma = jnp.broadcast_to(sigma, x_t.shape[:1])[:, None]
-    variance = jnp.exp(params["log_var"])
-    v = alpha**2 * variance + sigma**2
+    s2 = variance(params)
+    v = alpha**2 * s2 + sigma**2
     weights = jax.nn.softmax(component_logits(params, x_t, t, mask), axis=-1)   # [B, M]
-    return alpha, sigma, v, variance, weights @ params["means"]
+    return alpha, sigma, v, s2, weights @ params["means"]
 
 
 def apply(params: dict, x_t, t, mask=None):
@@ -97,16 +106,17 @@ def apply_x0(params: dict, x_t, t, mask=None):
 
     Algebraically (x_t - sigma_t eps_hat) / alpha_t, written without the division by alpha_t.
     """
-    alpha, sigma, v, variance, mean_of_means = _posterior_terms(params, x_t, t, mask)
-    return (alpha * variance * x_t + sigma**2 * mean_of_means) / v
+    alpha, sigma, v, s2, mean_of_means = _posterior_terms(params, x_t, t, mask)
+    return (alpha * s2 * x_t + sigma**2 * mean_of_means) / v
 
 
 def _block_loss_and_grad(params, x_t, t, eps, point_weights, mask):
-    """Loss and parameter gradient of one block of points: (loss [], {"means": [M, d], "log_var": []})."""
+    """Loss and parameter gradient of one block of points: (loss [], {"means": [M, d], "log_var" or
+    "std": []}, the keys of params)."""
     alpha, sigma = _schedule(t)
     alpha, sigma = alpha[:, None], sigma[:, None]                                 # [B, 1]
-    means, variance = params["means"], jnp.exp(params["log_var"])
-    v = alpha**2 * variance + sigma**2                                            # [B, 1]
+    means, s2 = params["means"], variance(params)
+    v = alpha**2 * s2 + sigma**2                                            # [B, 1]
     logits = component_logits(params, x_t, t, mask > 0)                           # [B, M]
     weights = jax.nn.softmax(logits, axis=-1)
     mean_of_means = weights @ means                                               # [B, d]
@@ -123,8 +133,11 @@ def _block_loss_and_grad(params, x_t, t, eps, point_weights, mask):
     finite_logits = jnp.where(mask > 0, logits, 0.0)
     grad_v = -(jnp.sum(grad_residual * eps_hat, axis=-1, keepdims=True)
                + jnp.sum(grad_logits * finite_logits, axis=-1, keepdims=True)) / v
-    grad_log_var = (jnp.sum(grad_v * alpha**2) * variance).astype(params["log_var"].dtype)
-    return loss, {"means": grad_means, "log_var": grad_log_var}
+    grad_variance = jnp.sum(grad_v * alpha**2)                                    # dL/ds^2
+    if "std" in params:                                                           # ds^2/ds = 2 s
+        grad_std = grad_variance * 2.0 * params["std"]
+        return loss, {"means": grad_means, "std": grad_std.astype(params["std"].dtype)}
+    return loss, {"means": grad_means, "log_var": (grad_variance * s2).astype(params["log_var"].dtype)}
 
 
 def loss_and_grad(params: dict, x_t, t, eps, point_weights, mask, block: int = 0):
@@ -161,7 +174,8 @@ def weighted_eps_loss(params: dict, x_t, t, eps, point_weights, mask, block: int
     computed together with the loss: with g_r = 2 c_p r_p, g_mbar = -(sigma alpha / v) g_r and
     B = w * (g_mbar mu^T - <g_mbar, mbar>) (the softmax backward),
         dL/dmu   = w^T g_mbar + (B alpha / v)^T x_t - (sum_p B_pm alpha_p^2 / v_p) mu_m
-        dL/dv_p  = -<g_r, eps_hat>_p / v_p - sum_m B_pm logit_pm / v_p,  dv/dlog s^2 = alpha^2 s^2.
+        dL/dv_p  = -<g_r, eps_hat>_p / v_p - sum_m B_pm logit_pm / v_p,  dv/dlog s^2 = alpha^2 s^2
+        (dv/ds = 2 alpha^2 s for the `std` parametrisation).
     Five [P, d] x [d, M]-sized matrix products per step and no [P, M, d] tensor; autodiff of
     the same expression runs several times slower on CPU.
     """

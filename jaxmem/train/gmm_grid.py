@@ -24,7 +24,9 @@ Loss (the paper's, per model): eps-prediction MSE summed over dimensions,
 over the N training points i (full batch) and R noise draws r. The draws of point i come from
 fold_in(step key, i), so they do not depend on how the training set is padded. Estimators of
 the expectation over (t, eps) (all unbiased; `noise_draws` is R):
-  iid                    t_ir uniform on the time grid, eps_ir ~ N(0, I) (the paper's)
+  iid                    t_ir uniform on the time grid, eps_ir ~ N(0, I)
+  iid_shared_t           one t_i uniform on the time grid per point and step, shared by the
+                         point's R draws eps_ir ~ N(0, I) (the authors' code)
   stratified             systematic times t_ir = grid[floor(T (u_i + r) / R)], u_i ~ U[0, 1):
                          one draw in each of R equal slices of the grid, so a point sees every
                          grid time R/T times per step when T divides R (each once for R = T) and
@@ -34,6 +36,14 @@ the expectation over (t, eps) (all unbiased; `noise_draws` is R):
   stratified_antithetic  both: the R/2 pairs' times are systematic over the grid
 The loss and its gradient are the fused jaxmem.denoisers.gmm.weighted_eps_loss (matmul-form
 distances, hand-written backward, points in cache-sized blocks).
+
+Optimizers (`make_optimizer`, training.optimizer):
+  jaxmem  the trainable s^2 is `log_var` = log s^2; optax.adam(adam_schedule, b2=adam_b2)
+  paper   the authors' code: the trainable parameter is the standard deviation `std` = s (the
+          model sees s^2 only); optax.chain(clip_by_global_norm(1e9), adam(adam_schedule, 0.9,
+          adam_b2, 1e-8), ema(0.99, debias=True)): the ema smooths the *updates* (extra
+          momentum), it is not a parameter EMA. The clip acts on a training set's gradient (its
+          members' together); at 1e9 it never acts, as in the authors' code.
 """
 
 from __future__ import annotations
@@ -55,7 +65,11 @@ from jaxmem.progress import Progress
 from jaxmem.train.checkpoint import Checkpointer
 from jaxmem.train.loop import TrainState, init_state, make_train_step
 
-ESTIMATORS = ("iid", "stratified", "antithetic", "stratified_antithetic")
+ESTIMATORS = ("iid", "stratified", "antithetic", "stratified_antithetic", "iid_shared_t")
+OPTIMIZERS = ("jaxmem", "paper")
+PAPER_CLIP_NORM = 1e9       # the authors' clip_by_global_norm threshold (never reached)
+PAPER_UPDATE_EMA = 0.99     # the authors' optax.ema decay on the updates (debiased)
+PAPER_ADAM_EPS = 1e-8
 CHECKPOINTS_KEPT = 2  # the latest chunk and the one before (the fallback when the latest is unreadable)
 
 
@@ -67,6 +81,24 @@ def adam_schedule(steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
     return optax.join_schedules(
         [optax.linear_schedule(0.0, peak_lr, warmup), optax.linear_schedule(peak_lr, final_lr, decay)],
         boundaries=[warmup])
+
+
+def make_optimizer(name: str, steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
+                   warmup_fraction: float = 0.1, adam_b2: float = 0.999) -> optax.GradientTransformation:
+    """The optimizer `name` (one of OPTIMIZERS, see the module docstring) on adam_schedule."""
+    require_choice("training.optimizer", name, OPTIMIZERS)
+    schedule = adam_schedule(steps, peak_lr, final_lr, warmup_fraction)
+    if name == "jaxmem":
+        return optax.adam(schedule, b2=adam_b2)
+    return optax.chain(optax.clip_by_global_norm(PAPER_CLIP_NORM),
+                       optax.adam(schedule, b1=0.9, b2=adam_b2, eps=PAPER_ADAM_EPS),
+                       optax.ema(PAPER_UPDATE_EMA, debias=True))
+
+
+def variance_parameter(optimizer: str) -> str:
+    """The trainable form of s^2 under training.optimizer: 'log_var' (jaxmem) or 'std' (paper)."""
+    require_choice("training.optimizer", optimizer, OPTIMIZERS)
+    return "std" if optimizer == "paper" else "log_var"
 
 
 def validate_estimator(estimator: str, noise_draws: int) -> None:
@@ -90,6 +122,8 @@ def draw_point(key, dim: int, noise_draws: int, num_times: int, estimator: str =
     if estimator.startswith("stratified"):  # systematic: one draw in each of R equal slices of the grid
         shift = jax.random.uniform(jax.random.fold_in(key, 1), ())
         time_index = jnp.minimum(jnp.floor(num_times * (shift + jnp.arange(base)) / base), num_times - 1)
+    elif estimator == "iid_shared_t":  # one time per point and step for all its draws
+        time_index = jnp.broadcast_to(jax.random.randint(jax.random.fold_in(key, 1), (), 0, num_times), (base,))
     else:
         time_index = jax.random.randint(jax.random.fold_in(key, 1), (base,), 0, num_times)
     if antithetic:
@@ -124,7 +158,7 @@ def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
     by one block's [block, M] logits); estimator: one of ESTIMATORS; batch_size: B > 0
     trains on minibatches of B training points (minibatch_indices; each point keeps the draws
     it would have in full batch, so B = N gives the full-batch loss), 0 = full batch.
-    params: {"means": [C, M, d], "log_var": [C]}; batch: {"train": [N, d], "point_mask": [N]
+    params: {"means": [C, M, d], "log_var" or "std": [C]} (variance_parameter); batch: {"train": [N, d], "point_mask": [N]
     float (1 real, 0 padding), "component_mask": [C, M] bool, "step": the state's step and
     "set_key": its rng (grid_chunk adds both)}.
     loss: the sum of the members' losses (each member's gradient is its own loss's gradient);
@@ -157,7 +191,7 @@ def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
         # lax.map, not vmap: vmapped members batch the products with transposes of every
         # [P, M] array and measured 2x slower on CPU (BENCHMARKS.md, GMM laboratory).
         losses = jax.lax.map(lambda member: member_loss(*member), (params, batch["component_mask"]))
-        return jnp.sum(losses), {"model_loss": losses, "variance": jnp.exp(params["log_var"])}
+        return jnp.sum(losses), {"model_loss": losses, "variance": gmm_denoiser.variance(params)}
 
     return loss_fn
 

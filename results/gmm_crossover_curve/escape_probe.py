@@ -47,7 +47,8 @@ SETTINGS = [
 
 def trajectory(steps: int, peak_lr: float, schedule: str, b2: float) -> list[tuple[int, float, float]]:
     config = load_config(os.path.join(HERE, "..", "..", "configs", "crossover.py") + ":anchor_full")
-    config.training.update(noise_draws=4, estimator="stratified", steps=steps, peak_lr=peak_lr)
+    config.training.update(noise_draws=4, estimator="stratified", steps=steps, peak_lr=peak_lr,
+                           optimizer="jaxmem")  # escape.md studies Adam on log s^2
     data_sets = make_data_sets(config, 50, (200,))
     models, params, batch, rngs = build_grid(config, 50, data_sets, [CAPACITIES])
     loss_fn, _ = make_loss_and_optimizer(config)

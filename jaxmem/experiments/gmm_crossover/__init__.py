@@ -53,6 +53,7 @@ from jaxmem.train import gmm_grid
 DATA_MODELS = ("isotropic", "subspace", "lowrank")
 INITS = ("partial", "replicated_first", "random")
 SEARCHES = ("grid", "adaptive")
+WINDOW_FALLBACKS = ("nan", "capacities")  # a window end the ratio never reaches: NaN, or the first / last M
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -115,6 +116,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(config.eval.model_batch >= 0, "eval.model_batch", config.eval.model_batch,
             "an integer >= 0 (0 = all models at once)")
     gmm_grid.validate_estimator(training.estimator, training.noise_draws)
+    require_choice("training.optimizer", training.optimizer, gmm_grid.OPTIMIZERS)
     require(isinstance(training.batch_size, int) and 0 <= training.batch_size <= smallest_n, "training.batch_size",
             training.batch_size, f"an integer in [0, {smallest_n}] (0 = full batch; at most the smallest N)")
     require(training.peak_lr > 0 and training.final_lr >= 0, "training.peak_lr, training.final_lr",
@@ -133,8 +135,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "an integer >= 2")
     require(config.sampling.num_steps >= 1, "sampling.num_steps", config.sampling.num_steps,
             "an integer >= 1")
+    require(isinstance(config.sampling.final_denoise, bool), "sampling.final_denoise", config.sampling.final_denoise,
+            "True (return the clean estimate at t_min) or False (return x at t_min, the authors')")
     require(config.eval.noise_draws >= 1, "eval.noise_draws", config.eval.noise_draws, "an integer >= 1")
     require(0 < config.eval.delta < 0.5, "eval.delta", config.eval.delta, "a fraction in (0, 0.5)")
+    require_choice("eval.window_fallback", config.eval.window_fallback, WINDOW_FALLBACKS)
     require(config.eval.crossover_points >= 2, "eval.crossover_points", config.eval.crossover_points,
             "an integer >= 2")
     footprint.require_fits(footprint.crossover(config))

@@ -58,10 +58,11 @@ def capacity_losses(params, masks, points, point_mask, eps, times, model_batch=0
                        model_batch)
 
 
-def sample_grid(params, masks, x_start, times):
-    """DDIM samples of every model of the grid: [G, S, d]."""
+def sample_grid(params, masks, x_start, times, final_denoise: bool = True):
+    """DDIM samples of every model of the grid: [G, S, d] (final_denoise: see sampling.ddim_sample)."""
     def one_model(p, m, x):
-        return sampling.ddim_sample(lambda x_t, t: gmm_denoiser.apply(p, x_t, t, m), x, times)
+        return sampling.ddim_sample(lambda x_t, t: gmm_denoiser.apply(p, x_t, t, m), x, times,
+                                    final_denoise=final_denoise)
 
     return jax.jit(jax.vmap(one_model))(params, masks, x_start)
 

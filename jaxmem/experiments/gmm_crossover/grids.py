@@ -3,7 +3,7 @@
 A grid is every model of one data dimension d (or one (d, N) with
 training.grid_per_train_size): S training sets (K x N x seed) x C member capacities M, trained
 together by jaxmem.train.gmm_grid. `build_grid` stacks their initial parameters, batches and
-keys; `make_loss_and_optimizer` is the training config's loss and Adam schedule.
+keys; `make_loss_and_optimizer` is the training config's loss and optimizer (training.optimizer).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxmem import noise, theory
 from jaxmem.data import gmm as gmm_data
@@ -86,7 +85,8 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     init: the first M training points, which are i.i.d. draws, so M distinct random points; the
     stored copies of replicated points follow the N distinct ones (gmm_data.training_rows);
     'replicated_first': the M distinct points of highest multiplicity, point order among equals;
-    'random': N(0, I)), "log_var": [S, C]}; batch {"train": [S, N_max, d], "point_mask":
+    'random': N(0, I)), "log_var": [S, C] = log init_variance, or with training.optimizer='paper'
+    "std": [S, C] = sqrt(init_variance)}; batch {"train": [S, N_max, d], "point_mask":
     [S, N_max], "component_mask": [S, C, M_max]}; rngs [S, 2]: row s's key folds in (d,
     round_index, j), so no two sets or rounds of a d share draws.
     """
@@ -117,8 +117,11 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     else:
         init_rng = np.random.default_rng((config.seed, dim, 7) + ((round_index,) if round_index else ()))
         means = init_rng.standard_normal(component_mask.shape + (dim,)).astype(np.float32)
-    params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32),
-              "log_var": np.full(m_grid.shape, np.log(config.model.init_variance), np.float32)}
+    params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32)}
+    if gmm_grid.variance_parameter(config.training.optimizer) == "std":  # the authors' s (s^2 = init_variance)
+        params["std"] = np.full(m_grid.shape, np.sqrt(config.model.init_variance), np.float32)
+    else:
+        params["log_var"] = np.full(m_grid.shape, np.log(config.model.init_variance), np.float32)
     batch = {"train": train, "point_mask": point_mask, "component_mask": component_mask}
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 * dim + round_index)
     rngs = np.asarray(jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.asarray(rows)))
@@ -137,18 +140,20 @@ def grid_shapes(config, dim: int, train_sizes, sets_multiple: int = 1) -> tuple[
     max_n = max(int(replication_counts(config, dim, k, n, s).sum()) for k in config.data.num_components for n in sizes
                 for s in range(config.model.num_seeds))
     f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
-    params = {"means": f32(sets, members, max_m, dim), "log_var": f32(sets, members)}
+    params = {"means": f32(sets, members, max_m, dim),
+              gmm_grid.variance_parameter(config.training.optimizer): f32(sets, members)}
     batch = {"train": f32(sets, max_n, dim), "point_mask": f32(sets, max_n),
              "component_mask": jax.ShapeDtypeStruct((sets, members, max_m), jnp.bool_)}
     return params, batch, jax.ShapeDtypeStruct((sets, 2), jnp.uint32)
 
 
 def make_loss_and_optimizer(config) -> tuple:
-    """(loss_fn, optimizer) of the training config (jaxmem.train.gmm_grid.make_gmm_loss, Adam schedule)."""
+    """(loss_fn, optimizer) of the training config (jaxmem.train.gmm_grid.make_gmm_loss and
+    make_optimizer: training.optimizer on the Adam schedule)."""
     times, training = times_of(config), config.training
     loss_fn = gmm_grid.make_gmm_loss(
         times, theory.eps_loss_weights(times, training.weighting, training.custom_weights),
         training.noise_draws, training.point_block, training.estimator, training.batch_size)
-    optimizer = optax.adam(gmm_grid.adam_schedule(training.steps, training.peak_lr, training.final_lr,
-                                                  training.warmup_fraction), b2=training.adam_b2)
+    optimizer = gmm_grid.make_optimizer(training.optimizer, training.steps, training.peak_lr, training.final_lr,
+                                        training.warmup_fraction, training.adam_b2)
     return loss_fn, optimizer

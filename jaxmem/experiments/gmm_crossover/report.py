@@ -81,6 +81,17 @@ def set_multiplicity(result: dict, j: int) -> np.ndarray:
     return np.asarray(result["set_multiplicity"][j][:n], np.int64)
 
 
+def transition_window(m, ratio, delta: float, fallback: str = "nan") -> tuple[float, float]:
+    """(start, end): the first M at which the ratio (over increasing M) reaches delta and 1 - delta
+    (theory.first_crossing). Where it never does, NaN (fallback 'nan'), or the first M trained
+    for the start and the last for the end (fallback 'capacities': the authors' code)."""
+    start, end = theory.first_crossing(m, ratio, delta), theory.first_crossing(m, ratio, 1.0 - delta)
+    if fallback == "capacities":
+        start = float(m[0]) if np.isnan(start) else start
+        end = float(m[-1]) if np.isnan(end) else end
+    return start, end
+
+
 def summarize(config, dim: int, result: dict) -> list[dict]:
     """One table row per data set (d, K, N, seed): M_pt, delta window, predicted M* per method."""
     times, delta = result["times"], config.eval.delta
@@ -90,9 +101,9 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
         of_set = models_of_set(result, j)
         order = np.argsort(result["M"][of_set])
         m, ratio = result["M"][of_set][order], result["ratio"][of_set][order]
+        start, end = transition_window(m, ratio, delta, config.eval.get("window_fallback", "nan"))
         row = dict(d=dim, K=k, N=n, seed=s, M_pt=theory.first_crossing(m, ratio, 0.5),
-                   window_start=theory.first_crossing(m, ratio, delta),
-                   window_end=theory.first_crossing(m, ratio, 1.0 - delta),
+                   window_start=start, window_end=end,
                    ratio_at_max_M=float(ratio[-1]), models=int(of_set.sum()))
         row["bracket_lo"], row["bracket_hi"], _ = search.bracket(m, ratio, n)
         counts = set_multiplicity(result, j)

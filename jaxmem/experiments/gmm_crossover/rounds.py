@@ -29,7 +29,8 @@ from jaxmem.train import gmm_grid
 # existed: left out of the fingerprint at that value, so those workdirs still resume and are reused.
 LATER_FIELDS = {("data", "rank"): 0, ("data", "off_variance"): 0.0, ("data", "replication"): "none",
                 ("data", "replicated_fraction"): 0.0, ("data", "copies"): 1, ("data", "zipf_exponent"): 1.0,
-                ("training", "adam_b2"): 0.999}
+                ("training", "adam_b2"): 0.999, ("training", "optimizer"): "jaxmem",
+                ("sampling", "final_denoise"): True}
 
 
 def _grid_fingerprint(config, dim: int, train_sizes) -> str:
@@ -41,6 +42,7 @@ def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     fields["data"].pop("dims")
     fields["data"]["train_sizes"] = [int(n) for n in train_sizes]
     fields["eval"].pop("model_batch")
+    fields["eval"].pop("window_fallback", None)  # how the report reads the ratios, not what was measured
     for later in ("refine_points", "search_tolerance", "search_rounds"):  # later rounds have their own
         fields["model"].pop(later)
     return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
@@ -94,7 +96,8 @@ def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs,
     samples = np.asarray(sample_grid(trained, component_mask,
                                       jnp.broadcast_to(x_start, (num_models,) + x_start.shape),
                                       noise.vp_times(config.sampling.num_steps + 1,
-                                                     config.training.t_min, config.training.t_max)))
+                                                     config.training.t_min, config.training.t_max),
+                                      config.sampling.final_denoise))
     # Tested against the distinct points; a memorised sample records the multiplicity of its point.
     tests = [neighbors.memorization_test(samples[g], data_sets[j][3].train) for g, j in enumerate(set_of_model)]
     ratio = np.array([np.mean(flags) for flags, _, _ in tests])
@@ -113,7 +116,7 @@ def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs,
         seed=np.array([data_sets[j][2] for j in set_of_model]), M=component_mask.sum(axis=1), ratio=ratio,
         landed_multiplicity=landed,
         train_loss=np.asarray(train_loss), val_loss=np.asarray(val_loss),
-        variance=np.exp(np.asarray(trained["log_var"])), skipped=np.asarray(state.skipped)[row])
+        variance=(np.square(trained["std"]) if "std" in trained else np.exp(trained["log_var"])), skipped=np.asarray(state.skipped)[row])
 
 
 def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
