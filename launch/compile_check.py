@@ -9,7 +9,7 @@ bytes, collectives, compile time and a roofline lower bound; device-hours of the
 Needs the compile-only packages (libtpu, the CUDA plugin), which live in their own environment:
 `make accelerators` creates .venv-accelerators (make compile-check does it). No device is used:
 the host runs on CPU. Config families: edm, geometry, crossover, quality.
-Targets: v5e-8, v5e-32, v5e-256, v5p-32, v6e-8, h100x1, h100x8, h100x32, h100x256 (jaxmem.targets).
+Targets: v5e-8, v5e-32, v5e-256, v5p-32, v6e-8, h100x1, h100x8, h100x32, h100x256, h200x1 (jaxmem.targets).
 A program that does not compile or fit prints one `error:` line each and the exit status is 1.
 """
 
