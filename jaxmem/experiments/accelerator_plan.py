@@ -58,7 +58,8 @@ JOBS = (
     # 200 M / 512 = 390,625 steps and ceil(50,000 / 256) = 196 sampling batches of those programs.
     Job("edm_50k_f32", "configs/edm.py:cifar10_50k", PAPER_TARGETS, ("knn", "fid_features"),
         (("sampling.num_samples", 50_000),),
-        what="EDM-50K (paper A): 200 M images, 50,000 samples, the 1/3 test of 50,000 x 50,000 x 3,072, FID",
+        what="EDM-50K (paper A): 200 M images, 50,000 samples, the 1/3 test of 50,000 x 50,000 x 3,072, "
+             "FID features of the 50,000 samples at batch 512",
         reuse=(("edm_1k_f32", "train_step", 390_625), ("edm_1k_f32", "sampler", 196))),
     Job("geometry_50k", "configs/geometry.py:cifar10_50k", PAPER_TARGETS, (),
         (("concentration.num_points", 1_250), ("coverage.num_points", 1_250)),
@@ -67,8 +68,6 @@ JOBS = (
         what="GMM laboratory, the paper's 64 configurations at its schedule (16 grids of 40 models)"),
     Job("crossover_scale", "configs/crossover.py:scale", PAPER_TARGETS,
         what="GMM laboratory at scale: N up to 10^4, d up to 3,072 (6 grids)"),
-    Job("fid_50k", "configs/quality.py:default", PAPER_TARGETS, (), (("data.dataset", "cifar10"),),
-        what="FID features of 50,000 CIFAR-10 images at batch 512"),
     *(Job(f"sweep_width{w}", "configs/edm.py:crossover_cifar10", ("h100x8",), ("train_step",),
           (("model.channels", w), ("model.embed_dim", 4 * w)), runs=5,
           what=f"U-Net capacity sweep, width {w}: 5 training-set sizes x 40 M images")
