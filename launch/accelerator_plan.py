@@ -30,7 +30,8 @@ from jaxmem.experiments import accelerator_plan as plan  # noqa: E402
 VERSIONED = ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "jax-cuda12-pjrt", "flax", "optax")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/accelerator_plan", "Folder of the jobs' compile-check workdirs.")
 _OUT = flags.DEFINE_string("out", None, "Folder for the plan's tables (default: --workdir).")
-_JOBS = flags.DEFINE_list("jobs", [], f"Jobs to run (default: all): {', '.join(j.name for j in plan.JOBS)}.")
+_JOBS = flags.DEFINE_list("jobs", [], f"Jobs to run, in this order (default: all): "
+                          f"{', '.join(j.name for j in plan.JOBS)}.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the tables from the jobs already run.")
 
 
@@ -45,8 +46,9 @@ def main(argv):
     workdir, out = os.path.abspath(_WORKDIR.value), os.path.abspath(_OUT.value or _WORKDIR.value)
     os.makedirs(out, exist_ok=True)
     log_path = os.path.join(out, "commands.txt")
-    for job in plan.JOBS:
-        if _REPORT_ONLY.value or (_JOBS.value and job.name not in _JOBS.value) or plan.load(workdir, job):
+    chosen = [plan.JOBS_BY_NAME[name] for name in _JOBS.value] if _JOBS.value else plan.JOBS  # in --jobs order
+    for job in chosen:
+        if _REPORT_ONLY.value or plan.load(workdir, job):
             continue
         command = job.command(sys.executable, os.path.join(REPO, "launch", "compile_check.py"), workdir)
         print("$ " + " ".join(command), flush=True)
