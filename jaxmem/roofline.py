@@ -6,11 +6,12 @@ derived from it with the target's published peaks (jaxmem.targets); nothing is m
   memory       argument, output, alias and temporary bytes (Compiled.memory_analysis()); the
                peak is XLA's `peak_memory_in_bytes` where the backend fills it, else
                argument + output - alias + temp + generated code
-  flops        the larger of XLA's cost analysis (Compiled.cost_analysis()['flops']: elementwise
-               work included, but a while loop's body counted once; empty for the CUDA plugin
-               without a GPU) and `matmul_flops`, the dots and convolutions of the compiled HLO
-               with every loop counted as often as it runs (the k-NN, geometry and GMM programs
-               are loops over blocks or steps)
+  flops        XLA's cost analysis (Compiled.cost_analysis()['flops']: elementwise work included,
+               convolution taps on padding left out) for a program without loops; for one with
+               loops (the k-NN, geometry and GMM programs loop over blocks or steps), whose bodies
+               XLA counts once, or without XLA's count (the CUDA plugin without a GPU), the
+               larger of it and `matmul_flops`: the dots and convolutions of the compiled HLO with
+               every loop iteration. Both counts are kept in the record
   bytes        XLA's bytes accessed (loop bodies once), floored at argument + output bytes
   collectives  every all-reduce, all-gather, reduce-scatter, all-to-all and collective-permute
                of the optimized HLO: kind, count, result bytes and the bytes one device sends,
@@ -186,14 +187,16 @@ def _trip_count(attrs: str, computations: dict) -> int:
     return max(constants, default=1)
 
 
-def matmul_flops(hlo_text: str) -> float:
+def matmul_flops(hlo_text: str, count_loops: bool = True) -> float:
     """FLOPs of the dots and convolutions of an optimized HLO module, with every while loop's body
     counted as often as the loop runs (XLA's own cost analysis counts a loop body once).
 
     The trip count is the loop's `known_trip_count` when XLA annotates it, else the constant its
     condition compares the counter with (jax's scans and fori_loops count up from 0). Fusions and
     calls count once per call; of a conditional's branches the costliest counts. Elementwise work
-    is not counted: this is the matrix-unit work that the FLOP peaks of jaxmem.targets refer to."""
+    is not counted: this is the matrix-unit work that the FLOP peaks of jaxmem.targets refer to.
+    Every kernel tap counts, also those on a convolution's zero padding (XLA's cost analysis counts
+    only taps inside the input). count_loops=False counts each loop body once, as XLA does."""
     computations, entry = _computations(hlo_text)
     memo: dict = {}
 
@@ -206,7 +209,8 @@ def matmul_flops(hlo_text: str) -> float:
             shapes[inst] = shape
             flops += _instruction_flops(op, shape, args, attrs, shapes)
             if op == "while":
-                flops += _trip_count(attrs, computations) * total(re.search(r"body=%([\w.\-]+)", attrs).group(1))
+                trips = _trip_count(attrs, computations) if count_loops else 1
+                flops += trips * total(re.search(r"body=%([\w.\-]+)", attrs).group(1))
             elif op == "conditional":
                 branches = re.search(r"branch_computations=\{([^}]*)\}", attrs)
                 flops += max((total(b) for b in re.findall(r"%([\w.\-]+)", branches.group(1))), default=0.0) \
@@ -255,24 +259,33 @@ def roofline(target: Target, compute: str, flops: float, bytes_accessed: float |
             "bound_s": bound + network_s, "limit": "compute" if compute_s >= memory_s else "memory"}
 
 
+def choose_flops(xla: float | None, matmul: float, matmul_once: float) -> float:
+    """The FLOPs a record uses: XLA's own count (elementwise work included, padding taps left out)
+    for a program without loops; where a loop runs its body more than once (matmul > matmul_once:
+    XLA counts a loop body once) or XLA gives no count (CUDA without a GPU), the larger of XLA's
+    count and the HLO's dots and convolutions with every loop iteration."""
+    if xla and matmul == matmul_once:
+        return xla
+    return max(xla or 0.0, matmul)
+
+
 def analyze(compiled, target: Target, compute: str, compile_s: float) -> dict:
     """The full record of one compiled program on `target` (per device, per call).
 
-    flops: the larger of XLA's cost analysis (elementwise work included, loop bodies counted once,
-    empty for the CUDA plugin without a GPU) and `matmul_flops` of the compiled HLO (dots and
-    convolutions, loops counted in full). bytes_accessed: XLA's count where it has one, floored
-    at argument + output bytes (every input read and every output written once); loop bodies
-    count once, so the memory term stays a lower bound."""
+    flops: see `choose_flops`. bytes_accessed: XLA's count where it has one, floored at argument +
+    output bytes (every input read and every output written once); loop bodies count once, so the
+    memory term stays a lower bound."""
     mem, spent = memory(compiled), cost(compiled)
     text = compiled.as_text()
-    matmul = matmul_flops(text)
-    flops = max(spent["flops"] or 0.0, matmul)
+    matmul, matmul_once = matmul_flops(text), matmul_flops(text, count_loops=False)
+    flops = choose_flops(spent["flops"], matmul, matmul_once)
     accessed = max(spent["bytes_accessed"] or 0.0, float(mem["argument"] + mem["output"]))
     coll = summarize_collectives(collectives(text, target.chips))
     sent = sum(c["bytes_sent"] for c in coll.values())
     record = {"target": target.name, "chips": target.chips, "compute": compute, "compile_s": compile_s,
               "memory": mem, "hbm_bytes": target.hbm_bytes, "fits": mem["peak"] <= target.hbm_bytes,
-              "flops": flops, "matmul_flops": matmul, "xla_flops": spent["flops"], "bytes_accessed": accessed,
+              "flops": flops, "matmul_flops": matmul, "matmul_flops_once": matmul_once, "xla_flops": spent["flops"],
+              "bytes_accessed": accessed,
               "intensity": flops / accessed if flops and accessed else None,
               "collectives": coll, "bytes_sent": sent}
     record["roofline"] = roofline(target, compute, flops, accessed, sent) if flops else None

@@ -286,3 +286,10 @@ def test_gpu_report_sets_predictions_beside_measurements():
     f32, bf16 = gpu_report.prediction_rows(summary)
     assert f32["bound / measured"] == "0.4" and f32["measured (ms)"] == "250" and f32["peak GiB measured"] == "30"
     assert bf16["measured (ms)"] == "n/a"  # the bf16 measurement ran at another batch: no pairing
+
+
+def test_flops_are_xlas_without_loops_and_the_full_loop_count_with_them():
+    assert roofline.choose_flops(100.0, 120.0, 120.0) == 100.0  # no loop: XLA's count (no padding taps)
+    assert roofline.choose_flops(100.0, 1200.0, 120.0) == 1200.0  # a loop body runs 10 times
+    assert roofline.choose_flops(None, 120.0, 120.0) == 120.0  # no cost analysis (CUDA without a GPU)
+    assert roofline.matmul_flops(LOOP_HLO, count_loops=False) == roofline.matmul_flops(LOOP_HLO) - 13 * 2 * 64 * 128 * 256
