@@ -37,7 +37,7 @@ import jax
 from jaxmem import compile_cache, footprint, io, lock, parallel
 from jaxmem import workdir as ownership
 from jaxmem.config import (ConfigError, check_finite, config_module, docstring_entries, field_lines, get_field,
-                           load_config, one_line)
+                           load_config, one_line, require)
 
 USAGE_EXIT_CODE = 2
 WRITE_ERROR_EXIT_CODE = 1
@@ -201,6 +201,8 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
             if validate is not None:
                 with footprint.checking(flags.FLAGS.memory_check):
                     validate(config)
+            require(not os.path.exists(workdir) or os.path.isdir(workdir), "--workdir", workdir,
+                    "a folder or a path to create, not an existing file")
             owners = {workdir: (ownership.launcher_name(), ownership.recorded_fields_of(config))}
             for folder, owner in (subfolders(config, workdir) if subfolders else {}).items():
                 folder = os.path.abspath(folder)
