@@ -15,7 +15,7 @@ CROSSOVER = ["--config=configs/crossover.py:smoke"]
 EDM = ["--config=configs/edm.py:smoke"]
 
 BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a part of the error line
-    "file as workdir": ("crossover", [*CROSSOVER, "--workdir={tmp}/a_file"], 2, "is a file"),
+    "file as workdir": ("crossover", [*CROSSOVER, "--workdir={tmp}/a_file"], 2, "not an existing file"),
     "workdir under /proc": ("crossover", [*CROSSOVER, "--workdir=/proc/jaxmem_run"], 1, "cannot write /proc/"),
     "workdir inside a file (read-only as for root)": (
         "crossover", [*CROSSOVER, "--workdir={tmp}/a_file/run"], 1, "cannot write"),
