@@ -239,19 +239,24 @@ def test_sigterm_to_the_sweep_driver_stops_every_child_and_marks_the_runs_unfini
     assert not (root / ".lock").exists()
 
 
+# Steps of 0.3 s: the orphans must outlive the second driver's start-up (a few seconds of imports
+# and checks), or there is nothing left to wait for.
+ORPHAN_STEPS = 40
+
+
 def test_a_rerun_after_kill_9_of_the_driver_waits_for_the_orphans_and_matches_an_uninterrupted_sweep(tmp_path):
-    reference = _start_sweep(tmp_path, tmp_path / "reference", steps=12)
+    reference = _start_sweep(tmp_path, tmp_path / "reference", steps=ORPHAN_STEPS)
     assert reference.wait(timeout=120) == 0
 
     root = tmp_path / "sweep"
-    first = _start_sweep(tmp_path, root, steps=12)
+    first = _start_sweep(tmp_path, root, steps=ORPHAN_STEPS)
     _wait_for(lambda: len(_child_pids(root)) == 2 and all((root / n / ".lock").exists() for n in ("seed=0", "seed=1")))
     first.kill()
     first.communicate()
     orphans = _child_pids(root)
     assert all(_alive(pid) for pid in orphans)  # children of a SIGKILLed driver live on
 
-    second = _start_sweep(tmp_path, root, steps=12)
+    second = _start_sweep(tmp_path, root, steps=ORPHAN_STEPS)
     _, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr[-2000:]
     assert "taking over the stale lock" in stderr and "waiting for it" in stderr
@@ -259,4 +264,5 @@ def test_a_rerun_after_kill_9_of_the_driver_waits_for_the_orphans_and_matches_an
         assert (root / name / "DONE").exists() and not (root / name / "FAILED").exists()
         assert len((root / name / "pids.txt").read_text().split()) == 2  # the orphan, then one resume
     assert (root / "results.csv").read_text() == (tmp_path / "reference" / "results.csv").read_text()
-    assert "run,status,seed,value\nseed=0,done,0,12\nseed=1,done,1,112\n" == (root / "results.csv").read_text()
+    assert (f"run,status,seed,value\nseed=0,done,0,{ORPHAN_STEPS}\nseed=1,done,1,{100 + ORPHAN_STEPS}\n"
+            == (root / "results.csv").read_text())
