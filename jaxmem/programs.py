@@ -168,9 +168,8 @@ def geometry_programs(config, devices, hbm_bytes: int | None, chips: int) -> lis
                           f"{', '.join(IMAGE_SHAPES)}")
     num_train = _dataset_size(d.dataset, d.n_train)
     replicated, rows = parallel.replicated(mesh), parallel.sharding_along(mesh, 2)
-    params = _with_shardings(empirical.param_shapes(num_train, dim, config.compute.block_size),
-                             jax.tree_util.tree_map(lambda _: replicated,
-                                                    empirical.param_shapes(num_train, dim, config.compute.block_size)))
+    shapes = empirical.param_shapes(num_train, dim, config.compute.block_size)
+    params = _with_shardings(shapes, jax.tree_util.tree_map(lambda _: replicated, shapes))
     sigmas = _abstract((config.grid.num_sigmas,), jnp.float32, replicated)
     chunk = _round_up(config.compute.chunk_size, chips)
     queries = _abstract((chunk, dim), jnp.float32, rows)

@@ -33,8 +33,8 @@ COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "coll
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4,
                "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
 _OP = re.compile(r"=\s*(?P<shape>\(.*?\)|\S+)\s+(?P<kind>" + "|".join(COLLECTIVES) + r")(?P<start>-start)?\(")
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%(?P<name>[\w.\-]+)\s+\(")
 _ARRAY = re.compile(r"\b(" + "|".join(DTYPE_BYTES) + r")\[([0-9,]*)\]")
-_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?(?P<name>[\w.\-]+)\s.*\{\s*$")
 
 
 def shape_bytes(shape: str) -> int:
@@ -86,8 +86,8 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict]:
     {kind, result_bytes, group, bytes_sent, in_loop, computation}."""
     found, computation = [], ""
     for line in hlo_text.splitlines():
-        head = _COMPUTATION.match(line)
-        if head and "=" not in line.split("{")[0]:
+        head = _HEADER.match(line)
+        if head:
             computation = head.group("name")
             continue
         op = _OP.search(line)
@@ -114,7 +114,6 @@ def summarize_collectives(ops: list[dict]) -> dict:
     return out
 
 
-_HEADER = re.compile(r"^(?:ENTRY\s+)?%(?P<name>[\w.\-]+)\s+\(")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+)\s*=\s*(?P<shape>\(.*?\)|\S+)\s+(?P<op>[\w\-]+)\((?P<args>[^)]*)\)(?P<attrs>.*)$")
 _CONV_TARGETS = {"__cudnn$convForward": ("out", 1), "__cudnn$convBiasActivationForward": ("out", 1),
                  "__cudnn$convBackwardFilter": (1, "out"), "__cudnn$convBackwardInput": (0, 1)}
