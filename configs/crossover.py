@@ -12,8 +12,12 @@ Presets (--config=configs/crossover.py:<preset>):
   curve  the headline curve on 2 CPU cores: d=50, K=12, N in {50,...,400}, 3 seeds, adaptive
          search to 0.02 N, the cheap protocol (CHEAP_TRAINING: 3,000 steps, lr 1e-2, Adam b2 0.9,
          equal to the paper's 50,000-step schedule at the anchor); ~26 min on one core
+  sweep  the paper's 64 (d, K, N) configurations with the curve's protocol, 2 seeds, 200 samples
+         per model (configs/sweeps/crossover_paper_grid.py: one run per d, pooled)
   anchor_full / anchor_cheap  the paper's schedule and optimizer / the cheap protocol at d=50, K=12, N=200,
          M/N in 0.5..1.0 (the equivalence table)
+  validation_paper / validation_cheap  the authors' protocol / the cheap protocol at M/N in
+         0.5..1.0, 2 seeds, 200 samples (configs/sweeps/crossover_validation.py: four (d, K, N))
   minibatch_check / large_n   minibatch training at N = 200 (vs full batch) and N = 2,000
   replication       the curve's protocol with a fraction of the points stored 10 times, N in
                     {50, ..., 200}, 2 seeds (configs/sweeps/crossover_replication.py sweeps p)
@@ -177,6 +181,26 @@ def anchor_cheap() -> ml_collections.ConfigDict:
     return config
 
 
+def validation_paper() -> ml_collections.ConfigDict:
+    """The authors' optimizer, schedule and draws sharing one t per point (8 draws instead of 100
+    by default: the cost scales with N x M x draws) at M/N in 0.5..1.0, 2 seeds, 200 samples per
+    model; configs/sweeps/crossover_validation.py sets the (d, K, N) points."""
+    config = anchor_full()
+    config.model.num_seeds = 2
+    config.training.estimator = "iid_shared_t"
+    config.sampling.num_samples = 200
+    config.eval.noise_draws = 10
+    return config
+
+
+def validation_cheap() -> ml_collections.ConfigDict:
+    """validation_paper trained with the curve's cheap protocol (CHEAP_TRAINING): same data,
+    initialisation and evaluation."""
+    config = validation_paper()
+    config.training.update(**CHEAP_TRAINING)
+    return config
+
+
 def curve() -> ml_collections.ConfigDict:
     """The crossover curve at the paper's (d, K): N in {50, ..., 400}, 3 seeds, adaptive search
     around the measured-loss prediction to 0.02 N, the cheap protocol; <= 60 min on 2 cores."""
@@ -186,6 +210,18 @@ def curve() -> ml_collections.ConfigDict:
                         search_tolerance=0.02, search_rounds=4)
     config.training.update(grid_per_train_size=True, **CHEAP_TRAINING)
     config.eval.update(noise_draws=10)
+    return config
+
+
+def sweep() -> ml_collections.ConfigDict:
+    """The paper's 64 configurations (d in {30, 40, 50, 60} x K in {3, 6, 9, 12} x N in {50, 100,
+    150, 200}) with the curve's cheap protocol and adaptive search, 2 seeds, 200 samples per model
+    (the ratio's standard error at 0.5 is 0.035). configs/sweeps/crossover_paper_grid.py runs it as
+    one run per d and pools the 128 data sets."""
+    config = curve()
+    config.data.update(dims=(30, 40, 50, 60), num_components=(3, 6, 9, 12), train_sizes=(50, 100, 150, 200))
+    config.model.num_seeds = 2
+    config.sampling.num_samples = 200
     return config
 
 
@@ -234,7 +270,8 @@ def subspace() -> ml_collections.ConfigDict:
 
 
 PRESETS = {"demo": demo, "smoke": smoke, "paper": paper, "scale": scale, "anchor_full": anchor_full,
-           "anchor_cheap": anchor_cheap, "curve": curve, "minibatch_check": minibatch_check, "large_n": large_n,
+           "anchor_cheap": anchor_cheap, "curve": curve, "sweep": sweep,
+           "validation_paper": validation_paper, "validation_cheap": validation_cheap, "minibatch_check": minibatch_check, "large_n": large_n,
            "replication": replication, "replication_rates": replication_rates, "subspace": subspace}
 
 

@@ -89,3 +89,38 @@ def save_ratio_curves(path: str, curves: list[dict]) -> str:
         axis.set_visible(False)
     figure.tight_layout()
     return io.save_figure(path, figure)
+
+
+def save_paper_grid(path: str, rows: list[dict], fit: dict, weighting: list[dict]) -> str:
+    """Left: M_pt against N for every data set, colour by d, marker by K (jittered in N so the
+    configurations of one N stay apart), with the overall fit. Right: the fitted x0-unit weights
+    w_t against t beside the x0-uniform and eps weightings (rows of paper_grid.fit_weighting).
+
+    rows: data-set rows with d, K, N, M_pt; fit: {slope, intercept, r2}."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.6))
+    dims, ks = sorted({r["d"] for r in rows}), sorted({r["K"] for r in rows})
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(dims)))
+    markers = "osD^v<>p"
+    for i, d in enumerate(dims):
+        for j, k in enumerate(ks):
+            mine = [r for r in rows if (r["d"], r["K"]) == (d, k)]
+            jitter = (i * len(ks) + j - (len(dims) * len(ks) - 1) / 2) * 0.6
+            left.plot([r["N"] + jitter for r in mine], [r["M_pt"] for r in mine], markers[j % len(markers)],
+                      color=colours[i], ms=4, alpha=0.8, label=f"d={d}" if j == 0 else None)
+    for j, k in enumerate(ks):
+        left.plot([], [], markers[j % len(markers)], color="0.4", ms=4, label=f"K={k}")
+    n_max = max(r["N"] for r in rows)
+    grid = np.linspace(0.0, n_max * 1.05, 50)
+    left.plot(grid, fit["slope"] * grid + fit["intercept"], "k-",
+              label=f"fit: {line_text(fit['slope'], fit['intercept'], '.3f', '.1f')} (R$^2$={fit['r2']:.3f})")
+    left.plot(grid, grid, color="0.8", lw=0.8, label="M = N")
+    left.set(xlabel="training points N", ylabel="M_pt (ratio 0.5)", title="M_pt vs N, every configuration and seed")
+    left.legend(fontsize=7, ncol=2)
+    t = np.array([w["t"] for w in weighting])
+    for key, label, style in (("w_fitted", "fitted", "k-o"), ("w_x0", "x0 (uniform)", "--"), ("w_eps", "eps", ":")):
+        right.plot(t, [w[key] for w in weighting], style, ms=3, label=label)
+    right.set(xlabel="t", ylabel="weight on the x0-unit loss (sum 1)", title="Loss weighting that predicts M_pt")
+    right.set_yscale("symlog", linthresh=1e-3)
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    return io.save_figure(path, figure)
