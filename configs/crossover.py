@@ -187,7 +187,7 @@ def validation_paper() -> ml_collections.ConfigDict:
     model; configs/sweeps/crossover_validation.py sets the (d, K, N) points."""
     config = anchor_full()
     config.model.num_seeds = 2
-    config.training.estimator = "iid_shared_t"
+    config.training.update(estimator="iid_shared_t", grid_per_train_size=True)
     config.sampling.num_samples = 200
     config.eval.noise_draws = 10
     return config

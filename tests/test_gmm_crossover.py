@@ -92,6 +92,16 @@ def test_smoke_preset_end_to_end_and_rerun_skips(config, tmp_path):
     with np.load(os.path.join(workdir, "d6", "result.npz")) as f:
         assert f["ratio"].shape == (6,) and np.all((f["ratio"] >= 0) & (f["ratio"] <= 1))
         assert np.all(f["skipped"] == 0) and f["pmem_loss"].shape[-1] == 26
+        first_gen, trained_loss, trained_m = f["gen_loss"][0], f["train_loss"], f["M"]
+    per_t = list(csv.DictReader(open(os.path.join(workdir, "per_t_losses.csv"))))
+    of_set = [r for r in per_t if (r["N"], r["seed"]) == ("8", "0")]
+    gen = [float(r["train_loss"]) for r in of_set if r["model"] == "generalizing"]
+    np.testing.assert_allclose(gen, first_gen, rtol=1e-5)  # the result's arrays per t (CSV: 6 digits)
+    assert len(gen) == 26 and {r["model"] for r in of_set} == {"generalizing", "memorizing", "partial", "trained"}
+    trained = [r for r in of_set if r["model"] == "trained"]
+    assert len(trained) == 26 * 3 and all(np.isfinite(float(r["val_loss"])) for r in trained)
+    g = int(np.nonzero(trained_m == int(trained[0]["M"]))[0][0])  # set 0's smallest M
+    np.testing.assert_allclose([float(r["train_loss"]) for r in trained[:26]], trained_loss[g], rtol=1e-5)
     stamp = os.path.getmtime(os.path.join(workdir, "d6", "result.npz"))
     again = crossover.run(config, workdir)  # finished grids are reused, not retrained
     assert os.path.getmtime(os.path.join(workdir, "d6", "result.npz")) == stamp

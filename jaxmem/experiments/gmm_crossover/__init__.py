@@ -28,6 +28,8 @@ Workdir:
   crossover.csv, crossover.md   one row per data set: M_pt, window, bracket, predicted M*, baseline losses
   crossover_by_n.csv            one row per (d, K, N): M_pt over seeds with a 95% interval
   models.csv                    one row per trained model: ratio, s^2, weighted train/val losses, round
+  per_t_losses.csv              one row per (data set, model, t): x0-unit losses of the ground truth, the
+                                memorising and partially memorising baselines and the trained models
   report.md                     command, versions, wall time, fit with standard errors, tables, figures
   summary.json, crossover.png, memorization_ratio.png
 """
@@ -45,8 +47,8 @@ from jaxmem import footprint, io, theory
 from jaxmem.config import require, require_choice
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grid_folders, times_of
-from jaxmem.experiments.gmm_crossover.report import (by_train_size, linear_fits, model_rows, summarize,
-                                                 write_report)
+from jaxmem.experiments.gmm_crossover.report import (by_train_size, linear_fits, model_rows, per_t_rows,
+                                                 summarize, write_report)
 from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
 from jaxmem.train import gmm_grid
 
@@ -151,12 +153,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     validate_config(config)
     started = time.perf_counter()
-    rows, models, ratio_curves = [], [], []
+    rows, models, ratio_curves, losses = [], [], [], []
     for dim, train_sizes, folder in grid_folders(config):
         grid_dir = os.path.join(workdir, folder)
         result = later_rounds(config, dim, train_sizes, grid_dir, run_grid(config, dim, train_sizes, grid_dir))
         rows += summarize(config, dim, result)
         models += model_rows(config, dim, result)
+        losses += per_t_rows(dim, result)
         ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
     for row in rows:
         logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f], %d models", row["d"], row["K"],
@@ -169,7 +172,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     paths = dict(table_csv=io.write_csv(os.path.join(workdir, "crossover.csv"), rows),
                  table_md=io.write_text(os.path.join(workdir, "crossover.md"), io.markdown_table(rows)),
                  by_n_csv=io.write_csv(os.path.join(workdir, "crossover_by_n.csv"), pooled),
-                 models_csv=io.write_csv(os.path.join(workdir, "models.csv"), models))
+                 models_csv=io.write_csv(os.path.join(workdir, "models.csv"), models),
+                 per_t_csv=io.write_csv(os.path.join(workdir, "per_t_losses.csv"), losses))
     paths["crossover_png"] = crossover_plots.save_crossover(os.path.join(workdir, "crossover.png"), rows, fit,
                                                             pooled)
     paths["ratio_png"] = crossover_plots.save_ratio_curves(os.path.join(workdir, "memorization_ratio.png"),

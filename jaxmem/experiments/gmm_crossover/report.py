@@ -155,6 +155,29 @@ def model_rows(config, dim: int, result: dict) -> list[dict]:
     return rows
 
 
+def per_t_rows(dim: int, result: dict) -> list[dict]:
+    """The per-t losses (x0 units, unweighted) of every data set's models, one row per (model, t):
+    the generalising ground truth ('generalizing', M = K), the fully memorising baseline
+    ('memorizing', M = N), the partially memorising baselines ('partial', each M of the
+    crossover grid) and the trained models ('trained', with their validation loss; NaN for the
+    baselines, which are measured on the training set)."""
+    rows = []
+    for j in range(len(result["set_N"])):
+        key = dict(d=dim, K=int(result["set_K"][j]), N=int(result["set_N"][j]), seed=int(result["set_seed"][j]))
+        curves = [("generalizing", key["K"], result["gen_loss"][j], None),
+                  ("memorizing", key["N"], result["mem_loss"][j], None)]
+        curves += [("partial", int(m), loss, None) for m, loss in zip(result["pmem_M"][j], result["pmem_loss"][j])
+                   if np.isfinite(m)]
+        of_set = np.nonzero(models_of_set(result, j))[0]
+        curves += [("trained", int(result["M"][g]), result["train_loss"][g], result["val_loss"][g])
+                   for g in of_set[np.argsort(result["M"][of_set])]]
+        for model, m, train, val in curves:
+            rows += [dict(**key, model=model, M=m, t=float(t), train_loss=float(train[i]),
+                          val_loss=float(val[i]) if val is not None else float("nan"))
+                     for i, t in enumerate(result["times"])]
+    return rows
+
+
 def linear_fits(n, capacity_star) -> dict:
     """Least-squares lines through the finite points: y = slope N + intercept and y = slope_origin N
     (y: M* here, the U-Net capacity* in jaxmem.experiments.unet_crossover); R^2 = 1 - SS_res / SS_tot
