@@ -83,7 +83,7 @@ def test_smoke_preset_end_to_end_and_rerun_skips(config, tmp_path):
     workdir = str(tmp_path)
     summary = crossover.run(config, workdir)
     for name in ("crossover.csv", "crossover.md", "models.csv", "crossover.png", "memorization_ratio.png",
-                 "summary.json"):
+                 "summary.json", "per_t_losses.csv", "per_t_losses.png"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     rows = summary["rows"]
     assert [(r["N"], r["K"]) for r in rows] == [(8, 2), (12, 2)]

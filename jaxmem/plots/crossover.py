@@ -124,3 +124,33 @@ def save_paper_grid(path: str, rows: list[dict], fit: dict, weighting: list[dict
     right.legend(fontsize=8)
     figure.tight_layout()
     return io.save_figure(path, figure)
+
+
+def save_per_t_losses(path: str, rows: list[dict], partial_count: int = 4) -> str:
+    """The per-t training losses (x0 units) of one data set: the generalising ground truth, the fully
+    memorising baseline, `partial_count` partially memorising baselines evenly spread over the
+    crossover grid, and every trained model (per_t_rows of jaxmem.experiments.gmm_crossover.report,
+    all of one data set)."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.6))
+    first = rows[0]
+
+    def curve(model, m):
+        mine = [r for r in rows if r["model"] == model and r["M"] == m]
+        return [r["t"] for r in mine], [r["train_loss"] for r in mine]
+
+    axis.plot(*curve("generalizing", first["K"]), "k-", lw=2, label=f"generalising (ground truth, K={first['K']})")
+    axis.plot(*curve("memorizing", first["N"]), "k--", lw=2, label=f"memorising (M=N={first['N']})")
+    partial = sorted({r["M"] for r in rows if r["model"] == "partial"})
+    for m in [partial[i] for i in np.linspace(0, len(partial) - 1, min(partial_count, len(partial))).astype(int)]:
+        axis.plot(*curve("partial", m), ":", color="0.5", lw=1)
+    axis.plot([], [], ":", color="0.5", label="partially memorising baselines (M " +
+              ", ".join(str(partial[i]) for i in np.linspace(0, len(partial) - 1,
+                                                             min(partial_count, len(partial))).astype(int)) + ")")
+    trained = sorted({r["M"] for r in rows if r["model"] == "trained"})
+    colours = plt.cm.plasma(np.linspace(0.0, 0.85, max(1, len(trained))))
+    for colour, m in zip(colours, trained):
+        axis.plot(*curve("trained", m), "-", color=colour, lw=1, label=f"trained, M={m}")
+    axis.set(xlabel="t", ylabel="training loss per point (x0 units)", yscale="log",
+             title=f"Per-t losses, d={first['d']} K={first['K']} N={first['N']} seed={first['seed']}")
+    axis.legend(fontsize=6)
+    return io.save_figure(path, figure)

@@ -30,6 +30,7 @@ Workdir:
   models.csv                    one row per trained model: ratio, s^2, weighted train/val losses, round
   per_t_losses.csv              one row per (data set, model, t): x0-unit losses of the ground truth, the
                                 memorising and partially memorising baselines and the trained models
+  per_t_losses.png              those curves for the first data set
   report.md                     command, versions, wall time, fit with standard errors, tables, figures
   summary.json, crossover.png, memorization_ratio.png
 """
@@ -176,6 +177,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  per_t_csv=io.write_csv(os.path.join(workdir, "per_t_losses.csv"), losses))
     paths["crossover_png"] = crossover_plots.save_crossover(os.path.join(workdir, "crossover.png"), rows, fit,
                                                             pooled)
+    first_set = [r for r in losses if (r["d"], r["K"], r["N"], r["seed"]) == tuple(rows[0][k] for k in "d K N seed".split())]
+    paths["per_t_png"] = crossover_plots.save_per_t_losses(os.path.join(workdir, "per_t_losses.png"), first_set)
     paths["ratio_png"] = crossover_plots.save_ratio_curves(os.path.join(workdir, "memorization_ratio.png"),
                                                            ratio_curves)
     summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, by_N=pooled, files=paths)
