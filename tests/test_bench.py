@@ -23,6 +23,31 @@ def test_time_fn_counts_repeats_and_waits():
     assert 0 < result["min_s"] <= result["median_s"]
 
 
+def test_alternate_runs_the_sides_in_turns_and_pairs_each_rounds_times(monkeypatch):
+    from jaxmem.benchmarks import harness
+
+    clock, order = [0.0], []
+
+    def side(name, seconds):
+        def call():
+            order.append(name)
+            clock[0] += seconds
+            return jnp.zeros(())
+        return call
+
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: clock[0])
+    loads = iter([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 5.0, 0.1])
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(harness.os, "cpu_count", lambda: 2)
+    out = harness.alternate({"ours": side("ours", 1.0), "peer": side("peer", 3.0)}, rounds=4, reference="ours")
+    # one warm-up call each, then rounds alternate the order: ours peer, peer ours, ...
+    assert order == ["ours", "peer", "ours", "peer", "peer", "ours", "ours", "peer", "peer", "ours"]
+    assert out["peer"]["ratio_median"] == out["peer"]["ratio_min"] == 3.0 and out["ours"]["median_s"] == 1.0
+    assert out["ours"]["spread"] == 0.0 and out["peer"]["load_max"] == 5.0 and out["ours"]["load_max"] == 0.6
+    assert out["ours"]["quiet"] is False  # one reading of 5.0 > 0.75 x 2 cores
+    assert "ratio_median" not in out["ours"]
+
+
 def test_bench_tables_hold_only_each_entrys_columns():
     from jaxmem.benchmarks.harness import tables_by_entry
 
@@ -76,4 +101,4 @@ def test_fid_bench_runs_without_the_weight_file_or_torch(monkeypatch):
     assert all(np.all(np.isfinite(v)) for v in flat.values())
     assert all(np.all(v == 1.0) for k, v in flat.items() if k[-1] == "var")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
-    assert fid.torch_baseline(np.zeros((1, 8, 8, 3), np.uint8), repeats=1) is None
+    assert fid.torch_baseline(np.zeros((1, 8, 8, 3), np.uint8)) is None

@@ -34,7 +34,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxmem import xla_options
-from jaxmem.benchmarks.harness import matmul_rate, time_fn
+from jaxmem.benchmarks.harness import alternate, matmul_rate
 from jaxmem.config import load_config
 from jaxmem.denoisers import unet
 from jaxmem.train import trainer
@@ -69,10 +69,12 @@ def bench_config(preset: str, dtype: str, batch_size: int | None, model):
     return config
 
 
-def measure(preset: str, dtype: str, batch_size: int | None = None, repeats: int = 5, steps_per_call: int = 5,
+def measure(preset: str, dtype: str, batch_size: int | None = None, steps_per_call: int = 5,
             model=None) -> tuple[dict, dict]:
-    """Times `steps_per_call` training steps and one forward pass of `preset` (compute dtype
-    `dtype`, config.model overrides `model`); (result row, what the PyTorch baseline needs)."""
+    """Compiles `steps_per_call` training steps and one forward pass of `preset` (compute dtype
+    `dtype`, config.model overrides `model`) and calls each once (a batch the device cannot hold
+    fails here); (the row without timings, {config, params, images, flops, peak, step, forward}:
+    step and forward are the zero-argument callables to time)."""
     config = bench_config(preset, dtype, batch_size, model)
     shape = unet.input_shape(config.model)
     batch_size = config.training.batch_size
@@ -92,28 +94,37 @@ def measure(preset: str, dtype: str, batch_size: int | None = None, repeats: int
             state, metrics = compiled(state, batch)
         return metrics
 
-    seconds = time_fn(run_steps, repeats=repeats)["median_s"] / steps_per_call
     network = unet.network_from_config(config.model)
     forward = jax.jit(lambda p, x: network.apply({"params": p}, x, jnp.zeros((x.shape[0],))),
                       compiler_options=xla_options.convolutions(jax.devices()))
-    forward_s = time_fn(forward, state.params, batch["images"], repeats=repeats)["median_s"]
+    jax.block_until_ready((run_steps(), forward(state.params, batch["images"])))
     peak = matmul_rate(dtype=unet.DTYPES[dtype], repeats=3)
-    images_per_s = batch_size / seconds
     changed = "".join(f", {k}={v}" for k, v in (model or {}).items())
     row = {"entry": NAME, "method": f"jaxmem EDM train step ({preset}{changed}, {dtype})",
-           "shape": f"batch {batch_size} x {'x'.join(map(str, shape))}", "median_s": seconds,
-           "ratio_vs_baseline": None, "images_per_s": images_per_s, "forward_s": forward_s,
-           "compile_s": compile_s, "step_gflop": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
-           "matmul_fraction": flops / seconds / peak, "matmul_peak_gflops": peak / 1e9,
+           "shape": f"batch {batch_size} x {'x'.join(map(str, shape))}", "ratio_vs_baseline": None,
+           "compile_s": compile_s, "step_gflop": flops / 1e9, "matmul_peak_gflops": peak / 1e9,
            "parameters": unet.count_params(state.params),
-           "extrapolated_h": config.training.total_images / images_per_s / 3600,
            "extrapolates": f"{preset}: {config.training.total_images:,} training images"}
-    return row, {"config": config, "params": initial, "images": np.asarray(images), "flops": flops, "peak": peak}
+    return row, {"config": config, "params": initial, "images": np.asarray(images), "flops": flops, "peak": peak,
+                 "step": run_steps, "forward": lambda: forward(state.params, batch["images"]),
+                 "steps_per_call": steps_per_call}
 
 
-def torch_baseline(config, params, images: np.ndarray, repeats: int, steps_per_call: int) -> dict | None:
-    """Step and forward times of the same network and step in PyTorch (None without torch or for a
-    class-conditional network, which the torch twin does not build)."""
+def add_timings(row: dict, inputs: dict, step: dict, forward: dict) -> dict:
+    """Fills a row's rates from its alternate() timings of the step call and the forward pass."""
+    seconds = step["median_s"] / inputs["steps_per_call"]
+    images_per_s = len(inputs["images"]) / seconds
+    row.update(median_s=seconds, spread=step["spread"], load_max=max(step["load_max"], forward["load_max"]),
+               quiet=step["quiet"] and forward["quiet"], images_per_s=images_per_s, forward_s=forward["median_s"],
+               achieved_gflops=inputs["flops"] / seconds / 1e9,
+               matmul_fraction=inputs["flops"] / seconds / inputs["peak"],
+               extrapolated_h=inputs["config"].training.total_images / images_per_s / 3600)
+    return row
+
+
+def torch_baseline(config, params, images: np.ndarray, steps_per_call: int) -> dict | None:
+    """The same network and step in PyTorch: {step, forward} callables to time, version, threads
+    (None without torch or for a class-conditional network, which the torch twin does not build)."""
     if importlib.util.find_spec("torch") is None or config.model.label_dim:
         return None
     import torch
@@ -130,20 +141,22 @@ def torch_baseline(config, params, images: np.ndarray, repeats: int, steps_per_c
             loss = step(inputs)
         return loss
 
-    seconds = time_fn(run_steps, repeats=repeats)["median_s"] / steps_per_call
-    network.eval()
-    with torch.no_grad():
-        forward_s = time_fn(lambda: network(inputs, torch.zeros(len(inputs))), repeats=repeats)["median_s"]
-    return {"median_s": seconds, "forward_s": forward_s, "version": torch.__version__,
-            "threads": torch.get_num_threads()}
+    def forward():
+        network.eval()
+        with torch.no_grad():
+            out = network(inputs, torch.zeros(len(inputs)))
+        network.train()
+        return out
+
+    return {"step": run_steps, "forward": forward, "version": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def measure_fitting(preset: str, dtype: str, batch_size: int | None, repeats: int, steps_per_call: int,
+def measure_fitting(preset: str, dtype: str, batch_size: int | None, steps_per_call: int,
                     model) -> tuple[dict, dict]:
     """measure(), halving the batch while the device reports RESOURCE_EXHAUSTED (down to MIN_BATCH)."""
     while True:
         try:
-            return measure(preset, dtype, batch_size, repeats, steps_per_call, model)
+            return measure(preset, dtype, batch_size, steps_per_call, model)
         except jax.errors.JaxRuntimeError as error:
             batch_size = batch_size or load_config(f"{CONFIG_PATH}:{preset}").training.batch_size
             if "RESOURCE_EXHAUSTED" not in str(error) or batch_size // 2 < MIN_BATCH:
@@ -152,22 +165,28 @@ def measure_fitting(preset: str, dtype: str, batch_size: int | None, repeats: in
 
 
 def run(size: str) -> list[dict]:
+    """Rows per compute dtype; with the PyTorch twin, its step and forward alternate with jaxmem's
+    (harness.alternate) and jaxmem's row gets ratio_vs_baseline / forward_ratio (twin time over
+    jaxmem's in the same round, median; ratio_min / ratio_max: the step ratio's range)."""
     preset, dtypes, batch_size, repeats, steps_per_call, model, with_torch = CASES[size]
-    measured = [measure_fitting(preset, dtype, batch_size, repeats, steps_per_call, model) for dtype in dtypes]
-    rows = [row for row, _ in measured]
-    for row in rows[1:]:  # images/s, since the batches measured may differ
-        row["speedup_vs_float32"] = row["images_per_s"] / rows[0]["images_per_s"]
-    ours, inputs = measured[0]
-    baseline = torch_baseline(inputs["config"], inputs["params"], inputs["images"], repeats,
-                              steps_per_call) if with_torch else None
-    if baseline is not None:
-        ours["ratio_vs_baseline"] = baseline["median_s"] / ours["median_s"]
-        ours["forward_ratio"] = baseline["forward_s"] / ours["forward_s"]
-        rows.append({"entry": NAME, "method": f"PyTorch {baseline['version']} ({baseline['threads']} threads), "
-                     "same network and step (baseline)", "shape": ours["shape"], "median_s": baseline["median_s"],
-                     "ratio_vs_baseline": 1.0, "forward_ratio": 1.0, "forward_s": baseline["forward_s"],
-                     "images_per_s": len(inputs["images"]) / baseline["median_s"],
-                     "achieved_gflops": inputs["flops"] / baseline["median_s"] / 1e9,
-                     "matmul_fraction": inputs["flops"] / baseline["median_s"] / inputs["peak"],
-                     "parameters": ours["parameters"]})
+    rows = []
+    for index, dtype in enumerate(dtypes):
+        row, inputs = measure_fitting(preset, dtype, batch_size, steps_per_call, model)
+        twin = (torch_baseline(inputs["config"], inputs["params"], inputs["images"], steps_per_call)
+                if with_torch and index == 0 else None)
+        steps = {"jaxmem": inputs["step"], **({"torch": twin["step"]} if twin else {})}
+        forwards = {"jaxmem": inputs["forward"], **({"torch": twin["forward"]} if twin else {})}
+        step_t = alternate(steps, rounds=repeats, reference="jaxmem")
+        forward_t = alternate(forwards, rounds=repeats, reference="jaxmem")
+        rows.append(add_timings(row, inputs, step_t["jaxmem"], forward_t["jaxmem"]))
+        if twin:
+            row.update(ratio_vs_baseline=step_t["torch"]["ratio_median"], ratio_min=step_t["torch"]["ratio_min"],
+                       ratio_max=step_t["torch"]["ratio_max"], forward_ratio=forward_t["torch"]["ratio_median"])
+            peer = {"entry": NAME, "method": f"PyTorch {twin['version']} ({twin['threads']} threads), same network "
+                    "and step (baseline)", "shape": row["shape"], "ratio_vs_baseline": 1.0, "forward_ratio": 1.0,
+                    "parameters": row["parameters"]}
+            rows.append(add_timings(peer, inputs, step_t["torch"], forward_t["torch"]))
+    for row in rows[1:]:
+        if row["method"].startswith("jaxmem"):  # images/s, since the batches measured may differ
+            row["speedup_vs_float32"] = row["images_per_s"] / rows[0]["images_per_s"]
     return rows

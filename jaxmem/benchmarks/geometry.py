@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import noise
-from jaxmem.benchmarks.harness import matmul_rate, time_fn
+from jaxmem.benchmarks.harness import alternate, matmul_rate
 from jaxmem.denoisers import empirical
 from jaxmem.geometry import concentration
 
@@ -48,7 +48,10 @@ def _inputs(num_queries: int, num_train: int, dim: int, block: int):
 
 
 def run(size: str) -> list[dict]:
-    """Times both methods on the same inputs; rows: entry, method, shape, median_s, ratio_vs_baseline, ...
+    """Times both methods on the same inputs in alternating rounds (harness.alternate); rows: entry,
+    method, shape, median_s, spread, load_max, quiet, matmul_fraction; the shared row's
+    ratio_vs_baseline is the baseline's time over its own in the same round (median; ratio_min /
+    ratio_max the range).
 
     "full" times only the shared path (the per-level baseline would take 20x longer); its
     ratio_vs_baseline is None there.
@@ -58,17 +61,19 @@ def run(size: str) -> list[dict]:
     rate = matmul_rate()
     shape = f"Q={num_queries} N={num_train} d={dim} L={NUM_SIGMAS} block={block}"
 
-    shared = time_fn(concentration.concentration_kernel, clean, z, source, params, sigmas, repeats=repeats)
-    shared_flops = 4.0 * num_queries * num_train * dim
-    rows = [{"entry": NAME, "method": "shared_matmul", "shape": shape, **shared, "ratio_vs_baseline": None,
-             "matmul_fraction": shared_flops / shared["median_s"] / rate}]
+    sides = {"shared_matmul": lambda: concentration.concentration_kernel(clean, z, source, params, sigmas)}
     if size in BASELINE_SIZES:
-        baseline = time_fn(concentration.per_sigma_concentration_jit, params, clean, z, sigmas, repeats=repeats)
-        baseline_flops = 2.0 * NUM_SIGMAS * num_queries * num_train * dim
-        rows.append({"entry": NAME, "method": "per_sigma (baseline)", "shape": shape, **baseline,
-                     "ratio_vs_baseline": 1.0, "matmul_fraction": baseline_flops / baseline["median_s"] / rate})
-        rows[0]["ratio_vs_baseline"] = baseline["median_s"] / shared["median_s"]
-        rows[0]["ratio_of_min_times"] = baseline["min_s"] / shared["min_s"]  # steadier on a shared machine
+        sides["per_sigma (baseline)"] = lambda: concentration.per_sigma_concentration_jit(params, clean, z, sigmas)
+    timings = alternate(sides, rounds=repeats, reference="shared_matmul")
+    flops = {"shared_matmul": 4.0 * num_queries * num_train * dim,
+             "per_sigma (baseline)": 2.0 * NUM_SIGMAS * num_queries * num_train * dim}
+    rows = [{"entry": NAME, "method": method, "shape": shape, **timing, "ratio_vs_baseline": None,
+             "matmul_fraction": flops[method] / timing["median_s"] / rate} for method, timing in timings.items()]
+    if size in BASELINE_SIZES:
+        baseline = rows[1]
+        rows[0].update(ratio_vs_baseline=baseline.pop("ratio_median"), ratio_min=baseline.pop("ratio_min"),
+                       ratio_max=baseline.pop("ratio_max"))
+        baseline["ratio_vs_baseline"] = 1.0
         shared_w = concentration.concentration_kernel(clean, z, source, params, sigmas)["max_weight"]
         baseline_w = concentration.per_sigma_concentration_jit(params, clean, z, sigmas)["max_weight"]
         rows[0]["max_abs_diff_W"] = float(jnp.max(jnp.abs(shared_w - baseline_w)))

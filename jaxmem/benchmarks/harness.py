@@ -1,11 +1,20 @@
 """Timing done properly: warm-up (compile), block_until_ready, median of repeats; the device's
-matmul rate (the roofline entries report a fraction of) and its peak memory."""
+matmul rate (the roofline entries report a fraction of) and its peak memory.
+
+Comparisons against a peer (`alternate`) run the sides in turns, not one after the other: on a
+shared machine a burst of load then hits both sides alike, and the ratio of each round's paired
+times is far steadier than the ratio of two medians taken minutes apart (PyTorch and faiss with
+2 threads slow down much more than XLA when another process shares the cores). Each round
+records the 1-minute load average before every call; a comparison counts as quiet when that
+load never exceeded QUIET_LOAD_PER_CORE per core.
+"""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +43,48 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, min_time_s: 
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
+
+
+QUIET_LOAD_PER_CORE = 0.75  # the bench itself keeps ~1 core busy; more than that is another process
+
+
+def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
+              reference: str | None = None) -> dict[str, dict]:
+    """Times the zero-argument callables of `sides` in turns: `rounds` rounds, each calling every side
+    once (the order reversed every other round), after `warmup` untimed calls of each.
+
+    Returns per side: median_s, min_s, max_s, spread (max - min over median), repeats, and
+    load_max (the largest 1-minute load average seen before one of its calls). With `reference`
+    (a side's name), each other side also gets ratio_median / ratio_min / ratio_max: the time of
+    that side over the reference's in the same round (above 1: the reference is faster), and
+    every side gets quiet (every load reading <= QUIET_LOAD_PER_CORE x cores).
+    """
+    names = list(sides)
+    if reference is not None and reference not in sides:
+        raise ValueError(f"reference = {reference!r} is not one of the sides {names}")
+    for name in names:
+        for _ in range(warmup):
+            jax.block_until_ready(sides[name]())
+    times = {name: [] for name in names}
+    loads = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            loads[name].append(os.getloadavg()[0])
+            t0 = time.perf_counter()
+            jax.block_until_ready(sides[name]())
+            times[name].append(time.perf_counter() - t0)
+    limit = QUIET_LOAD_PER_CORE * (os.cpu_count() or 1)
+    quiet = all(load <= limit for side in loads.values() for load in side)
+    out = {}
+    for name in names:
+        median = statistics.median(times[name])
+        out[name] = dict(median_s=median, min_s=min(times[name]), max_s=max(times[name]),
+                         spread=(max(times[name]) - min(times[name])) / median, repeats=rounds,
+                         load_max=max(loads[name]), quiet=quiet)
+        if reference is not None and name != reference:
+            ratios = [a / b for a, b in zip(times[name], times[reference])]
+            out[name].update(ratio_median=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
+    return out
 
 
 def matmul_rate(n: int | None = None, dtype=jnp.float32, repeats: int = 5) -> float:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.benchmarks.harness import matmul_rate, time_fn
+from jaxmem.benchmarks.harness import alternate, matmul_rate
 from jaxmem.neighbors import knn
 
 NAME = "knn"
@@ -80,28 +80,30 @@ def _host_baselines(queries, train):
         pass
 
 
-def run(size: str) -> list[dict]:
+def run(size: str, rounds: int = 5) -> list[dict]:
+    """Every side timed in alternating rounds (jaxmem.benchmarks.harness.alternate); rows: entry, method, shape,
+    median_s, spread, ratio_vs_baseline (the side's time over jaxmem's in the same round, median;
+    ratio_min / ratio_max its range), matmul_fraction, load_max, quiet."""
     nq, n, d = SIZES[size]
     rng = np.random.default_rng(0)
     train = rng.standard_normal((n, d), dtype=np.float32)
     queries = rng.standard_normal((nq, d), dtype=np.float32)
     flops = 2.0 * nq * n * d
     peak = matmul_rate()
-    shape = f"{nq}x{n}x{d}"
-
-    def row(method: str, seconds: float, ours_s: float) -> dict:
-        return {"entry": NAME, "method": method, "shape": shape, "median_s": seconds,
-                "ratio_vs_baseline": seconds / ours_s, "matmul_fraction": flops / seconds / peak,
-                "matmul_peak_gflops": peak / 1e9}
-
-    ours = time_fn(lambda: knn(queries, train, k=2), repeats=5)["median_s"]
-    rows = [row("jaxmem knn (exact, re-ranked)", ours, ours)]
+    ours = "jaxmem knn (exact, re-ranked)"
+    sides = {ours: lambda: knn(queries, train, k=2),
+             f"jnp blocked expansion+top_k (block {BASELINE_BLOCK}, not exact)": lambda: jnp_blocked_top2(queries, train)}
+    if size in HOST_BASELINE_SIZES:
+        sides.update(_host_baselines(queries, train))
+    timings = alternate(sides, rounds=rounds, reference=ours)
+    rows = []
+    for method, timing in timings.items():
+        ratio = {"ratio_vs_baseline": timing.pop("ratio_median", 1.0), "ratio_min": timing.pop("ratio_min", 1.0),
+                 "ratio_max": timing.pop("ratio_max", 1.0)}
+        rows.append({"entry": NAME, "method": method, "shape": f"{nq}x{n}x{d}", **timing, **ratio,
+                     "matmul_fraction": flops / timing["median_s"] / peak, "matmul_peak_gflops": peak / 1e9})
     _, idx = knn(queries, train, k=2)
-    baseline = time_fn(lambda: jnp_blocked_top2(queries, train), repeats=5)["median_s"]
-    rows.append(row(f"jnp blocked expansion+top_k (block {BASELINE_BLOCK}, not exact)", baseline, ours))
     rows[0]["agrees_with_jnp_baseline"] = float(np.mean(idx == np.asarray(jnp_blocked_top2(queries, train))))
     if size in HOST_BASELINE_SIZES:
         rows[0]["agrees_with_numpy"] = float(np.mean(idx == _numpy_top2(queries, train)))
-        rows += [row(method, time_fn(fn, repeats=5)["median_s"], ours)
-                 for method, fn in _host_baselines(queries, train)]
     return rows
