@@ -93,7 +93,7 @@ def check_architecture(names) -> None:
     ncsn = [n for n in names if n == "map_noise.freqs" or re.search(r"_aux_(down|skip|residual|up)\.", n)]
     if ncsn:
         raise NetworkImportError(f"the arrays are an NCSN++ network (EDM's *-ve models: Fourier embedding, residual "
-                                 f"encoder; e.g. {sorted(ncsn)[0]}); jaxmem implements only DDPM++ (the *-vp models)")
+                                 f"encoder; e.g. model.{sorted(ncsn)[0]}); jaxmem implements only DDPM++ (the *-vp models)")
 
 
 def _tensor(arrays: dict, name: str) -> np.ndarray:
@@ -195,7 +195,7 @@ def to_jaxmem(arrays: dict[str, np.ndarray], model: ml_collections.ConfigDict):
             missing.append(name)
             continue
         value = source.pop(name)
-        expected = _to_nvlabs_layout(np.zeros(leaf.shape)).shape
+        expected = tuple(_to_nvlabs_layout(np.empty(leaf.shape, np.bool_)).shape)  # a view: no data moves
         if value.shape != expected:
             raise NetworkImportError(f"tensor {name} has shape {value.shape}; the network of the given config "
                                      f"needs {expected}")
