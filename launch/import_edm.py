@@ -39,7 +39,7 @@ def main(argv):
     cli.quiet_libraries()
     workdir = os.path.abspath(_WORKDIR.value)
     start = time.perf_counter()
-    with cli.user_errors():
+    with cli.user_errors(FileNotFoundError):  # a missing --model config file
         require(_SOURCE.value is not None, "--source", None, "the .npz file of the network's arrays")
         require(_IMAGES_SEEN.value >= 0, "--images_seen", _IMAGES_SEEN.value, "an integer >= 0 (0 = unknown)")
         arrays = edm_import.read_arrays(_SOURCE.value)

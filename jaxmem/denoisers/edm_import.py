@@ -85,8 +85,9 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
 
 
 def check_architecture(names) -> None:
-    """Refuses, naming it, an NVlabs architecture other than DDPM++ (NCSN++, ADM) from tensor names."""
-    names = set(names)
+    """Refuses, naming it, an NVlabs architecture other than DDPM++ (NCSN++, ADM) from tensor names
+    (with or without the `model.` prefix)."""
+    names = {name.removeprefix("model.") for name in names}
     if any(n.startswith(("out_norm.", "out_conv.")) for n in names):
         raise NetworkImportError("the arrays are an ADM network (DhariwalUNet, EDM's ImageNet-64 model: top-level "
                                  "out_norm/out_conv); jaxmem implements only DDPM++ (SongUNet, the CIFAR-10 *-vp models)")
