@@ -16,7 +16,9 @@ Fields:
               --config.memorizing.training.total_images=...
   workdirs    memorizing, generalizing, mitigated: where each model trains ('' = <workdir>/<name>);
               point one at a finished launch/edm.py run of the same recipe to reuse it (a
-              different recipe is refused)
+              different recipe is refused), or memorizing / generalizing at a network imported
+              by launch/import_edm.py (its model group replaces the preset's; data still says
+              what it was trained on)
   mitigation  enabled, region ('small' | 'medium' | 'large'), weight (loss weight inside the
               region, in [0, 1): lowers training there; model C = A's recipe with it, equal compute)
   swap        solver ('euler' as in the paper, or 'heun'), num_steps, sigma_min, sigma_max, rho,

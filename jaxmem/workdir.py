@@ -2,8 +2,8 @@
 
 A workdir says who owns it in `<workdir>/experiment.json` ({"experiment": <name>, "created",
 "command"}), written once, when a run first claims the folder; the name is the launcher's
-(`crossover`, `edm`, `geometry`, `swap`, `quality`, `sweep`, `compile_check`: the file name of
-launch/<name>.py). Every launcher checks the folder before it writes anything (jaxmem.cli) and
+(`crossover`, `edm`, `geometry`, `swap`, `quality`, `sweep`, `compile_check`, `import_edm`: the
+file name of launch/<name>.py). Every launcher checks the folder before it writes anything (jaxmem.cli) and
 refuses, with ForeignWorkdir (a ConfigError: one `error:` line, exit 2):
   - a folder owned by another experiment,
   - a non-empty folder without an owner record that it cannot adopt,

@@ -31,6 +31,8 @@ block. Submodules carry the reference's names (`enc_32x32_conv`, `enc_16x16_down
 ...), so with the reference's channel layouts a weight ports one to one (after NCHW/OIHW ->
 NHWC/HWIO transposes). Parameter counts equal the reference's: 55,732,739 for the CIFAR-10
 preset; 6,989,891 for 64 channels, multipliers (1, 2, 2), 2 blocks, attention at 16 (32x32x3).
+`augment_dim` > 0 adds the parameter `map_augment` [augment_dim, noise_features] of networks
+trained with augmentation labels; it is never applied (see SongUNet.__call__).
 Label dropout (classifier-free guidance) zeroes a sample's one-hot label with probability
 `label_dropout` during training, so the same network learns the unconditional branch.
 
@@ -202,6 +204,7 @@ class SongUNet(nn.Module):
     embed_dim: int = 512
     label_dim: int = 0
     label_dropout: float = 0.0
+    augment_dim: int = 0
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -218,6 +221,13 @@ class SongUNet(nn.Module):
                 labels = labels * keep
             scaled = labels.astype(jnp.float32) * math.sqrt(self.label_dim)  # unit-variance input
             emb = emb + nn.Dense(self.noise_features, kernel_init=xavier_uniform, name="map_label")(scaled)
+        if self.augment_dim and self.is_initializing():
+            # Networks trained with data augmentation (NVlabs's released EDM models) carry a linear map
+            # (no bias) of the augmentation labels into the noise embedding. jaxmem trains and samples
+            # without augmentation labels, where that map adds nothing: the parameter exists (so such
+            # networks import whole) and is never applied.
+            nn.Dense(self.noise_features, use_bias=False, kernel_init=xavier_uniform,
+                     name="map_augment")(jnp.zeros((1, self.augment_dim), jnp.float32))
         emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype, name="map_layer0")(emb))
         emb = nn.silu(nn.Dense(self.embed_dim, kernel_init=xavier_uniform, dtype=self.dtype, name="map_layer1")(emb))
 
@@ -270,6 +280,8 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
     require(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "0 <= dropout < 1")
     require(0.0 <= model.label_dropout < 1.0, "model.label_dropout", model.label_dropout, "0 <= p < 1")
     require(model.label_dim >= 0, "model.label_dim", model.label_dim, "0 (unconditional) or the class count")
+    require(model.get("augment_dim", 0) >= 0, "model.augment_dim", model.get("augment_dim"),
+            "0 (no augmentation-label map) or its input size")
     require(model.noise_features >= 2 and model.noise_features % 2 == 0, "model.noise_features",
             model.noise_features, "an even integer >= 2")
     require_choice("model.dtype", model.dtype, DTYPES)
@@ -285,7 +297,8 @@ def network_from_config(model: ml_collections.ConfigDict) -> SongUNet:
     fields = {name: model[name] for name in MODEL_FIELDS}
     fields["channel_mult"] = tuple(fields["channel_mult"])
     fields["attn_resolutions"] = tuple(fields["attn_resolutions"])
-    return SongUNet(**fields, dtype=DTYPES[model.dtype])
+    # augment_dim appears only in the configs of imported networks (jaxmem.denoisers.edm_import).
+    return SongUNet(**fields, augment_dim=model.get("augment_dim", 0), dtype=DTYPES[model.dtype])
 
 
 def input_shape(model: ml_collections.ConfigDict) -> tuple[int, int, int]:

@@ -8,7 +8,9 @@ run(config, workdir) with a configs/swap.py config:
      the mitigated model C = A's recipe with the loss weight inside one region multiplied by
      mitigation.weight (lognormal sigmas unchanged, same images seen: equal compute). Each
      lives in its own edm_training workdir (<workdir>/<name>, or config.workdirs.<name> to
-     reuse a run trained elsewhere) tied to its recipe by fingerprint.json.
+     reuse a run trained elsewhere) tied to its recipe by fingerprint.json; A and B may also be
+     networks imported by launch/import_edm.py (their workdirs are only read; the config's data
+     group says what they were trained on).
   2. regions on the swap grid (noise.edm_sigmas(swap.num_steps, ...)): the paper's indices,
      a geometry run's regimes.json, or explicit windows in step indices or sigma.
   3. swap table: A alone, B alone, B in A's small / medium / large window, A in B's windows,
@@ -46,7 +48,7 @@ from jaxmem.config import ConfigError, require, require_choice
 from jaxmem.denoisers import unet
 from jaxmem.experiments import edm_training
 from jaxmem.experiments.denoiser_swaps.models import (REGION_NAMES, model_configs, model_folder, regions, sigma_range,
-                                            swap_grid, train_or_restore)
+                                            swap_grid, train_or_restore, with_imported_models)
 from jaxmem.experiments.denoiser_swaps.tables import (QUALITY_COLUMNS, SwapSampler, add_quality, mitigation_rows,
                                                      nearest_rows, per_level_rows, swap_profile, swap_table)
 from jaxmem.metrics import weights
@@ -60,7 +62,9 @@ MITIGATION_COLUMNS = ["model", "num_train", "images_seen", "rate", "ci_low", "ci
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fails fast, naming the field, on configs that cannot run (before any training)."""
+    """Fails fast, naming the field, on configs that cannot run (before any training); the models
+    are checked as with_imported_models resolves them."""
+    config = with_imported_models(config)
     for name in ("memorizing", "generalizing"):
         try:
             edm_training.validate_config(config[name])
@@ -110,6 +114,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the experiment (see the module docstring); returns the summary (also summary.json)."""
+    config = with_imported_models(config)
     validate_config(config)
     if config.quality.enabled:
         weights.load()  # the Inception weights exist before hours of training, or the command that makes them

@@ -1,6 +1,7 @@
 """The models and noise regions of the swap experiment: the swap grid and its small / medium /
 large windows, the memorizing, generalizing and mitigated recipes, each trained (or restored)
-in its own edm workdir, and their held-out images.
+in its own edm workdir or read from a network imported by launch/import_edm.py (an NVlabs EDM
+model), and their held-out images.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from jaxmem import noise, swap
 from jaxmem.config import require, require_choice
 from jaxmem.data import ImageSet
+from jaxmem.denoisers import edm_import
 from jaxmem.experiments import edm_training
 from jaxmem.train import trainer
 
@@ -105,9 +107,32 @@ def model_configs(config: ml_collections.ConfigDict, grid: np.ndarray,
     return configs
 
 
+IMPORTABLE = ("memorizing", "generalizing")  # the models that can be imported networks (C is trained)
+
+
+def with_imported_models(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of the swap config in which each of memorizing / generalizing whose workdirs entry is
+    an imported network (launch/import_edm.py) has that network's model group; its data group
+    still says what the network was trained on (the memorization test's reference)."""
+    resolved = copy.deepcopy(config)
+    require(not (config.workdirs.mitigated and edm_import.is_imported(config.workdirs.mitigated)),
+            "workdirs.mitigated", config.workdirs.mitigated, "a folder to train model C in, not an imported network")
+    with resolved.unlocked():
+        for name in IMPORTABLE:
+            if config.workdirs[name] and edm_import.is_imported(config.workdirs[name]):
+                resolved[name].model = edm_import.recorded_model(config.workdirs[name])
+    return resolved
+
+
 def train_or_restore(name: str, config: ml_collections.ConfigDict, folder: str) -> Model:
     """Trains model `name` in `folder` (resuming) or restores it when finished; a folder of another
-    recipe is refused (edm_training.train_model)."""
+    recipe is refused (edm_training.train_model). An imported network's folder is only read: its
+    parameters, with the training set of config.data (config: resolved by with_imported_models)."""
+    if edm_import.is_imported(folder):
+        data, indices = edm_training.load_training_set(config)
+        trainer.check_image_shape(data.shape, config.model)
+        params, images_seen = edm_import.restore_params(folder)
+        return Model(name, config, data, indices, params, edm_training.sampling_denoiser(config), images_seen)
     data, indices, result = edm_training.train_model(config, folder)
     steps = int(trainer.fetch_replicated(result.state.step))
     return Model(name, config, data, indices, edm_training.sampling_params(config, result),
