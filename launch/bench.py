@@ -1,12 +1,17 @@
 """Benchmarks: every entry in jaxmem/benchmarks, timed properly, as a table and JSON.
 
     python launch/bench.py [--only=knn,gmm,geometry] [--size=auto|quick|cpu|full] [--workdir=runs/bench]
+    python launch/bench.py --only=edm --size=cpu --edm_reference=../edm   # NVlabs's own code as the peer
 
 Sizes: quick (seconds; tests), cpu (a CPU host: `make bench`, BENCHMARKS.md's CPU section),
 full (an accelerator: the sizes launch/gpu_check.py records; refused on a CPU backend, where it
 would need ~135 GB); auto (default) is full on an accelerator and cpu otherwise.
-`ratio_vs_baseline` is (baseline time) / (this method's time) for baselines and 1.0 for the
-jaxmem method each entry measures: above 1 means jaxmem is faster. `matmul_fraction` is the
+Entries with a peer time the sides in alternating rounds and record the load average before each
+call (jaxmem.benchmarks.harness.alternate: `spread`, `load_max`, `quiet`). `ratio_vs_baseline`
+is the median over rounds of (baseline time) / (jaxmem's time in the same round), with its range
+in `ratio_min` / `ratio_max`: above 1 means jaxmem is faster. `--edm_reference` points at a
+checkout of github.com/NVlabs/edm (get one for your own runs); the edm entry then times
+NVlabs's network, loss and step beside jaxmem's and the PyTorch twin's. `matmul_fraction` is the
 share of the device's matmul rate measured in the same run. `peak_gib` is the device memory
 peak of this process after the entry (cumulative over the entries of one run; n/a on CPU).
 """
@@ -20,12 +25,14 @@ from absl import flags, logging
 
 import jaxmem.benchmarks
 from jaxmem import io
-from jaxmem.cli import fail, run_app
+from jaxmem.benchmarks import nvlabs_edm
+from jaxmem.cli import fail, run_app, user_errors
 from jaxmem.benchmarks.harness import peak_gib, tables_by_entry
 
 _ONLY = flags.DEFINE_list("only", [], "Entries to run (default: all).")
 _SIZE = flags.DEFINE_enum("size", "auto", ["auto", *jaxmem.benchmarks.SIZES], "Problem sizes.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Where results.json and results.md go.")
+_EDM_REFERENCE = flags.DEFINE_string("edm_reference", None, "A checkout of NVlabs/edm: the edm entry's peer.")
 
 
 def entries() -> dict:
@@ -50,10 +57,15 @@ def main(argv):
     if unknown:
         fail(f"unknown bench entries {unknown}; valid: {sorted(available)}")
     size = resolve_size(_SIZE.value, jax.default_backend())
+    options = {}
+    if _EDM_REFERENCE.value:
+        with user_errors():
+            nvlabs_edm.load_reference(_EDM_REFERENCE.value)
+        options["edm"] = {"edm_reference": _EDM_REFERENCE.value}
     rows = []
     for name in _ONLY.value or sorted(available):
         logging.info("bench entry %s (%s)", name, size)
-        entry_rows = available[name].run(size)
+        entry_rows = available[name].run(size, **options.get(name, {}))
         peak = peak_gib()
         rows += [{**row, "peak_gib": peak} for row in entry_rows]
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})"

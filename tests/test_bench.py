@@ -102,3 +102,33 @@ def test_fid_bench_runs_without_the_weight_file_or_torch(monkeypatch):
     assert all(np.all(v == 1.0) for k, v in flat.items() if k[-1] == "var")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
     assert fid.torch_baseline(np.zeros((1, 8, 8, 3), np.uint8)) is None
+
+
+def test_nvlabs_peer_is_built_with_the_constructor_arguments_of_the_reference_networks():
+    """constructor_kwargs of the config inferred from each fixture (networks built by NVlabs/edm's
+    code) gives back the arguments that built it; a folder that is not a checkout is refused."""
+    import numpy as np
+    import pytest
+
+    from jaxmem.benchmarks import nvlabs_edm
+    from jaxmem.config import ConfigError
+    from jaxmem.denoisers import edm_import
+
+    for name in ("edm_ddpmpp_uncond", "edm_ddpmpp_uncond_aug", "edm_ddpmpp_cond"):
+        with np.load(os.path.join(REPO, "tests", "data", "edm", f"{name}.npz"), allow_pickle=False) as f:
+            arrays = {k.removeprefix("param/model."): f[k] for k in f.files if k.startswith("param/model.")}
+            built = json.loads(bytes(f["meta/config_json"]).decode())
+        built.pop("class")
+        model = edm_import.infer_model(arrays, dropout=built["dropout"])
+        assert nvlabs_edm.constructor_kwargs(model) == built, name
+    with pytest.raises(ConfigError, match=r"--edm_reference = '/nonexistent' is not a checkout of NVlabs/edm"):
+        nvlabs_edm.load_reference("/nonexistent")
+
+
+def test_bench_refuses_an_edm_reference_that_is_not_a_checkout(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "launch", "bench.py"), "--only=edm", "--size=quick",
+                          f"--edm_reference={tmp_path}", f"--workdir={tmp_path / 'w'}"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: --edm_reference = '{tmp_path}' is not a checkout")
+    assert not (tmp_path / "w").exists()

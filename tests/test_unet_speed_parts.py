@@ -122,9 +122,9 @@ def test_torch_twin_computes_the_same_network():
 
 
 def test_torch_twin_of_the_bench_network_has_the_reference_parameter_count():
-    from jaxmem.benchmarks.edm import ISSUE_19_NETWORK
+    from jaxmem.benchmarks.edm import CPU_NETWORK
 
-    model = dict(ISSUE_19_NETWORK, image_size=32, in_channels=3, attn_resolutions=(16,), attn_heads=1, label_dim=0)
+    model = dict(CPU_NETWORK, image_size=32, in_channels=3, attn_resolutions=(16,), attn_heads=1, label_dim=0)
     torch, torch_unet, twin = _torch_twin(model)
     assert sum(p.numel() for p in twin.parameters()) == 8_797_187
     step = torch_unet.make_train_step(twin, ml_collections.ConfigDict(dict(lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8)))

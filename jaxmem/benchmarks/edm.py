@@ -3,18 +3,22 @@ train step, against the same network and step in PyTorch (jaxmem.benchmarks.torc
 
 Sizes:
   quick  the `smoke` preset's tiny U-Net, float32 (tests and the CPU dry run of gpu_check)
-  cpu    issue 19's CPU network: the DDPM++ U-Net at 64 channels, multipliers (2, 2, 2), 2 blocks
-         per level, attention at 16x16, noise features 64, embedding 256, no dropout (8,797,187
-         parameters, as NVlabs/edm's SongUNet with these settings) in float32 at batch 32
-         (`make bench` on a CPU host: the full network at batch 512 asks XLA for ~135 GB there)
+  cpu    the CPU network: the DDPM++ U-Net at 64 channels, multipliers (2, 2, 2), 2 blocks per
+         level, attention at 16x16, noise features 64, embedding 256, no dropout (8,797,187
+         parameters, as NVlabs/edm's SongUNet with these settings) in float32 at batch 32, and the
+         CIFAR-10 network (55.7 M parameters, no dropout) at batch 8 (`make bench` on a CPU host:
+         the full network at batch 512 asks XLA for ~135 GB there)
   full   the CIFAR-10 preset `cifar10_1k` (batch 512) in float32 and bfloat16 compute on an
          accelerator; a batch the device cannot hold is halved until it fits (the row's `shape`
          names the batch measured); no PyTorch row
 The PyTorch rows (quick and cpu, when torch is installed: the `bench` and `test` extras) time
 the same network, with jaxmem's initial weights ported, and the same step (EDM loss, backward,
-Adam, EMA) with torch's default thread count; the jaxmem row's `ratio_vs_baseline` is then
-torch's step time over jaxmem's (above 1: jaxmem faster) and `forward_ratio` the same for one
-forward pass of the batch (eval mode). `compile_s` is the step's compile time (no persistent
+Adam, EMA) with torch's default thread count, alternating with jaxmem's (harness.alternate):
+the twin written here (jaxmem.benchmarks.torch_unet) and, with `edm_reference` (a checkout of
+NVlabs/edm), NVlabs's own network, loss and step (jaxmem.benchmarks.nvlabs_edm). The jaxmem
+row's `ratio_vs_baseline` is then the reference's (else the twin's) step time over jaxmem's in
+the same round (median; above 1: jaxmem faster), `forward_ratio` the same for one forward pass
+of the batch (eval mode), and `ratio_vs_twin` / `forward_ratio_vs_twin` the twin's. `compile_s` is the step's compile time (no persistent
 cache here). The step's FLOPs come from XLA's cost analysis of the compiled step (per device,
 times the device count); `matmul_fraction` divides the achieved rate by the measured matmul rate
 of the same dtype (jaxmem.benchmarks.harness.matmul_rate). `extrapolated_h` is the preset's
@@ -40,13 +44,15 @@ from jaxmem.denoisers import unet
 from jaxmem.train import trainer
 
 NAME = "edm"
-ISSUE_19_NETWORK = dict(channels=64, channel_mult=(2, 2, 2), num_blocks=2, noise_features=64, embed_dim=256,
+CPU_NETWORK = dict(channels=64, channel_mult=(2, 2, 2), num_blocks=2, noise_features=64, embed_dim=256,
                         dropout=0.0)
-# size -> (preset, [compute dtypes], batch (None: the preset's), timed calls, steps per call,
-#          model overrides, PyTorch baseline)
-CASES = {"quick": ("smoke", ["float32"], None, 5, 5, {}, True),
-         "cpu": ("cifar10_1k", ["float32"], 32, 3, 1, ISSUE_19_NETWORK, True),
-         "full": ("cifar10_1k", ["float32", "bfloat16"], None, 3, 5, {}, False)}
+# size -> cases, each (preset, [compute dtypes], batch (None: the preset's), timed rounds, steps per
+#          call, model overrides, PyTorch peers): on a CPU the 8.8 M network at batch 32 and the
+#          CIFAR-10 network (55.7 M parameters) at batch 8
+CASES = {"quick": [("smoke", ["float32"], None, 5, 5, {}, True)],
+         "cpu": [("cifar10_1k", ["float32"], 32, 5, 1, CPU_NETWORK, True),
+                 ("cifar10_1k", ["float32"], 8, 5, 1, {"dropout": 0.0}, True)],
+         "full": [("cifar10_1k", ["float32", "bfloat16"], None, 3, 5, {}, False)]}
 MIN_BATCH = 64  # the smallest batch tried when the device runs out of memory
 
 CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "edm.py")
@@ -164,29 +170,43 @@ def measure_fitting(preset: str, dtype: str, batch_size: int | None, steps_per_c
             batch_size //= 2
 
 
-def run(size: str) -> list[dict]:
-    """Rows per compute dtype; with the PyTorch twin, its step and forward alternate with jaxmem's
-    (harness.alternate) and jaxmem's row gets ratio_vs_baseline / forward_ratio (twin time over
-    jaxmem's in the same round, median; ratio_min / ratio_max: the step ratio's range)."""
-    preset, dtypes, batch_size, repeats, steps_per_call, model, with_torch = CASES[size]
+def run(size: str, edm_reference: str | None = None) -> list[dict]:
+    """Rows per case and compute dtype; the PyTorch peers (the twin, and NVlabs's code with
+    `edm_reference`) alternate with jaxmem's step and forward (see the module docstring)."""
+    from jaxmem.benchmarks import nvlabs_edm
+
     rows = []
-    for index, dtype in enumerate(dtypes):
-        row, inputs = measure_fitting(preset, dtype, batch_size, steps_per_call, model)
-        twin = (torch_baseline(inputs["config"], inputs["params"], inputs["images"], steps_per_call)
-                if with_torch and index == 0 else None)
-        steps = {"jaxmem": inputs["step"], **({"torch": twin["step"]} if twin else {})}
-        forwards = {"jaxmem": inputs["forward"], **({"torch": twin["forward"]} if twin else {})}
-        step_t = alternate(steps, rounds=repeats, reference="jaxmem")
-        forward_t = alternate(forwards, rounds=repeats, reference="jaxmem")
-        rows.append(add_timings(row, inputs, step_t["jaxmem"], forward_t["jaxmem"]))
-        if twin:
-            row.update(ratio_vs_baseline=step_t["torch"]["ratio_median"], ratio_min=step_t["torch"]["ratio_min"],
-                       ratio_max=step_t["torch"]["ratio_max"], forward_ratio=forward_t["torch"]["ratio_median"])
-            peer = {"entry": NAME, "method": f"PyTorch {twin['version']} ({twin['threads']} threads), same network "
-                    "and step (baseline)", "shape": row["shape"], "ratio_vs_baseline": 1.0, "forward_ratio": 1.0,
-                    "parameters": row["parameters"]}
-            rows.append(add_timings(peer, inputs, step_t["torch"], forward_t["torch"]))
-    for row in rows[1:]:
-        if row["method"].startswith("jaxmem"):  # images/s, since the batches measured may differ
-            row["speedup_vs_float32"] = row["images_per_s"] / rows[0]["images_per_s"]
+    for preset, dtypes, batch_size, rounds, steps_per_call, model, with_torch in CASES[size]:
+        first = len(rows)
+        for index, dtype in enumerate(dtypes):
+            row, inputs = measure_fitting(preset, dtype, batch_size, steps_per_call, model)
+            peers = {}
+            if with_torch and index == 0:
+                twin = torch_baseline(inputs["config"], inputs["params"], inputs["images"], steps_per_call)
+                peers.update({"twin": twin} if twin else {})
+                if edm_reference:
+                    peers["reference"] = nvlabs_edm.build(edm_reference, inputs["config"], inputs["params"],
+                                                          inputs["images"], steps_per_call)
+            steps = {"jaxmem": inputs["step"], **{name: peer["step"] for name, peer in peers.items()}}
+            forwards = {"jaxmem": inputs["forward"], **{name: peer["forward"] for name, peer in peers.items()}}
+            step_t = alternate(steps, rounds=rounds, reference="jaxmem")
+            forward_t = alternate(forwards, rounds=rounds, reference="jaxmem")
+            rows.append(add_timings(row, inputs, step_t["jaxmem"], forward_t["jaxmem"]))
+            primary = "reference" if "reference" in peers else "twin"
+            for name, peer in peers.items():
+                step_ratio, forward_ratio = step_t[name]["ratio_median"], forward_t[name]["ratio_median"]
+                if name == primary:
+                    row.update(ratio_vs_baseline=step_ratio, forward_ratio=forward_ratio,
+                               ratio_min=step_t[name]["ratio_min"], ratio_max=step_t[name]["ratio_max"])
+                else:
+                    row.update(ratio_vs_twin=step_ratio, forward_ratio_vs_twin=forward_ratio)
+                label = ("NVlabs/edm EDMPrecond + EDMLoss (its own code)" if name == "reference"
+                         else "jaxmem's PyTorch twin of the same network and step")
+                peer_row = {"entry": NAME, "method": f"{label}, PyTorch {peer['version']} ({peer['threads']} "
+                            "threads) (baseline)", "shape": row["shape"], "ratio_vs_baseline": 1.0,
+                            "forward_ratio": 1.0, "parameters": row["parameters"]}
+                rows.append(add_timings(peer_row, inputs, step_t[name], forward_t[name]))
+        for row in rows[first + 1:]:
+            if row["method"].startswith("jaxmem"):  # images/s, since the batches measured may differ
+                row["speedup_vs_float32"] = row["images_per_s"] / rows[first]["images_per_s"]
     return rows
