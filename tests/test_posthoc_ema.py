@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from jaxmem.config import ConfigError
-from jaxmem.experiments import edm_training
+from jaxmem.config import ConfigError, load_config
+from jaxmem.experiments import edm_training, posthoc_ema
 from jaxmem.train import posthoc_ema as ph
 from jaxmem.train import trainer
 from tests.test_edm_training import tiny_config
@@ -211,3 +211,22 @@ def test_snapshots_past_the_restored_step_are_written_again(real_run, tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(ours.load(12)), jax.tree_util.tree_leaves(reference.load(12)),
                     strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def experiment_config(**posthoc):
+    config = load_config("configs/posthoc_ema.py:smoke")
+    config.unlock()
+    config.posthoc.update(posthoc)
+    return config
+
+
+def test_the_experiment_refuses_lengths_its_snapshots_cannot_represent_before_training():
+    posthoc_ema.validate_config(experiment_config())
+    with pytest.raises(ConfigError, match="posthoc.*sigma_rel = 0.01 ending at step 6 cannot be represented"):
+        posthoc_ema.validate_config(experiment_config(sigma_rels=(0.05, 0.01)))
+    with pytest.raises(ConfigError, match="end_step"):
+        posthoc_ema.validate_config(experiment_config(end_step=7))
+    config = experiment_config()
+    config.model.training.snapshot_every_steps = 0
+    with pytest.raises(ConfigError, match="model.training.snapshot_every_steps"):
+        posthoc_ema.validate_config(config)
