@@ -216,4 +216,4 @@ def report(config: ml_collections.ConfigDict, summary: dict, columns: list[str],
         "relative L2 distance between the reconstructed averaging profile and the requested one. The trained "
         "EMA's sigma_rel is that of its own averaging profile (half-life with ramp-up)." + quality, "",
         io.markdown_table(summary["rows"], columns), "",
-        "![rate and FID against sigma_rel](posthoc_ema.png)", ""])
+        "![memorization rate (and FID when measured) against sigma_rel](posthoc_ema.png)", ""])
