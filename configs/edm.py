@@ -33,7 +33,11 @@ Fields (score_sde-style groups):
             ema_half_life_images, ema_rampup_ratio, p_mean, p_std (lognormal sigma), loss_window
             ((sigma_lo, sigma_hi) or ()) and loss_window_weight (extra loss weight inside it),
             log_every_steps, checkpoint_every_steps, checkpoint_every_seconds, keep_checkpoints,
-            async_checkpoints
+            async_checkpoints, power_ema_sigma_rels (relative lengths of the power-function EMAs
+            tracked beside the classic one, EDM2's (0.05, 0.1)), snapshot_every_steps (both saved to
+            workdir/snapshots every that many steps for post-hoc EMA, launch/posthoc_ema.py; 0 = off:
+            about 40-80 snapshots per run in the presets, off in the crossover bases, whose sweeps train
+            hundreds of runs)
   optim     lr, beta1, beta2, eps, warmup_images
   sampling  num_samples, solver ('heun' or 'euler'), num_steps (noise levels before the final
             0), sigma_min, sigma_max, rho, seed, batch_size, use_ema
@@ -63,7 +67,7 @@ def _cifar10() -> ml_collections.ConfigDict:
         batch_size=512, total_images=200_000_000, ema_half_life_images=500_000, ema_rampup_ratio=0.05,
         p_mean=-1.2, p_std=1.2, loss_window=(), loss_window_weight=1.0, log_every_steps=100,
         checkpoint_every_steps=10_000, checkpoint_every_seconds=1800.0, keep_checkpoints=3,
-        async_checkpoints=True))
+        async_checkpoints=True, power_ema_sigma_rels=(0.05, 0.10), snapshot_every_steps=2_000))
     config.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, warmup_images=10_000_000))
     config.sampling = ml_collections.ConfigDict(dict(
@@ -84,6 +88,7 @@ def cifar10_1k() -> ml_collections.ConfigDict:
 def cifar10_50k() -> ml_collections.ConfigDict:
     config = _cifar10()
     config.data.num_train = 0  # all 50,000 training images
+    config.training.snapshot_every_steps = 8_000  # 49 of 390,625 steps
     config.sampling.num_samples = 10_000
     return config
 
@@ -103,7 +108,8 @@ def _offline(dataset: str, num_train: int, image_size: int) -> ml_collections.Co
 def digits() -> ml_collections.ConfigDict:
     config = _offline("digits", num_train=64, image_size=8)
     config.model.update(channel_mult=(1, 2), attn_resolutions=(4,))
-    config.training.update(batch_size=64, total_images=3_200_000, ema_half_life_images=50_000)
+    config.training.update(batch_size=64, total_images=3_200_000, ema_half_life_images=50_000,
+                           snapshot_every_steps=1_000)
     config.optim.warmup_images = 64_000
     return config
 
@@ -122,7 +128,7 @@ def smoke() -> ml_collections.ConfigDict:
     config.model.update(channels=16, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,),
                         noise_features=16, embed_dim=32)
     config.training.update(batch_size=16, total_images=96, ema_half_life_images=500, log_every_steps=2,
-                           checkpoint_every_steps=3, checkpoint_every_seconds=0.0)
+                           checkpoint_every_steps=3, checkpoint_every_seconds=0.0, snapshot_every_steps=2)
     config.optim.warmup_images = 0
     config.sampling.update(num_samples=16, num_steps=6, batch_size=16)
     config.eval.update(grid_size=16, quality=False)  # the Inception would outweigh the smoke run
@@ -134,7 +140,8 @@ def _crossover_offline(config: ml_collections.ConfigDict, total_images: int, ema
     """The offline crossover bases: width 32 (swept), 1 block per level, batch 128, 512 samples."""
     config.model.update(channels=32, num_blocks=1, noise_features=32, embed_dim=128)
     config.training.update(batch_size=128, total_images=total_images, ema_half_life_images=ema_half_life_images,
-                           log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0)
+                           log_every_steps=1_000, checkpoint_every_steps=4_000, checkpoint_every_seconds=300.0,
+                           snapshot_every_steps=0)
     config.optim.warmup_images = warmup_images
     config.sampling.update(num_samples=512, batch_size=512)
     return config
@@ -154,6 +161,7 @@ def crossover_cifar10() -> ml_collections.ConfigDict:
     """CIFAR-10, the EDM-1K recipe (40 M images) with 2 blocks per level instead of 4."""
     config = cifar10_1k()
     config.model.update(num_blocks=2, embed_dim=4 * config.model.channels)
+    config.training.snapshot_every_steps = 0
     return config
 
 

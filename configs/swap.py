@@ -13,7 +13,8 @@ Presets (--config=configs/swap.py:<preset>):
 Fields:
   memorizing, generalizing   complete configs/edm.py configs of model A (small subset, memorizes)
               and model B (large subset, generalizes); override e.g.
-              --config.memorizing.training.total_images=...
+              --config.memorizing.training.total_images=...; both store power-EMA snapshots (80 per
+              run in digits and mnist) for launch/posthoc_ema.py
   workdirs    memorizing, generalizing, mitigated: where each model trains ('' = <workdir>/<name>);
               point one at a finished launch/edm.py run of the same recipe to reuse it (a
               different recipe is refused), or memorizing / generalizing at a network imported
@@ -80,7 +81,8 @@ def _offline(dataset_preset: str, memorizing_n: int, generalizing_n: int, total_
     memorizing = _edm(dataset_preset, num_train=memorizing_n)
     memorizing.model.channels = channels
     memorizing.training.update(total_images=total_images, ema_half_life_images=min(50_000, total_images // 20),
-                               checkpoint_every_seconds=300.0)
+                               checkpoint_every_seconds=300.0,
+                               snapshot_every_steps=max(1, total_images // memorizing.training.batch_size // 80))
     memorizing.optim.warmup_images = total_images // 25
     generalizing = copy.deepcopy(memorizing)
     generalizing.data.num_train = generalizing_n

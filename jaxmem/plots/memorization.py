@@ -132,3 +132,63 @@ def trajectory_figure(path: str, sigmas: np.ndarray, target_coef: np.ndarray, no
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     return io.save_figure(path, figure)
+
+
+def posthoc_ema_figure(path: str, rows: Sequence[Mapping], levels: Sequence[Mapping],
+                       title: str = "Memorization against EMA length") -> str:
+    """Memorization rate (Wilson interval as error bars) and, when the rows have it, FID against
+    sigma_rel for the reconstructed EMA lengths; the trained classic EMA as a star at the
+    sigma_rel of its profile (and a dashed vertical line), the raw parameters as a dotted
+    horizontal line. With per-level rows, a last panel: the one-step memorized fraction of noised
+    training images against sigma, one curve per reconstructed length (darker = longer).
+
+    rows: dicts with row, sigma_rel, rate, ci_low, ci_high (and fid); the row named "trained EMA"
+    and the one named "raw parameters" are marked, every other row is a reconstructed length.
+    levels: dicts with row, sigma_rel, sigma, memorized_fraction (may be empty).
+    """
+    special = {"trained EMA", "raw parameters"}
+    posthoc = sorted((r for r in rows if r["row"] not in special), key=lambda r: r["sigma_rel"])
+    marks = {r["row"]: r for r in rows if r["row"] in special}
+    panels = [("rate", "memorization rate (1/3 test)")]
+    if all(r.get("fid") is not None for r in rows):
+        panels.append(("fid", "FID"))
+    figure, axes = plt.subplots(1, len(panels) + bool(levels), figsize=(4.6 * (len(panels) + bool(levels)), 4.0))
+    axes = np.atleast_1d(axes)
+    x = np.array([r["sigma_rel"] for r in posthoc])
+    for axis, (key, label) in zip(axes, panels):
+        y = np.array([r[key] for r in posthoc], np.float64)
+        if key == "rate":
+            bars = np.stack([y - [r["ci_low"] for r in posthoc], np.array([r["ci_high"] for r in posthoc]) - y])
+            axis.errorbar(x, y, yerr=bars.clip(0), fmt="o-", ms=4, capsize=2, label="post-hoc EMA")
+        else:
+            axis.plot(x, y, "o-", ms=4, label="post-hoc EMA")
+        if "trained EMA" in marks:
+            trained = marks["trained EMA"]
+            axis.axvline(trained["sigma_rel"], color="C3", ls="--", lw=0.8)
+            yerr = ([[trained["rate"] - trained["ci_low"]], [trained["ci_high"] - trained["rate"]]]
+                    if key == "rate" else None)
+            axis.errorbar([trained["sigma_rel"]], [trained[key]], yerr=yerr, fmt="*", ms=12, color="C3", capsize=2,
+                          label=f"trained EMA (sigma_rel {trained['sigma_rel']:.3g})")
+        if "raw parameters" in marks:
+            axis.axhline(marks["raw parameters"][key], color="0.4", ls=":", lw=1, label="raw parameters")
+        axis.set_xscale("log")
+        axis.set_xlabel("EMA length sigma_rel (log scale)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    if levels:
+        axis = axes[-1]
+        colours = plt.get_cmap("viridis")
+        for i, r in enumerate(posthoc):
+            part = sorted((v for v in levels if v["row"] == r["row"]), key=lambda v: v["sigma"])
+            axis.plot([v["sigma"] for v in part], [v["memorized_fraction"] for v in part], "-", lw=1,
+                      color=colours(i / max(1, len(posthoc) - 1)), label=f"{r['sigma_rel']:g}")
+        axis.set_xscale("log")
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("noise level sigma (log scale)")
+        axis.set_ylabel("one-step outputs memorized (training images)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6, title="sigma_rel", title_fontsize=7, ncol=2)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return io.save_figure(path, figure)

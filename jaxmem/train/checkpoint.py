@@ -80,15 +80,16 @@ def check_keep(keep: int) -> None:
 class Checkpointer:
     """Keep-last-n, step- and time-interval checkpoints in `directory` (async orbax saves).
 
-    keep: steps kept (>= MIN_KEEP). every_steps: save when the step is a multiple (0 = never
+    keep: steps kept (>= MIN_KEEP; None keeps every step, as the power-EMA snapshots need). every_steps: save when the step is a multiple (0 = never
     by step count). every_seconds: save when this many seconds passed since the last save
     (0 = never by time). with_position: steps hold the input position (the "data" item).
     `rejected` lists (step, error message) of checkpoints found unreadable on restore.
     """
 
-    def __init__(self, directory: str, keep: int = 3, every_steps: int = 0, every_seconds: float = 0.0,
+    def __init__(self, directory: str, keep: int | None = 3, every_steps: int = 0, every_seconds: float = 0.0,
                  async_save: bool = True, with_position: bool = True):
-        check_keep(keep)
+        if keep is not None:
+            check_keep(keep)
         require(every_steps >= 0, "training.checkpoint_every_steps", every_steps, "an integer >= 0")
         require(every_seconds >= 0, "training.checkpoint_every_seconds", every_seconds, "seconds >= 0")
         self.directory = os.path.abspath(directory)
@@ -157,6 +158,25 @@ class Checkpointer:
         last = f"step {max(good)} (intact)" if good else "none"
         return CheckpointWriteError(f"checkpoint step {step} could not be written to {self.directory}: "
                                     f"{short_cause(error)}; last good checkpoint: {last}")
+
+    def steps(self) -> list[int]:
+        """The saved steps, ascending."""
+        return sorted(self.manager.all_steps())
+
+    def restore(self, step: int, abstract_state) -> tuple[object, dict | None]:
+        """(state restored into `abstract_state`, the step's config record or None) of step `step`."""
+        items = {"state": ocp.args.StandardRestore(abstract_state), "config": ocp.args.JsonRestore()}
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored.state, (dict(restored.config) if restored.config is not None else None)
+
+    def drop_after(self, step: int) -> list[int]:
+        """Deletes the saved steps after `step` (what a run resumed from `step` writes again);
+        returns them."""
+        self._confirm()
+        dropped = [s for s in self.manager.all_steps() if s > step]
+        for s in dropped:
+            self.manager.delete(s)
+        return dropped
 
     def restore_latest(self, abstract_state, total_steps: int) -> Restored | None:
         """The newest readable checkpoint restored into `abstract_state`, or None when there is none.

@@ -7,7 +7,9 @@ jit-compiled with sharded batches (data-parallel U-Net training). The randomness
 
 A step whose loss or gradients hold NaN/inf is skipped: params, optimizer state and EMA
 are kept, `skipped` counts it and `step` still advances (so the next step draws fresh
-randomness).
+randomness). Power-function EMAs (PowerEmaState, jaxmem.train.posthoc_ema) average the
+parameters after every step, a skipped one too (its parameters are the previous step's), so
+their averaging profiles stay exact in steps.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxmem.train.posthoc_ema import power_ema_decay
 
 
 @flax.struct.dataclass
@@ -32,10 +36,22 @@ class TrainState:
     skipped: jax.Array
 
 
-def init_state(params, optimizer: optax.GradientTransformation, rng) -> TrainState:
-    """A fresh state at step 0 with EMA = params."""
-    return TrainState(params=params, opt_state=optimizer.init(params), ema_params=params,
-                      step=jnp.zeros((), jnp.int32), rng=rng, skipped=jnp.zeros((), jnp.int32))
+@flax.struct.dataclass
+class PowerEmaState(TrainState):
+    """TrainState plus power_ema: a tuple of parameter pytrees, the power-function EMAs (one per
+    exponent given to make_train_step, in that order)."""
+
+    power_ema: tuple
+
+
+def init_state(params, optimizer: optax.GradientTransformation, rng, num_power_emas: int = 0) -> TrainState:
+    """A fresh state at step 0 with EMA = params (a PowerEmaState with num_power_emas copies of
+    params as its power EMAs when num_power_emas > 0; step 1 overwrites them)."""
+    fields = dict(params=params, opt_state=optimizer.init(params), ema_params=params,
+                  step=jnp.zeros((), jnp.int32), rng=rng, skipped=jnp.zeros((), jnp.int32))
+    if num_power_emas:
+        return PowerEmaState(**fields, power_ema=(params,) * num_power_emas)
+    return TrainState(**fields)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -44,12 +60,15 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
-                    ema_decay: float | Callable = 0.0) -> Callable:
+                    ema_decay: float | Callable = 0.0, power_gammas: tuple[float, ...] = ()) -> Callable:
     """Builds step(state, batch) -> (state, metrics).
 
     loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics).
     ema_decay: a float in [0, 1) or a function of the step (for ramped EMA schedules);
     ema <- decay * ema + (1 - decay) * params after the update.
+    power_gammas: exponents of the power EMAs of a PowerEmaState (state.power_ema[i] has
+    power_gammas[i]); after step t = state.step + 1, avg <- beta(t) avg + (1 - beta(t)) params
+    with beta(t) = (1 - 1/t)^(gamma + 1).
     metrics: the loss_fn metrics plus "loss", "grad_norm" and "finite" (1.0 / 0.0).
     """
 
@@ -75,6 +94,11 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
         new_state = state.replace(params=params, opt_state=opt_state, ema_params=ema_params,
                                   step=state.step + 1,
                                   skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
+        if power_gammas:
+            t = state.step + 1
+            new_state = new_state.replace(power_ema=tuple(
+                jax.tree_util.tree_map(lambda a, p, b=power_ema_decay(t, g): b * a + (1.0 - b) * p, average, params)
+                for g, average in zip(power_gammas, state.power_ema, strict=True)))
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                        finite=finite.astype(jnp.float32))
         return new_state, metrics

@@ -7,6 +7,9 @@ Sections (big_vision style):
   optimiser  Adam (beta1, beta2, eps) with a linear learning-rate warm-up measured in images
   EMA        half-life in images with ramp-up (REFERENCE.md):
                half_life = min(H, r * images_seen), beta = 0.5 ** (batch / half_life)
+  power EMA  with training.snapshot_every_steps > 0, one power-function EMA per
+             training.power_ema_sigma_rels (jaxmem.train.posthoc_ema), saved every that many steps
+             as a snapshot (workdir/snapshots/<step>) for post-hoc EMA reconstruction
   shapes     jax.eval_shape of the initialiser; parameters, optimiser state and EMA replicated
   step       jax.jit(make_train_step(...)) with NamedSharding in/out shardings, state donated;
              non-finite steps are skipped and counted by the step itself
@@ -15,7 +18,8 @@ Sections (big_vision style):
              reproduces an uninterrupted one
   loop       metrics as JSON lines (loss, grad norm, images/s, ETA, ...) and a progress line;
              SIGTERM (preemption) finishes the current step, saves and returns
-Workdir: checkpoints/ (orbax), metrics.jsonl (a resume drops the records past the restored step).
+Workdir: checkpoints/ (orbax), snapshots/ (orbax, every step kept), metrics.jsonl (a resume drops the
+records and snapshots past the restored step: the resumed run writes them again, identically).
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ from jaxmem.data.images import ImageSet
 from jaxmem.data.pipeline import Position, ShuffledBatches
 from jaxmem.denoisers import edm, unet
 from jaxmem.progress import Progress
+from jaxmem.train import posthoc_ema
 from jaxmem.train.checkpoint import Checkpointer, agree_any
 from jaxmem.train.loop import TrainState, init_state, make_train_step
+
+SNAPSHOT_FOLDER = "snapshots"
 
 
 @dataclasses.dataclass
@@ -116,6 +123,15 @@ def validate_training_config(config: ml_collections.ConfigDict, num_devices: int
     require(optim.lr > 0, "optim.lr", optim.lr, "> 0")
     require(optim.warmup_images >= 0, "optim.warmup_images", optim.warmup_images, ">= 0")
     require(training.log_every_steps >= 1, "training.log_every_steps", training.log_every_steps, ">= 1")
+    require(training.snapshot_every_steps >= 0, "training.snapshot_every_steps", training.snapshot_every_steps,
+            "an integer >= 0 (0 = no power EMAs, no snapshots)")
+    sigma_rels = tuple(training.power_ema_sigma_rels)
+    if training.snapshot_every_steps:
+        require(len(sigma_rels) >= 1 and len(set(sigma_rels)) == len(sigma_rels), "training.power_ema_sigma_rels",
+                sigma_rels, "one or more distinct relative EMA lengths (EDM2 tracks (0.05, 0.1))")
+        for sigma_rel in sigma_rels:
+            require(0 < sigma_rel < posthoc_ema.SIGMA_REL_MAX, "training.power_ema_sigma_rels", sigma_rels,
+                    f"values in (0, {posthoc_ema.SIGMA_REL_MAX:.4f})")
 
 
 def check_image_shape(data_shape, model: ml_collections.ConfigDict) -> None:
@@ -162,7 +178,14 @@ class _StopOnSigterm:
 
 # Fields of the training group that change the compiled step (others only steer the loop).
 STEP_FIELDS = ("batch_size", "ema_half_life_images", "ema_rampup_ratio", "p_mean", "p_std", "loss_window",
-               "loss_window_weight")
+               "loss_window_weight", "power_ema_sigma_rels", "snapshot_every_steps")
+
+
+def power_gammas(training: ml_collections.ConfigDict) -> tuple[float, ...]:
+    """Exponents of the power EMAs the run tracks (none when training.snapshot_every_steps is 0)."""
+    if not training.snapshot_every_steps:
+        return ()
+    return tuple(posthoc_ema.gamma_from_sigma_rel(s) for s in training.power_ema_sigma_rels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,8 +222,9 @@ def _cached_program(step_config: str, data_shape: tuple[int, ...], devices: tupl
                     if training.loss_window else None)
     loss_fn = edm.make_loss(denoise, config.model.sigma_data, training.p_mean, training.p_std, sigma_weight)
     optimizer = _optimizer(config)
+    gammas = power_gammas(training)
     step_fn = make_train_step(loss_fn, optimizer, ema_decay(training.batch_size, training.ema_half_life_images,
-                                                            training.ema_rampup_ratio))
+                                                            training.ema_rampup_ratio), gammas)
     label_dim = config.model.label_dim
 
     def init(rng) -> TrainState:
@@ -208,7 +232,7 @@ def _cached_program(step_config: str, data_shape: tuple[int, ...], devices: tupl
         x = jnp.zeros((1, *data_shape), jnp.float32)
         labels = jnp.zeros((1, label_dim), jnp.float32) if label_dim else None
         params = network.init(param_rng, x, jnp.zeros((1,)), labels)["params"]
-        return init_state(params, optimizer, state_rng)
+        return init_state(params, optimizer, state_rng, len(gammas))
 
     state_shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
     state_sharding = jax.tree_util.tree_map(lambda _: parallel.replicated(mesh), state_shapes)
@@ -247,6 +271,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                                 async_save=training.async_checkpoints)
     abstract = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                       program.state_shapes, program.state_sharding)
+    snapshots = (Checkpointer(os.path.join(workdir, SNAPSHOT_FOLDER), keep=None, async_save=training.async_checkpoints,
+                              with_position=False) if training.snapshot_every_steps else None)
+    snapshot_record = {"sigma_rels": list(training.power_ema_sigma_rels), "gammas": list(power_gammas(training))}
     steps = total_steps(training)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     restored = checkpointer.restore_latest(abstract, steps)
@@ -257,6 +284,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
         state, position, resumed_from = restored.state, Position.from_dict(restored.position), restored.step
     if jax.process_index() == 0:  # records of steps the run now redoes
         io.drop_records_after(metrics_path, resumed_from or 0)
+    if snapshots is not None:
+        snapshots.drop_after(resumed_from or 0)
 
     def global_batch(local: dict) -> dict:
         return {k: jax.make_array_from_process_local_data(program.batch_sharding[k], v,
@@ -287,14 +316,54 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                     progress.update(len(pending), loss=record["loss"], grad_norm=record["grad_norm"],
                                     img_per_s=record["images_per_s"])
                     pending, interval_start = [], now
+                if snapshots is not None and step % training.snapshot_every_steps == 0:
+                    snapshots.save(step, state.power_ema, config=dict(snapshot_record, step=step))
                 if step == steps or preempted or checkpointer.due(step, time_due):
                     checkpointer.save(step, state, position.to_dict(), config_record)
                 if preempted:
                     logging.warning("stopped at step %d after SIGTERM; rerun the same command to resume", step)
                     break
     finally:
-        checkpointer.close()
+        try:
+            checkpointer.close()
+        finally:
+            if snapshots is not None:
+                snapshots.close()
     return TrainResult(state, position, preempted, resumed_from, list(checkpointer.rejected))
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshots:
+    """The power-EMA snapshots of a run: steps [K] (ascending), the tracked sigma_rels and
+    exponents (in the order of every snapshot's tuple), and load(step) -> tuple of parameter
+    pytrees (host numpy), one per tracked exponent."""
+
+    steps: list[int]
+    sigma_rels: tuple[float, ...]
+    gammas: tuple[float, ...]
+    load: Callable[[int], tuple]
+
+
+def read_snapshots(config: ml_collections.ConfigDict, workdir: str, data_shape: tuple[int, ...],
+                   devices=None) -> Snapshots:
+    """The snapshots that train(config, workdir, ...) stored; ConfigError when there are none."""
+    folder = os.path.join(workdir, SNAPSHOT_FOLDER)
+    require(os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder)), "training snapshots",
+            folder, "a folder of power-EMA snapshots: train with training.snapshot_every_steps > 0")
+    program = build_program(config, data_shape, devices)
+    abstract = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                      program.state_shapes.power_ema, program.state_sharding.power_ema)
+    reader = Checkpointer(folder, keep=None, with_position=False)
+    steps = reader.steps()
+    _, record = reader.restore(steps[0], abstract)
+    gammas = tuple(power_gammas(config.training))
+    require(record is not None and np.allclose(record["gammas"], gammas), f"{folder} exponents",
+            record and record.get("gammas"), f"the config's {gammas} (training.power_ema_sigma_rels)")
+
+    def load(step: int) -> tuple:
+        return fetch_replicated(reader.restore(step, abstract)[0])
+
+    return Snapshots(steps, tuple(config.training.power_ema_sigma_rels), gammas, load)
 
 
 def _summarize(metrics: list[dict], step: int, steps: int, batch_size: int, seconds: float,
