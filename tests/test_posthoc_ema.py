@@ -174,6 +174,14 @@ def test_real_run_snapshots_reconstruct_the_tracked_averages(real_run):
                 np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
 
 
+def test_the_last_step_is_stored_when_the_interval_does_not_divide_the_run(tmp_path):
+    config = snapshot_config(steps=5)
+    data = edm_training.load_training_set(config)[0]
+    trainer.train(config, str(tmp_path), data)
+    assert trainer.read_snapshots(config, str(tmp_path), data.shape).steps == [3, 5]
+    assert posthoc_ema.snapshot_steps(config.training) == [3, 5]
+
+
 def test_killed_and_resumed_run_writes_identical_snapshots(real_run, tmp_path):
     config, data, reference_dir, _ = real_run
 

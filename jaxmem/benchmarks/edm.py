@@ -67,9 +67,11 @@ def step_flops(compiled) -> float:
 
 
 def bench_config(preset: str, dtype: str, batch_size: int | None, model):
-    """The preset with compute dtype `dtype`, the config.model overrides and the batch."""
+    """The preset with compute dtype `dtype`, the config.model overrides and the batch; without the
+    power EMAs (the peers' steps update one EMA, so the bench times the same work)."""
     config = load_config(f"{CONFIG_PATH}:{preset}")
     config.model.update(dtype=dtype, **(model or {}))
+    config.training.snapshot_every_steps = 0
     if batch_size is not None:
         config.training.batch_size = batch_size
     return config

@@ -52,9 +52,10 @@ def model_folder(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def snapshot_steps(training: ml_collections.ConfigDict) -> list[int]:
-    """The steps at which a complete run of `training` stores snapshots."""
-    every = training.snapshot_every_steps
-    return list(range(every, trainer.total_steps(training) + 1, every)) if every else []
+    """The steps at which a complete run of `training` stores snapshots: every
+    snapshot_every_steps steps and the last step."""
+    every, total = training.snapshot_every_steps, trainer.total_steps(training)
+    return sorted(set(range(every, total + 1, every)) | {total}) if every else []
 
 
 def solve_all(config: ml_collections.ConfigDict, steps: list[int], gammas: tuple[float, ...]) -> list:

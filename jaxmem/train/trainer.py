@@ -8,7 +8,7 @@ Sections (big_vision style):
   EMA        half-life in images with ramp-up (REFERENCE.md):
                half_life = min(H, r * images_seen), beta = 0.5 ** (batch / half_life)
   power EMA  with training.snapshot_every_steps > 0, one power-function EMA per
-             training.power_ema_sigma_rels (jaxmem.train.posthoc_ema), saved every that many steps
+             training.power_ema_sigma_rels (jaxmem.train.posthoc_ema), saved every that many steps and at the last step
              as a snapshot (workdir/snapshots/<step>) for post-hoc EMA reconstruction
   shapes     jax.eval_shape of the initialiser; parameters, optimiser state and EMA replicated
   step       jax.jit(make_train_step(...)) with NamedSharding in/out shardings, state donated;
@@ -316,7 +316,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
                     progress.update(len(pending), loss=record["loss"], grad_norm=record["grad_norm"],
                                     img_per_s=record["images_per_s"])
                     pending, interval_start = [], now
-                if snapshots is not None and step % training.snapshot_every_steps == 0:
+                if snapshots is not None and (step % training.snapshot_every_steps == 0 or step == steps):
                     snapshots.save(step, state.power_ema, config=dict(snapshot_record, step=step))
                 if step == steps or preempted or checkpointer.due(step, time_due):
                     checkpointer.save(step, state, position.to_dict(), config_record)
