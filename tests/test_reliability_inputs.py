@@ -4,6 +4,7 @@ work; a failed checkpoint leaves no partial step (issue "Nothing lost, ever", it
 import os
 import resource
 
+import jax
 import numpy as np
 import pytest
 
@@ -75,6 +76,26 @@ def test_a_failed_checkpoint_save_leaves_no_partial_step(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert os.listdir(tmp_path / "ck") == []
+
+
+def test_a_corrupt_checkpoint_is_reported_in_words_without_tensorstores_spec(tmp_path, caplog):
+    state = {"w": np.arange(1000, dtype=np.float32), "b": np.ones(3, np.float32)}
+    checkpointer = Checkpointer(str(tmp_path / "ck"), keep=2, with_position=False)
+    for step in (1, 2):
+        checkpointer.save(step, state)
+    checkpointer.close()
+    removed = list((tmp_path / "ck" / "2" / "state" / "d").iterdir())
+    for data in removed:  # the array store's data files are gone
+        data.unlink()
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    again = Checkpointer(str(tmp_path / "ck"), keep=2, with_position=False)
+    with caplog.at_level("ERROR"):
+        assert again.restore_latest(abstract, total_steps=2).step == 1
+    again.close()
+    [(step, message)] = again.rejected
+    assert step == 2 and message.startswith("ValueError: NOT_FOUND: ") and "tensorstore_spec" not in message
+    assert any(message.endswith(f'local file "{data}"') for data in removed), message  # whole, not cut short
+    assert message in caplog.text and "tensorstore_spec" not in caplog.text
 
 
 def test_the_crossover_figure_labels_what_the_report_says(tmp_path, monkeypatch):
