@@ -30,6 +30,12 @@ BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a par
     "missing regimes file": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
                                       "--config.swap.regimes_path={tmp}/none.json", "--workdir={tmp}/w"], 2,
                              "swap.regimes_path"),
+    "malformed regimes file": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+                                        "--config.swap.regimes_path={tmp}/bad.json", "--workdir={tmp}/w"], 2,
+                               "swap.regimes_path"),
+    "regimes file of another shape": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+                                               "--config.swap.regimes_path={tmp}/list.json", "--workdir={tmp}/w"], 2,
+                                      "regime map"),
     "sweep run nothing at once": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20", "--parallel=0",
                                             "--workdir={tmp}/w"], 2, "--parallel = 0"),
     "NaN tolerance": ("compare_crossover", ["--reference={tmp}", "--candidate={tmp}", "--out={tmp}/x.md",
@@ -41,6 +47,8 @@ BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a par
 def test_bad_input_is_one_error_line(tmp_path, case):
     name, args, code, words = BAD_INPUTS[case]
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "bad.json").write_text('{"regimes": {"small": ')
+    (tmp_path / "list.json").write_text("[1, 2, 3]")
     np.savez(tmp_path / "same.npz", images=np.zeros((40, 8, 8, 1), np.uint8))
     out = launch(name, *[a.format(tmp=tmp_path) for a in args])
     assert words in one_error(out, code)
