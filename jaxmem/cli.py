@@ -35,13 +35,13 @@ from ml_collections import config_flags
 import jax
 
 from jaxmem import compile_cache, footprint, io, lock, parallel
+from jaxmem.absl_app import HELP_FLAGS, run_app  # noqa: F401  (run_app: the launchers' entry point)
 from jaxmem import workdir as ownership
 from jaxmem.config import (ConfigError, check_finite, config_module, docstring_entries, field_lines, get_field,
                            load_config, one_line, require)
 
 USAGE_EXIT_CODE = 2
 WRITE_ERROR_EXIT_CODE = 1
-HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -149,17 +149,6 @@ def parse_flags(argv: list[str]) -> list[str]:
             return flags.FLAGS(argv)
         except flags.Error as e:
             fail(str(e))
-
-
-def run_app(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
-    """absl's app.run for the launchers that define their own flags, with --help answered as the
-    config launchers answer it: the launcher's docstring and its flags, exit status 0 (absl's
-    own --help exits 1)."""
-    argv = sys.argv if argv is None else argv
-    if any(arg in HELP_FLAGS for arg in argv[1:]):
-        print((sys.modules["__main__"].__doc__ or "").strip() + "\n\n" + flags.FLAGS.main_module_help())
-        sys.exit(0)
-    app.run(main, argv=argv)
 
 
 def _exit_on_signal(signum, frame) -> NoReturn:

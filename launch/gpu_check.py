@@ -58,6 +58,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the package from the working tree, installed or not
 
+from jaxmem.absl_app import run_app  # noqa: E402  (absl only)
 from jaxmem.benchmarks import entry_names, stages  # noqa: E402  (standard library only)
 
 # stage -> (seconds on an H100/H200, seconds with --quick on a 2-core CPU): estimates until a GPU
@@ -303,4 +304,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

@@ -3,6 +3,7 @@ work; a failed checkpoint leaves no partial step (issue "Nothing lost, ever", it
 
 import os
 import resource
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from jaxmem.train.checkpoint import Checkpointer, CheckpointWriteError
 
+from conftest import REPO
 from test_reliability_workdirs import launch, one_error
 
 CROSSOVER = ["--config=configs/crossover.py:smoke"]
@@ -66,8 +68,8 @@ def test_an_unwritable_compare_report_is_one_line_exit_1(tmp_path):
     assert "cannot write" in one_error(out, 1)
 
 
-@pytest.mark.parametrize("name", ["sweep", "compare_crossover", "convert_inception"])
-def test_help_exits_0(name):
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(REPO) / "launch").glob("*.py")))
+def test_help_exits_0_on_every_launcher(name):
     out = launch(name, "--help")
     assert out.returncode == 0 and "--" in out.stdout, out.stderr[-2000:]
 
