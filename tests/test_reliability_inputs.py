@@ -57,6 +57,17 @@ def test_bad_input_is_one_error_line(tmp_path, case):
     assert not (tmp_path / "w").exists()
 
 
+def test_an_edm_batch_larger_than_the_training_set_is_warned_about_before_any_work(caplog):
+    from jaxmem.config import load_config
+    from jaxmem.experiments import edm_training
+
+    config = load_config("configs/edm.py:smoke")
+    config.training.batch_size = 2 * config.data.num_train
+    with caplog.at_level("WARNING"):
+        edm_training.validate_config(config)
+    assert f"training.batch_size = {config.training.batch_size} is larger than the training set" in caplog.text
+
+
 def test_an_unwritable_compare_report_is_one_line_exit_1(tmp_path):
     for run in ("ref", "cand"):
         (tmp_path / run).mkdir()
