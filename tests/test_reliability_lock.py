@@ -1,4 +1,4 @@
-"""The stale-lock takeover is atomic (issue "Nothing lost, ever", item 2): many processes racing
+"""The stale-lock takeover is atomic: many processes racing
 for a workdir whose lock was left by a dead process end with exactly one owner, every trial."""
 
 import json

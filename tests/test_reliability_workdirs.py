@@ -1,4 +1,4 @@
-"""Nothing lost (issue "Nothing lost, ever", items 1, 3, 4, 5, 6): a launcher refuses another
+"""Nothing lost: a launcher refuses another
 experiment's workdir or an unknown non-empty folder before writing anything; memory is estimated
 and refused at the door; results are readable by others; bad input is one `error:` line."""
 
