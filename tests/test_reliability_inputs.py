@@ -1,5 +1,6 @@
 """Bad input is one `error:` line (exit 2; exit 1 for a failed write) with no traceback, before any
-work; a failed checkpoint leaves no partial step; a corrupt checkpoint is reported in words; every launcher answers --help with exit 0."""
+work; a failed checkpoint leaves no partial step; a corrupt checkpoint is reported in words;
+every launcher answers --help with exit 0."""
 
 import os
 import resource

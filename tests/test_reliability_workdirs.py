@@ -1,6 +1,6 @@
-"""Nothing lost: a launcher refuses another
-experiment's workdir or an unknown non-empty folder before writing anything; memory is estimated
-and refused at the door; results are readable by others; bad input is one `error:` line."""
+"""Nothing lost: a launcher refuses another experiment's workdir or an unknown non-empty folder
+before writing anything; memory is estimated and refused at the door; results are readable by
+others; bad input is one `error:` line."""
 
 import itertools
 import json
