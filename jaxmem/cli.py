@@ -34,13 +34,12 @@ from ml_collections import config_flags
 
 import jax
 
-from jaxmem import compile_cache, footprint, io, lock, parallel
-from jaxmem.absl_app import HELP_FLAGS, run_app  # noqa: F401  (run_app: the launchers' entry point)
+from jaxmem import absl_app, compile_cache, footprint, io, lock, parallel
+from jaxmem.absl_app import HELP_FLAGS, USAGE_EXIT_CODE, fail, run_app  # noqa: F401  (run_app: for launchers)
 from jaxmem import workdir as ownership
 from jaxmem.config import (ConfigError, check_finite, config_module, docstring_entries, field_lines, get_field,
                            load_config, one_line, require)
 
-USAGE_EXIT_CODE = 2
 WRITE_ERROR_EXIT_CODE = 1
 
 
@@ -71,12 +70,6 @@ def quiet_libraries() -> None:
     """Installs _QuietLibraries on absl's log handler (call once flags are parsed; --verbosity >= 1
     keeps the libraries' error reports)."""
     logging.get_absl_handler().addFilter(_QuietLibraries(errors_too=flags.FLAGS.verbosity < 1))
-
-
-def fail(message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
-    """Prints `error: <message>` on stderr and exits with status `code` (default 2, a usage error)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 @contextlib.contextmanager
@@ -145,10 +138,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             config = load_config(spec)
             for field in fields:
                 get_field(config, field)
-        try:
-            return flags.FLAGS(argv)
-        except flags.Error as e:
-            fail(str(e))
+        return absl_app.parse_flags(argv)
 
 
 def _exit_on_signal(signum, frame) -> NoReturn:

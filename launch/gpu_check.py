@@ -272,6 +272,11 @@ def main(argv):
         with open(_FROM_SUMMARY.value) as f:
             gpu_report.update_benchmarks(_UPDATE.value, json.load(f))
         return
+    for flag, value in ((_BUDGET, _BUDGET.value), (_TIMEOUT_FACTOR, _TIMEOUT_FACTOR.value)):
+        if not value > 0:  # NaN too
+            raise app.UsageError(f"--{flag.name} = {value} is invalid; allowed: a number > 0")
+    if _SLICE_STEPS.value < 0:
+        raise app.UsageError(f"--slice_steps = {_SLICE_STEPS.value} is invalid; allowed: an integer >= 0 (0: default)")
     chosen = selected(_STAGES.value)
     out = os.path.abspath(_OUT.value or os.environ.get("OUT") or os.path.join(REPO, "runs", "gpu_check"))
     scratch = os.path.abspath(_SCRATCH.value) if _SCRATCH.value else tempfile.mkdtemp(prefix="gpu_check_")

@@ -41,6 +41,10 @@ BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a par
                                       "regime map"),
     "sweep run nothing at once": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20", "--parallel=0",
                                             "--workdir={tmp}/w"], 2, "--parallel = 0"),
+    "a flag value that does not parse": ("bench", ["--size=huge", "--workdir={tmp}/w"], 2, "flag --size=huge"),
+    "a helper launcher's usage error": ("readme_timings", ["--only=nope", "--out={tmp}/w"], 2, "unknown commands"),
+    "negative gpu_check budget": ("gpu_check", ["--budget_s=-1", "--skip_install", "--out={tmp}/w"], 2,
+                                  "--budget_s"),
     "NaN tolerance": ("compare_crossover", ["--reference={tmp}", "--candidate={tmp}", "--out={tmp}/x.md",
                                             "--tolerance=nan"], 2, "--tolerance"),
 }
