@@ -37,8 +37,8 @@ import jax
 from jaxmem import absl_app, compile_cache, footprint, io, lock, parallel
 from jaxmem.absl_app import HELP_FLAGS, USAGE_EXIT_CODE, fail, run_app  # noqa: F401  (run_app: for launchers)
 from jaxmem import workdir as ownership
-from jaxmem.config import (ConfigError, check_finite, config_module, docstring_entries, field_lines, get_field,
-                           load_config, one_line, require)
+from jaxmem.config import (ConfigError, check_finite, check_override, config_module, docstring_entries, field_lines,
+                           get_field, load_config, one_line, require)
 
 WRITE_ERROR_EXIT_CODE = 1
 
@@ -176,6 +176,10 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
         with user_errors():
             quiet_libraries()
             parallel.initialize_distributed()
+            spec, fields = config_arguments(sys.argv)
+            preset = load_config(spec)
+            for field in fields:
+                check_override(field, get_field(preset, field), get_field(config, field))
             check_finite(config)
             if validate is not None:
                 with footprint.checking(flags.FLAGS.memory_check):

@@ -31,6 +31,7 @@ from absl import logging
 from jaxmem import footprint, io, neighbors, noise, sampling
 from jaxmem.config import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
+from jaxmem.data.images import SPLIT_SHAPES
 from jaxmem.denoisers import unet
 from jaxmem.experiments import sample_quality
 from jaxmem.metrics import FeatureStats, extract_features, scores, weights
@@ -46,6 +47,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     any data is loaded or step trained (the data's own checks follow when it is loaded)."""
     check_source(config.data.dataset, config.data.path)
     require(config.data.num_train >= 0, "data.num_train", config.data.num_train, "0 (all) or a subset size >= 1")
+    if config.data.dataset in SPLIT_SHAPES:
+        require_choice("data.split", config.data.split, SPLIT_SHAPES[config.data.dataset])
+    available = footprint.image_shape(config.data)[0]
+    require(not available or config.data.num_train <= available, "data.num_train", config.data.num_train,
+            f"0 (all) or a subset size of 1..{available} (the images {config.data.dataset} holds)")
     if config.data.dataset == "npz":
         images = load_images("npz", path=config.data.path).images
         distinct = len(np.unique(images.reshape(len(images), -1), axis=0))
