@@ -25,8 +25,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, a flag that does not parse (--size=huge, --parallel=two) failing in one line."""
     try:
         return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(str(error))
+    except flags.Error as error:  # several missing required flags: one line each, joined
+        fail("; ".join(str(error).splitlines()))
 
 
 def run_app(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:

@@ -60,6 +60,7 @@ def main(argv, sweep_flags, overrides):
     if FLAGS.aggregate_only:
         with user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE), user_errors(ValueError):
             ownership.check(root, "sweep", is_sweep_root)
+            require(is_sweep_root(root), "--workdir", root, "the root of a sweep run before (it holds sweep.json)")
             logging.info("report: %s", aggregate.aggregate(root)["paths"]["report"])
         return
     if FLAGS.config is None:
@@ -75,6 +76,7 @@ def main(argv, sweep_flags, overrides):
                 fail(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
             selected = [runs[FLAGS.run_index]]
         launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else execute.default_launcher(FLAGS.config)
+        require(os.path.isfile(launcher), "--launcher", FLAGS.launcher, "an existing launcher (launch/<x>.py)")
         # The root is a sweep's; each run's folder belongs to the config family's experiment (the
         # driver writes its bookkeeping there first, so it claims them for it). The family, not
         # --launcher: a wrapper launcher still runs launch/<family>.py inside.
