@@ -39,6 +39,25 @@ BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a par
     "regimes file of another shape": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
                                                "--config.swap.regimes_path={tmp}/list.json", "--workdir={tmp}/w"], 2,
                                       "regime map"),
+    "text for a tuple of numbers": ("crossover", [*CROSSOVER, "--config.data.train_sizes=many", "--workdir={tmp}/w"],
+                                    2, "data.train_sizes"),
+    "more training images than the dataset holds": ("edm", [*EDM, "--config.data.num_train=100000",
+                                                            "--workdir={tmp}/w"], 2, "data.num_train"),
+    "a split the dataset lacks": ("edm", [*EDM, "--config.data.split=nope", "--workdir={tmp}/w"], 2, "data.split"),
+    "three channels for grey images": ("edm", [*EDM, "--config.model.in_channels=3", "--workdir={tmp}/w"], 2,
+                                       "model.image_size, model.in_channels"),
+    "a positional argument to bench": ("bench", ["extra", "--workdir={tmp}/w"], 2, "unexpected arguments"),
+    "zero attention heads": ("edm", [*EDM, "--config.model.attn_heads=0", "--workdir={tmp}/w"], 2,
+                             "model.attn_heads"),
+    "NaN samples to score": ("quality", ["--config=configs/quality.py:smoke", "--config.samples.path={tmp}/nan.npz",
+                                         "--workdir={tmp}/w"], 2, "NaN"),
+    "aggregate a folder that holds no sweep": ("sweep", ["--aggregate_only", "--workdir={tmp}/w"], 2, "sweep.json"),
+    "a sweep launcher that does not exist": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20",
+                                                       "--launcher={tmp}/none.py", "--workdir={tmp}/w"], 2,
+                                             "--launcher"),
+    "a compare table whose rows do not match its header": (
+        "compare_crossover", ["--reference={tmp}/badcsv", "--candidate={tmp}/badcsv", "--out={tmp}/x.md"], 2,
+        "does not match its header"),
     "sweep run nothing at once": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20", "--parallel=0",
                                             "--workdir={tmp}/w"], 2, "--parallel = 0"),
     "a flag value that does not parse": ("bench", ["--size=huge", "--workdir={tmp}/w"], 2, "flag --size=huge"),
@@ -57,6 +76,10 @@ def test_bad_input_is_one_error_line(tmp_path, case):
     (tmp_path / "bad.json").write_text('{"regimes": {"small": ')
     (tmp_path / "list.json").write_text("[1, 2, 3]")
     np.savez(tmp_path / "same.npz", images=np.zeros((40, 8, 8, 1), np.uint8))
+    np.savez(tmp_path / "nan.npz", samples=np.full((4, 8, 8, 1), np.nan, np.float32))
+    (tmp_path / "badcsv").mkdir()
+    for table in ("models.csv", "crossover.csv"):
+        (tmp_path / "badcsv" / table).write_text("d,K\n6,2,12,0\n")
     out = launch(name, *[a.format(tmp=tmp_path) for a in args])
     assert words in one_error(out, code)
     assert not (tmp_path / "w").exists()
