@@ -34,14 +34,13 @@ from ml_collections import config_flags
 
 import jax
 
-from jaxmem import compile_cache, footprint, io, lock, parallel
+from jaxmem import absl_app, compile_cache, footprint, io, lock, parallel
+from jaxmem.absl_app import HELP_FLAGS, USAGE_EXIT_CODE, fail, run_app  # noqa: F401  (run_app: for launchers)
 from jaxmem import workdir as ownership
-from jaxmem.config import (ConfigError, check_finite, config_module, docstring_entries, field_lines, get_field,
-                           load_config, one_line, require)
+from jaxmem.config import (ConfigError, check_finite, check_override, config_module, docstring_entries, field_lines,
+                           get_field, load_config, one_line, require)
 
-USAGE_EXIT_CODE = 2
 WRITE_ERROR_EXIT_CODE = 1
-HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -71,12 +70,6 @@ def quiet_libraries() -> None:
     """Installs _QuietLibraries on absl's log handler (call once flags are parsed; --verbosity >= 1
     keeps the libraries' error reports)."""
     logging.get_absl_handler().addFilter(_QuietLibraries(errors_too=flags.FLAGS.verbosity < 1))
-
-
-def fail(message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
-    """Prints `error: <message>` on stderr and exits with status `code` (default 2, a usage error)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 @contextlib.contextmanager
@@ -145,21 +138,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             config = load_config(spec)
             for field in fields:
                 get_field(config, field)
-        try:
-            return flags.FLAGS(argv)
-        except flags.Error as e:
-            fail(str(e))
-
-
-def run_app(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
-    """absl's app.run for the launchers that define their own flags, with --help answered as the
-    config launchers answer it: the launcher's docstring and its flags, exit status 0 (absl's
-    own --help exits 1)."""
-    argv = sys.argv if argv is None else argv
-    if any(arg in HELP_FLAGS for arg in argv[1:]):
-        print((sys.modules["__main__"].__doc__ or "").strip() + "\n\n" + flags.FLAGS.main_module_help())
-        sys.exit(0)
-    app.run(main, argv=argv)
+        return absl_app.parse_flags(argv)
 
 
 def _exit_on_signal(signum, frame) -> NoReturn:
@@ -197,6 +176,10 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
         with user_errors():
             quiet_libraries()
             parallel.initialize_distributed()
+            spec, fields = config_arguments(sys.argv)
+            preset = load_config(spec)
+            for field in fields:
+                check_override(field, get_field(preset, field), get_field(config, field))
             check_finite(config)
             if validate is not None:
                 with footprint.checking(flags.FLAGS.memory_check):

@@ -79,6 +79,20 @@ def config_module(path: str, kind: str = "config file"):
     return module
 
 
+def _numbers(values) -> bool:
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
+
+
+def check_override(field: str, default, value) -> None:
+    """Raises ConfigError, naming `field`, when an override made a tuple field something else
+    (ml_collections takes `--config.data.train_sizes=many` as the text 'many') or put text into
+    a tuple of numbers."""
+    if isinstance(default, tuple):
+        numbers = bool(default) and _numbers(default)
+        require(isinstance(value, tuple) and (not numbers or _numbers(value)), field, value,
+                f"a tuple like {default!r}" + (" (numbers)" if numbers else ""))
+
+
 def check_finite(config: ml_collections.ConfigDict) -> None:
     """Fails, naming the field, on a float field (or a float inside a tuple field) that is inf or
     NaN: every field of every experiment is a finite quantity, and an infinite one fails late,

@@ -33,10 +33,23 @@ INCEPTION_PARAMETERS = 23_900_000  # the FID Inception's weights
 INCEPTION_ACTIVATIONS_PER_IMAGE = 299 * 299 * 3 * 12  # its input at 299^2 and the feature maps of one image
 
 _CHECKING = [True]
+_COLLECTING: list[list[dict[str, float]]] = []
 
 
 class TooLarge(ConfigError):
     """The run's estimated memory exceeds what the host has available."""
+
+
+@contextlib.contextmanager
+def collecting():
+    """Inside it, require_fits records each estimate in the yielded list instead of checking it
+    (the sweep driver collects its runs' estimates to check those that run at once)."""
+    found: list[dict[str, float]] = []
+    _COLLECTING.append(found)
+    try:
+        yield found
+    finally:
+        _COLLECTING.pop()
 
 
 @contextlib.contextmanager
@@ -85,7 +98,10 @@ def size_text(n: float) -> str:
 def require_fits(parts: dict[str, float]) -> None:
     """Raises TooLarge, listing the estimate's parts and the memory available, when the parts
     (bytes; the "data" parts on the host, the others on the computing devices) exceed it (unless
-    checking(False) is in force)."""
+    checking(False) is in force; inside collecting() the parts are recorded instead)."""
+    if _COLLECTING:
+        _COLLECTING[-1].append(dict(parts))
+        return
     if not _CHECKING[-1]:
         return
     host = available_bytes()
@@ -98,6 +114,21 @@ def require_fits(parts: dict[str, float]) -> None:
             raise TooLarge(f"this run needs about {size_text(needed)} of memory ({shown}) but {where} "
                            f"{size_text(available)} available; reduce the sizes named, or pass --nomemory_check "
                            "if you know better")
+
+
+def require_together(estimates: list[dict[str, float]], at_once: int) -> None:
+    """require_fits for runs of which `at_once` run at the same time (a sweep's --parallel): the
+    parts of the `at_once` largest estimates, summed part by part."""
+    largest = sorted(estimates, key=lambda parts: -sum(parts.values()))[:at_once]
+    label = f"{len(largest)} runs' " if len(largest) > 1 else ""
+    summed: dict[str, float] = {}
+    for parts in largest:
+        for name, size in parts.items():
+            summed[label + name] = summed.get(label + name, 0) + size
+    try:
+        require_fits(summed)
+    except TooLarge as error:
+        raise TooLarge(f"{error}; or run fewer at once (--parallel={at_once} now)") from None
 
 
 def npz_shape(path: str, keys: tuple[str, ...]) -> tuple[int, ...]:

@@ -77,15 +77,21 @@ def regions_from_regimes(regimes: dict | str, num_steps: int = PAPER_STEPS) -> d
     Only regimes that hold at least one level of the regime map's EDM grid are returned; that
     grid must have num_steps levels (the sampler's).
     """
+    expected = "a regime map of a geometry run (its regimes.json: 'regimes' and 'edm_grid', launch/geometry.py)"
     if isinstance(regimes, str):
-        with open(regimes) as f:
-            regimes = json.load(f)
-    require("regimes" in regimes and "edm_grid" in regimes, "regime map keys", sorted(regimes),
-            "a regime map with 'regimes' and 'edm_grid' (jaxmem.geometry.regimes.regime_map)")
-    steps = regimes["edm_grid"]["steps"]
+        try:
+            with open(regimes) as f:
+                regimes = json.load(f)
+        except (OSError, ValueError) as error:  # ValueError: not JSON, not text
+            require(False, "swap.regimes_path", regimes, f"{expected}; reading it failed: {error}")
+    try:
+        steps = regimes["edm_grid"]["steps"]
+        windows = {name: regime["edm_indices"] for name, regime in regimes["regimes"].items()}
+        windows = {name: tuple(int(i) for i in w) for name, w in windows.items() if name in PAPER_REGIONS and w}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        require(False, "regime map", f"missing or malformed: {error}", expected)
     require(steps == num_steps, "regime map edm_grid.steps", steps, f"{num_steps}, the sampler's grid")
-    return {name: tuple(regime["edm_indices"]) for name, regime in regimes["regimes"].items()
-            if name in PAPER_REGIONS and regime["edm_indices"] is not None}
+    return windows
 
 
 def check_same_shapes(base: Callable, donor: Callable, data_shape: tuple[int, ...]) -> None:

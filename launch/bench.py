@@ -51,7 +51,8 @@ def resolve_size(size: str, backend: str) -> str:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
     available = entries()
     unknown = sorted(set(_ONLY.value) - set(available))
     if unknown:

@@ -12,7 +12,7 @@ import math
 from absl import flags
 
 from jaxmem import io
-from jaxmem.cli import WRITE_ERROR_EXIT_CODE, run_app, user_errors
+from jaxmem.cli import WRITE_ERROR_EXIT_CODE, fail, run_app, user_errors
 from jaxmem.config import require
 from jaxmem.experiments.gmm_crossover.report import compare_runs, read_table
 
@@ -29,7 +29,11 @@ def main(argv):
                 "a finite ratio difference >= 0")
         tables = {name: [read_table(run, name) for run in (_REFERENCE.value, _CANDIDATE.value)]
                   for name in ("models.csv", "crossover.csv")}
-    per_capacity, per_set = compare_runs(*tables["models.csv"], *tables["crossover.csv"], _TOLERANCE.value)
+    try:
+        per_capacity, per_set = compare_runs(*tables["models.csv"], *tables["crossover.csv"], _TOLERANCE.value)
+    except KeyError as column:
+        fail(f"a models.csv or crossover.csv of --reference or --candidate has no column {column}: not a table "
+             "the crossover experiment wrote")
     text = [f"# {_CANDIDATE.value} against {_REFERENCE.value}", "",
             f"Per capacity (|ratio difference| <= {_TOLERANCE.value}: "
             f"{sum(r['within'] for r in per_capacity)} of {len(per_capacity)}):", "", io.markdown_table(per_capacity), "",

@@ -58,6 +58,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the package from the working tree, installed or not
 
+from jaxmem.absl_app import run_app  # noqa: E402  (absl only)
 from jaxmem.benchmarks import entry_names, stages  # noqa: E402  (standard library only)
 
 # stage -> (seconds on an H100/H200, seconds with --quick on a 2-core CPU): estimates until a GPU
@@ -271,6 +272,11 @@ def main(argv):
         with open(_FROM_SUMMARY.value) as f:
             gpu_report.update_benchmarks(_UPDATE.value, json.load(f))
         return
+    for flag, value in ((_BUDGET, _BUDGET.value), (_TIMEOUT_FACTOR, _TIMEOUT_FACTOR.value)):
+        if not value > 0:  # NaN too
+            raise app.UsageError(f"--{flag.name} = {value} is invalid; allowed: a number > 0")
+    if _SLICE_STEPS.value < 0:
+        raise app.UsageError(f"--slice_steps = {_SLICE_STEPS.value} is invalid; allowed: an integer >= 0 (0: default)")
     chosen = selected(_STAGES.value)
     out = os.path.abspath(_OUT.value or os.environ.get("OUT") or os.path.join(REPO, "runs", "gpu_check"))
     scratch = os.path.abspath(_SCRATCH.value) if _SCRATCH.value else tempfile.mkdtemp(prefix="gpu_check_")
@@ -303,4 +309,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_app(main)

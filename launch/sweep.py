@@ -11,6 +11,10 @@ finished runs, relaunches unfinished or failed ones and rewrites the report. A s
 PLOT and ANALYSIS (e.g. configs/sweeps/unet_crossover_digits.py: the U-Net capacity crossover,
 jaxmem.experiments.unet_crossover) are recorded in <workdir>/sweep.json, so --aggregate_only redoes them.
 
+Before any run starts, the driver validates every run's config (the family's validate_config)
+and refuses, exit 2, a sweep whose --parallel largest runs need more memory together than the
+host has available (jaxmem.footprint; --nomemory_check skips that sum).
+
 The driver holds <workdir>/.lock while it runs (a second driver on the same root exits 2; with
 --run_index, as in SLURM array tasks that share a root, only each run's own lock is taken).
 SIGTERM or SIGINT stops the running children (they save and stop), marks them unfinished and
@@ -23,7 +27,7 @@ import sys
 
 from absl import flags, logging
 
-from jaxmem import io, lock
+from jaxmem import experiments, footprint, io, lock
 from jaxmem import workdir as ownership
 from jaxmem.sweep import aggregate, execute, expand
 from jaxmem.cli import WRITE_ERROR_EXIT_CODE, fail, quiet_libraries, run_app, user_errors
@@ -38,6 +42,8 @@ flags.DEFINE_integer("gpus_per_run", 0, "With --parallel: pin each run to its ow
 flags.DEFINE_integer("run_index", None, "Run only run number INDEX (from 0) of the sweep (SLURM array tasks).")
 flags.DEFINE_bool("dry_run", False, "Print the runs and their shell-quoted commands; launch nothing.")
 flags.DEFINE_bool("aggregate_only", False, "Only rewrite results.csv/.md and report.md of --workdir.")
+flags.DEFINE_bool("memory_check", True, "Refuse a sweep whose --parallel runs together need more memory than "
+                  "the host has available (jaxmem.footprint); each run checks its own too.")
 flags.DEFINE_float("busy_wait", 600.0, "Seconds to wait for a run whose workdir another process still holds.")
 FLAGS = flags.FLAGS
 
@@ -54,6 +60,7 @@ def main(argv, sweep_flags, overrides):
     if FLAGS.aggregate_only:
         with user_errors(io.WriteError, code=WRITE_ERROR_EXIT_CODE), user_errors(ValueError):
             ownership.check(root, "sweep", is_sweep_root)
+            require(is_sweep_root(root), "--workdir", root, "the root of a sweep run before (it holds sweep.json)")
             logging.info("report: %s", aggregate.aggregate(root)["paths"]["report"])
         return
     if FLAGS.config is None:
@@ -69,6 +76,7 @@ def main(argv, sweep_flags, overrides):
                 fail(f"--run_index={FLAGS.run_index} is invalid; allowed: 0..{len(runs) - 1}")
             selected = [runs[FLAGS.run_index]]
         launcher = os.path.abspath(FLAGS.launcher) if FLAGS.launcher else execute.default_launcher(FLAGS.config)
+        require(os.path.isfile(launcher), "--launcher", FLAGS.launcher, "an existing launcher (launch/<x>.py)")
         # The root is a sweep's; each run's folder belongs to the config family's experiment (the
         # driver writes its bookkeeping there first, so it claims them for it). The family, not
         # --launcher: a wrapper launcher still runs launch/<family>.py inside.
@@ -76,6 +84,16 @@ def main(argv, sweep_flags, overrides):
         ownership.check(root, "sweep", is_sweep_root)
         for run in selected:
             ownership.check(run.workdir, experiment, is_sweep_run)
+        # Every run to be launched is validated here, before any starts; the memory of the
+        # --parallel largest ones, which may run at once, must fit together.
+        estimates = []
+        for run in selected:
+            if execute.status(run) != "done":
+                with footprint.collecting() as found:
+                    experiments.validate_config(experiment, expand.resolve(config, run.values))
+                estimates.append({name: sum(parts.get(name, 0) for parts in found) for name in set().union(*found)})
+        with footprint.checking(FLAGS.memory_check):
+            footprint.require_together(estimates, FLAGS.parallel)
     if FLAGS.dry_run:
         print(execute.describe(selected, FLAGS.config, launcher, overrides))
         return

@@ -1,14 +1,18 @@
 """Bad input is one `error:` line (exit 2; exit 1 for a failed write) with no traceback, before any
-work; a failed checkpoint leaves no partial step (issue "Nothing lost, ever", items 5-7)."""
+work; a failed checkpoint leaves no partial step; a corrupt checkpoint is reported in words;
+every launcher answers --help with exit 0."""
 
 import os
 import resource
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from jaxmem.train.checkpoint import Checkpointer, CheckpointWriteError
 
+from conftest import REPO
 from test_reliability_workdirs import launch, one_error
 
 CROSSOVER = ["--config=configs/crossover.py:smoke"]
@@ -29,8 +33,37 @@ BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a par
     "missing regimes file": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
                                       "--config.swap.regimes_path={tmp}/none.json", "--workdir={tmp}/w"], 2,
                              "swap.regimes_path"),
+    "malformed regimes file": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+                                        "--config.swap.regimes_path={tmp}/bad.json", "--workdir={tmp}/w"], 2,
+                               "swap.regimes_path"),
+    "regimes file of another shape": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+                                               "--config.swap.regimes_path={tmp}/list.json", "--workdir={tmp}/w"], 2,
+                                      "regime map"),
+    "text for a tuple of numbers": ("crossover", [*CROSSOVER, "--config.data.train_sizes=many", "--workdir={tmp}/w"],
+                                    2, "data.train_sizes"),
+    "more training images than the dataset holds": ("edm", [*EDM, "--config.data.num_train=100000",
+                                                            "--workdir={tmp}/w"], 2, "data.num_train"),
+    "a split the dataset lacks": ("edm", [*EDM, "--config.data.split=nope", "--workdir={tmp}/w"], 2, "data.split"),
+    "three channels for grey images": ("edm", [*EDM, "--config.model.in_channels=3", "--workdir={tmp}/w"], 2,
+                                       "model.image_size, model.in_channels"),
+    "a positional argument to bench": ("bench", ["extra", "--workdir={tmp}/w"], 2, "unexpected arguments"),
+    "zero attention heads": ("edm", [*EDM, "--config.model.attn_heads=0", "--workdir={tmp}/w"], 2,
+                             "model.attn_heads"),
+    "NaN samples to score": ("quality", ["--config=configs/quality.py:smoke", "--config.samples.path={tmp}/nan.npz",
+                                         "--workdir={tmp}/w"], 2, "NaN"),
+    "aggregate a folder that holds no sweep": ("sweep", ["--aggregate_only", "--workdir={tmp}/w"], 2, "sweep.json"),
+    "a sweep launcher that does not exist": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20",
+                                                       "--launcher={tmp}/none.py", "--workdir={tmp}/w"], 2,
+                                             "--launcher"),
+    "a compare table whose rows do not match its header": (
+        "compare_crossover", ["--reference={tmp}/badcsv", "--candidate={tmp}/badcsv", "--out={tmp}/x.md"], 2,
+        "does not match its header"),
     "sweep run nothing at once": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20", "--parallel=0",
                                             "--workdir={tmp}/w"], 2, "--parallel = 0"),
+    "a flag value that does not parse": ("bench", ["--size=huge", "--workdir={tmp}/w"], 2, "flag --size=huge"),
+    "a helper launcher's usage error": ("readme_timings", ["--only=nope", "--out={tmp}/w"], 2, "unknown commands"),
+    "negative gpu_check budget": ("gpu_check", ["--budget_s=-1", "--skip_install", "--out={tmp}/w"], 2,
+                                  "--budget_s"),
     "NaN tolerance": ("compare_crossover", ["--reference={tmp}", "--candidate={tmp}", "--out={tmp}/x.md",
                                             "--tolerance=nan"], 2, "--tolerance"),
 }
@@ -40,10 +73,27 @@ BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a par
 def test_bad_input_is_one_error_line(tmp_path, case):
     name, args, code, words = BAD_INPUTS[case]
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "bad.json").write_text('{"regimes": {"small": ')
+    (tmp_path / "list.json").write_text("[1, 2, 3]")
     np.savez(tmp_path / "same.npz", images=np.zeros((40, 8, 8, 1), np.uint8))
+    np.savez(tmp_path / "nan.npz", samples=np.full((4, 8, 8, 1), np.nan, np.float32))
+    (tmp_path / "badcsv").mkdir()
+    for table in ("models.csv", "crossover.csv"):
+        (tmp_path / "badcsv" / table).write_text("d,K\n6,2,12,0\n")
     out = launch(name, *[a.format(tmp=tmp_path) for a in args])
     assert words in one_error(out, code)
     assert not (tmp_path / "w").exists()
+
+
+def test_an_edm_batch_larger_than_the_training_set_is_warned_about_before_any_work(caplog):
+    from jaxmem.config import load_config
+    from jaxmem.experiments import edm_training
+
+    config = load_config("configs/edm.py:smoke")
+    config.training.batch_size = 2 * config.data.num_train
+    with caplog.at_level("WARNING"):
+        edm_training.validate_config(config)
+    assert f"training.batch_size = {config.training.batch_size} is larger than the training set" in caplog.text
 
 
 def test_an_unwritable_compare_report_is_one_line_exit_1(tmp_path):
@@ -57,8 +107,8 @@ def test_an_unwritable_compare_report_is_one_line_exit_1(tmp_path):
     assert "cannot write" in one_error(out, 1)
 
 
-@pytest.mark.parametrize("name", ["sweep", "compare_crossover", "convert_inception"])
-def test_help_exits_0(name):
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(REPO) / "launch").glob("*.py")))
+def test_help_exits_0_on_every_launcher(name):
     out = launch(name, "--help")
     assert out.returncode == 0 and "--" in out.stdout, out.stderr[-2000:]
 
@@ -75,6 +125,26 @@ def test_a_failed_checkpoint_save_leaves_no_partial_step(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert os.listdir(tmp_path / "ck") == []
+
+
+def test_a_corrupt_checkpoint_is_reported_in_words_without_tensorstores_spec(tmp_path, caplog):
+    state = {"w": np.arange(1000, dtype=np.float32), "b": np.ones(3, np.float32)}
+    checkpointer = Checkpointer(str(tmp_path / "ck"), keep=2, with_position=False)
+    for step in (1, 2):
+        checkpointer.save(step, state)
+    checkpointer.close()
+    removed = list((tmp_path / "ck" / "2" / "state" / "d").iterdir())
+    for data in removed:  # the array store's data files are gone
+        data.unlink()
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    again = Checkpointer(str(tmp_path / "ck"), keep=2, with_position=False)
+    with caplog.at_level("ERROR"):
+        assert again.restore_latest(abstract, total_steps=2).step == 1
+    again.close()
+    [(step, message)] = again.rejected
+    assert step == 2 and message.startswith("ValueError: NOT_FOUND: ") and "tensorstore_spec" not in message
+    assert any(message.endswith(f'local file "{data}"') for data in removed), message  # whole, not cut short
+    assert message in caplog.text and "tensorstore_spec" not in caplog.text
 
 
 def test_the_crossover_figure_labels_what_the_report_says(tmp_path, monkeypatch):

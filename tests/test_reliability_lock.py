@@ -1,5 +1,5 @@
-"""The stale-lock takeover is atomic (issue "Nothing lost, ever", item 2): many processes racing
-for a workdir whose lock was left by a dead process end with exactly one owner, every trial."""
+"""The stale-lock takeover is atomic: many processes racing for a workdir whose lock was left by
+a dead process end with exactly one owner, every trial."""
 
 import json
 import multiprocessing

@@ -1,6 +1,6 @@
-"""Nothing lost (issue "Nothing lost, ever", items 1, 3, 4, 5, 6): a launcher refuses another
-experiment's workdir or an unknown non-empty folder before writing anything; memory is estimated
-and refused at the door; results are readable by others; bad input is one `error:` line."""
+"""Nothing lost: a launcher refuses another experiment's workdir or an unknown non-empty folder
+before writing anything; memory is estimated and refused at the door; results are readable by
+others; bad input is one `error:` line."""
 
 import itertools
 import json
@@ -120,6 +120,21 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_estimate(tmp_path):
     line = one_error(out)
     assert "this run needs about" in line and "available" in line and "--nomemory_check" in line
     assert not (tmp_path / "big").exists()
+
+
+def test_a_sweep_refuses_parallel_runs_that_fit_alone_but_not_together(tmp_path):
+    config = load_config("configs/crossover.py:smoke")
+    config.data.train_sizes, config.training.point_block = (20_000,), 1
+    per_point = sum(footprint.crossover(config).values())
+    config.training.point_block = 2
+    per_point = sum(footprint.crossover(config).values()) - per_point  # bytes per point of the block
+    block = int(footprint.available_bytes() / 3 / per_point)  # one run needs a third of the memory
+    args = [*LAUNCHERS["crossover"], "--sweep.seed=0,1,2,3,4,5,6,7", "--config.data.train_sizes=(20000,)",
+            f"--config.training.point_block={block}", f"--workdir={tmp_path / 'sweep'}"]
+    line = one_error(launch("sweep", *args, "--parallel=8"))
+    assert "8 runs' training block" in line and "--parallel=8" in line and "--nomemory_check" in line
+    assert not (tmp_path / "sweep").exists()
+    assert launch("sweep", *args, "--parallel=2", "--dry_run").returncode == 0  # two at once fit
 
 
 def test_the_memory_check_compares_the_estimate_with_the_available_memory(monkeypatch):

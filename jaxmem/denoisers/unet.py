@@ -277,6 +277,7 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
     require(len(model.channel_mult) >= 1 and all(int(m) >= 1 for m in model.channel_mult),
             "model.channel_mult", tuple(model.channel_mult), "a non-empty tuple of integers >= 1")
     require(model.num_blocks >= 1, "model.num_blocks", model.num_blocks, "an integer >= 1")
+    require(model.attn_heads >= 1, "model.attn_heads", model.attn_heads, "an integer >= 1")
     require(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "0 <= dropout < 1")
     require(0.0 <= model.label_dropout < 1.0, "model.label_dropout", model.label_dropout, "0 <= p < 1")
     require(model.label_dim >= 0, "model.label_dim", model.label_dim, "0 (unconditional) or the class count")

@@ -14,3 +14,18 @@
 Each exposes validate_config(config) and run(config, workdir) -> summary; the launchers only
 parse flags and call them (jaxmem.cli.run_main).
 """
+
+import importlib
+
+import ml_collections
+
+# The experiment each config family's launcher runs (launch/<family>.py, configs/<family>.py).
+EXPERIMENT_OF_FAMILY = {"crossover": "gmm_crossover", "geometry": "noise_regimes", "edm": "edm_training",
+                        "swap": "denoiser_swaps", "quality": "sample_quality"}
+
+
+def validate_config(family: str, config: ml_collections.ConfigDict) -> None:
+    """The validate_config of the experiment of config family `family` (nothing for a family
+    without one)."""
+    if family in EXPERIMENT_OF_FAMILY:
+        importlib.import_module(f"{__name__}.{EXPERIMENT_OF_FAMILY[family]}").validate_config(config)

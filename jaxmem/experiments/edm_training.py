@@ -31,6 +31,7 @@ from absl import logging
 from jaxmem import footprint, io, neighbors, noise, sampling
 from jaxmem.config import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
+from jaxmem.data.images import SPLIT_SHAPES
 from jaxmem.denoisers import unet
 from jaxmem.experiments import sample_quality
 from jaxmem.metrics import FeatureStats, extract_features, scores, weights
@@ -51,7 +52,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         distinct = len(np.unique(images.reshape(len(images), -1), axis=0))
         require(distinct >= 2, "data.path", config.data.path, f"a file of at least 2 distinct images (it holds "
                 f"{distinct}; the memorization test compares each sample's two nearest training images)")
+    if config.data.dataset in SPLIT_SHAPES:
+        require_choice("data.split", config.data.split, SPLIT_SHAPES[config.data.dataset])
+    available, *image = footprint.image_shape(config.data)  # the npz file is checked above
+    require(not available or config.data.num_train <= available, "data.num_train", config.data.num_train,
+            f"0 (all) or a subset size of 1..{available} (the images {config.data.dataset} holds)")
     unet.validate_model_config(config.model)
+    if available:
+        trainer.check_image_shape(image, config.model)
     resolutions = [config.model.image_size // 2**level for level in range(len(config.model.channel_mult))]
     require(set(config.model.attn_resolutions) <= set(resolutions), "model.attn_resolutions",
             tuple(config.model.attn_resolutions), f"resolutions the network has: a subset of {tuple(resolutions)} "

@@ -62,13 +62,20 @@ def agree_any(*flags: bool) -> bool | tuple[bool, ...]:
 
 def short_cause(error: BaseException) -> str:
     """The operating system's words for an I/O error inside an orbax/tensorstore message
-    ("No space left on device"), else the error's first 200 characters."""
+    ("No space left on device"), else readable(error)."""
     code = re.search(r"os_error_code='?(\d+)", str(error))
     if code:
         return os.strerror(int(code.group(1)))
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    return f"{type(error).__name__}: {str(error)[:200]}"
+    return readable(error)
+
+
+def readable(error: BaseException) -> str:
+    """`<type>: <first line of the message>`, without the spec TensorStore appends to its errors
+    ([tensorstore_spec='{"context": ...}'] and [source locations=...])."""
+    text = re.split(r"\s*\[(?:tensorstore_spec|source locations)=", str(error), maxsplit=1)[0].strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def check_keep(keep: int) -> None:
@@ -197,10 +204,9 @@ class Checkpointer:
                     require(set(position) == {"epoch", "offset"}, f"checkpoint {step} data position",
                             position, "{'epoch': int, 'offset': int}")
             except Exception as error:  # noqa: BLE001 - any failure to read means the step is unusable
-                message = f"{type(error).__name__}: {str(error)[:300]}"
+                message = readable(error)
                 logging.error("checkpoint step %d in %s cannot be restored (%s); moved aside to %s.rejected, "
-                              "trying the previous one", step, self.directory, message.splitlines()[0],
-                              self.directory)
+                              "trying the previous one", step, self.directory, message, self.directory)
                 self.rejected.append((step, message))
                 self._move_aside(step)
                 continue

@@ -32,8 +32,13 @@ def read_table(workdir: str, name: str) -> list[dict]:
     path = os.path.join(workdir, name)
     if not os.path.isfile(path):
         raise ConfigError(f"{path} does not exist: run the crossover experiment into {workdir} first")
-    with open(path) as f:
-        return [{k: number_or_text(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    with open(path, errors="replace") as f:
+        rows = list(csv.DictReader(f))
+    for line, row in enumerate(rows, 2):
+        if None in row or None in row.values():  # more or fewer cells than the header names
+            raise ConfigError(f"{path} line {line} does not match its header: not a table the crossover "
+                              "experiment wrote")
+    return [{k: number_or_text(v) for k, v in row.items()} for row in rows]
 
 
 def number_or_text(text: str):
