@@ -162,7 +162,7 @@ def _override(config, **fields):
     (dict(swap__windows__medium=(1, 2)), "overlap"),
     (dict(swap__windows_in="sigma", swap__windows__small=(100.0, 200.0)), "outside"),
     (dict(swap__windows__small=(4, 6)), "first <= last"),
-    (dict(generalizing__model__image_size=16), "same data shape"),
+    (dict(generalizing__model__image_size=16), r"the data's image shape \(H, W, C\) = \(8, 8, 1\)"),
     (dict(memorizing__model__label_dim=0), "unconditional branch"),
     (dict(memorizing__model__label_dropout=0.0), "unconditional branch"),
     (dict(swap__regions="paper"), "18"),

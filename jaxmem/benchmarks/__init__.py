@@ -1,14 +1,14 @@
 """Benchmark entries for launch/bench.py.
 
 Each module here other than SUPPORT_MODULES is an entry: it defines `NAME: str` (the module's
-name) and `run(size: str) -> list[dict]`, size one of SIZES; every row names the method, its
+name) and `run(size: str) -> list[dict]`, size one of SIZES (edm also takes edm_reference); every row names the method, its
 median time and its ratio to the baseline timed in the same run.
 """
 
 import os
 
 SIZES = ("quick", "cpu", "full")  # tests / a CPU host (`make bench`) / an accelerator (gpu_check)
-SUPPORT_MODULES = ("gpu_report", "harness", "stages", "torch_unet")
+SUPPORT_MODULES = ("gpu_report", "harness", "nvlabs_edm", "stages", "torch_unet")
 
 
 def entry_names() -> list[str]:

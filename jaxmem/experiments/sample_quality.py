@@ -36,8 +36,8 @@ SAMPLE_KEYS = ("samples", "images")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fails fast, naming the field, before any work: the samples file is read and checked once
-    the memory estimate allows."""
+    """Fails fast, naming the field, before any work: the config and the weight file first, then
+    the samples file is read and checked (once the memory estimate allows)."""
     path = config.samples.path
     require(bool(path) and os.path.isfile(path), "samples.path", path,
             "an existing .npz file of samples (e.g. the samples.npz of a launch/edm.py run)")
@@ -51,8 +51,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(m.batch_size >= 0, "metrics.batch_size", m.batch_size, "0 (automatic) or a batch size >= 1")
     keys = (config.samples.key,) if config.samples.key else SAMPLE_KEYS
     footprint.require_fits(footprint.quality(config, footprint.npz_shape(path, keys)))
-    load_samples(path, config.samples.key)  # its array, shape, dtype and values, before the workdir is touched
     weights.load(m.weights or None)  # a missing or corrupt weight file fails here, naming its command
+    load_samples(path, config.samples.key)  # its array, shape, dtype and values, before the workdir is touched
 
 
 def _sample_array(path: str, key: str) -> tuple[np.ndarray, np.ndarray | None]:
