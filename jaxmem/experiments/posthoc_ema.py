@@ -91,12 +91,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "per_level.num_queries, per_level.chunk_size", (config.per_level.num_queries, config.per_level.chunk_size),
             ">= 0 (0 = no per-level profile) and >= 1")
     require(0 < config.eval.level < 1, "eval.level", config.eval.level, "a confidence level in (0, 1)")
-    q = config.quality
-    require(q.num_samples >= 0 and q.num_reference >= 0 and q.batch_size >= 0,
-            "quality.num_samples, quality.num_reference, quality.batch_size", (q.num_samples, q.num_reference,
-            q.batch_size), "integers >= 0 (0 = all samples, the whole split, automatic)")
-    require(q.kid_subsets >= 1 and q.kid_subset_size >= 2, "quality.kid_subsets, quality.kid_subset_size",
-            (q.kid_subsets, q.kid_subset_size), ">= 1 and >= 2 (100 and 1000 are standard)")
+    sample_quality.validate_quality_group(config.quality)
     # the reconstructed models are held together with the trained state
     size = footprint.unet_parameters(config.model.model) * footprint.FLOAT
     footprint.require_fits({**footprint.edm(config.model), "reconstructed models": (len(p.sigma_rels) + 2) * size})

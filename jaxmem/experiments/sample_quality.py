@@ -35,6 +35,16 @@ from jaxmem.metrics.reference import FeatureStats
 SAMPLE_KEYS = ("samples", "images")
 
 
+def validate_quality_group(q: ml_collections.ConfigDict) -> None:
+    """The `quality` group of the experiments that score their own samples (swap, post-hoc EMA):
+    sample and reference counts, batch size, KID subsets."""
+    require(q.num_samples >= 0 and q.num_reference >= 0 and q.batch_size >= 0,
+            "quality.num_samples, quality.num_reference, quality.batch_size", (q.num_samples, q.num_reference,
+            q.batch_size), "integers >= 0 (0 = all samples, the whole split, automatic)")
+    require(q.kid_subsets >= 1 and q.kid_subset_size >= 2, "quality.kid_subsets, quality.kid_subset_size",
+            (q.kid_subsets, q.kid_subset_size), ">= 1 and >= 2 (100 and 1000 are standard)")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Fails fast, naming the field, before any work: the config and the weight file first, then
     the samples file is read and checked (once the memory estimate allows)."""

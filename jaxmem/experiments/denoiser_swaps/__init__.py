@@ -46,7 +46,7 @@ from absl import logging
 from jaxmem import footprint, io, sampling
 from jaxmem.config import ConfigError, require, require_choice
 from jaxmem.denoisers import unet
-from jaxmem.experiments import edm_training
+from jaxmem.experiments import edm_training, sample_quality
 from jaxmem.experiments.denoiser_swaps.models import (REGION_NAMES, model_configs, model_folder, regions, sigma_range,
                                             swap_grid, train_or_restore, with_imported_models)
 from jaxmem.experiments.denoiser_swaps.tables import (QUALITY_COLUMNS, SwapSampler, add_quality, mitigation_rows,
@@ -101,12 +101,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for g in t.guidance_scales:
         edm_training.sampling_denoiser(config.memorizing, g)  # guidance needs an unconditional branch
     require(0 < config.eval.level < 1, "eval.level", config.eval.level, "a confidence level in (0, 1)")
-    q = config.quality
-    require(q.num_samples >= 0 and q.num_reference >= 0 and q.batch_size >= 0,
-            "quality.num_samples, quality.num_reference, quality.batch_size", (q.num_samples, q.num_reference,
-            q.batch_size), "integers >= 0 (0 = all samples, the whole split, automatic)")
-    require(q.kid_subsets >= 1 and q.kid_subset_size >= 2, "quality.kid_subsets, quality.kid_subset_size",
-            (q.kid_subsets, q.kid_subset_size), ">= 1 and >= 2 (100 and 1000 are standard)")
+    sample_quality.validate_quality_group(config.quality)
     # The models train one after another but all stay in memory for the tables.
     footprint.require_fits({f"{name} {part}": size for name in ("memorizing", "generalizing")
                             for part, size in footprint.edm(config[name]).items()})
