@@ -5,7 +5,7 @@ Sections (big_vision style):
              it (batch_size must be a multiple of the device count)
   model      SongUNet (unet.py) behind EDM preconditioning and loss (edm.py)
   optimiser  Adam (beta1, beta2, eps) with a linear learning-rate warm-up measured in images
-  EMA        half-life in images with ramp-up (REFERENCE.md):
+  EMA        half-life in images with ramp-up (EDM, Karras et al. 2022, training setup):
                half_life = min(H, r * images_seen), beta = 0.5 ** (batch / half_life)
   power EMA  with training.snapshot_every_steps > 0, one power-function EMA per
              training.power_ema_sigma_rels (jaxmem.train.posthoc_ema), saved every that many steps and at the last step
