@@ -160,9 +160,9 @@ def fit_weighting(rows: Sequence[Mapping], baselines: Mapping) -> tuple[list[dic
             errors.append(dict(weighting=name, split=split, data_sets=int(mask.sum()),
                                predicted=int(np.isfinite(e).sum()), mean_abs=float(np.nanmean(e)),
                                rms=float(np.sqrt(np.nanmean(e**2))), max_abs=float(np.nanmax(e))))
+    lam = candidates["fitted"] / psi
     per_t = []
     for i, t in enumerate(times):
-        lam = candidates["fitted"] / psi
         per_t.append(dict(t=float(t), psi=float(psi[i]), w_fitted=float(candidates["fitted"][i]),
                           lambda_fitted=float(lam[i] / lam.sum()), w_x0=float(candidates["x0"][i]),
                           w_eps=float(candidates["eps"][i])))
