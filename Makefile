@@ -24,14 +24,14 @@ $(ACCEL)/.installed: pyproject.toml
 accelerators: $(ACCEL)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) launch/crossover.py --config=configs/crossover.py:demo --workdir=$(WORKDIR)
+	$(PY) launch/gmm_crossover.py --config=configs/gmm_crossover.py:demo --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed $(ACCEL)/.installed
 	$(PY) -m pytest -q tests
 
 # The smoke preset compiled for a TPU slice and 8 GPUs on this CPU host (launch/compile_check.py).
 compile-check: $(ACCEL)/.installed
-	$(ACCEL_PY) launch/compile_check.py --config=configs/edm.py:smoke --target=v5e-8,h100x8 \
+	$(ACCEL_PY) launch/compile_check.py --config=configs/edm_training.py:smoke --target=v5e-8,h100x8 \
 	    --workdir=runs/compile_check $(COMPILE_CHECK_FLAGS)
 
 bench: $(VENV)/.installed

@@ -4,17 +4,17 @@ power-EMA snapshots (launch/posthoc_ema.py, jaxmem/experiments/posthoc_ema.py).
 Presets (--config=configs/posthoc_ema.py:<preset>):
   smoke    the swap smoke's memorizing U-Net, 6 steps with snapshots every 2, three EMA lengths, 16
            samples each (the tests)
-  digits   the memorizing model of configs/swap.py:digits (32 8x8 digits, 4,000 steps, a snapshot of
+  digits   the memorizing model of configs/denoiser_swaps.py:digits (32 8x8 digits, 4,000 steps, a snapshot of
            both power EMAs every 50 steps), 10 EMA lengths from 0.01 to 0.25, 512 samples each
-  mnist    the memorizing model of configs/swap.py:mnist (100 MNIST digits), the same lengths
+  mnist    the memorizing model of configs/denoiser_swaps.py:mnist (100 MNIST digits), the same lengths
 
 Fields:
-  model      a complete configs/edm.py config, trained with power-EMA snapshots
+  model      a complete configs/edm_training.py config, trained with power-EMA snapshots
              (model.training.snapshot_every_steps > 0); its sampling group (solver, num_steps,
              sigma_min, sigma_max, rho, num_samples, seed, batch_size) samples every EMA length from
              the same starting noise
   workdirs   model: where the model trains ('' = <workdir>/model); point it at a finished
-             launch/edm.py run of the same recipe to reuse it (a different recipe is refused)
+             launch/edm_training.py run of the same recipe to reuse it (a different recipe is refused)
   posthoc    sigma_rels (the relative EMA lengths to reconstruct, each in (0, 0.30)), end_step (the
              step the reconstructed averages end at; 0 = the last snapshot), max_relative_error (the
              largest relative L2 error of a reconstructed averaging profile accepted; a length the
@@ -36,7 +36,7 @@ import ml_collections
 
 from jaxmem.config import load_config, select_preset
 
-SWAP_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swap.py")
+SWAP_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denoiser_swaps.py")
 SIGMA_RELS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20, 0.25)
 
 
@@ -54,7 +54,7 @@ def _base(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def _memorizing(swap_preset: str) -> ml_collections.ConfigDict:
-    """An unlocked copy of the memorizing model of configs/swap.py:<swap_preset>."""
+    """An unlocked copy of the memorizing model of configs/denoiser_swaps.py:<swap_preset>."""
     model = copy.deepcopy(load_config(f"{SWAP_CONFIG}:{swap_preset}").memorizing)
     model.unlock()
     return model

@@ -97,7 +97,7 @@ def config_arguments(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def default_config_file(launcher: str) -> str | None:
-    """configs/<family>.py of launch/<family>.py, or None when there is none."""
+    """configs/<experiment>.py of launch/<experiment>.py, or None when there is none."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(launcher))), "configs",
                         os.path.basename(launcher))
     return os.path.relpath(path) if os.path.isfile(path) else None
@@ -158,7 +158,7 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
     subfolders(config, workdir) -> {folder: owner}: other workdirs the run writes (e.g. the
     swap experiment's EDM model folders), checked, locked and claimed like the workdir.
     """
-    config_flag = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<preset>",
+    config_flag = config_flags.DEFINE_config_file("config", None, "configs/<experiment>.py:<preset>",
                                                   lock_config=True)
     flags.DEFINE_string("workdir", default_workdir, "Folder that receives everything the run writes.")
     flags.DEFINE_string("compile_cache", compile_cache.default_folder(), "Folder of JAX's persistent "
@@ -170,7 +170,7 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
         if config_flag.value is None:
-            fail("--config=configs/<family>.py:<preset> is required (--help lists the presets)")
+            fail("--config=configs/<experiment>.py:<preset> is required (--help lists the presets)")
         workdir = os.path.abspath(flags.FLAGS.workdir)
         config = config_flag.value
         with user_errors():

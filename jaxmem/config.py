@@ -1,6 +1,6 @@
 """Config presets, loading and validation shared by every experiment family.
 
-Each `configs/<family>.py` defines `get_config(arg)` and builds its preset with
+Each `configs/<experiment>.py` defines `get_config(arg)` and builds its preset with
 `select_preset(arg, PRESETS)`; launchers load configs through ml_collections'
 `config_flags`, tests and notebooks through `load_config("configs/x.py:preset")`.
 
@@ -73,9 +73,9 @@ def config_module(path: str, kind: str = "config file"):
         module_spec.loader.exec_module(module)
     except (SyntaxError, ImportError, NameError, UnicodeDecodeError) as e:
         raise ConfigError(f"{kind} {path!r} is not a Python {kind} ({type(e).__name__}: {e}); allowed: a "
-                          f"file like configs/<family>.py") from e
+                          f"file like configs/<experiment>.py") from e
     require(kind != "config file" or callable(getattr(module, "get_config", None)), "--config", path,
-            "a config file that defines get_config(preset), e.g. configs/<family>.py")
+            "a config file that defines get_config(preset), e.g. configs/<experiment>.py")
     return module
 
 

@@ -12,9 +12,15 @@ import numpy as np
 
 from jaxmem.config import require
 
+# EDM's sampling grid (Karras et al. 2022, Table 1 and eq. 5): 18 levels from 80 down to 0.002,
+# rho = 7. Its step count is the paper's; swap regions and regime indices are written on that grid.
+EDM_STEPS = 18
+# The GMM laboratory's VP time grid: 26 times evenly spaced on [0.001, 0.999].
+VP_NUM_TIMES, VP_T_MIN, VP_T_MAX = 26, 0.001, 0.999
+
 
 def edm_sigmas(
-    num_steps: int = 18,
+    num_steps: int = EDM_STEPS,
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
     rho: float = 7.0,
@@ -43,7 +49,7 @@ def log_sigmas(num: int = 40, sigma_min: float = 0.002, sigma_max: float = 80.0)
     return np.geomspace(sigma_min, sigma_max, num)
 
 
-def vp_times(num: int = 26, t_min: float = 0.001, t_max: float = 0.999) -> np.ndarray:
+def vp_times(num: int = VP_NUM_TIMES, t_min: float = VP_T_MIN, t_max: float = VP_T_MAX) -> np.ndarray:
     """VP time grid of the GMM laboratory: linspace(t_min, t_max, num), float64, shape [num]."""
     require(num >= 2, "num", num, "an integer >= 2")
     require(0 < t_min < t_max < 1, "t_min, t_max", (t_min, t_max), "0 < t_min < t_max < 1")

@@ -1,6 +1,6 @@
 """The compiled programs each experiment family runs, built for any devices from shapes alone.
 
-`programs_of(family, config, devices)` returns, for a config of configs/<family>.py, every
+`programs_of(family, config, devices)` returns, for a config of configs/<experiment>.py, every
 program its run compiles, as a `Program`: the jitted function, abstract arguments
 (jax.ShapeDtypeStruct with the shardings the run uses) and how often the whole run calls it.
 No data is loaded and no parameter is initialised (jax.eval_shape), so the same code serves 1 CPU,
@@ -36,7 +36,7 @@ from jaxmem.geometry import concentration, coverage
 from jaxmem.metrics import features, inception
 from jaxmem.train import gmm_grid, trainer
 
-FAMILIES = ("edm", "geometry", "crossover", "quality")
+FAMILIES = ("edm_training", "noise_regimes", "gmm_crossover", "sample_quality")
 # Images of the training split (when data.num_train / n_train is 0: all of it) and their shape.
 SPLIT_SIZES = {name: splits["train"][0] for name, splits in SPLIT_SHAPES.items()}
 IMAGE_SHAPES = {name: splits["train"][1:] for name, splits in SPLIT_SHAPES.items()}
@@ -222,13 +222,13 @@ def quality_programs(config, devices, hbm_bytes: int | None, chips: int) -> list
     return [fid_program(config.metrics.batch_size or FID_BATCH, shape, mesh, images, chips)]
 
 
-BUILDERS = {"edm": edm_programs, "geometry": geometry_programs, "crossover": crossover_programs,
-            "quality": quality_programs}
+BUILDERS = {"edm_training": edm_programs, "noise_regimes": geometry_programs, "gmm_crossover": crossover_programs,
+            "sample_quality": quality_programs}
 
 
 def programs_of(family: str, config, devices, hbm_bytes: int | None = None, chips: int | None = None
                 ) -> list[Program]:
-    """Every program a run of `config` (configs/<family>.py) compiles, on `devices`.
+    """Every program a run of `config` (configs/<experiment>.py) compiles, on `devices`.
 
     hbm_bytes: one device's memory, for the blocks that a run sizes from it (k-NN); None on CPU.
     chips: the device count that batches and padded axes are rounded to (default len(devices));

@@ -24,7 +24,6 @@ from jaxmem.config import require
 
 Window = tuple[int, int]  # inclusive step indices (first, last)
 
-PAPER_STEPS = 18
 PAPER_REGIONS: dict[str, Window] = {"large": (0, 5), "medium": (6, 13), "small": (14, 17)}
 
 
@@ -71,13 +70,13 @@ def check_windows(windows: Sequence[Window] | Window, num_steps: int) -> tuple[W
     return tuple(checked)
 
 
-def regions_from_regimes(regimes: dict | str, num_steps: int = PAPER_STEPS) -> dict[str, Window]:
+def regions_from_regimes(regimes: dict | str, num_steps: int = noise.EDM_STEPS) -> dict[str, Window]:
     """{"small" | "medium" | "large": window} from a geometry regime map (dict or regimes.json path).
 
     Only regimes that hold at least one level of the regime map's EDM grid are returned; that
     grid must have num_steps levels (the sampler's).
     """
-    expected = "a regime map of a geometry run (its regimes.json: 'regimes' and 'edm_grid', launch/geometry.py)"
+    expected = "a regime map of a geometry run (its regimes.json: 'regimes' and 'edm_grid', launch/noise_regimes.py)"
     if isinstance(regimes, str):
         try:
             with open(regimes) as f:

@@ -2,9 +2,11 @@
 
 A workdir says who owns it in `<workdir>/experiment.json` ({"experiment": <name>, "created",
 "command"}), written once, when a run first claims the folder; the name is the launcher's
-(`crossover`, `edm`, `geometry`, `swap`, `quality`, `sweep`, `compile_check`, `import_edm`: the
-file name of launch/<name>.py). Every launcher checks the folder before it writes anything (jaxmem.cli) and
-refuses, with ForeignWorkdir (a ConfigError: one `error:` line, exit 2):
+(`gmm_crossover`, `edm_training`, `noise_regimes`, `denoiser_swaps`, `sample_quality`,
+`posthoc_ema`, `sweep`, `compile_check`, `import_edm`: the file name of launch/<name>.py). A
+record written under an experiment's former name (FORMER_NAMES: the launchers were once named
+after their config families) counts as the experiment's present name, so such a workdir resumes.
+Every launcher checks the folder before it writes anything (jaxmem.cli) and refuses, with ForeignWorkdir (a ConfigError: one `error:` line, exit 2):
   - a folder owned by another experiment,
   - a non-empty folder without an owner record that it cannot adopt,
   - a path that exists and is not a folder.
@@ -35,6 +37,10 @@ from jaxmem.config import ConfigError
 OWNER_FILE = "experiment.json"
 NOT_CONTENT = (".lock", ".lock.takeover")  # jaxmem.lock's files
 RECORDS = ("config.json", "fingerprint.json")  # what a pre-owner-record workdir holds at its top
+# Former owner names -> present ones: launch/crossover.py, launch/edm.py, ... before each launcher,
+# config file and experiment module took one name.
+FORMER_NAMES = {"crossover": "gmm_crossover", "edm": "edm_training", "geometry": "noise_regimes",
+                "swap": "denoiser_swaps", "quality": "sample_quality"}
 
 
 class ForeignWorkdir(ConfigError):
@@ -48,8 +54,9 @@ def launcher_name(path: str | None = None) -> str:
 
 
 def owner_of(folder: str) -> str | None:
-    """The experiment recorded in `folder`'s owner file; None without one. ForeignWorkdir when
-    the file is unreadable (it cannot say who owns the folder)."""
+    """The experiment recorded in `folder`'s owner file, by its present name (a former one is
+    translated by FORMER_NAMES); None without one. ForeignWorkdir when the file is unreadable (it
+    cannot say who owns the folder)."""
     path = os.path.join(folder, OWNER_FILE)
     try:
         with open(path) as f:
@@ -61,7 +68,7 @@ def owner_of(folder: str) -> str | None:
     if not isinstance(record, dict) or not isinstance(record.get("experiment"), str):
         raise ForeignWorkdir(f"{path} does not name the experiment that owns {folder} "
                              '(expected {"experiment": "<launcher name>"})')
-    return record["experiment"]
+    return FORMER_NAMES.get(record["experiment"], record["experiment"])
 
 
 def check(folder: str, owner: str, adopt: Callable[[str], bool] | None = None) -> bool:

@@ -1,7 +1,7 @@
 """Equivalence of two crossover runs on the same data sets (a cheap protocol against a reference).
 
     python launch/compare_crossover.py --reference=runs/anchor_full --candidate=runs/anchor_cheap \
-        --out=results/gmm_crossover_curve/anchor.md
+        --out=results/gmm_crossover/anchor.md
 
 Per capacity: both memorisation ratios and whether they agree within --tolerance; per data
 set: whether the candidate's M_pt lies inside the reference's delta window. Writes Markdown.

@@ -2,13 +2,14 @@
 (jaxmem.experiments.compile_check): per device and call, memory against the target's HBM, FLOPs,
 bytes, collectives, compile time and a roofline lower bound; device-hours of the whole run.
 
-    python launch/compile_check.py --config=configs/edm.py:cifar10_1k --target=v5e-8,h100x8 \\
+    python launch/compile_check.py --config=configs/edm_training.py:cifar10_1k --target=v5e-8,h100x8 \\
         [--programs=train_step,sampler] --workdir=runs/compile_check
     make compile-check     # the smoke presets for v5e-8 and h100x8
 
 Needs the compile-only packages (libtpu, the CUDA plugin), which live in their own environment:
 `make accelerators` creates .venv-accelerators (make compile-check does it). No device is used:
-the host runs on CPU. Config families: edm, geometry, crossover, quality.
+the host runs on CPU. Experiments: edm_training, noise_regimes, gmm_crossover,
+sample_quality.
 Targets: v5e-8, v5e-32, v5e-256, v5p-32, v6e-8, h100x1, h100x8, h100x32, h100x256, h200x1 (jaxmem.targets).
 A program that does not compile or fit prints one `error:` line each and the exit status is 1.
 """
@@ -33,7 +34,7 @@ _PROGRAMS = flags.DEFINE_list("programs", [], "Programs to compile (default: eve
 
 
 def family() -> str:
-    """The config family: the basename of the --config file (configs/edm.py -> edm)."""
+    """The config family: the basename of the --config file (configs/edm_training.py -> edm_training)."""
     return os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
 
 

@@ -23,7 +23,7 @@ Stages (every command runs as a subprocess, with the working tree on PYTHONPATH)
                  baseline), geometry (Q = 10,000, N = 50,000, d = 3,072, 40 sigmas), gmm
                  (model-steps/s at the paper's size), crossover_time (extrapolated hours of the
                  paper and curve presets), then every other entry in jaxmem/benchmarks
-  slice          launch/crossover.py --config=configs/crossover.py:paper cut to one grid (d = 60,
+  slice          launch/gmm_crossover.py --config=configs/gmm_crossover.py:paper cut to one grid (d = 60,
                  N = 200: 40 models) and --slice_steps steps: compile, training, evaluation
   bench:edm      the CIFAR-10 U-Net's images/s in float32 and bf16 and EDM-1K's extrapolated time
   bench:fid      FID Inception features: images/s of one 512-image batch and of 50,000 streamed
@@ -204,7 +204,7 @@ def run_slice(check: Check, timeout_s: float) -> tuple[str, dict]:
     workdir = os.path.join(check.scratch, "slice")
     overrides = SLICE["quick" if check.quick else "full"] + [
         f"--config.training.steps={steps}", f"--config.training.chunk_steps={max(1, steps // 2)}"]
-    result = check.run("slice", [check.python, "launch/crossover.py", "--config=configs/crossover.py:paper",
+    result = check.run("slice", [check.python, "launch/gmm_crossover.py", "--config=configs/gmm_crossover.py:paper",
                                  *overrides, f"--workdir={workdir}"], timeout_s)
     progress = [(t, re.search(PROGRESS, line)) for t, line in result.lines if re.search(PROGRESS, line)]
     outputs = [name for name in ("crossover.csv", "models.csv", "report.md")

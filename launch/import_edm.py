@@ -5,12 +5,12 @@ jaxmem model (jaxmem.denoisers.edm_import).
 
 --source is the .npz of the pickle's `ema` network's state_dict (never the pickle itself; the
 three-line export to run in NVlabs's environment is in the README and in the error a pickle
-gets). The network's config is inferred from the arrays, or taken from --model (a configs/edm.py
+gets). The network's config is inferred from the arrays, or taken from --model (a configs/edm_training.py
 preset: its model group; a tensor whose shape differs is named). Every tensor must map onto one
 parameter and every parameter be filled, or nothing is written. The workdir then serves every
 experiment that takes a trained model, e.g.
 
-    python launch/swap.py --config=configs/swap.py:cifar10 --config.workdirs.generalizing=runs/edm50k_nvlabs
+    python launch/denoiser_swaps.py --config=configs/denoiser_swaps.py:cifar10 --config.workdirs.generalizing=runs/edm50k_nvlabs
 
 Rerunning the same import on its workdir does nothing; another import into it is refused.
 """
@@ -27,7 +27,7 @@ from jaxmem.denoisers import edm_import, unet
 
 _SOURCE = flags.DEFINE_string("source", None, ".npz of an EDM network's state_dict (NVlabs's parameter names).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/import_edm", "Folder that receives the imported model.")
-_MODEL = flags.DEFINE_string("model", None, "configs/edm.py:<preset> whose model group is the network's config "
+_MODEL = flags.DEFINE_string("model", None, "configs/edm_training.py:<preset> whose model group is the network's config "
                              "(default: inferred from the arrays).")
 _IMAGES_SEEN = flags.DEFINE_integer("images_seen", 0, "Images the network saw in training, for the tables "
                                     "(EDM's CIFAR-10 models: 200000000); 0 = unknown.")

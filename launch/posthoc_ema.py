@@ -4,7 +4,7 @@ run's power-EMA snapshots (jaxmem.experiments.posthoc_ema).
     python launch/posthoc_ema.py --config=configs/posthoc_ema.py:digits --workdir=runs/posthoc_ema_digits
 
 Trains (or resumes, or reuses) the model in <workdir>/model (or config.workdirs.model, a
-launch/edm.py run of the same recipe), then writes posthoc_ema.csv/.md, per_level.csv,
+launch/edm_training.py run of the same recipe), then writes posthoc_ema.csv/.md, per_level.csv,
 posthoc_ema.png, report.md and summary.json.
 """
 
@@ -13,8 +13,8 @@ from jaxmem.experiments import posthoc_ema
 
 
 def model_folders(config, workdir):
-    """The EDM training workdir the experiment writes: it belongs to launch/edm.py."""
-    return {posthoc_ema.model_folder(config, workdir): "edm"}
+    """The EDM training workdir the experiment writes: it belongs to launch/edm_training.py."""
+    return {posthoc_ema.model_folder(config, workdir): "edm_training"}
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ PY = ".venv/bin/python"
 COMMANDS = {  # name -> the README's command, run in the clone's root
     "demo": "make demo",
     "test": "make test",
-    "crossover_smoke": f"{PY} launch/crossover.py --config=configs/crossover.py:smoke --workdir=runs/smoke",
-    "geometry_digits": f"{PY} launch/geometry.py --config=configs/geometry.py:digits --workdir=runs/geometry",
-    "edm_smoke": f"{PY} launch/edm.py --config=configs/edm.py:smoke --workdir=runs/edm_smoke",
-    "swap_smoke": f"{PY} launch/swap.py --config=configs/swap.py:smoke --workdir=runs/swap_smoke",
+    "crossover_smoke": f"{PY} launch/gmm_crossover.py --config=configs/gmm_crossover.py:smoke --workdir=runs/smoke",
+    "geometry_digits": f"{PY} launch/noise_regimes.py --config=configs/noise_regimes.py:digits --workdir=runs/geometry",
+    "edm_smoke": f"{PY} launch/edm_training.py --config=configs/edm_training.py:smoke --workdir=runs/edm_smoke",
+    "swap_smoke": f"{PY} launch/denoiser_swaps.py --config=configs/denoiser_swaps.py:smoke --workdir=runs/swap_smoke",
     "bench_knn_cpu": f"{PY} launch/bench.py --only=knn --size=cpu --workdir=runs/bench",
 }
 

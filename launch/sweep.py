@@ -1,8 +1,8 @@
 """Run a sweep over config fields, one workdir per run, then aggregate the results.
 
-    python launch/sweep.py --config=configs/crossover.py:demo --sweep=configs/sweeps/crossover_n.py \
+    python launch/sweep.py --config=configs/gmm_crossover.py:demo --sweep=configs/sweeps/gmm_crossover_n.py \
         --workdir=runs/crossover_n
-    python launch/sweep.py --config=configs/crossover.py:smoke --sweep.data.train_sizes='(8,),(12,)' \
+    python launch/sweep.py --config=configs/gmm_crossover.py:smoke --sweep.data.train_sizes='(8,),(12,)' \
         --config.training.steps=10 --workdir=runs/s --dry_run
 
 --sweep=FILE (get_sweep() axes) and repeated --sweep.<field>=v1,v2,... flags combine into one
@@ -33,7 +33,7 @@ from jaxmem.sweep import aggregate, execute, expand
 from jaxmem.cli import WRITE_ERROR_EXIT_CODE, fail, quiet_libraries, run_app, user_errors
 from jaxmem.config import load_config, require
 
-flags.DEFINE_string("config", None, "configs/<family>.py:<preset> of every run.")
+flags.DEFINE_string("config", None, "configs/<experiment>.py:<preset> of every run.")
 flags.DEFINE_string("sweep", None, "configs/sweeps/<name>.py defining get_sweep().")
 flags.DEFINE_string("workdir", "runs/sweep", "Sweep root; each run gets a folder in it.")
 flags.DEFINE_string("launcher", None, "Launcher of the runs (default: launch/<config file name>).")
@@ -64,7 +64,7 @@ def main(argv, sweep_flags, overrides):
             logging.info("report: %s", aggregate.aggregate(root)["paths"]["report"])
         return
     if FLAGS.config is None:
-        fail("--config=configs/<family>.py:<preset> is required")
+        fail("--config=configs/<experiment>.py:<preset> is required")
     with user_errors(ValueError, FileNotFoundError):
         config = expand.apply_overrides(load_config(FLAGS.config), overrides)
         axes, plot = expand.load_sweep_file(FLAGS.sweep) if FLAGS.sweep else ([], None)
@@ -79,7 +79,7 @@ def main(argv, sweep_flags, overrides):
         require(os.path.isfile(launcher), "--launcher", FLAGS.launcher, "an existing launcher (launch/<x>.py)")
         # The root is a sweep's; each run's folder belongs to the config family's experiment (the
         # driver writes its bookkeeping there first, so it claims them for it). The family, not
-        # --launcher: a wrapper launcher still runs launch/<family>.py inside.
+        # --launcher: a wrapper launcher still runs launch/<experiment>.py inside.
         experiment = ownership.launcher_name(execute.default_launcher(FLAGS.config))
         ownership.check(root, "sweep", is_sweep_root)
         for run in selected:

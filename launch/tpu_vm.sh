@@ -6,8 +6,8 @@
 #   launch/tpu_vm.sh run <launcher> [flags...]    start the same command on all workers at once
 #   launch/tpu_vm.sh delete                       delete the slice
 #
-#   launch/tpu_vm.sh run launch/edm.py --config=configs/edm.py:cifar10_1k --workdir=/mnt/shared/runs/c1k
-#   DRY_RUN=1 launch/tpu_vm.sh run launch/edm.py ...   prints the gcloud commands instead of running them
+#   launch/tpu_vm.sh run launch/edm_training.py --config=configs/edm_training.py:cifar10_1k --workdir=/mnt/shared/runs/c1k
+#   DRY_RUN=1 launch/tpu_vm.sh run launch/edm_training.py ...   prints the gcloud commands instead of running them
 #
 # Every worker runs the same command; jaxmem.cli calls jax.distributed.initialize(), which takes
 # the coordinator from JAX_COORDINATOR_ADDRESS (worker 0, set below) and the process count and

@@ -91,7 +91,7 @@ def test_fit_recovers_a_known_line_from_synthetic_rows():
 
 def _fake_sweep(root, base, rows_by_name):
     """A sweep root like launch/sweep.py leaves it: sweep.json, and per run sweep_run.json, DONE and
-    summary.json (what launch/edm.py writes)."""
+    summary.json (what launch/edm_training.py writes)."""
     for name, (values, summary) in rows_by_name.items():
         workdir = os.path.join(root, name)
         io.write_json(os.path.join(workdir, execute.RUN_FILE), dict(name=name, values=values))
@@ -116,7 +116,7 @@ def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
                                "heldout": {"fid": 20.0 + row["memorization_rate"], "precision": 0.5}}))
     runs["n512_never"] = ({"data.num_train": 512}, dict(num_train=512, parameters=1000, memorization_rate=0.1))
     _fake_sweep(root, None, runs)
-    aggregate.write_sweep_record(root, "configs/edm.py:crossover_digits", "launch/edm.py",
+    aggregate.write_sweep_record(root, "configs/edm_training.py:crossover_digits", "launch/edm_training.py",
                              [expand.Run(n, v, os.path.join(root, n)) for n, (v, _) in runs.items()],
                              analysis=analysis)
 
@@ -181,7 +181,7 @@ def test_the_unet_crossover_sweep_files_expand_against_their_presets(family, pre
     from jaxmem.denoisers import unet
     from jaxmem.train import trainer
 
-    config = load_config(os.path.join(REPO, f"configs/edm.py:crossover_{preset}"))
+    config = load_config(os.path.join(REPO, f"configs/edm_training.py:crossover_{preset}"))
     path = os.path.join(REPO, "configs", "sweeps", f"unet_crossover_{family}.py")
     axes, plot = expand.load_sweep_file(path)
     expanded = expand.expand(config, axes, str(tmp_path))

@@ -61,7 +61,7 @@ def test_search_bad_input_names_the_field():
 def adaptive(request):
     from tests.conftest import REPO
 
-    config = load_config(os.path.join(REPO, "configs/crossover.py") + ":smoke")
+    config = load_config(os.path.join(REPO, "configs/gmm_crossover.py") + ":smoke")
     with config.unlocked():
         config.data.train_sizes = (12,)
         config.model.update(search="adaptive", search_points=2, search_tolerance=0.1, search_rounds=1)

@@ -137,7 +137,7 @@ def test_unknown_target_lists_the_known_ones():
     ("smoke", {"data.replication": "fraction", "data.replicated_fraction": 0.25, "data.copies": 3}),
 ])
 def test_grid_shapes_equal_the_built_grid(preset, overrides):
-    config = load_config(f"configs/crossover.py:{preset}")
+    config = load_config(f"configs/gmm_crossover.py:{preset}")
     with config.unlocked():
         for field, value in overrides.items():
             group, name = field.split(".")
@@ -159,8 +159,8 @@ def test_empirical_param_shapes_equal_make_params():
 
 def test_gmm_grid_program_shards_sets_without_collectives():
     """On 8 (fake CPU) devices the grid's sets are split over the mesh: no device talks to another."""
-    config = load_config("configs/crossover.py:smoke")
-    (program,) = programs.programs_of("crossover", config, jax.devices())
+    config = load_config("configs/gmm_crossover.py:smoke")
+    (program,) = programs.programs_of("gmm_crossover", config, jax.devices())
     compiled = program.fn.lower(*program.args, *program.static).compile()
     assert program.args[0].params["means"].shape[0] % jax.device_count() == 0
     ops = roofline.collectives(compiled.as_text(), jax.device_count())
@@ -169,7 +169,7 @@ def test_gmm_grid_program_shards_sets_without_collectives():
 
 def test_unknown_family_is_refused():
     with pytest.raises(ConfigError, match="families: edm, geometry, crossover, quality"):
-        programs.programs_of("swap", load_config("configs/swap.py:smoke"), jax.devices())
+        programs.programs_of("denoiser_swaps", load_config("configs/denoiser_swaps.py:smoke"), jax.devices())
 
 
 # --- launch/compile_check.py on compile-only TPU and GPU devices -------------------------------------
@@ -185,7 +185,7 @@ def _launch(tmp_path, *flags, python=ACCELERATORS_PYTHON, name="run"):
 
 
 def test_grid_compiles_for_tpu_and_gpu_targets(tmp_path):
-    result, report = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5e-8,h100x8")
+    result, report = _launch(tmp_path, "--config=configs/gmm_crossover.py:smoke", "--target=v5e-8,h100x8")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| v5e-8 | gmm_grid[d6] |" in result.stdout and "| h100x8 | gmm_grid[d6] |" in result.stdout
     tpu, gpu = report["records"]
@@ -199,14 +199,14 @@ def test_grid_compiles_for_tpu_and_gpu_targets(tmp_path):
 
 
 def test_data_parallel_step_all_reduces_gradients_and_never_gathers_the_batch(tmp_path):
-    result, report = _launch(tmp_path, "--config=configs/edm.py:smoke", "--target=v5e-8", "--programs=train_step")
+    result, report = _launch(tmp_path, "--config=configs/edm_training.py:smoke", "--target=v5e-8", "--programs=train_step")
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = report["records"]
     collectives = record["collectives"]
     assert set(collectives) == {"all-reduce"}, collectives  # no all-gather, reduce-scatter, all-to-all
     from jaxmem.train import trainer  # the parameter count of the same network
     from jaxmem.denoisers import unet
-    config = load_config("configs/edm.py:smoke")
+    config = load_config("configs/edm_training.py:smoke")
     num_params = unet.count_params(trainer.build_program(config, unet.input_shape(config.model)).state_shapes.params)
     reduced = collectives["all-reduce"]["result_bytes"]
     # float32 gradients (+ the loss metrics); XLA folds a few hundred of the 177 k gradient values
@@ -215,7 +215,7 @@ def test_data_parallel_step_all_reduces_gradients_and_never_gathers_the_batch(tm
 
 
 def test_a_program_that_does_not_fit_is_one_error_line(tmp_path):
-    result, report = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5e-8",
+    result, report = _launch(tmp_path, "--config=configs/gmm_crossover.py:smoke", "--target=v5e-8",
                              "--config.data.dims=(60000,)", "--config.data.train_sizes=(20000,)")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -224,14 +224,14 @@ def test_a_program_that_does_not_fit_is_one_error_line(tmp_path):
 
 
 def test_bad_targets_are_refused_before_any_work(tmp_path):
-    result, _ = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5litepod-8")
+    result, _ = _launch(tmp_path, "--config=configs/gmm_crossover.py:smoke", "--target=v5litepod-8")
     assert result.returncode == 2 and "known targets: v5e-8" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error:")
-    missing, _ = _launch(tmp_path, "--config=configs/crossover.py:smoke", "--target=v5e-8", python=sys.executable,
+    missing, _ = _launch(tmp_path, "--config=configs/gmm_crossover.py:smoke", "--target=v5e-8", python=sys.executable,
                          name="missing")
     assert missing.returncode == 2 and "make accelerators" in missing.stderr and "Traceback" not in missing.stderr
-    family, _ = _launch(tmp_path, "--config=configs/swap.py:smoke", "--target=v5e-8", name="family")
-    assert family.returncode == 2 and "'edm', 'geometry', 'crossover', 'quality'" in family.stderr
+    family, _ = _launch(tmp_path, "--config=configs/denoiser_swaps.py:smoke", "--target=v5e-8", name="family")
+    assert family.returncode == 2 and "'edm_training', 'noise_regimes', 'gmm_crossover', 'sample_quality'" in family.stderr
 
 
 # --- the plan's tables and the GPU check's predictions -----------------------------------------------

@@ -60,7 +60,7 @@ def test_lognormal_sigmas_and_loss_weighting():
 
 
 def test_cifar10_unet_has_the_reference_parameter_count():
-    config = load_config("configs/edm.py:cifar10_1k")
+    config = load_config("configs/edm_training.py:cifar10_1k")
     network = unet.network_from_config(config.model)
     count = unet.count_params(unet.abstract_params(network, unet.input_shape(config.model)))
     print(f"CIFAR-10 DDPM++ U-Net parameters: {count:,}")
@@ -69,7 +69,7 @@ def test_cifar10_unet_has_the_reference_parameter_count():
 
 @pytest.mark.parametrize("dtype,label_dim", [("float32", 0), ("bfloat16", 10)])
 def test_unet_output_shape_and_dtype(dtype, label_dim):
-    config = load_config("configs/edm.py:smoke")
+    config = load_config("configs/edm_training.py:smoke")
     config.model.update(dtype=dtype, label_dim=label_dim, label_dropout=0.1)
     network = unet.network_from_config(config.model)
     params = unet.abstract_params(network, (8, 8, 1), label_dim)
@@ -82,12 +82,12 @@ def test_unet_output_shape_and_dtype(dtype, label_dim):
 
 
 def _smoke():
-    return load_config("configs/edm.py:smoke")
+    return load_config("configs/edm_training.py:smoke")
 
 
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="unknown config preset 'cifar11'; valid presets: cifar10_1k"):
-        load_config("configs/edm.py:cifar11")
+        load_config("configs/edm_training.py:cifar11")
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -124,7 +124,7 @@ def test_image_shape_not_matching_network_is_named():
 
 @pytest.mark.parametrize("preset", ["smoke", "digits", "mnist", "cifar10_1k", "cifar10_50k"])
 def test_every_preset_is_valid_and_its_network_builds(preset):
-    config = load_config(f"configs/edm.py:{preset}")
+    config = load_config(f"configs/edm_training.py:{preset}")
     with footprint.checking(not preset.startswith("cifar10")):  # CIFAR-10: sized for a device, not this host
         edm_experiment.validate_config(config)
     trainer.validate_training_config(config, 8)
@@ -147,7 +147,7 @@ def test_ema_half_life_ramp_up_and_learning_rate_warm_up():
 @pytest.mark.parametrize("channels", [12, 20, 48])
 def test_widths_whose_skip_channels_32_groups_do_not_divide_build(channels):
     # width 48 concatenates 144-channel skips: min(32, 144 // 4) = 32 groups do not divide 144
-    config = load_config("configs/edm.py:digits")
+    config = load_config("configs/edm_training.py:digits")
     with config.unlocked():
         config.model.update(channels=channels, channel_mult=(1, 3))
     network = unet.network_from_config(config.model)

@@ -30,7 +30,7 @@ from jaxmem.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "data", "edm")
-SWAP_CONFIG = os.path.join(REPO, "configs", "swap.py")
+SWAP_CONFIG = os.path.join(REPO, "configs", "denoiser_swaps.py")
 # float32 accuracy: the three networks agree with NVlabs's outputs (|D| up to 3.3) to a measured
 # largest difference of 5.96e-7 (unconditional), 3.87e-7 (with map_augment), 5.22e-7 (class-conditional).
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -69,7 +69,7 @@ def test_imported_denoiser_reproduces_the_reference(name):
 
 
 def test_cifar10_size_network_round_trips_exactly():
-    model = copy.deepcopy(load_config(os.path.join(REPO, "configs", "edm.py:cifar10_50k")).model)
+    model = copy.deepcopy(load_config(os.path.join(REPO, "configs", "edm_training.py:cifar10_50k")).model)
     with model.unlocked():
         model.augment_dim = 9  # the released CIFAR-10 networks carry the augmentation map
     abstract = unet.abstract_params(unet.network_from_config(model), unet.input_shape(model))
@@ -215,7 +215,7 @@ def test_swap_experiment_takes_an_imported_generalizing_model(imported, tmp_path
     workdir, _, params = imported
     config = smoke_swap_config()
     config.workdirs.generalizing = workdir
-    spec = importlib.util.spec_from_file_location("swap_launcher", os.path.join(REPO, "launch", "swap.py"))
+    spec = importlib.util.spec_from_file_location("swap_launcher", os.path.join(REPO, "launch", "denoiser_swaps.py"))
     launcher = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launcher)
     assert os.path.abspath(workdir) not in map(os.path.abspath, launcher.model_folders(config, str(tmp_path)))

@@ -25,7 +25,7 @@ BATCH = 16
 
 def tiny_config(steps: int = STEPS):
     """The smoke preset with the smallest U-Net (one level, 8 channels): seconds to compile."""
-    config = load_config("configs/edm.py:smoke")
+    config = load_config("configs/edm_training.py:smoke")
     config.model.update(channels=8, channel_mult=(1,), num_blocks=1, attn_resolutions=(), noise_features=8,
                         embed_dim=16)
     config.training.update(batch_size=BATCH, total_images=steps * BATCH, checkpoint_every_steps=10,
@@ -157,7 +157,7 @@ def test_checkpoint_interval_in_steps_and_seconds(tmp_path):
 
 def test_cifar10_presets_read_tfds_and_fit_the_network():
     with tfds.testing.mock_data(num_examples=1200):  # random 32x32x3 images, no download
-        config = load_config("configs/edm.py:cifar10_1k")
+        config = load_config("configs/edm_training.py:cifar10_1k")
         data, indices = edm_experiment.load_training_set(config)
     assert data.images.shape == (1000, 32, 32, 3) and len(np.unique(indices)) == 1000
     assert -1.0 <= data.images.min() and data.images.max() <= 1.0

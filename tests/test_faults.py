@@ -145,13 +145,13 @@ def test_resume_drops_metrics_records_past_the_restored_step(tmp_path):
 
 
 def test_a_changed_training_recipe_on_a_trained_edm_workdir_is_refused(tmp_path):
-    config = load_config(os.path.join(REPO, "configs/edm.py:smoke"))
+    config = load_config(os.path.join(REPO, "configs/edm_training.py:smoke"))
     workdir = tmp_path / "edm"
     workdir.mkdir()
     (workdir / "fingerprint.json").write_text(edm_training.recipe_fingerprint(config))  # as a trained run leaves
     io.save_config(str(workdir), config)
     recorded = (workdir / "config.json").read_text()
-    changed = subprocess.run([sys.executable, "launch/edm.py", "--config=configs/edm.py:smoke",
+    changed = subprocess.run([sys.executable, "launch/edm_training.py", "--config=configs/edm_training.py:smoke",
                               "--config.optim.lr=0.002", f"--workdir={workdir}"], capture_output=True, text=True,
                              cwd=REPO, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert changed.returncode == 2, changed.stderr[-2000:]
@@ -160,7 +160,7 @@ def test_a_changed_training_recipe_on_a_trained_edm_workdir_is_refused(tmp_path)
         "differ: optim.lr); rerun with the config that wrote it, or use a new --workdir")
     assert (workdir / "config.json").read_text() == recorded
 
-    neutral = load_config(os.path.join(REPO, "configs/edm.py:smoke"))
+    neutral = load_config(os.path.join(REPO, "configs/edm_training.py:smoke"))
     neutral.training.log_every_steps, neutral.training.keep_checkpoints = 1, 5
     neutral.sampling.num_samples = 3  # sampling acts after training: the checkpoints are reused
     assert io.check_fingerprint(str(workdir / "fingerprint.json"), edm_training.recipe_fingerprint(neutral), "x")
@@ -196,7 +196,7 @@ def _start_sweep(tmp_path, root, steps):
     launcher = tmp_path / "fake_launcher.py"
     launcher.write_text(FAKE_LAUNCHER.replace("STEPS", str(steps)))
     return subprocess.Popen([sys.executable, os.path.join(REPO, "launch", "sweep.py"),
-                             "--config=configs/crossover.py:smoke", "--sweep.seed=0,1", "--parallel=2",
+                             "--config=configs/gmm_crossover.py:smoke", "--sweep.seed=0,1", "--parallel=2",
                              f"--launcher={launcher}", f"--workdir={root}"], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

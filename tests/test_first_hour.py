@@ -34,7 +34,7 @@ def _assert_clean_error(out, *fragments):
 
 
 def _edm(preset="smoke"):
-    return f"--config={REPO}/configs/edm.py:{preset}"
+    return f"--config={REPO}/configs/edm_training.py:{preset}"
 
 
 def test_command_line_and_config_errors_are_one_line(tmp_path):
@@ -49,9 +49,9 @@ def test_command_line_and_config_errors_are_one_line(tmp_path):
         ([_edm(), "--config.data.path=x.npz", workdir], ["data.path = 'x.npz'", "data.dataset=npz"]),
     ]
     for args, fragments in cases:
-        _assert_clean_error(_launch("edm.py", *args, cwd=tmp_path), *fragments)
+        _assert_clean_error(_launch("edm_training.py", *args, cwd=tmp_path), *fragments)
     assert not (tmp_path / "wd").exists()  # nothing ran, nothing was written
-    out = _launch("swap.py", f"--config={REPO}/configs/swap.py:smoke", "--config.generalizing.sampling.rho=-1",
+    out = _launch("denoiser_swaps.py", f"--config={REPO}/configs/denoiser_swaps.py:smoke", "--config.generalizing.sampling.rho=-1",
                   workdir, cwd=tmp_path)
     _assert_clean_error(out, "in generalizing: sampling.rho = -1.0")
 
@@ -61,10 +61,10 @@ def test_bad_npz_data_fails_cleanly_in_the_launcher(tmp_path):
     np.savez(tmp_path / "unit.npz", images=rng.random((200, 8, 8)).astype(np.float32))
     np.savez(tmp_path / "labels.npz", images=rng.integers(0, 256, (200, 8, 8), np.uint8),
              labels=np.full(200, 0.7))
-    geometry = [f"--config={REPO}/configs/geometry.py:smoke", "--config.data.dataset=npz"]
+    geometry = [f"--config={REPO}/configs/noise_regimes.py:smoke", "--config.data.dataset=npz"]
     for name, fragments in (("unit.npz", ["unit.npz", "pixel_range=[0, 1]"]),
                             ("labels.npz", ["labels.npz labels = [0.7", "integer class indices"])):
-        out = _launch("geometry.py", *geometry, f"--config.data.path={tmp_path / name}",
+        out = _launch("noise_regimes.py", *geometry, f"--config.data.path={tmp_path / name}",
                       f"--workdir={tmp_path / name}.run", cwd=tmp_path)
         _assert_clean_error(out, *fragments)
         assert not (tmp_path / f"{name}.run" / "fingerprint.json").exists()  # a fixed rerun is not refused
@@ -99,7 +99,7 @@ def test_npz_files_are_checked_and_declared_ranges_rescaled(tmp_path):
 
 
 def test_misspelled_field_gets_the_closest_spelling():
-    config = load_config(f"{REPO}/configs/edm.py:smoke")
+    config = load_config(f"{REPO}/configs/edm_training.py:smoke")
     with pytest.raises(ConfigError, match=r"did you mean 'training.batch_size'\? \(training has the fields: "):
         get_field(config, "training.batch_sise")
     with pytest.raises(ConfigError, match="is a group, not a value"):
@@ -107,11 +107,11 @@ def test_misspelled_field_gets_the_closest_spelling():
 
 
 def test_help_lists_presets_and_fields(tmp_path):
-    out = _launch("edm.py", "--help", cwd=REPO)
+    out = _launch("edm_training.py", "--help", cwd=REPO)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert "Presets of configs/edm.py" in out.stdout and "Fields of configs/edm.py:smoke" in out.stdout
-    # every preset and group with the start of its description in configs/edm.py's docstring
+    assert "Presets of configs/edm_training.py" in out.stdout and "Fields of configs/edm_training.py:smoke" in out.stdout
+    # every preset and group with the start of its description in configs/edm_training.py's docstring
     assert any(line.split()[:3] == ["smoke", "seconds", "on"] for line in lines)
     assert any(line.split()[:2] == ["crossover_mnist", "the"] for line in lines)
     assert any(line.strip().startswith("optim: lr, beta1, beta2") for line in lines)
@@ -120,7 +120,7 @@ def test_help_lists_presets_and_fields(tmp_path):
 
 
 def test_dry_run_commands_paste_into_bash(tmp_path):
-    out = _launch("sweep.py", f"--config={REPO}/configs/crossover.py:smoke", "--sweep.data.train_sizes=(8,),(12,)",
+    out = _launch("sweep.py", f"--config={REPO}/configs/gmm_crossover.py:smoke", "--sweep.data.train_sizes=(8,),(12,)",
                   "--config.training.steps=10", f"--workdir={tmp_path / 'sweep'}", "--dry_run", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     commands = [line.strip() for line in out.stdout.splitlines() if line.startswith("    ")]

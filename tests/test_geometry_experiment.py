@@ -18,7 +18,7 @@ from jaxmem.geometry import concentration, coverage, queries
 
 from conftest import REPO
 
-CONFIG = os.path.join(REPO, "configs", "geometry.py")
+CONFIG = os.path.join(REPO, "configs", "noise_regimes.py")
 
 
 def test_digits_concentration_falls_and_coverage_rises_with_sigma():

@@ -12,7 +12,7 @@ from jaxmem.experiments import gmm_crossover as crossover
 from jaxmem.experiments.gmm_crossover import report
 from jaxmem.config import load_config
 
-CONFIG = "configs/crossover.py"
+CONFIG = "configs/gmm_crossover.py"
 
 
 @pytest.fixture

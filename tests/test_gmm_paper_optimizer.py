@@ -18,7 +18,7 @@ from jaxmem.experiments.gmm_crossover import report
 from jaxmem.train import gmm_grid
 
 DIM, DRAWS, STEPS = 4, 5, 10
-CONFIG = "configs/crossover.py"
+CONFIG = "configs/gmm_crossover.py"
 
 
 def _load(preset):

@@ -15,7 +15,7 @@ from jaxmem.experiments import gmm_crossover as crossover
 from jaxmem.experiments.gmm_crossover import evaluation, structure
 from jaxmem.experiments.gmm_crossover.grids import times_of
 
-CONFIG = os.path.join("configs", "crossover.py")
+CONFIG = os.path.join("configs", "gmm_crossover.py")
 
 
 @pytest.fixture()

@@ -63,7 +63,7 @@ def test_sharded_knn_over_the_devices_matches_float64_brute_force():
 
 
 def test_bf16_unet_train_step_is_finite_and_close_to_float32():
-    config = load_config(os.path.join(REPO, "configs", "edm.py") + ":cifar10_1k")
+    config = load_config(os.path.join(REPO, "configs", "edm_training.py") + ":cifar10_1k")
     config.model.update(**UNET_OVERRIDES)
     config.training.batch_size = UNET_BATCH
     shape = unet.input_shape(config.model)

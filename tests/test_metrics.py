@@ -222,7 +222,7 @@ def test_torch_state_dict_mapping_checks_every_tensor():
         weights.torch_to_flax(state)
 
 
-# --- launch/quality.py's inputs ------------------------------------------------------------
+# --- launch/sample_quality.py's inputs ------------------------------------------------------------
 
 def test_sample_files_are_read_in_jaxmem_conventions_and_bad_ones_refused(tmp_path):
     from jaxmem.experiments.sample_quality import load_samples
@@ -253,7 +253,7 @@ def test_quality_config_is_validated_before_any_image_is_read(tmp_path):
     from jaxmem.config import load_config
     from jaxmem.experiments.sample_quality import validate_config
 
-    config = load_config("configs/quality.py:smoke")
+    config = load_config("configs/sample_quality.py:smoke")
     with pytest.raises(ConfigError, match="samples.path"):
         validate_config(config)
     path = tmp_path / "s.npz"

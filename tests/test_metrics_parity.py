@@ -114,7 +114,7 @@ def test_kid_matches_within_its_standard_error(features):
 
 
 def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_path, monkeypatch):
-    """launch/quality.py's protocol in-process: digits as samples against a digits subset (the
+    """launch/sample_quality.py's protocol in-process: digits as samples against a digits subset (the
     reference statistics cached in tmp_path, then read back)."""
     from jaxmem.config import load_config
     from jaxmem.experiments import sample_quality
@@ -123,7 +123,7 @@ def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_
     monkeypatch.setattr(reference, "cache_folder", lambda: str(tmp_path / "cache"))
     samples = load_images("digits").images[200:208]
     np.savez(tmp_path / "samples.npz", samples=samples)
-    config = load_config("configs/quality.py:smoke")
+    config = load_config("configs/sample_quality.py:smoke")
     config.samples.path = str(tmp_path / "samples.npz")
     config.data.num_images = 16
     config.metrics.batch_size = 8
@@ -144,7 +144,7 @@ def test_swap_table_rows_get_sample_quality_beside_their_rates(fid_params, tmp_p
     from jaxmem.metrics import reference
 
     monkeypatch.setattr(reference, "cache_folder", lambda: str(tmp_path))
-    config = load_config("configs/swap.py:smoke")
+    config = load_config("configs/denoiser_swaps.py:smoke")
     config.quality.update(num_samples=8, num_reference=16, batch_size=8, kid_subset_size=8)
     digits = load_images("digits").images
     table = [dict(row="A alone", rate=0.9), dict(row="B alone", rate=0.1)]
@@ -160,7 +160,7 @@ def test_edm_summary_scores_samples_against_training_and_held_out_images(fid_par
     from jaxmem.metrics import reference
 
     monkeypatch.setattr(reference, "cache_folder", lambda: str(tmp_path))
-    config = load_config("configs/edm.py:smoke")
+    config = load_config("configs/edm_training.py:smoke")
     config.data.num_train = 16
     config.eval.quality_heldout = 8
     data, indices = edm_training.load_training_set(config)

@@ -42,7 +42,7 @@ WORKER = textwrap.dedent("""
 
 def small_config():
     """The EDM smoke preset with a one-level U-Net and 3 steps of 16 images (fast to compile)."""
-    config = load_config(os.path.join(REPO, "configs", "edm.py:smoke"))
+    config = load_config(os.path.join(REPO, "configs", "edm_training.py:smoke"))
     config.training.total_images = 48
     config.model.update(channels=8, channel_mult=(1,), attn_resolutions=(), num_blocks=1)
     return config
@@ -136,22 +136,22 @@ def test_tpu_vm_script_dry_run_prints_the_gcloud_commands():
     assert copy[1] == (f"+ gcloud compute tpus tpu-vm scp /tmp/slice-jaxmem.tar.gz slice:jaxmem.tar.gz {where} "
                        "--worker=all")
     assert copy[2].startswith(f"+ gcloud compute tpus tpu-vm ssh slice {where} --worker=all --command=mkdir")
-    (run,) = _dry_run("tpu_vm.sh", "run", "launch/edm.py", "--config=configs/edm.py:cifar10_1k",
+    (run,) = _dry_run("tpu_vm.sh", "run", "launch/edm_training.py", "--config=configs/edm_training.py:cifar10_1k",
                       "--workdir=/mnt/runs/c1k", **env)
     assert run == (f"+ gcloud compute tpus tpu-vm ssh slice {where} --worker=all --command=cd\\ jaxmem\\ \\&\\&\\ "
-                   "JAX_COORDINATOR_ADDRESS=WORKER0_IP:8476\\ python3\\ launch/edm.py\\ "
-                   "--config=configs/edm.py:cifar10_1k\\ --workdir=/mnt/runs/c1k")
+                   "JAX_COORDINATOR_ADDRESS=WORKER0_IP:8476\\ python3\\ launch/edm_training.py\\ "
+                   "--config=configs/edm_training.py:cifar10_1k\\ --workdir=/mnt/runs/c1k")
     assert _dry_run("tpu_vm.sh", "delete", **env) == [f"+ gcloud compute tpus tpu-vm delete slice {where} --quiet"]
 
 
 def test_slurm_script_dry_run_prints_the_srun_commands():
     env = dict(REPO_DIR="/shared/jaxmem", PYTHON="/shared/venv/bin/python", GPUS_PER_NODE="4")
-    job = ["launch/edm.py", "--config=configs/edm.py:cifar10_1k", "--workdir=/shared/runs/c1k"]
+    job = ["launch/edm_training.py", "--config=configs/edm_training.py:cifar10_1k", "--workdir=/shared/runs/c1k"]
     assert _dry_run("slurm.sbatch", *job, **env) == [
         "+ cd /shared/jaxmem", "+ srun --ntasks-per-node=4 --gpus-per-task=1 /shared/venv/bin/python " + " ".join(job)]
     assert _dry_run("slurm.sbatch", *job, PROCESSES="per-node", **env)[1] == (
         "+ srun --ntasks-per-node=1 --gpus-per-task=4 /shared/venv/bin/python " + " ".join(job))
-    sweep_args = ["--config=configs/crossover.py:demo", "--sweep=configs/sweeps/crossover_n.py", "--workdir=/s"]
+    sweep_args = ["--config=configs/gmm_crossover.py:demo", "--sweep=configs/sweeps/gmm_crossover_n.py", "--workdir=/s"]
     assert _dry_run("slurm.sbatch", *sweep_args, SLURM_ARRAY_TASK_ID="3", **env)[1] == (
         "+ srun --nodes=1 --ntasks=1 --gpus-per-task=4 /shared/venv/bin/python launch/sweep.py "
         + " ".join(sweep_args) + " --run_index=3")

@@ -15,41 +15,41 @@ from jaxmem.train.checkpoint import Checkpointer, CheckpointWriteError
 from conftest import REPO
 from test_reliability_workdirs import launch, one_error
 
-CROSSOVER = ["--config=configs/crossover.py:smoke"]
-EDM = ["--config=configs/edm.py:smoke"]
+CROSSOVER = ["--config=configs/gmm_crossover.py:smoke"]
+EDM = ["--config=configs/edm_training.py:smoke"]
 
 BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a part of the error line
-    "file as workdir": ("crossover", [*CROSSOVER, "--workdir={tmp}/a_file"], 2, "not an existing file"),
-    "workdir under /proc": ("crossover", [*CROSSOVER, "--workdir=/proc/jaxmem_run"], 1, "cannot write /proc/"),
+    "file as workdir": ("gmm_crossover", [*CROSSOVER, "--workdir={tmp}/a_file"], 2, "not an existing file"),
+    "workdir under /proc": ("gmm_crossover", [*CROSSOVER, "--workdir=/proc/jaxmem_run"], 1, "cannot write /proc/"),
     "workdir inside a file (read-only as for root)": (
-        "crossover", [*CROSSOVER, "--workdir={tmp}/a_file/run"], 1, "cannot write"),
-    "not a config file": ("crossover", ["--config=README.md:smoke", "--workdir={tmp}/w"], 2, "not a Python config"),
-    "infinite peak_lr": ("crossover", [*CROSSOVER, "--config.training.peak_lr=inf", "--workdir={tmp}/w"], 2,
+        "gmm_crossover", [*CROSSOVER, "--workdir={tmp}/a_file/run"], 1, "cannot write"),
+    "not a config file": ("gmm_crossover", ["--config=README.md:smoke", "--workdir={tmp}/w"], 2, "not a Python config"),
+    "infinite peak_lr": ("gmm_crossover", [*CROSSOVER, "--config.training.peak_lr=inf", "--workdir={tmp}/w"], 2,
                          "training.peak_lr = inf"),
     "attention at a resolution the network lacks": (
-        "edm", [*EDM, "--config.model.attn_resolutions=(3,)", "--workdir={tmp}/w"], 2, "model.attn_resolutions"),
-    "npz of identical images": ("edm", [*EDM, "--config.data.dataset=npz", "--config.data.path={tmp}/same.npz",
+        "edm_training", [*EDM, "--config.model.attn_resolutions=(3,)", "--workdir={tmp}/w"], 2, "model.attn_resolutions"),
+    "npz of identical images": ("edm_training", [*EDM, "--config.data.dataset=npz", "--config.data.path={tmp}/same.npz",
                                         "--workdir={tmp}/w"], 2, "2 distinct images"),
-    "missing regimes file": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+    "missing regimes file": ("denoiser_swaps", ["--config=configs/denoiser_swaps.py:smoke", "--config.swap.regions=geometry",
                                       "--config.swap.regimes_path={tmp}/none.json", "--workdir={tmp}/w"], 2,
                              "swap.regimes_path"),
-    "malformed regimes file": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+    "malformed regimes file": ("denoiser_swaps", ["--config=configs/denoiser_swaps.py:smoke", "--config.swap.regions=geometry",
                                         "--config.swap.regimes_path={tmp}/bad.json", "--workdir={tmp}/w"], 2,
                                "swap.regimes_path"),
-    "regimes file of another shape": ("swap", ["--config=configs/swap.py:smoke", "--config.swap.regions=geometry",
+    "regimes file of another shape": ("denoiser_swaps", ["--config=configs/denoiser_swaps.py:smoke", "--config.swap.regions=geometry",
                                                "--config.swap.regimes_path={tmp}/list.json", "--workdir={tmp}/w"], 2,
                                       "regime map"),
-    "text for a tuple of numbers": ("crossover", [*CROSSOVER, "--config.data.train_sizes=many", "--workdir={tmp}/w"],
+    "text for a tuple of numbers": ("gmm_crossover", [*CROSSOVER, "--config.data.train_sizes=many", "--workdir={tmp}/w"],
                                     2, "data.train_sizes"),
-    "more training images than the dataset holds": ("edm", [*EDM, "--config.data.num_train=100000",
+    "more training images than the dataset holds": ("edm_training", [*EDM, "--config.data.num_train=100000",
                                                             "--workdir={tmp}/w"], 2, "data.num_train"),
-    "a split the dataset lacks": ("edm", [*EDM, "--config.data.split=nope", "--workdir={tmp}/w"], 2, "data.split"),
-    "three channels for grey images": ("edm", [*EDM, "--config.model.in_channels=3", "--workdir={tmp}/w"], 2,
+    "a split the dataset lacks": ("edm_training", [*EDM, "--config.data.split=nope", "--workdir={tmp}/w"], 2, "data.split"),
+    "three channels for grey images": ("edm_training", [*EDM, "--config.model.in_channels=3", "--workdir={tmp}/w"], 2,
                                        "model.image_size, model.in_channels"),
     "a positional argument to bench": ("bench", ["extra", "--workdir={tmp}/w"], 2, "unexpected arguments"),
-    "zero attention heads": ("edm", [*EDM, "--config.model.attn_heads=0", "--workdir={tmp}/w"], 2,
+    "zero attention heads": ("edm_training", [*EDM, "--config.model.attn_heads=0", "--workdir={tmp}/w"], 2,
                              "model.attn_heads"),
-    "NaN samples to score": ("quality", ["--config=configs/quality.py:smoke", "--config.samples.path={tmp}/nan.npz",
+    "NaN samples to score": ("sample_quality", ["--config=configs/sample_quality.py:smoke", "--config.samples.path={tmp}/nan.npz",
                                          "--workdir={tmp}/w"], 2, "NaN"),
     "aggregate a folder that holds no sweep": ("sweep", ["--aggregate_only", "--workdir={tmp}/w"], 2, "sweep.json"),
     "a sweep launcher that does not exist": ("sweep", [*CROSSOVER, "--sweep.training.steps=10,20",
@@ -89,7 +89,7 @@ def test_an_edm_batch_larger_than_the_training_set_is_warned_about_before_any_wo
     from jaxmem.config import load_config
     from jaxmem.experiments import edm_training
 
-    config = load_config("configs/edm.py:smoke")
+    config = load_config("configs/edm_training.py:smoke")
     config.training.batch_size = 2 * config.data.num_train
     with caplog.at_level("WARNING"):
         edm_training.validate_config(config)

@@ -21,16 +21,16 @@ from conftest import REPO
 
 # Every launcher that owns a workdir, with a config it accepts (the owner name is the launcher's).
 LAUNCHERS = {
-    "crossover": ["--config=configs/crossover.py:smoke"],
-    "edm": ["--config=configs/edm.py:smoke"],
-    "geometry": ["--config=configs/geometry.py:smoke"],
-    "swap": ["--config=configs/swap.py:smoke"],
-    "sweep": ["--config=configs/crossover.py:smoke", "--sweep.training.steps=10,20"],
+    "gmm_crossover": ["--config=configs/gmm_crossover.py:smoke"],
+    "edm_training": ["--config=configs/edm_training.py:smoke"],
+    "noise_regimes": ["--config=configs/noise_regimes.py:smoke"],
+    "denoiser_swaps": ["--config=configs/denoiser_swaps.py:smoke"],
+    "sweep": ["--config=configs/gmm_crossover.py:smoke", "--sweep.training.steps=10,20"],
 }
-QUALITY = ["--config=configs/quality.py:smoke"]  # needs --config.samples.path; added per test
+QUALITY = ["--config=configs/sample_quality.py:smoke"]  # needs --config.samples.path; added per test
 # launch/compile_check.py owns its workdir too; its validation needs the accelerator packages
 # (.venv-accelerators), so it is covered by the owner matrix only.
-OWNERS = [*LAUNCHERS, "quality", "compile_check"]
+OWNERS = [*LAUNCHERS, "sample_quality", "compile_check"]
 
 
 def launch(name, *args, cwd=REPO):
@@ -62,25 +62,39 @@ def test_a_folder_owned_by_one_experiment_is_refused_to_every_other(tmp_path, ow
 
 
 def test_unknown_content_is_refused_and_old_runs_of_the_same_experiment_are_adopted(tmp_path):
-    config = load_config("configs/edm.py:smoke")
+    config = load_config("configs/edm_training.py:smoke")
     adopt = ownership.recorded_fields_of(config)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.tex").write_text("years of work")
     with pytest.raises(ownership.ForeignWorkdir, match="is not empty .thesis.tex."):
-        ownership.claim(str(tmp_path / "notes"), "edm", adopt)
+        ownership.claim(str(tmp_path / "notes"), "edm_training", adopt)
     old_edm = tmp_path / "old_edm"  # an edm run from before owner records: its config.json
     old_edm.mkdir()
     (old_edm / "config.json").write_text(io.config_json(config))
-    ownership.claim(str(old_edm), "edm", adopt)
-    assert ownership.owner_of(str(old_edm)) == "edm"
+    ownership.claim(str(old_edm), "edm_training", adopt)
+    assert ownership.owner_of(str(old_edm)) == "edm_training"
     old_crossover = tmp_path / "old_crossover"
     old_crossover.mkdir()
-    (old_crossover / "config.json").write_text(io.config_json(load_config("configs/crossover.py:smoke")))
+    (old_crossover / "config.json").write_text(io.config_json(load_config("configs/gmm_crossover.py:smoke")))
     with pytest.raises(ownership.ForeignWorkdir):
-        ownership.claim(str(old_crossover), "edm", adopt)  # crossover fields are not edm fields
+        ownership.claim(str(old_crossover), "edm_training", adopt)  # crossover fields are not edm fields
     (tmp_path / "only_lock").mkdir()
     (tmp_path / "only_lock" / ".lock").write_text("{}")
-    assert ownership.check(str(tmp_path / "only_lock"), "edm") is False  # the lock is not content
+    assert ownership.check(str(tmp_path / "only_lock"), "edm_training") is False  # the lock is not content
+
+
+@pytest.mark.parametrize("former, present", sorted(ownership.FORMER_NAMES.items()))
+def test_a_workdir_recorded_under_a_launchers_former_name_is_the_same_experiments(tmp_path, former, present):
+    folder = str(tmp_path / "run")
+    io.write_text(os.path.join(folder, ownership.OWNER_FILE), json.dumps({"experiment": former}) + "\n")
+    io.write_text(os.path.join(folder, "summary.json"), "{}")
+    assert ownership.owner_of(folder) == present
+    assert ownership.check(folder, present)  # resumable by the launcher's present name
+    ownership.claim(folder, present)
+    assert json.loads(open(os.path.join(folder, ownership.OWNER_FILE)).read())["experiment"] == former  # untouched
+    other = "sweep"
+    with pytest.raises(ownership.ForeignWorkdir, match=f"belongs to a {present} run.*launch/{present}.py"):
+        ownership.claim(folder, other)
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +107,12 @@ def foreign(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name", [*LAUNCHERS, "quality"])
+@pytest.mark.parametrize("name", [*LAUNCHERS, "sample_quality"])
 def test_every_launcher_refuses_a_foreign_workdir_before_writing(tmp_path, foreign, name):
     args = LAUNCHERS.get(name, QUALITY)
-    if name == "quality":
+    if name == "sample_quality":
         if not os.path.exists(weights.default_weights_path()):
-            pytest.skip("launch/quality.py validates the FID Inception weights first (launch/convert_inception.py)")
+            pytest.skip("launch/sample_quality.py validates the FID Inception weights first (launch/convert_inception.py)")
         np.savez(tmp_path / "samples.npz", samples=np.zeros((4, 8, 8, 1), np.uint8))
         args = [*args, f"--config.samples.path={tmp_path / 'samples.npz'}"]
     before = snapshot(foreign)
@@ -109,13 +123,13 @@ def test_every_launcher_refuses_a_foreign_workdir_before_writing(tmp_path, forei
 
 def test_swap_refuses_a_model_folder_of_another_experiment(tmp_path, foreign):
     before = snapshot(foreign)
-    out = launch("swap", *LAUNCHERS["swap"], f"--config.workdirs.memorizing={foreign}", f"--workdir={tmp_path / 'w'}")
+    out = launch("denoiser_swaps", *LAUNCHERS["denoiser_swaps"], f"--config.workdirs.memorizing={foreign}", f"--workdir={tmp_path / 'w'}")
     assert "belongs to a someone_else run" in one_error(out)
     assert snapshot(foreign) == before and not (tmp_path / "w").exists()
 
 
 def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_estimate(tmp_path):
-    out = launch("crossover", *LAUNCHERS["crossover"], "--config.data.train_sizes=(100000000,)",
+    out = launch("gmm_crossover", *LAUNCHERS["gmm_crossover"], "--config.data.train_sizes=(100000000,)",
                  f"--workdir={tmp_path / 'big'}")
     line = one_error(out)
     assert "this run needs about" in line and "available" in line and "--nomemory_check" in line
@@ -123,13 +137,13 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_estimate(tmp_path):
 
 
 def test_a_sweep_refuses_parallel_runs_that_fit_alone_but_not_together(tmp_path):
-    config = load_config("configs/crossover.py:smoke")
+    config = load_config("configs/gmm_crossover.py:smoke")
     config.data.train_sizes, config.training.point_block = (20_000,), 1
     per_point = sum(footprint.crossover(config).values())
     config.training.point_block = 2
     per_point = sum(footprint.crossover(config).values()) - per_point  # bytes per point of the block
     block = int(footprint.available_bytes() / 3 / per_point)  # one run needs a third of the memory
-    args = [*LAUNCHERS["crossover"], "--sweep.seed=0,1,2,3,4,5,6,7", "--config.data.train_sizes=(20000,)",
+    args = [*LAUNCHERS["gmm_crossover"], "--sweep.seed=0,1,2,3,4,5,6,7", "--config.data.train_sizes=(20000,)",
             f"--config.training.point_block={block}", f"--workdir={tmp_path / 'sweep'}"]
     line = one_error(launch("sweep", *args, "--parallel=8"))
     assert "8 runs' training block" in line and "--parallel=8" in line and "--nomemory_check" in line

@@ -1,4 +1,4 @@
-"""The swap experiment on trained networks (launch/swap.py): end to end on the smoke preset,
+"""The swap experiment on trained networks (launch/denoiser_swaps.py): end to end on the smoke preset,
 the traced-window sampler, correlations, and bad configs."""
 
 import csv
@@ -15,7 +15,7 @@ from jaxmem.experiments.denoiser_swaps import models, tables, trajectories
 from jaxmem.config import load_config
 from jaxmem.denoisers import empirical, linear
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "swap.py")
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "denoiser_swaps.py")
 
 
 def smoke_config():

@@ -16,7 +16,7 @@ from jaxmem.config import load_config
 
 from conftest import REPO
 
-SMOKE = "configs/crossover.py:smoke"
+SMOKE = "configs/gmm_crossover.py:smoke"
 
 
 @pytest.fixture()
@@ -115,20 +115,20 @@ def _sweep_cli(*args, timeout=60):
 
 def test_dry_run_prints_the_runs_and_launches_nothing(tmp_path):
     root = tmp_path / "sweep"
-    result = _sweep_cli(f"--config={SMOKE}", "--sweep=configs/sweeps/crossover_n.py", "--sweep.seed=0,1",
+    result = _sweep_cli(f"--config={SMOKE}", "--sweep=configs/sweeps/gmm_crossover_n.py", "--sweep.seed=0,1",
                         "--config.training.steps=5", f"--workdir={root}", "--dry_run")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"10 runs of {SMOKE} via {os.path.join(REPO, 'launch', 'crossover.py')}"
+    assert lines[0] == f"10 runs of {SMOKE} via {os.path.join(REPO, 'launch', 'gmm_crossover.py')}"
     assert lines[1] == "[1/10] pending data.train_sizes=20__seed=0"
     assert (f"--config={SMOKE} --config.training.steps=5 '--config.data.train_sizes=(20,)' --config.seed=0 "
             f"--workdir={root}/data.train_sizes=20__seed=0") in lines[2]
     assert not root.exists()
 
-    one = _sweep_cli(f"--config={SMOKE}", "--sweep=configs/sweeps/crossover_n.py", "--run_index=4", "--dry_run")
+    one = _sweep_cli(f"--config={SMOKE}", "--sweep=configs/sweeps/gmm_crossover_n.py", "--run_index=4", "--dry_run")
     assert one.stdout.splitlines()[1] == "[1/1] pending data.train_sizes=100"
     assert "--run_index=5 is invalid; allowed: 0..4" in _sweep_cli(
-        f"--config={SMOKE}", "--sweep=configs/sweeps/crossover_n.py", "--run_index=5", "--dry_run").stderr
+        f"--config={SMOKE}", "--sweep=configs/sweeps/gmm_crossover_n.py", "--run_index=5", "--dry_run").stderr
 
     bad = _sweep_cli(f"--config={SMOKE}", "--sweep.sampling.num_sample=1,2", "--dry_run")
     assert bad.returncode == 2
@@ -137,7 +137,7 @@ def test_dry_run_prints_the_runs_and_launches_nothing(tmp_path):
 
 
 # A launcher that fails the first attempt of the N=12 run (a sweep killed half way, with a
-# partial workdir), then behaves like launch/crossover.py; every attempt is logged in the run dir.
+# partial workdir), then behaves like launch/gmm_crossover.py; every attempt is logged in the run dir.
 FLAKY_LAUNCHER = textwrap.dedent("""
     import os, runpy, sys
     workdir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir="))
@@ -163,7 +163,7 @@ SMOKE_SWEEP = textwrap.dedent("""
 def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
     root = tmp_path / "sweep"
     launcher = tmp_path / "flaky_launcher.py"
-    launcher.write_text(FLAKY_LAUNCHER.format(crossover=os.path.join(REPO, "launch", "crossover.py")))
+    launcher.write_text(FLAKY_LAUNCHER.format(crossover=os.path.join(REPO, "launch", "gmm_crossover.py")))
     (tmp_path / "smoke_n.py").write_text(SMOKE_SWEEP)
     args = [f"--config={SMOKE}", f"--sweep={tmp_path / 'smoke_n.py'}", "--config.training.steps=10",
             "--config.training.chunk_steps=10", "--config.sampling.num_steps=3", f"--launcher={launcher}",
@@ -176,6 +176,8 @@ def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
     failed = json.loads((root / names[1] / "FAILED").read_text())
     assert failed["exit_code"] == 1 and "simulated crash of the N=12 run" in failed["stderr_tail"]
     assert "| data.train_sizes=12 | failed |" in (root / "report.md").read_text()
+    for name in names:  # as recorded before the launcher took its experiment's name: still the same experiment
+        (root / name / "experiment.json").write_text(json.dumps({"experiment": "crossover"}) + "\n")
 
     second = _sweep_cli(*args, timeout=120)
     assert second.returncode == 0, second.stderr[-2000:]

@@ -1,9 +1,9 @@
 """The crossover for networks on CIFAR-10, cluster scale: U-Net width x training-set size N.
 
-    python launch/sweep.py --config=configs/edm.py:crossover_cifar10 \
+    python launch/sweep.py --config=configs/edm_training.py:crossover_cifar10 \
         --sweep=configs/sweeps/unet_crossover_cifar10.py --workdir=/shared/sweeps/unet_crossover_cifar10
     # or one run per SLURM array task, then aggregate:
-    sbatch --nodes=1 --array=0-19 launch/slurm.sbatch --config=configs/edm.py:crossover_cifar10 \
+    sbatch --nodes=1 --array=0-19 launch/slurm.sbatch --config=configs/edm_training.py:crossover_cifar10 \
         --sweep=configs/sweeps/unet_crossover_cifar10.py --workdir=/shared/sweeps/unet_crossover_cifar10
     python launch/sweep.py --workdir=/shared/sweeps/unet_crossover_cifar10 --aggregate_only
 

@@ -1,6 +1,6 @@
 """The crossover for networks at CPU scale: 9 small digits U-Nets, about 25 minutes on 2 cores.
 
-    python launch/sweep.py --config=configs/edm.py:crossover_digits \
+    python launch/sweep.py --config=configs/edm_training.py:crossover_digits \
         --sweep=configs/sweeps/unet_crossover_cpu.py --config.sampling.num_samples=256 \
         --config.eval.quality=False --workdir=runs/unet_crossover_cpu
 

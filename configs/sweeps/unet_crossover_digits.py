@@ -1,6 +1,6 @@
 """The crossover for networks on the 8x8 digits: U-Net width x training-set size N, one GPU.
 
-    python launch/sweep.py --config=configs/edm.py:crossover_digits \
+    python launch/sweep.py --config=configs/edm_training.py:crossover_digits \
         --sweep=configs/sweeps/unet_crossover_digits.py --workdir=runs/unet_crossover_digits
 
 30 runs: N in {16, ..., 512} class-balanced images of scikit-learn's 1,797 digits x U-Net width
@@ -11,7 +11,7 @@ the floor keeps the smallest sets from being stopped after a few hundred steps) 
 times with 18-step Heun. jaxmem.experiments.unet_crossover:analyze then finds per N the parameter count
 at which the memorization rate reaches 0.5 and fits it against N (capacity_crossover.*,
 memorization_vs_capacity.png, embedded in report.md). The right panel shows the GMM laboratory's
-M* versus N from runs/crossover_n/results.csv (configs/sweeps/crossover_n.py) or runs/demo/
+M* versus N from runs/crossover_n/results.csv (configs/sweeps/gmm_crossover_n.py) or runs/demo/
 crossover.csv (`make demo`) when one exists (paths relative to the directory the sweep is
 launched from), otherwise its closed-form line.
 

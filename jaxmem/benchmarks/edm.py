@@ -55,7 +55,7 @@ CASES = {"quick": [("smoke", ["float32"], None, 5, 5, {}, True)],
          "full": [("cifar10_1k", ["float32", "bfloat16"], None, 3, 5, {}, False)]}
 MIN_BATCH = 64  # the smallest batch tried when the device runs out of memory
 
-CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "edm.py")
+CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "edm_training.py")
 
 
 def step_flops(compiled) -> float:

@@ -20,7 +20,7 @@ NCSN++ (the VE models: Fourier noise embedding, residual encoder, [1, 3, 3, 1] f
 (the ImageNet-64 model, `DhariwalUNet`) are other architectures and are refused by name.
 
 An imported workdir (IMPORT_OWNER in experiment.json, see jaxmem.workdir) holds config.json
-(`model`: the configs/edm.py model group of the network; `source`: file name, sha256, images
+(`model`: the configs/edm_training.py model group of the network; `source`: file name, sha256, images
 seen in training as given at import), fingerprint.json (the same record: one workdir, one import)
 and checkpoints/0 (orbax, item "state" = {"params": the U-Net parameters}), read back by
 `recorded_model` and `restore_params`.
@@ -104,7 +104,7 @@ def _tensor(arrays: dict, name: str) -> np.ndarray:
 
 
 def infer_model(arrays: dict[str, np.ndarray], **unseen) -> ml_collections.ConfigDict:
-    """The configs/edm.py model group of a DDPM++ network from its arrays' names and shapes.
+    """The configs/edm_training.py model group of a DDPM++ network from its arrays' names and shapes.
 
     unseen: values of UNSEEN_DEFAULTS' fields (what the weights cannot tell) overriding them.
     """
@@ -262,7 +262,7 @@ def _record(folder: str) -> dict:
 
 
 def recorded_model(folder: str) -> ml_collections.ConfigDict:
-    """The model group (configs/edm.py fields) of the network imported into `folder`."""
+    """The model group (configs/edm_training.py fields) of the network imported into `folder`."""
     model = _record(folder)["model"]
     return ml_collections.ConfigDict({k: tuple(v) if isinstance(v, list) else v for k, v in model.items()})
 

@@ -49,39 +49,39 @@ class Job:
 PAPER_TARGETS = ("v5e-8", "h100x8")
 JOBS = (
     # One job per target: a TPU compile of the CIFAR-10 network takes about an hour on this host.
-    *(Job(name, "configs/edm.py:cifar10_1k", (target,), ("train_step", "sampler", "knn"),
+    *(Job(name, "configs/edm_training.py:cifar10_1k", (target,), ("train_step", "sampler", "knn"),
           what="EDM-1K (paper A): 40 M images at batch 512, 1,000 Heun samples, their 1/3 test; float32")
       for name, target in (("edm_1k_f32", "v5e-8"), ("edm_1k_f32_h100x8", "h100x8"))),
-    Job("edm_1k_v5p", "configs/edm.py:cifar10_1k", ("v5p-32",), ("train_step",),
+    Job("edm_1k_v5p", "configs/edm_training.py:cifar10_1k", ("v5p-32",), ("train_step",),
         what="EDM-1K's train step on a v5p slice (16 chips, 32 images each)"),
     # bfloat16 on the GPU target only: one TPU compile of the CIFAR-10 network takes ~1 h on this 2-core host
-    Job("edm_1k_bf16", "configs/edm.py:cifar10_1k", ("h100x8",), ("train_step", "sampler"),
+    Job("edm_1k_bf16", "configs/edm_training.py:cifar10_1k", ("h100x8",), ("train_step", "sampler"),
         (("model.dtype", "bfloat16"),), what="EDM-1K in bfloat16 compute (parameters float32)"),
     # EDM-50K trains and samples the same programs as EDM-1K (same network, batch and sampler):
     # 200 M / 512 = 390,625 steps and ceil(50,000 / 256) = 196 sampling batches of those programs.
-    Job("edm_50k_f32", "configs/edm.py:cifar10_50k", PAPER_TARGETS, ("knn", "fid_features"),
+    Job("edm_50k_f32", "configs/edm_training.py:cifar10_50k", PAPER_TARGETS, ("knn", "fid_features"),
         (("sampling.num_samples", 50_000),),
         what="EDM-50K (paper A): 200 M images, 50,000 samples, the 1/3 test of 50,000 x 50,000 x 3,072, "
              "FID features of the 50,000 samples at batch 512",
         reuse=((EDM_1K, "train_step", 390_625), (EDM_1K, "sampler", 196))),
-    Job("geometry_50k", "configs/geometry.py:cifar10_50k", PAPER_TARGETS, (),
+    Job("geometry_50k", "configs/noise_regimes.py:cifar10_50k", PAPER_TARGETS, (),
         (("concentration.num_points", 1_250), ("coverage.num_points", 1_250)),
         what="geometry kernels: Q 10,000 (1,250 points x 8 draws) x N 50,000 x d 3,072, 40 levels"),
-    Job("crossover_paper", "configs/crossover.py:paper", PAPER_TARGETS,
+    Job("crossover_paper", "configs/gmm_crossover.py:paper", PAPER_TARGETS,
         what="GMM laboratory, the paper's 64 configurations at its schedule (16 grids of 40 models)"),
-    Job("crossover_scale", "configs/crossover.py:scale", PAPER_TARGETS,
+    Job("crossover_scale", "configs/gmm_crossover.py:scale", PAPER_TARGETS,
         what="GMM laboratory at scale: N up to 10^4, d up to 3,072 (6 grids)"),
-    *(Job(f"sweep_width{w}", "configs/edm.py:crossover_cifar10", ("h100x8",), ("train_step",),
+    *(Job(f"sweep_width{w}", "configs/edm_training.py:crossover_cifar10", ("h100x8",), ("train_step",),
           (("model.channels", w), ("model.embed_dim", 4 * w)), runs=5,
           what=f"U-Net capacity sweep, width {w}: 5 training-set sizes x 40 M images")
       for w in (32, 64, 96, 128)),
-    *(Job(f"gpu_check_{d}", "configs/edm.py:cifar10_1k", ("h100x1", "h200x1"), ("train_step",), (("model.dtype", d),),
+    *(Job(f"gpu_check_{d}", "configs/edm_training.py:cifar10_1k", ("h100x1", "h200x1"), ("train_step",), (("model.dtype", d),),
           what=f"bench:edm's step (batch 512, {d}) on one H100 / H200: what launch/gpu_check.py measures against")
       for d in ("float32", "bfloat16")),
-    *(Job(f"scaling_edm_{t}", "configs/edm.py:cifar10_1k", (t,), ("train_step",),
+    *(Job(f"scaling_edm_{t}", "configs/edm_training.py:cifar10_1k", (t,), ("train_step",),
           (("training.batch_size", EDM_BATCH_PER_CHIP * n),), what=f"EDM step, {EDM_BATCH_PER_CHIP} images per chip")
       for t, n in (("h100x32", 32), ("h100x256", 256))),
-    *(Job(f"scaling_scale_{t}", "configs/crossover.py:scale", (t,), (), (("data.train_sizes", "(10000,)"),),
+    *(Job(f"scaling_scale_{t}", "configs/gmm_crossover.py:scale", (t,), (), (("data.train_sizes", "(10000,)"),),
           what="GMM scale grid at N = 10^4 (3 sets per grid: chips beyond the set count idle)")
       for t in ("v5e-32", "v5e-256")),
 )

@@ -1,6 +1,6 @@
-"""Train an EDM U-Net on an image subset, sample it, measure its memorization (launch/edm.py).
+"""Train an EDM U-Net on an image subset, sample it, measure its memorization (launch/edm_training.py).
 
-run(config, workdir) with a configs/edm.py config:
+run(config, workdir) with a configs/edm_training.py config:
   1. loads the images (jaxmem.data.load_images) and the class-balanced subset of size
      data.num_train (jaxmem.data.balanced_subset), saved as train_indices.npz
   2. trains with jaxmem.train.trainer (resumes from workdir/checkpoints; SIGTERM saves and

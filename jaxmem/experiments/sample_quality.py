@@ -1,4 +1,4 @@
-"""Sample quality of any .npz of samples against any image source (launch/quality.py).
+"""Sample quality of any .npz of samples against any image source (launch/sample_quality.py).
 
 Protocol: validate the config -> load the FID Inception weights (converted once,
 launch/convert_inception.py) -> read the samples -> load the reference images (a dataset, split
@@ -7,7 +7,7 @@ precision/recall -> quality.json and quality.md in the workdir.
 
 Samples file: `samples` or `images` array (samples.key picks another), [N, H, W] or
 [N, H, W, C] with C = 1 or 3, either integers 0..255 or floats. Floats are read as jaxmem's
-[-1, 1] (what launch/edm.py writes in samples.npz) unless the file declares `pixel_range`
+[-1, 1] (what launch/edm_training.py writes in samples.npz) unless the file declares `pixel_range`
 [low, high]; they become uint8 as EDM writes its sample PNGs (round(127.5 x + 127.5), clipped:
 values past the range saturate, and the share of clipped pixels is reported). Float samples
 that are all >= 0 without a declared range are refused as ambiguous ([0, 1]? [0, 255]?).
@@ -50,7 +50,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     the samples file is read and checked (once the memory estimate allows)."""
     path = config.samples.path
     require(bool(path) and os.path.isfile(path), "samples.path", path,
-            "an existing .npz file of samples (e.g. the samples.npz of a launch/edm.py run)")
+            "an existing .npz file of samples (e.g. the samples.npz of a launch/edm_training.py run)")
     require(zipfile.is_zipfile(path), "samples.path", path, "an .npz archive (numpy.savez)")
     check_source(config.data.dataset, config.data.path)
     require(config.data.num_images >= 0, "data.num_images", config.data.num_images, "0 (all) or a subset size >= 1")

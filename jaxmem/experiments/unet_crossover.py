@@ -36,17 +36,17 @@ from jaxmem.experiments.gmm_crossover.report import linear_fits
 from jaxmem.config import require
 
 THRESHOLD = 0.5
-# The GMM laboratory's time grid (configs/crossover.py, DESIGN.md): 26 VP times in [0.001, 0.999].
+# The GMM laboratory's time grid (configs/gmm_crossover.py, DESIGN.md): 26 VP times in [0.001, 0.999].
 GMM_TIMES = noise.vp_times(26, 0.001, 0.999)
 GMM_WEIGHTING, GMM_VARIANCE = "x0", 1.0
 # Column pairs (N, M*) of the GMM tables: a crossover sweep's results.csv, a crossover run's crossover.csv.
 GMM_COLUMNS = (("rows.0.N", "rows.0.M_pt"), ("N", "M_pt"))
-# Where the GMM laboratory's M* versus N usually is (configs/sweeps/crossover_n.py, `make demo`).
+# Where the GMM laboratory's M* versus N usually is (configs/sweeps/gmm_crossover_n.py, `make demo`).
 GMM_TABLES = ("runs/crossover_n/results.csv", "runs/demo/crossover.csv")
 ANALYSIS = "jaxmem.experiments.unet_crossover:analyze"  # the sweep hook, for a sweep file's ANALYSIS
 TABLE_COLUMNS = ("N", "capacity_star", "capacity_below", "rate_below", "capacity_above", "rate_above",
                  "runs", "reason")
-# summary.json's sample quality (launch/edm.py with eval.quality), flattened by the sweep's aggregate:
+# summary.json's sample quality (launch/edm_training.py with eval.quality), flattened by the sweep's aggregate:
 # table column -> row column.
 QUALITY_COLUMNS = {"fid_train": "quality.train.fid", "fid_heldout": "quality.heldout.fid",
                    "kid_heldout": "quality.heldout.kid", "precision_heldout": "quality.heldout.precision",

@@ -38,7 +38,7 @@ def label_levels(max_weight: np.ndarray, coverage: np.ndarray, w_threshold: floa
 
 
 def regime_map(sigmas: np.ndarray, max_weight: np.ndarray, coverage: np.ndarray, w_threshold: float = 0.8,
-               c_threshold: float = 0.8, edm_steps: int = 18) -> dict:
+               c_threshold: float = 0.8, edm_steps: int = noise.EDM_STEPS) -> dict:
     """Regime intervals from W_sigma and C_sigma on an increasing grid `sigmas` [L].
 
     Returns {"boundaries": {"sigma_W", "sigma_C"}, "thresholds": ..., "regimes": {name: {"sigma_min",

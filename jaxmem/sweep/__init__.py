@@ -1,6 +1,6 @@
 """Flag-driven sweeps: expand a grid over config fields into runs, execute them, aggregate results.
 
-    python launch/sweep.py --config=configs/crossover.py:demo --sweep=configs/sweeps/crossover_n.py \
+    python launch/sweep.py --config=configs/gmm_crossover.py:demo --sweep=configs/sweeps/gmm_crossover_n.py \
         [--sweep.training.steps=1000,2000] [--config.a.b=value] --workdir=runs/sweep [--dry_run]
 
 A sweep is a list of axes; the runs are the Cartesian product of the axes. An axis is a dict

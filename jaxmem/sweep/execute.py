@@ -43,7 +43,7 @@ def _override_text(value) -> str:
 
 
 def default_launcher(config_spec: str) -> str:
-    """configs/<family>.py -> launch/<family>.py next to it."""
+    """configs/<experiment>.py -> launch/<experiment>.py next to it."""
     config_path = os.path.abspath(config_spec.partition(":")[0])
     base = os.path.basename(config_path)
     launcher = os.path.join(os.path.dirname(os.path.dirname(config_path)), "launch", base)

@@ -26,9 +26,9 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EDM = ["launch/edm.py", "--config=configs/edm.py:smoke", "--config.training.total_images=480"]
-GRID = ["launch/crossover.py", "--config=configs/crossover.py:smoke", "--config.training.steps=60"]
-SWEEP = ["launch/sweep.py", "--config=configs/crossover.py:smoke", "--sweep.training.steps=40,60",
+EDM = ["launch/edm_training.py", "--config=configs/edm_training.py:smoke", "--config.training.total_images=480"]
+GRID = ["launch/gmm_crossover.py", "--config=configs/gmm_crossover.py:smoke", "--config.training.steps=60"]
+SWEEP = ["launch/sweep.py", "--config=configs/gmm_crossover.py:smoke", "--sweep.training.steps=40,60",
          "--parallel=2"]
 # What a rerun logs about the fault it recovers from.
 NOTICES = ("resumed from step", "cannot be restored", "taking over the stale lock", "waiting for it", "skipping",

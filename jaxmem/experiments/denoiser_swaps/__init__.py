@@ -1,8 +1,8 @@
-"""Memorization of trained networks (launch/swap.py): the swap table, per-level rates, the
+"""Memorization of trained networks (launch/denoiser_swaps.py): the swap table, per-level rates, the
 mitigation and trajectory decompositions ("Two Calm Ends and the Wild Middle", section 3 and
 Table 1; "How Diffusion Models Memorize", VE/EDM form).
 
-run(config, workdir) with a configs/swap.py config:
+run(config, workdir) with a configs/denoiser_swaps.py config:
   1. models: trains (or restores) the memorizing model A (config.memorizing: a small subset), the
      generalizing model B (config.generalizing: a large subset) and, with mitigation.enabled,
      the mitigated model C = A's recipe with the loss weight inside one region multiplied by
@@ -81,7 +81,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     s = config.swap
     require_choice("swap.solver", s.solver, sampling.EDM_SOLVERS)
     require(s.regions != "geometry" or not s.regimes_path or os.path.isfile(s.regimes_path), "swap.regimes_path",
-            s.regimes_path, "an existing regimes.json of a geometry run (launch/geometry.py)")
+            s.regimes_path, "an existing regimes.json of a geometry run (launch/noise_regimes.py)")
     require(s.num_steps >= 3, "swap.num_steps", s.num_steps, "an integer >= 3 (three regions)")
     require(0 < s.sigma_min < s.sigma_max, "swap.sigma_min, swap.sigma_max", (s.sigma_min, s.sigma_max),
             "0 < sigma_min < sigma_max")

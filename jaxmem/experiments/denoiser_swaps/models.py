@@ -57,12 +57,12 @@ def regions(config: ml_collections.ConfigDict, grid: np.ndarray) -> dict[str, sw
     s, num_steps = config.swap, len(grid) - 1
     require_choice("swap.regions", s.regions, REGION_SOURCES)
     if s.regions == "paper":
-        require(num_steps == swap.PAPER_STEPS, "swap.num_steps", num_steps,
-                f"{swap.PAPER_STEPS} with swap.regions='paper' (the paper's indices are on the 18-level grid)")
+        require(num_steps == noise.EDM_STEPS, "swap.num_steps", num_steps,
+                f"{noise.EDM_STEPS} with swap.regions='paper' (the paper's indices are on the 18-level grid)")
         found = dict(swap.PAPER_REGIONS)
     elif s.regions == "geometry":
         require(bool(s.regimes_path), "swap.regimes_path", s.regimes_path,
-                "the regimes.json of a geometry run (launch/geometry.py) when swap.regions='geometry'")
+                "the regimes.json of a geometry run (launch/noise_regimes.py) when swap.regions='geometry'")
         found = swap.regions_from_regimes(s.regimes_path, num_steps)
     else:
         require_choice("swap.windows_in", s.windows_in, WINDOW_UNITS)
@@ -140,7 +140,7 @@ def train_or_restore(name: str, config: ml_collections.ConfigDict, folder: str) 
 
 
 def model_folder(config: ml_collections.ConfigDict, workdir: str, name: str) -> str:
-    """Where model `name` trains: config.workdirs.<name> (e.g. a finished launch/edm.py run of
+    """Where model `name` trains: config.workdirs.<name> (e.g. a finished launch/edm_training.py run of
     the same recipe) or <workdir>/<name>."""
     return config.workdirs[name] or os.path.join(workdir, name)
 

@@ -1,6 +1,6 @@
 """The paper's grid pooled: M_pt per (d, K, N), fits per (d, K), the d/K test, three levels, lambda(t).
 
-The sweep hook of configs/sweeps/crossover_paper_grid.py (one crossover run per d under one
+The sweep hook of configs/sweeps/gmm_crossover_paper_grid.py (one crossover run per d under one
 root). analyze(rows, root) reads every run's crossover.csv and the baseline losses of its grids
 (d<d>[_n<N>]/result.npz) and writes into root:
 

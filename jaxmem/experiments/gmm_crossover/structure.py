@@ -1,8 +1,8 @@
 """The crossover on structured data across a sweep: M_pt against N per replication level, M_pt
 against the intrinsic dimension C, and where memorised samples land by multiplicity.
 
-Sweep hook (configs/sweeps/crossover_replication.py, crossover_rank.py): a sweep of
-launch/crossover.py runs over one data field (`field`, e.g. data.replicated_fraction or
+Sweep hook (configs/sweeps/gmm_crossover_replication.py, crossover_rank.py): a sweep of
+launch/gmm_crossover.py runs over one data field (`field`, e.g. data.replicated_fraction or
 data.rank) sets ANALYSIS = "jaxmem.experiments.gmm_crossover.structure:analyze", and
 jaxmem.sweep.aggregate calls analyze(rows, root, field=...). From each finished run's
 crossover.csv (one row per data set) and models.csv (one row per model) it writes into the

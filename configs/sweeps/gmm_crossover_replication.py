@@ -1,7 +1,7 @@
 """The crossover on replicated data: M_pt against N at replication p in {0, 0.1, 0.3}, r = 10.
 
-    python launch/sweep.py --config=configs/crossover.py:replication \
-        --sweep=configs/sweeps/crossover_replication.py --workdir=runs/crossover_replication
+    python launch/sweep.py --config=configs/gmm_crossover.py:replication \
+        --sweep=configs/sweeps/gmm_crossover_replication.py --workdir=runs/crossover_replication
 
 Each run is the `replication` preset (the curve's cheap protocol, N in {50, 100, 150, 200}, 2
 seeds, adaptive search to 0.02 N) at one fraction p of the N distinct points stored 10 times.

@@ -1,7 +1,7 @@
 """Geometry of memorization over the noise grid: concentration, coverage, MSE, regimes
 (jaxmem.experiments.noise_regimes).
 
-    python launch/geometry.py --config=configs/geometry.py:digits --workdir=runs/geometry
+    python launch/noise_regimes.py --config=configs/noise_regimes.py:digits --workdir=runs/geometry
 """
 
 from jaxmem.cli import run_main

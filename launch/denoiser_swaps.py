@@ -1,7 +1,7 @@
 """Memorization of trained networks: swap table, per-level rates, mitigation, trajectories
 (jaxmem.experiments.denoiser_swaps).
 
-    python launch/swap.py --config=configs/swap.py:digits --workdir=runs/swap_digits
+    python launch/denoiser_swaps.py --config=configs/denoiser_swaps.py:digits --workdir=runs/swap_digits
 
 Trains (or resumes, or reuses) the memorizing, generalizing and mitigated models in
 <workdir>/{memorizing,generalizing,mitigated} (or config.workdirs.*; memorizing and generalizing
@@ -17,7 +17,7 @@ from jaxmem.experiments.denoiser_swaps.models import model_folder
 
 
 def model_folders(config, workdir):
-    """The EDM training workdirs the swap experiment writes: each belongs to launch/edm.py. The
+    """The EDM training workdirs the swap experiment writes: each belongs to launch/edm_training.py. The
     folder of a network imported by launch/import_edm.py is only read, so it is not claimed."""
     names = ["memorizing", "generalizing"] + (["mitigated"] if config.mitigation.enabled else [])
     folders = [model_folder(config, workdir, name) for name in names]

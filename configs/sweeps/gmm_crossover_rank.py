@@ -1,7 +1,7 @@
 """The crossover against intrinsic dimension: M_pt at N = 200 for a GMM in a C-dimensional subspace.
 
-    python launch/sweep.py --config=configs/crossover.py:subspace \
-        --sweep=configs/sweeps/crossover_rank.py --workdir=runs/crossover_rank
+    python launch/sweep.py --config=configs/gmm_crossover.py:subspace \
+        --sweep=configs/sweeps/gmm_crossover_rank.py --workdir=runs/crossover_rank
 
 Each run is the `subspace` preset (d = 50, K = 12, N = 200, 3 seeds, off-subspace variance
 tau^2 = 0.01, the curve's cheap protocol) at one rank C. C = 50 is the isotropic GMM in a random

@@ -1,14 +1,14 @@
 """Sample quality of an .npz of samples against an image source: FID, KID, precision/recall
-(launch/quality.py, jaxmem/experiments/sample_quality.py).
+(launch/sample_quality.py, jaxmem/experiments/sample_quality.py).
 
-Presets (--config=configs/quality.py:<preset>):
+Presets (--config=configs/sample_quality.py:<preset>):
   default  the standard protocol: KID over 100 subsets of 1,000, precision/recall with k = 3;
            give the samples (--config.samples.path=...) and the reference (data.*)
   smoke    seconds: 64 digits as the reference, KID over 10 subsets of 32 (the tests)
 
 Fields:
   samples  path (.npz with a `samples` or `images` array: [N, H, W(, C)], uint8 or floats in
-           [-1, 1] or a declared `pixel_range`; launch/edm.py's samples.npz works as it is),
+           [-1, 1] or a declared `pixel_range`; launch/edm_training.py's samples.npz works as it is),
            key (the array's name; '' = samples, else images)
   data     dataset (jaxmem.data.DATASETS), split, data_dir (tfds), path ('npz'), num_images
            (class-balanced reference subset; 0 = all), subset_seed. The reference's features are

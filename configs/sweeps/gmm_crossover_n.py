@@ -1,6 +1,6 @@
 """The GMM laboratory over training-set size N: one run (one grid of M/N) per N.
 
-    python launch/sweep.py --config=configs/crossover.py:demo --sweep=configs/sweeps/crossover_n.py \
+    python launch/sweep.py --config=configs/gmm_crossover.py:demo --sweep=configs/sweeps/gmm_crossover_n.py \
         --workdir=runs/crossover_n
 
 Each run's summary.json holds its M_pt (rows.0.M_pt) and predicted crossovers; results.csv

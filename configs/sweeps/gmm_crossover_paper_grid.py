@@ -1,7 +1,7 @@
 """The paper's 64 configurations of the GMM laboratory, one run per data dimension d.
 
-    python launch/sweep.py --config=configs/crossover.py:sweep \
-        --sweep=configs/sweeps/crossover_paper_grid.py --parallel=2 --workdir=runs/paper_grid
+    python launch/sweep.py --config=configs/gmm_crossover.py:sweep \
+        --sweep=configs/sweeps/gmm_crossover_paper_grid.py --parallel=2 --workdir=runs/paper_grid
 
 Each run trains every (K, N, seed) of one d (K in {3, 6, 9, 12}, N in {50, 100, 150, 200}, 2
 seeds: 32 data sets) with the curve's protocol and adaptive capacity search.

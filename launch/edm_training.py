@@ -1,7 +1,7 @@
 """Train an EDM U-Net, sample it and measure memorization (jaxmem.experiments.edm_training);
 rerunning the same command resumes.
 
-    python launch/edm.py --config=configs/edm.py:smoke --workdir=runs/smoke
+    python launch/edm_training.py --config=configs/edm_training.py:smoke --workdir=runs/smoke
 """
 
 from jaxmem.cli import run_main

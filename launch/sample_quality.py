@@ -2,7 +2,7 @@ r"""Score any .npz of samples against any image source: FID, KID, precision/reca
 (jaxmem.experiments.sample_quality). Needs the FID Inception weights once:
 python launch/convert_inception.py.
 
-    python launch/quality.py --config=configs/quality.py --config.samples.path=runs/edm/samples.npz \
+    python launch/sample_quality.py --config=configs/sample_quality.py --config.samples.path=runs/edm/samples.npz \
         --config.data.dataset=digits --workdir=runs/quality
 """
 

@@ -1,6 +1,6 @@
-"""EDM U-Net training on images, then sampling and the memorization rate (launch/edm.py).
+"""EDM U-Net training on images, then sampling and the memorization rate (launch/edm_training.py).
 
-Presets (--config=configs/edm.py:<preset>):
+Presets (--config=configs/edm_training.py:<preset>):
   smoke        seconds on a CPU: a tiny U-Net on 32 8x8 digits, 6 steps, 16 samples (the tests)
   digits       offline 8x8 digits (scikit-learn), a 64-image subset that a small U-Net memorizes
                (minutes on a GPU)
@@ -50,6 +50,7 @@ Fields (score_sde-style groups):
 
 import ml_collections
 
+from jaxmem import noise
 from jaxmem.config import select_preset
 
 
@@ -71,7 +72,7 @@ def _cifar10() -> ml_collections.ConfigDict:
     config.optim = ml_collections.ConfigDict(dict(
         lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, warmup_images=10_000_000))
     config.sampling = ml_collections.ConfigDict(dict(
-        num_samples=1_000, solver="heun", num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
+        num_samples=1_000, solver="heun", num_steps=noise.EDM_STEPS, sigma_min=0.002, sigma_max=80.0, rho=7.0,
         seed=0, batch_size=256, use_ema=True))
     config.eval = ml_collections.ConfigDict(dict(memorization=True, grid_size=64, quality=True,
                                                  quality_heldout=1_000))

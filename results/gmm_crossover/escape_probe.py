@@ -1,6 +1,6 @@
 """Why the cheap schedule failed and what fixes it: s^2 over training at the anchor, per optimizer.
 
-    .venv/bin/python results/gmm_crossover_curve/escape_probe.py   # ~10 min on one core
+    .venv/bin/python results/gmm_crossover/escape_probe.py   # ~10 min on one core
 
 Trains the anchor's data set (d = 50, K = 12, N = 200, seed 0) at M = 100 and M = 160 from the
 memorising start (s^2 = 1e-6) with the laboratory's grid trainer (4 stratified draws per point
@@ -46,7 +46,7 @@ SETTINGS = [
 
 
 def trajectory(steps: int, peak_lr: float, schedule: str, b2: float) -> list[tuple[int, float, float]]:
-    config = load_config(os.path.join(HERE, "..", "..", "configs", "crossover.py") + ":anchor_full")
+    config = load_config(os.path.join(HERE, "..", "..", "configs", "gmm_crossover.py") + ":anchor_full")
     config.training.update(noise_draws=4, estimator="stratified", steps=steps, peak_lr=peak_lr,
                            optimizer="jaxmem")  # escape.md studies Adam on log s^2
     data_sets = make_data_sets(config, 50, (200,))
