@@ -16,7 +16,7 @@ Presets (--config=configs/edm_training.py:<preset>):
                budget in images for every run, 512 (CIFAR-10: 1,000) Heun samples for the
                memorization rate
 
-The CIFAR-10 presets follow EDM's DDPM++ config (Karras et al. 2022; REFERENCE.md): U-Net with
+The CIFAR-10 presets follow EDM's DDPM++ config (Karras et al. 2022; docs/formulas.md): U-Net with
 128 channels, multipliers (2, 2, 2), 4 blocks per level, attention at 16x16, dropout 0.13
 (55.73 M parameters); Adam (0.9, 0.999, 1e-8), lr 1e-3 warmed up linearly over 10 M images;
 batch 512; EMA half-life 0.5 M images with ramp-up ratio 0.05; no x-flip or augmentation

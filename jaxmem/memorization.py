@@ -8,7 +8,7 @@ k memorized samples, z the standard-normal quantile of (1 + level) / 2.
 
 Per noise level (section 3): for each sigma, one denoising step D(x + sigma z, sigma) of clean
 images x (training or held-out); the fraction of outputs that pass the 1/3 test, and the
-denoising error |D(x + sigma z, sigma) - x|^2 (summed over dimensions, DESIGN.md), whose
+denoising error |D(x + sigma z, sigma) - x|^2 (summed over dimensions, docs/formulas.md), whose
 train / held-out difference is the generalization gap by sigma.
 """
 

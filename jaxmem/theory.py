@@ -7,7 +7,7 @@ Weightings. A weighting is lambda(t) on the eps-unit training loss (what the tra
 Because |eps_hat - eps|^2 = psi_t |x0_hat - x0|^2, the same objective on x0-unit losses has
 weights w_t = lambda_t psi_t ("x0": w = 1, uniform over the grid).
 
-Crossover (DESIGN.md, "GMM laboratory"): the capacity M* at which the weighted training loss
+Crossover (paper B; docs/formulas.md, "The GMM laboratory"): the capacity M* at which the weighted training loss
 of the partially memorising model (M training points as components, s^2 -> 0) falls below
 that of the generalising ground truth. With gen - mem ~ d s0^2 / (1 + psi_t s0^2) and
 pmem - mem ~ d s0^2 (1 - M/N) in x0 units,

@@ -1,4 +1,4 @@
-"""Duplicated and near-duplicated training images against float64 brute force (issue 12).
+"""Duplicated and near-duplicated training images against float64 brute force.
 
 Real image sets hold exact and near duplicates; the matmul expansion's rounding error (~eps |x|^2)
 swamps 2 sigma^2 there unless every pair that can matter gets a direct-difference energy. Each

@@ -1,4 +1,4 @@
-"""Faults (issue 14): one owner per workdir, sweep children that die with the driver and are
+"""Faults: one owner per workdir, sweep children that die with the driver and are
 never launched twice, clean write failures, resume hygiene, refused changes of the recipe."""
 
 import json

@@ -1,4 +1,4 @@
-"""What a new user meets first (issue 15): one-line errors with exit code 2 and no traceback,
+"""What a new user meets first: one-line errors with exit code 2 and no traceback,
 the whole config validated before any work, .npz data checked, --help and --dry_run that can
 be read and pasted. The launchers run in subprocesses on the tiny smoke presets."""
 

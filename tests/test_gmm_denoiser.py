@@ -79,7 +79,7 @@ def test_closed_form_losses_at_paper_size():
     The formula is the loss of a single Gaussian; the excess is the mixing between components
     and grows with t. Measured on 40,000 fresh points for 4 draws of the means it is 0.5% at
     t = 0.76, 1.2-1.4% at t = 0.80 and 2.95-3.15% at t = 0.839 (the last grid point <= 0.84),
-    so the 3% of the issue is met to within its own Monte-Carlo error there: checked at 3%
+    so a 3% tolerance is met to within its own Monte-Carlo error there: checked at 3%
     for t <= 0.80 and 4% at t = 0.839 on the N = 200 training set.
     """
     data = gmm_data.isotropic_gmm(dim=50, num_components=12, num_train=200, num_val=1, seed=0)

@@ -1,4 +1,4 @@
-"""The authors' optimizer, draws, sampler and window as options of the GMM laboratory (issue 31, item 1)."""
+"""The authors' optimizer, draws, sampler and window as options of the GMM laboratory."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""The laboratory on structured data (issue 18): replicated training points and low intrinsic
+"""The laboratory on structured data: replicated training points and low intrinsic
 dimension. Float64 brute force for the weighted baselines and the subspace ground truth,
 closed forms for the predicted M*, bit-for-bit identity with the plain laboratory at r = 1."""
 

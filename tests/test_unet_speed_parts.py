@@ -1,4 +1,4 @@
-"""The parts of issue 19's faster U-Net step: the hand-written GroupNorm gradient against flax's
+"""The parts of the faster U-Net step on CPU: the hand-written GroupNorm gradient against flax's
 GroupNorm under autodiff, the per-program XLA options, and the bench's PyTorch twin of the
 network (same function, same parameter count), which makes the bench's ratio a fair one."""
 

@@ -1,6 +1,7 @@
 """Speed work on the U-Net must not change its numbers: the EDM loss and every gradient of a small
 DDPM++ network (two levels of different widths, attention, dropout, labels with label dropout) on
-a fixed batch equal, to rtol 1e-5, those the network computed before the optimisations of issue 19
+a fixed batch equal, to rtol 1e-5, those the network computed before the CPU speed work (BENCHMARKS.md,
+"EDM training step")
 (saved in tests/data/unet_step_reference.npz with the parameters they were taken at).
 
 Regenerate (only for a deliberate change of the network's function):

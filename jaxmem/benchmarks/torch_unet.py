@@ -1,7 +1,7 @@
 """The bench's PyTorch baseline: jaxmem's DDPM++ U-Net (jaxmem.denoisers.unet.SongUNet) and EDM
 training step written again in PyTorch, NCHW, written here from the same architecture
 description (the module docstring of unet.py), so that `launch/bench.py --only=edm` times the same
-network and the same step under both frameworks in one run (issue 19).
+network and the same step under both frameworks in one run.
 
 Identical function, not just identical shapes: modules carry the flax names (`enc_32x32_conv`,
 `dec_16x16_block2`, `conv0`, `norm1`, `attn`, ...), `load_flax_params` ports a flax parameter tree

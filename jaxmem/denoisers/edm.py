@@ -14,7 +14,7 @@ The loss is summed over pixels and averaged over the batch.
 
 Everything here is a pure function of arrays; `precondition` turns any raw network apply
 `net_apply(params, x_in, c_noise, labels, **kwargs)` into a denoiser
-`denoise(params, x, sigma, labels=None, **kwargs) -> x0_hat` (DESIGN.md's calling convention).
+`denoise(params, x, sigma, labels=None, **kwargs) -> x0_hat` (every image denoiser's calling convention: docs/formulas.md).
 """
 
 from __future__ import annotations

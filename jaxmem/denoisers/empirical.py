@@ -5,7 +5,7 @@ minimises the denoising loss on the empirical distribution is the posterior mean
 
     w_i(y, sigma) = softmax_i(-|y - x_i|^2 / (2 sigma^2)),     m_sigma(y) = sum_i w_i x_i
 
-(DESIGN.md, "Formulas"). The softmax runs over N candidates; it is computed block by block with a
+(docs/formulas.md). The softmax runs over N candidates; it is computed block by block with a
 running log-sum-exp (`RunningSoftmax`), so a [Q, N] matrix never exists: memory is O(Q * block).
 `RunningSoftmax` and the certified block distances (`scan_blocks`) are the one streamed softmax
 of jaxmem: the multi-level concentration and coverage kernels in `jaxmem.geometry` reuse them.

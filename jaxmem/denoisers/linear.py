@@ -1,6 +1,6 @@
 """The linear Gaussian (Wiener) denoiser: the posterior mean if the data were N(mu, Sigma).
 
-    D_sigma(y) = mu + Sigma (Sigma + sigma^2 I)^-1 (y - mu)                     (DESIGN.md)
+    D_sigma(y) = mu + Sigma (Sigma + sigma^2 I)^-1 (y - mu)                     (docs/formulas.md)
 
 With Sigma = V diag(lambda) V^T from the SVD of the centred data X - mu = A S V^T
 (lambda = S^2 / N, the covariance of the empirical distribution, rank r <= min(N, d)), the gain

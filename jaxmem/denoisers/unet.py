@@ -4,7 +4,7 @@ The network is the raw function F of EDM's preconditioning (jaxmem.denoisers.edm
 scaled noisy image c_in * x [B, H, W, C_in] and the noise conditioning c_noise [B] (plus optional
 one-hot class labels [B, label_dim]) to an output of the image's shape. Images are NHWC.
 
-Architecture (Karras et al. 2022, config "DDPM++"; REFERENCE.md "EDM on CIFAR-10"):
+Architecture (Karras et al. 2022, config "DDPM++"; docs/formulas.md):
   noise embedding   DDPM++'s positional embedding of c_noise (`noise_features` = C_n features,
                     C_n / 2 frequencies from 1 to 1e-4 inclusive, sin half first; see
                     `sinusoidal_embedding`), plus the one-hot labels times sqrt(label_dim) through a
@@ -41,8 +41,8 @@ output is float32.
 
 `Conv` and `GroupNorm` are this module's own: flax.linen.Conv's and GroupNorm's parameters and
 numbers (to float32 rounding), with the per-channel sums of their gradients written by hand
-(jaxmem.denoisers.unet_ops; XLA:CPU ran autodiff's version of those sums several times slower,
-issue 19).
+(jaxmem.denoisers.unet_ops; XLA:CPU ran autodiff's version of those sums several times slower:
+BENCHMARKS.md, "EDM training step").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The U-Net's per-channel operations with hand-written gradients, for XLA:CPU's sake (issue 19).
+"""The U-Net's per-channel operations with hand-written gradients, for XLA:CPU's sake.
 
 Autodiff leaves the sums over (B, H, W) of a gradient -- GroupNorm's scale and bias, every
 convolution's bias, the noise embedding added to each block -- as reductions fused with the

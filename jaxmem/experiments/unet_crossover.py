@@ -36,8 +36,8 @@ from jaxmem.experiments.gmm_crossover.report import linear_fits
 from jaxmem.config import require
 
 THRESHOLD = 0.5
-# The GMM laboratory's time grid (configs/gmm_crossover.py, DESIGN.md): 26 VP times in [0.001, 0.999].
-GMM_TIMES = noise.vp_times(26, 0.001, 0.999)
+# The GMM laboratory's time grid (jaxmem.noise.vp_times' defaults): 26 VP times in [0.001, 0.999].
+GMM_TIMES = noise.vp_times()
 GMM_WEIGHTING, GMM_VARIANCE = "x0", 1.0
 # Column pairs (N, M*) of the GMM tables: a crossover sweep's results.csv, a crossover run's crossover.csv.
 GMM_COLUMNS = (("rows.0.N", "rows.0.M_pt"), ("N", "M_pt"))

@@ -1,7 +1,7 @@
 """Posterior concentration of the empirical optimal denoiser over a whole grid of noise levels.
 
 For a clean point x (a training point for W_sigma) with noise z and levels s_1..s_L, the query at
-level s is y = x + s z and (DESIGN.md)
+level s is y = x + s z and (paper A; docs/formulas.md)
 
     |y - x_i|^2 = |x - x_i|^2 + 2 s <z, x - x_i> + s^2 |z|^2 = G_i + 2 s C_i + s^2 |z|^2.
 

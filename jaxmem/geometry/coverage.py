@@ -6,7 +6,7 @@ P(d - |z|^2 >= 2 sqrt(c d)) <= e^-c, so the noisy copies of x_i concentrate in t
     S_sigma(x_i) = {y : sigma r_in <= |y - x_i| <= sigma r_out},
     r_in = sqrt(d - 2 sqrt(c d)),   r_out = sqrt(d + 2 sqrt(c d) + 2c)
 
-(r_in = 0 when d < 4c: the lower bound is then vacuous). Coverage (DESIGN.md)
+(r_in = 0 when d < 4c: the lower bound is then vacuous). Coverage (paper A; docs/formulas.md)
 
     C_sigma = P(x + sigma z in union_i S_sigma(x_i)),   x a held-out point,
 

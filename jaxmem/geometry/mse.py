@@ -1,6 +1,6 @@
 """Denoising error curves over the noise grid, for any denoiser apply(params, x, sigma).
 
-    MSE(sigma) = E |D(x + sigma z, sigma) - x|^2        (sum over dimensions; DESIGN.md)
+    MSE(sigma) = E |D(x + sigma z, sigma) - x|^2        (sum over dimensions; docs/formulas.md)
 
 on training points and on held-out points (the generalization gap is their difference), and the
 distance between two denoisers on the same noisy inputs, E |D_a(y, sigma) - D_b(y, sigma)|^2

@@ -154,3 +154,22 @@ def save_per_t_losses(path: str, rows: list[dict], partial_count: int = 4) -> st
              title=f"Per-t losses, d={first['d']} K={first['K']} N={first['N']} seed={first['seed']}")
     axis.legend(fontsize=6)
     return io.save_figure(path, figure)
+
+
+def save_escape(path: str, rows: list[dict], settings: list[str]) -> str:
+    """s^2 of the M = 100 model against the optimizer step, one line per setting (rows of
+    jaxmem.experiments.gmm_crossover.escape.run); solid for Adam b2 0.999, dashed otherwise."""
+    figure, axis = plt.subplots(figsize=(7.5, 5.0))
+    for label in settings:
+        mine = [r for r in rows if r["setting"] == label]
+        axis.plot([r["step"] for r in mine], [r["s2_M100"] for r in mine], "-" if "0.999" in label else "--",
+                  label=label)
+    axis.axhline(0.416, color="grey", lw=0.8)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("s^2 of the M = 100 model")
+    axis.set_title("leaving the memorising start (d 50, K 12, N 200): Adam b2 sets the pace")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    return io.save_figure(path, figure)

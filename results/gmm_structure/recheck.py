@@ -1,5 +1,5 @@
 """Recomputes, from this folder's committed CSVs only (no training), the numbers that the
-corrections of README.md (issue 31, item 7) rest on, and writes them to recheck.md.
+corrections of README.md rest on, and writes them to recheck.md.
 
     cd results/gmm_structure && ../../.venv/bin/python recheck.py     # numpy, pandas, scipy; < 1 s
 
