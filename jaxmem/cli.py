@@ -14,6 +14,7 @@ job holds it for all): a second launcher on a busy workdir exits 2 at once namin
 pid and host; a stale lock (its process gone) is taken over. A result or checkpoint that
 cannot be written (full disk, read-only folder: jaxmem.io.WriteError) stops the run with one
 `error: ...` line naming the file, the cause and the last good checkpoint, and exit status 1.
+A training run stopped by SIGTERM saves a checkpoint and exits 143 (jaxmem.train.Preempted).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from jaxmem.absl_app import HELP_FLAGS, USAGE_EXIT_CODE, fail, run_app  # noqa: 
 from jaxmem import workdir as ownership
 from jaxmem.config import (ConfigError, check_finite, check_override, config_module, docstring_entries, field_lines,
                            get_field, load_config, one_line, require)
+from jaxmem.train import Preempted
 
 WRITE_ERROR_EXIT_CODE = 1
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143: stopped and saved; schedulers requeue it
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -211,7 +214,11 @@ def run_main(run: Callable[[ml_collections.ConfigDict, str], object], default_wo
             changed = os.path.exists(previous) and pathlib.Path(previous).read_text() != io.config_json(config)
             if not changed:
                 io.save_config(workdir, config)
-            run(config, workdir)
+            try:
+                run(config, workdir)
+            except Preempted as stopped:  # a checkpoint is saved: the scheduler may requeue the command
+                logging.warning("%s", stopped)
+                sys.exit(PREEMPTED_EXIT_CODE)
             if changed:
                 io.save_config(workdir, config)
 

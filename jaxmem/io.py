@@ -116,11 +116,11 @@ def write_csv(path: str, rows: Sequence[Mapping], columns: Sequence[str] | None 
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _format_cell(row.get(k)) for k in columns})
+        writer.writerow({k: format_cell(row.get(k)) for k in columns})
     return write_text(path, buffer.getvalue())
 
 
-def _format_cell(value):
+def format_cell(value):
     """Floats to 6 significant digits; None (a missing value) to an empty cell, as CSV writes it."""
     if value is None:
         return ""
@@ -134,7 +134,7 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None
     columns = list(columns or (rows[0].keys() if rows else []))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(str(_format_cell(row.get(c, ""))) for c in columns) + " |")
+        lines.append("| " + " | ".join(str(format_cell(row.get(c, ""))) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -71,16 +71,6 @@ def vp_snr(t):
     return (1.0 - t * t) / (t * t)
 
 
-def vp_time_to_ve_sigma(t):
-    """VE noise level of x_t / alpha_t: sigma = t / sqrt(1 - t^2)."""
-    return t / (1.0 - t * t) ** 0.5
-
-
-def ve_sigma_to_vp_time(sigma):
-    """Inverse of `vp_time_to_ve_sigma`: t = sigma / sqrt(1 + sigma^2)."""
-    return sigma / (1.0 + sigma * sigma) ** 0.5
-
-
 def edm_index_range(sigmas: np.ndarray, lo: float, hi: float) -> tuple[int, int] | None:
     """Inclusive index range [i, j] of the (decreasing) grid entries with lo <= sigma <= hi.
 

@@ -127,11 +127,6 @@ def edm_trajectory(step_denoise: Callable, noise, sigmas, solver: str = "heun"):
     return _edm_solve(step_denoise, noise, sigmas, solver, record=True)
 
 
-def edm_sample(denoise: Callable, noise, sigmas, solver: str = "heun"):
-    """`edm_sample_steps` for a denoiser that ignores the step: denoise(x, sigma) -> x0_hat."""
-    return edm_sample_steps(lambda x, sigma, index: denoise(x, sigma), noise, sigmas, solver)
-
-
 def edm_noise(seed: int, first: int, count: int, shape: tuple[int, ...]) -> jax.Array:
     """Unit Gaussian starting noise of samples first..first+count-1 for `seed`, [count, *shape].
 

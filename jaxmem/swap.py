@@ -131,25 +131,3 @@ def switch_in_windows(step, windows, donor: Callable, base: Callable, x, sigma) 
     """donor(x, sigma) when `step` lies in one of the windows (int32 [W, 2], may be traced), else
     base(x, sigma): the one branch of every swapped sampler."""
     return jax.lax.cond(in_windows(step, windows), donor, base, x, sigma)
-
-
-def swap_denoiser(base: Callable, donor: Callable, windows: Sequence[Window] | Window, sigmas,
-                  data_shape: tuple[int, ...]) -> Callable:
-    """Step denoiser for sampling.edm_sample_steps: donor inside the windows, base elsewhere.
-
-    base, donor: denoise(x [S, *data_shape], sigma scalar) -> x0_hat of x's shape. windows: one
-    inclusive (first, last) pair of step indices or a sequence of disjoint pairs (see
-    check_windows; use sigma_window for windows given in sigma). sigmas: the sampler grid
-    [n + 1]. With no window the result is the base denoiser itself (bit-identical sampling).
-    Returns step_denoise(x, sigma, step) -> x0_hat.
-    """
-    windows = check_windows(windows, len(_levels(sigmas)))
-    check_same_shapes(base, donor, tuple(data_shape))
-    if not windows:
-        return lambda x, sigma, step: base(x, sigma)
-    table = window_array(windows, len(_levels(sigmas)))
-
-    def step_denoise(x, sigma, step):
-        return switch_in_windows(step, table, donor, base, x, sigma)
-
-    return step_denoise

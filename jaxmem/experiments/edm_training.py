@@ -4,7 +4,8 @@ run(config, workdir) with a configs/edm_training.py config:
   1. loads the images (jaxmem.data.load_images) and the class-balanced subset of size
      data.num_train (jaxmem.data.balanced_subset), saved as train_indices.npz
   2. trains with jaxmem.train.trainer (resumes from workdir/checkpoints; SIGTERM saves and
-     exits with status 143 so the scheduler requeues the same command)
+     raises jaxmem.train.Preempted, which the launcher answers with exit status 143 so the
+     scheduler requeues the same command)
   3. samples sampling.num_samples images with the EDM Heun/Euler sampler from the EMA (or raw)
      parameters: samples.npz (samples [S, H, W, C], sigmas) and samples.png
   4. the memorization rate of the samples against the training subset (1/3 nearest-neighbour
@@ -36,10 +37,9 @@ from jaxmem.denoisers import unet
 from jaxmem.experiments import sample_quality
 from jaxmem.metrics import FeatureStats, extract_features, scores, weights
 from jaxmem.plots.samples import save_sample_grid
-from jaxmem.train import checkpoint, trainer
+from jaxmem.train import Preempted, checkpoint, trainer
 from jaxmem.trajectory import guided_denoiser
 
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -121,7 +121,7 @@ def recipe_fingerprint(config: ml_collections.ConfigDict) -> str:
 def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageSet, np.ndarray, trainer.TrainResult]:
     """Validates, ties the workdir to the training recipe (workdir/fingerprint.json: a changed
     recipe on a workdir with checkpoints is refused), saves the subset's indices and trains
-    (resuming); exits 143 when preempted.
+    (resuming); raises jaxmem.train.Preempted when SIGTERM stopped it.
 
     Returns (training subset, its indices into the full split, the TrainResult). On a finished
     workdir this only restores the final checkpoint (jaxmem.experiments.denoiser_swaps reuses trained runs).
@@ -136,7 +136,8 @@ def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageS
         io.save_npz(os.path.join(workdir, "train_indices.npz"), indices=indices)
     result = trainer.train(config, workdir, data)
     if result.preempted:
-        raise SystemExit(PREEMPTED_EXIT_CODE)
+        raise Preempted(f"training stopped by SIGTERM after saving a checkpoint in {workdir}; the same "
+                        "command resumes it")
     return data, indices, result
 
 

@@ -100,6 +100,12 @@ def _columns(sigmas: np.ndarray, **curves) -> list[dict]:
     return [{"sigma": float(s), **{k: float(v[i]) for k, v in curves.items()}} for i, s in enumerate(sigmas)]
 
 
+def _as_written(rows: list[dict]) -> dict[str, np.ndarray]:
+    """{column: values [L]} of curve rows as their file holds them (io.format_cell's rounding),
+    without the sigma column: a fresh run derives the regimes from what a resumed one reads."""
+    return {name: np.array([float(io.format_cell(row[name])) for row in rows]) for name in rows[0] if name != "sigma"}
+
+
 def _read_curves(path: str) -> dict[str, np.ndarray]:
     """{column: values [L]} of a curve file written by run, without the sigma column."""
     with open(path) as f:
@@ -182,9 +188,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return os.path.join(workdir, name)
 
     os.makedirs(workdir, exist_ok=True)
+    primary = jax.process_index() == 0  # every process measures; process 0 writes the results
     train, heldout, indices = load_split(config)  # bad data fails before the workdir is tied to the config
     resuming = io.check_fingerprint(path("fingerprint.json"), fingerprint(config), "curves of another config")
-    io.save_npz(path("split_indices.npz"), **indices)
+    if primary:
+        io.save_npz(path("split_indices.npz"), **indices)
     sigmas = noise.log_sigmas(config.grid.num_sigmas, config.grid.sigma_min, config.grid.sigma_max)
     params = empirical.make_params(train, config.compute.block_size)
     wiener_params = functools.cache(lambda: linear.make_params(train))  # SVD once, only if needed
@@ -205,9 +213,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         paths[name] = path(name + ".csv")
         if resuming and os.path.exists(paths[name]):  # no fingerprint yet: curves of unknown config
             logging.info("%s: loading %s, written by an earlier run of this config", name, paths[name])
+            curves[name] = _read_curves(paths[name])
         else:
-            logging.info("wrote %s: %s", name, io.write_csv(paths[name], _columns(sigmas, **measure())))
-        curves[name] = _read_curves(paths[name])
+            rows = _columns(sigmas, **measure())
+            if primary:
+                logging.info("wrote %s: %s", name, io.write_csv(paths[name], rows))
+            curves[name] = _as_written(rows)
     conc, cover, mse_curves = curves["concentration"], curves["coverage"], curves["mse"]
 
     thresholds = (config.regimes.w_threshold, config.regimes.c_threshold)
@@ -215,14 +226,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     labels = regimes.label_levels(conc["max_weight"], cover["coverage"], *thresholds)
     regime["levels"] = [{"sigma": float(s), "regime": str(r)} for s, r in zip(sigmas, labels)]
     regime["elapsed_s"] = time.perf_counter() - started
-    paths["regimes"] = io.write_json(path("regimes.json"), regime)
-    figure = geometry_plot.geometry_figure(
-        sigmas, conc["max_weight"], cover["coverage"], regime, mse_train=mse_curves["train_mse"],
-        mse_heldout=mse_curves["heldout_mse"], mse_wiener=mse_curves["wiener_heldout_mse"],
-        title=f"{config.data.dataset}, N = {len(train)}, d = {train.shape[1]}")
-    paths["figure"] = io.save_figure(path("geometry.png"), figure)
-    for name in ("regimes", "figure"):
-        logging.info("wrote %s: %s", name, paths[name])
+    paths["regimes"], paths["figure"] = path("regimes.json"), path("geometry.png")
+    if primary:
+        io.write_json(paths["regimes"], regime)
+        figure = geometry_plot.geometry_figure(
+            sigmas, conc["max_weight"], cover["coverage"], regime, mse_train=mse_curves["train_mse"],
+            mse_heldout=mse_curves["heldout_mse"], mse_wiener=mse_curves["wiener_heldout_mse"],
+            title=f"{config.data.dataset}, N = {len(train)}, d = {train.shape[1]}")
+        io.save_figure(paths["figure"], figure)
+        for name in ("regimes", "figure"):
+            logging.info("wrote %s: %s", name, paths[name])
     logging.info("regimes (sigma_min, sigma_max, EDM indices): %s; %.1f s",
                  {k: (v["sigma_min"], v["sigma_max"], v["edm_indices"]) for k, v in regime["regimes"].items()},
                  regime["elapsed_s"])

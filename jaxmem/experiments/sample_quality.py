@@ -20,6 +20,7 @@ import os
 import warnings
 import zipfile
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
@@ -149,8 +150,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         result = {"samples": os.path.abspath(config.samples.path), "reference": name,
                   **scores.score_samples(samples, stats, params, options)}
     logging.info("quality: %s", scores.rounded(result))
-    io.write_json(os.path.join(workdir, "quality.json"), result)
-    io.write_text(os.path.join(workdir, "quality.md"),
-                  io.markdown_table([scores.rounded(result)], ["reference", *scores.COLUMNS]))
-    logging.info("results: %s and %s", os.path.join(workdir, "quality.json"), os.path.join(workdir, "quality.md"))
+    if jax.process_index() == 0:
+        io.write_json(os.path.join(workdir, "quality.json"), result)
+        io.write_text(os.path.join(workdir, "quality.md"),
+                      io.markdown_table([scores.rounded(result)], ["reference", *scores.COLUMNS]))
+        logging.info("results: %s and %s", os.path.join(workdir, "quality.json"), os.path.join(workdir, "quality.md"))
     return result

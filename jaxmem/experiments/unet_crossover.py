@@ -41,8 +41,10 @@ GMM_TIMES = noise.vp_times()
 GMM_WEIGHTING, GMM_VARIANCE = "x0", 1.0
 # Column pairs (N, M*) of the GMM tables: a crossover sweep's results.csv, a crossover run's crossover.csv.
 GMM_COLUMNS = (("rows.0.N", "rows.0.M_pt"), ("N", "M_pt"))
-# Where the GMM laboratory's M* versus N usually is (configs/sweeps/gmm_crossover_n.py, `make demo`).
-GMM_TABLES = ("runs/crossover_n/results.csv", "runs/demo/crossover.csv")
+# Where the GMM laboratory's M* versus N usually is (configs/sweeps/gmm_crossover_n.py, `make demo`): under
+# runs/ of the repository that holds this package, whatever the working directory.
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GMM_TABLES = tuple(os.path.join(_REPOSITORY, "runs", name) for name in ("crossover_n/results.csv", "demo/crossover.csv"))
 ANALYSIS = "jaxmem.experiments.unet_crossover:analyze"  # the sweep hook, for a sweep file's ANALYSIS
 TABLE_COLUMNS = ("N", "capacity_star", "capacity_below", "rate_below", "capacity_above", "rate_above",
                  "runs", "reason")

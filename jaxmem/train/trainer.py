@@ -229,10 +229,8 @@ def _cached_program(step_config: str, data_shape: tuple[int, ...], devices: tupl
 
     def init(rng) -> TrainState:
         param_rng, state_rng = jax.random.split(rng)
-        x = jnp.zeros((1, *data_shape), jnp.float32)
-        labels = jnp.zeros((1, label_dim), jnp.float32) if label_dim else None
-        params = network.init(param_rng, x, jnp.zeros((1,)), labels)["params"]
-        return init_state(params, optimizer, state_rng, len(gammas))
+        return init_state(unet.init_params(network, param_rng, data_shape, label_dim), optimizer, state_rng,
+                          len(gammas))
 
     state_shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
     state_sharding = jax.tree_util.tree_map(lambda _: parallel.replicated(mesh), state_shapes)

@@ -150,8 +150,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths)."""
-    from jaxmem.plots import crossover as crossover_plots
-
     validate_config(config)
     started = time.perf_counter()
     rows, models, ratio_curves, losses = [], [], [], []
@@ -170,7 +168,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     predicted = {key: linear_fits([r["N"] for r in rows], [r[key] for r in rows])["slope"]
                  for key in rows[0] if key.startswith("Mstar_")}
     pooled = by_train_size(rows)
-    paths = dict(table_csv=io.write_csv(os.path.join(workdir, "crossover.csv"), rows),
+    summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, by_N=pooled, files={})
+    if jax.process_index() == 0:  # every process trains and evaluates; process 0 writes the results
+        write_results(workdir, config, summary, models, losses, ratio_curves, started)
+    logging.info("M*/N slope: %.3f +- %.3f (intercept %.2f, R^2 %.4f, %d points); through the origin %.3f; "
+                 "predicted slopes: %s", fit["slope"], fit["slope_se"], fit["intercept"], fit["r2"], fit["points"],
+                 fit["slope_origin"], ", ".join(f"{k}={v:.3f}" for k, v in predicted.items()))
+    return summary
+
+
+def write_results(workdir: str, config, summary: dict, models: list[dict], losses: list[dict],
+                  ratio_curves: list[dict], started: float) -> None:
+    """Writes the tables, figures, report.md and summary.json of run() (begun at time.perf_counter()
+    `started`) into workdir; their paths go into summary["files"]."""
+    from jaxmem.plots import crossover as crossover_plots
+
+    rows, pooled, fit = summary["rows"], summary["by_N"], summary["fit"]
+    paths = summary["files"]
+    paths.update(table_csv=io.write_csv(os.path.join(workdir, "crossover.csv"), rows),
                  table_md=io.write_text(os.path.join(workdir, "crossover.md"), io.markdown_table(rows)),
                  by_n_csv=io.write_csv(os.path.join(workdir, "crossover_by_n.csv"), pooled),
                  models_csv=io.write_csv(os.path.join(workdir, "models.csv"), models),
@@ -181,13 +196,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     paths["per_t_png"] = crossover_plots.save_per_t_losses(os.path.join(workdir, "per_t_losses.png"), first_set)
     paths["ratio_png"] = crossover_plots.save_ratio_curves(os.path.join(workdir, "memorization_ratio.png"),
                                                            ratio_curves)
-    summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, by_N=pooled, files=paths)
     devices = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
     paths["report_md"] = write_report(os.path.join(workdir, "report.md"), config, summary,
                                       time.perf_counter() - started, devices)
     io.write_json(os.path.join(workdir, "summary.json"), summary)
-    logging.info("M*/N slope: %.3f +- %.3f (intercept %.2f, R^2 %.4f, %d points); through the origin %.3f; "
-                 "predicted slopes: %s", fit["slope"], fit["slope_se"], fit["intercept"], fit["r2"], fit["points"],
-                 fit["slope_origin"], ", ".join(f"{k}={v:.3f}" for k, v in predicted.items()))
     logging.info("report: %s; figures: %s and %s", paths["report_md"], paths["crossover_png"], paths["ratio_png"])
-    return summary

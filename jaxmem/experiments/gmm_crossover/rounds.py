@@ -154,7 +154,8 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
     models = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, capacities_of_set),
                                  grid_dir, f"train d={dim}")
     result.update(models)
-    io.save_npz(os.path.join(grid_dir, "result.npz"), **result)
+    if jax.process_index() == 0:
+        io.save_npz(os.path.join(grid_dir, "result.npz"), **result)
     return result
 
 
@@ -218,7 +219,8 @@ def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> d
             data_sets = data_sets or make_data_sets(config, dim, train_sizes)
             done = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, extra, k),
                                        round_dir, f"{folder} d={dim}")
-            io.save_npz(os.path.join(round_dir, "result.npz"), fingerprint=np.array(fingerprint), **done)
+            if jax.process_index() == 0:
+                io.save_npz(os.path.join(round_dir, "result.npz"), fingerprint=np.array(fingerprint), **done)
         joined.update({key: np.concatenate([joined[key], done[key]]) for key in MODEL_KEYS})
         joined["round"] = np.concatenate([joined["round"], np.full(len(done["M"]), k)])
     joined["refinement"] = joined["round"] > 0
