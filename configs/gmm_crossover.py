@@ -23,7 +23,7 @@ Presets (--config=configs/gmm_crossover.py:<preset>):
                     {50, ..., 200}, 2 seeds (configs/sweeps/gmm_crossover_replication.py sweeps p)
   replication_rates a fixed M/N grid at N = 200, p = 0.1, r = 10, 200 samples per model: where
                     memorised samples land by multiplicity (configs/sweeps/
-                    crossover_replication_rates.py sweeps p)
+                    gmm_crossover_replication_rates.py sweeps p)
   subspace          an isotropic GMM in a random C-dimensional subspace of d = 50 (tau^2 = 0.01),
                     N = 200, 3 seeds (configs/sweeps/gmm_crossover_rank.py sweeps C)
 

@@ -66,7 +66,7 @@ def test_bad_sweeps_fail_with_a_message_naming_the_field(smoke_config, tmp_path)
 
 
 def test_the_crossover_n_sweep_file_expands_over_n(smoke_config, tmp_path):
-    axes, plot = expand.load_sweep_file(os.path.join(REPO, "configs", "sweeps", "crossover_n.py"))
+    axes, plot = expand.load_sweep_file(os.path.join(REPO, "configs", "sweeps", "gmm_crossover_n.py"))
     runs = expand.expand(smoke_config, axes, str(tmp_path))
     assert [r.values["data.train_sizes"] for r in runs] == [(20,), (40,), (60,), (80,), (100,)]
     assert plot["x"] == "rows.0.N" and "rows.0.M_pt" in plot["y"]
