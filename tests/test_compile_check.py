@@ -168,7 +168,7 @@ def test_gmm_grid_program_shards_sets_without_collectives():
 
 
 def test_unknown_family_is_refused():
-    with pytest.raises(ConfigError, match="families: edm, geometry, crossover, quality"):
+    with pytest.raises(ConfigError, match="families: edm_training, noise_regimes, gmm_crossover, sample_quality"):
         programs.programs_of("denoiser_swaps", load_config("configs/denoiser_swaps.py:smoke"), jax.devices())
 
 
