@@ -204,9 +204,9 @@ def test_launcher_reruns_quietly_and_refuses_other_sources_and_bad_input(importe
     assert not (tmp_path / "new").exists()
     edm_owned = tmp_path / "edm_run"
     edm_owned.mkdir()
-    (edm_owned / "experiment.json").write_text('{"experiment": "edm"}')
+    (edm_owned / "experiment.json").write_text('{"experiment": "edm"}')  # the training launcher's former name
     out = launch(f"--source={source}", f"--workdir={edm_owned}")
-    assert out.returncode == 2 and "belongs to a edm run" in out.stderr
+    assert out.returncode == 2 and "belongs to a edm_training run" in out.stderr and "launch/edm_training.py" in out.stderr
     assert sorted(os.listdir(edm_owned)) == ["experiment.json"]
     assert launch("--help").returncode == 0
 
