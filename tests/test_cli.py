@@ -5,6 +5,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
+
+import pytest
+
+from jaxmem.config import load_config
+from jaxmem.experiments import edm_training
+from jaxmem.train import Preempted
 
 CONFIG = textwrap.dedent("""
     import ml_collections
@@ -21,10 +28,13 @@ LAUNCHER = textwrap.dedent("""
     import os
     from jaxmem import io
     from jaxmem.cli import run_main
+    from jaxmem.train import Preempted
 
     def run(config, workdir):
         if config.seed < 0:
             raise ValueError("this workdir holds results of another config")
+        if config.training.steps == 0:
+            raise Preempted("stopped by SIGTERM after saving a checkpoint")
         io.write_json(os.path.join(workdir, "result.json"), {"steps": config.training.steps})
 
     if __name__ == "__main__":
@@ -70,3 +80,16 @@ def test_rejected_rerun_keeps_the_recorded_config(tmp_path):
     assert (tmp_path / "wd" / "config.json").read_text() == recorded
     assert _launch(tmp_path, "--config=cfg.py:tiny", "--config.training.steps=9", "--workdir=wd").returncode == 0
     assert json.loads((tmp_path / "wd" / "config.json").read_text())["training"]["steps"] == 9
+
+
+def test_a_preempted_run_exits_143_for_the_scheduler(tmp_path):
+    out = _launch(tmp_path, "--config=cfg.py:tiny", "--config.training.steps=0", "--workdir=wd")
+    assert out.returncode == 143 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "stopped by SIGTERM after saving a checkpoint" in out.stderr
+
+
+def test_edm_training_raises_preempted_when_the_trainer_stopped_on_sigterm(tmp_path, monkeypatch):
+    monkeypatch.setattr(edm_training.trainer, "train", lambda config, workdir, data: types.SimpleNamespace(
+        preempted=True))
+    with pytest.raises(Preempted, match="same command resumes"):
+        edm_training.train_model(load_config("configs/edm_training.py:smoke"), str(tmp_path))
