@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax.numpy as jnp
 
@@ -38,14 +39,44 @@ def test_alternate_runs_the_sides_in_turns_and_pairs_each_rounds_times(monkeypat
     monkeypatch.setattr(harness.time, "perf_counter", lambda: clock[0])
     loads = iter([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 5.0, 0.1])
     monkeypatch.setattr(harness.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
-    monkeypatch.setattr(harness.os, "cpu_count", lambda: 2)
+    # Core-seconds other processes spend during each timed call (ours 1 s, peer 3 s): only the
+    # 7th call (the peer's, in round 4) sees another process, at 1.5 / 3 s = 0.5 cores.
+    others = iter([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5, 0.0])
+    state = {"machine": 100.0, "own": 50.0, "inside": False}
+
+    def busy_cpu_seconds():
+        if state["inside"]:  # the reading after a call: the call's own work plus the others'
+            state["machine"] += next(others) + 2.0
+            state["own"] += 2.0
+        state["inside"] = not state["inside"]
+        return state["machine"], state["own"]
+
+    monkeypatch.setattr(harness, "busy_cpu_seconds", busy_cpu_seconds)
     out = harness.alternate({"ours": side("ours", 1.0), "peer": side("peer", 3.0)}, rounds=4, reference="ours")
     # one warm-up call each, then rounds alternate the order: ours peer, peer ours, ...
     assert order == ["ours", "peer", "ours", "peer", "peer", "ours", "ours", "peer", "peer", "ours"]
     assert out["peer"]["ratio_median"] == out["peer"]["ratio_min"] == 3.0 and out["ours"]["median_s"] == 1.0
     assert out["ours"]["spread"] == 0.0 and out["peer"]["load_max"] == 5.0 and out["ours"]["load_max"] == 0.6
-    assert out["ours"]["quiet"] is False  # one reading of 5.0 > 0.75 x 2 cores
+    assert out["peer"]["other_cores_max"] == 0.5 and out["ours"]["other_cores_max"] == 0.0
+    assert out["ours"]["quiet"] is False  # the peer's 4th call shared the machine with 0.5 cores > 0.25
     assert "ratio_median" not in out["ours"]
+
+
+def test_other_cores_sees_a_process_spinning_beside_it():
+    from jaxmem.benchmarks import harness
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let the interpreter start
+        before, t0 = harness.busy_cpu_seconds(), time.perf_counter()
+        time.sleep(1.5)
+        with_spinner = harness.other_cores(before, harness.busy_cpu_seconds(), time.perf_counter() - t0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # a spinning child keeps up to a whole core busy (less when other jobs share the machine)
+    assert with_spinner > 0.2
+    assert harness.other_cores(None, (1.0, 1.0), 1.0) is None
 
 
 def test_bench_tables_hold_only_each_entrys_columns():

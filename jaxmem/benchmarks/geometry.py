@@ -49,7 +49,7 @@ def _inputs(num_queries: int, num_train: int, dim: int, block: int):
 
 def run(size: str) -> list[dict]:
     """Times both methods on the same inputs in alternating rounds (harness.alternate); rows: entry,
-    method, shape, median_s, spread, load_max, quiet, matmul_fraction; the shared row's
+    method, shape, median_s, spread, load_max, other_cores_max, quiet, matmul_fraction; the shared row's
     ratio_vs_baseline is the baseline's time over its own in the same round (median; ratio_min /
     ratio_max the range).
 

@@ -4,9 +4,12 @@ matmul rate (the roofline entries report a fraction of) and its peak memory.
 Comparisons against a peer (`alternate`) run the sides in turns, not one after the other: on a
 shared machine a burst of load then hits both sides alike, and the ratio of each round's paired
 times is far steadier than the ratio of two medians taken minutes apart (PyTorch and faiss with
-2 threads slow down much more than XLA when another process shares the cores). Each round
-records the 1-minute load average before every call; a comparison counts as quiet when that
-load never exceeded QUIET_LOAD_PER_CORE per core.
+2 threads slow down much more than XLA when another process shares the cores). Every call
+records how many cores other processes kept busy while it ran (`other_cores`: the machine's busy
+CPU time from /proc/stat minus this process's own, over the call's wall time); a comparison
+counts as quiet when no call saw more than QUIET_OTHER_CORES. The 1-minute load average is kept
+beside it (`load_max`) but does not decide: it counts the benchmark's own threads, so a
+2-thread benchmark alone on 2 cores already reads ~2.
 """
 
 from __future__ import annotations
@@ -45,7 +48,31 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, min_time_s: 
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
 
 
-QUIET_LOAD_PER_CORE = 0.75  # the bench itself keeps ~1 core busy; more than that is another process
+QUIET_OTHER_CORES = 0.25  # cores other processes may keep busy, on average over one call, in a quiet run
+
+
+def busy_cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has spent busy since boot, of which this process and its
+    waited-for children), or None where /proc/stat does not exist (not Linux). Busy = user, nice,
+    system, irq and softirq time; idle, iowait and steal are not counts of work done here."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:8]]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    own = os.times()
+    return ((user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system + own.children_user + own.children_system)
+
+
+def other_cores(before: tuple[float, float] | None, after: tuple[float, float] | None, seconds: float) -> float | None:
+    """Cores other processes kept busy on average between two busy_cpu_seconds readings `seconds`
+    apart (never below 0: the two clocks tick at different granularities); None without readings."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    machine, own = after[0] - before[0], after[1] - before[1]
+    return max(0.0, (machine - own) / seconds)
 
 
 def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
@@ -53,11 +80,13 @@ def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
     """Times the zero-argument callables of `sides` in turns: `rounds` rounds, each calling every side
     once (the order reversed every other round), after `warmup` untimed calls of each.
 
-    Returns per side: median_s, min_s, max_s, spread (max - min over median), repeats, and
-    load_max (the largest 1-minute load average seen before one of its calls). With `reference`
-    (a side's name), each other side also gets ratio_median / ratio_min / ratio_max: the time of
-    that side over the reference's in the same round (above 1: the reference is faster), and
-    every side gets quiet (every load reading <= QUIET_LOAD_PER_CORE x cores).
+    Returns per side: median_s, min_s, max_s, spread (max - min over median), repeats, load_max
+    (the largest 1-minute load average seen before one of its calls), other_cores_max (the most
+    cores other processes kept busy during one of its calls; None off Linux) and quiet (True when
+    no call of any side saw more than QUIET_OTHER_CORES; False when that was not measured). With
+    `reference` (a side's name), each other side also gets ratio_median / ratio_min / ratio_max:
+    the time of that side over the reference's in the same round (above 1: the reference is
+    faster).
     """
     names = list(sides)
     if reference is not None and reference not in sides:
@@ -67,20 +96,26 @@ def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
             jax.block_until_ready(sides[name]())
     times = {name: [] for name in names}
     loads = {name: [] for name in names}
+    others = {name: [] for name in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             loads[name].append(os.getloadavg()[0])
+            before = busy_cpu_seconds()
             t0 = time.perf_counter()
             jax.block_until_ready(sides[name]())
-            times[name].append(time.perf_counter() - t0)
-    limit = QUIET_LOAD_PER_CORE * (os.cpu_count() or 1)
-    quiet = all(load <= limit for side in loads.values() for load in side)
+            seconds = time.perf_counter() - t0
+            times[name].append(seconds)
+            others[name].append(other_cores(before, busy_cpu_seconds(), seconds))
+    readings = [c for side in others.values() for c in side]
+    quiet = None not in readings and max(readings) <= QUIET_OTHER_CORES
     out = {}
     for name in names:
         median = statistics.median(times[name])
+        measured = [c for c in others[name] if c is not None]
         out[name] = dict(median_s=median, min_s=min(times[name]), max_s=max(times[name]),
                          spread=(max(times[name]) - min(times[name])) / median, repeats=rounds,
-                         load_max=max(loads[name]), quiet=quiet)
+                         load_max=max(loads[name]), other_cores_max=max(measured) if measured else None,
+                         quiet=quiet)
         if reference is not None and name != reference:
             ratios = [a / b for a, b in zip(times[name], times[reference])]
             out[name].update(ratio_median=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))

@@ -83,7 +83,7 @@ def _host_baselines(queries, train):
 def run(size: str, rounds: int = 5) -> list[dict]:
     """Every side timed in alternating rounds (jaxmem.benchmarks.harness.alternate); rows: entry, method, shape,
     median_s, spread, ratio_vs_baseline (the side's time over jaxmem's in the same round, median;
-    ratio_min / ratio_max its range), matmul_fraction, load_max, quiet."""
+    ratio_min / ratio_max its range), matmul_fraction, load_max, other_cores_max, quiet."""
     nq, n, d = SIZES[size]
     rng = np.random.default_rng(0)
     train = rng.standard_normal((n, d), dtype=np.float32)
