@@ -122,9 +122,10 @@ def add_timings(row: dict, inputs: dict, step: dict, forward: dict) -> dict:
     """Fills a row's rates from its alternate() timings of the step call and the forward pass."""
     seconds = step["median_s"] / inputs["steps_per_call"]
     images_per_s = len(inputs["images"]) / seconds
-    others = [c for c in (step["other_cores_max"], forward["other_cores_max"]) if c is not None]
+    others = (c for c in (step["other_cores_max"], forward["other_cores_max"]) if c is not None)
     row.update(median_s=seconds, spread=step["spread"], load_max=max(step["load_max"], forward["load_max"]),
-               other_cores_max=max(others) if others else None, quiet=step["quiet"] and forward["quiet"], images_per_s=images_per_s, forward_s=forward["median_s"],
+               other_cores_max=max(others, default=None), quiet=step["quiet"] and forward["quiet"],
+               images_per_s=images_per_s, forward_s=forward["median_s"],
                achieved_gflops=inputs["flops"] / seconds / 1e9,
                matmul_fraction=inputs["flops"] / seconds / inputs["peak"],
                extrapolated_h=inputs["config"].training.total_images / images_per_s / 3600)

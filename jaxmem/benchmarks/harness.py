@@ -111,10 +111,10 @@ def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
     out = {}
     for name in names:
         median = statistics.median(times[name])
-        measured = [c for c in others[name] if c is not None]
         out[name] = dict(median_s=median, min_s=min(times[name]), max_s=max(times[name]),
                          spread=(max(times[name]) - min(times[name])) / median, repeats=rounds,
-                         load_max=max(loads[name]), other_cores_max=max(measured) if measured else None,
+                         load_max=max(loads[name]),
+                         other_cores_max=max((c for c in others[name] if c is not None), default=None),
                          quiet=quiet)
         if reference is not None and name != reference:
             ratios = [a / b for a, b in zip(times[name], times[reference])]
