@@ -46,7 +46,12 @@ Fields (score_sde style groups):
             `refinement` column), search ('grid': capacity_fractions; 'adaptive': rounds around
             the measured-loss prediction, jaxmem.experiments.gmm_crossover.search) with search_points (per set
             and round), search_span, search_tolerance (fraction of N), search_rounds (after the
-            first), search_weighting (the prediction's weighting, one of eval.weightings)
+            first), search_weighting (the prediction's weighting, one of eval.weightings),
+            window_rounds (0 = off; w > 0: after the search or refinement, up to w rounds that
+            bracket both ends of each set's delta window, the first crossings of eval.delta and
+            1 - eval.delta, to window_tolerance x N, training M = N where no trained M reached
+            1 - delta: folders window<k>/; an adaptive search stops once it brackets 0.5 and
+            leaves a window end NaN when it never trained high enough)
   training  steps, noise_draws (per point and step), peak_lr, final_lr, warmup_fraction, adam_b2
             (Adam's second-moment decay: 0.999 is the paper's; the cheap protocol's 0.9 lets the
             models leave the memorising start in ~1,500 steps instead of ~35,000),
@@ -86,7 +91,7 @@ def _base() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(dict(
         capacity_fractions=FRACTIONS_10, init="partial", init_variance=1e-6, num_seeds=1,
         refine_points=0, search="grid", search_points=4, search_span=0.25, search_tolerance=0.02,
-        search_rounds=4, search_weighting="x0"))
+        search_rounds=4, search_weighting="x0", window_rounds=0, window_tolerance=0.05))
     config.training = ml_collections.ConfigDict(dict(
         steps=50_000, noise_draws=100, peak_lr=1e-3, final_lr=1e-6, warmup_fraction=0.1,
         weighting="eps", custom_weights=(), chunk_steps=2_000, num_times=noise.VP_NUM_TIMES,
@@ -250,7 +255,7 @@ def replication() -> ml_collections.ConfigDict:
     config = curve()
     config.data.update(train_sizes=(50, 100, 150, 200), replication="fraction", replicated_fraction=0.1,
                        copies=10)
-    config.model.num_seeds = 2
+    config.model.update(num_seeds=2, window_rounds=2)  # replicated data: windows wider than the bracket
     return config
 
 

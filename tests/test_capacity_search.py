@@ -1,5 +1,6 @@
-"""Adaptive capacity search: planted transitions are found to the tolerance; the adaptive
-crossover resumes after a kill in the middle of a round to the same answer."""
+"""Adaptive capacity search: planted transitions (and both ends of a planted window) are found
+to the tolerance; the adaptive crossover, search and window rounds, resumes after a kill in the
+middle of a round to the same answer."""
 
 import json
 import os
@@ -57,6 +58,40 @@ def test_search_bad_input_names_the_field():
         capacity_search.first_round(100, 50.0, 0, 0.25)
 
 
+def test_window_rounds_bracket_both_ends_of_a_planted_window():
+    """A wide logistic transition the 0.5 search leaves without a window end: the window rounds
+    find both first crossings (0.1 and 0.9) to the window tolerance, with N trained."""
+    from jaxmem.experiments.gmm_crossover.report import transition_window
+    from jaxmem.experiments.gmm_crossover.rounds import window_capacities
+
+    num_train, center, width = 200, 120.0, 12.0
+    true_start, true_end = center - width * np.log(9.0), center + width * np.log(9.0)  # 93.6, 146.4
+
+    def ratio_of(m):
+        return 1.0 / (1.0 + np.exp(-(np.asarray(m, np.float64) - center) / width))
+
+    tried, ratios, _ = _search(ratio_of, num_train, 100.0)
+    assert np.isnan(transition_window(np.sort(tried), ratios[np.argsort(tried)], 0.1)[1])  # the search stops short
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs/gmm_crossover.py") + ":curve")
+    with config.unlocked():
+        config.model.update(window_rounds=6, window_tolerance=0.03)
+    for _ in range(config.model.window_rounds):
+        result = dict(set_K=np.array([12]), set_N=np.array([num_train]), set_seed=np.array([0]),
+                      K=np.full(len(tried), 12), N=np.full(len(tried), num_train), seed=np.zeros(len(tried), int),
+                      M=tried, ratio=ratios)
+        (new,) = window_capacities(config, result)
+        if new.size == 0:
+            break
+        assert not np.isin(new, tried).any() and new.min() >= 1 and new.max() <= num_train
+        tried, ratios = np.append(tried, new), np.append(ratios, ratio_of(new))
+    else:
+        pytest.fail("the window rounds did not end")
+    order = np.argsort(tried)
+    start, end = transition_window(tried[order], ratios[order], 0.1)
+    assert num_train in tried
+    assert abs(start - true_start) <= 0.03 * num_train and abs(end - true_end) <= 0.03 * num_train
+
+
 @pytest.fixture
 def adaptive(request):
     from tests.conftest import REPO
@@ -64,7 +99,8 @@ def adaptive(request):
     config = load_config(os.path.join(REPO, "configs/gmm_crossover.py") + ":smoke")
     with config.unlocked():
         config.data.train_sizes = (12,)
-        config.model.update(search="adaptive", search_points=2, search_tolerance=0.1, search_rounds=1)
+        config.model.update(search="adaptive", search_points=2, search_tolerance=0.1, search_rounds=1,
+                            window_rounds=1, window_tolerance=0.01)
         config.training.update(steps=20, chunk_steps=10, peak_lr=0.1, estimator="stratified")
         config.sampling.num_samples = 16
     return config
@@ -74,6 +110,7 @@ def test_adaptive_crossover_resumes_after_a_kill_mid_round(adaptive, tmp_path, m
     whole = crossover.run(adaptive, str(tmp_path / "whole"))
     rounds = sorted(n for n in os.listdir(tmp_path / "whole" / "d6") if n.startswith("round"))
     assert rounds, "the smoke transition needs at least one search round"
+    assert os.path.exists(tmp_path / "whole" / "d6" / "window1" / "result.npz")  # then the window's ends
     row = whole["rows"][0]
     assert row["models"] >= 3 and row["bracket_lo"] < row["M_pt"] <= row["bracket_hi"]
 
@@ -110,6 +147,10 @@ def test_compare_runs_flags_ratio_gaps_and_windows():
 
 
 def test_adaptive_config_rejects_a_non_positive_tolerance(adaptive):
+    with adaptive.unlocked():
+        adaptive.model.update(search_tolerance=0.1, window_rounds=-1)
+    with pytest.raises(ValueError, match=r"model.window_rounds = -1 is invalid"):
+        crossover.validate_config(adaptive)
     with adaptive.unlocked():
         adaptive.model.search_tolerance = 0.0
     with pytest.raises(ValueError, match=r"model.search_tolerance = 0.0 is invalid.*positive"):

@@ -48,6 +48,8 @@ def preset_grids(config) -> list[dict]:
         shapes.append((len(fractions), lambda n: max(1, round(max(fractions) * n)), 1))
     if int(model.refine_points) > 0:
         shapes.append((int(model.refine_points), lambda n: n, 1))
+    if int(model.window_rounds) > 0:  # at most search_points + 1 capacities per window end
+        shapes.append((2 * (int(model.search_points) + 1), lambda n: n, int(model.window_rounds)))
     grids = []
     for dim in (int(d) for d in data.dims):
         for group in groups:

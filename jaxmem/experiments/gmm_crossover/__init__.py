@@ -12,7 +12,9 @@ untrained integer M values inside each window are trained as one more grid per d
 training and evaluation code) and M_pt and the window are recomputed from all M values. With
 model.search = 'adaptive' the first grid trains a few capacities around each set's
 measured-loss prediction and later rounds bisect the bracket of M_pt to model.search_tolerance
-x N (search.py), each round one more vmapped grid.
+x N (search.py), each round one more vmapped grid. With model.window_rounds = w > 0, up to w
+further rounds bracket both ends of each set's delta window the same way (to
+model.window_tolerance x N), so a window end is measured where the search stopped below it.
 
 The package: grids.py (data sets, capacities, the stacked initial grid), evaluation.py (losses,
 samples, baselines of many models at once), rounds.py (the first grid and the later rounds,
@@ -25,6 +27,7 @@ Workdir:
   d<d>[_n<N>]/result.npz    everything measured for that grid (a rerun skips finished grids)
   d<d>[_n<N>]/refine_r<r>/  the same three for the refinement grid (model.refine_points = r > 0)
   d<d>[_n<N>]/round<k>/     the same three for round k of the adaptive search
+  d<d>[_n<N>]/window<k>/    the same three for round k bracketing the window's ends (model.window_rounds)
   crossover.csv, crossover.md   one row per data set: M_pt, window, bracket, predicted M*, baseline losses
   crossover_by_n.csv            one row per (d, K, N): M_pt over seeds with a 95% interval
   models.csv                    one row per trained model: ratio, s^2, weighted train/val losses, round
@@ -112,6 +115,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 model.search_rounds, "an integer >= 0 (rounds after the first)")
         require(model.search_weighting in config.eval.weightings, "model.search_weighting",
                 model.search_weighting, f"one of eval.weightings {tuple(config.eval.weightings)}")
+    require(isinstance(model.window_rounds, int) and model.window_rounds >= 0, "model.window_rounds",
+            model.window_rounds, "an integer >= 0 (0 = no rounds bracketing the window's ends)")
+    require(model.window_tolerance > 0, "model.window_tolerance", model.window_tolerance,
+            "a positive fraction of N (the bracket width of a window end at which its rounds stop)")
+    if model.window_rounds > 0 and model.search != "adaptive":
+        require(isinstance(model.search_points, int) and model.search_points >= 1, "model.search_points",
+                model.search_points, "an integer >= 1 (capacities per window end, set and round)")
     require(training.steps >= 1, "training.steps", training.steps, "an integer >= 1")
     require(training.chunk_steps >= 1, "training.chunk_steps", training.chunk_steps, "an integer >= 1")
     require(training.point_block >= 0, "training.point_block", training.point_block,

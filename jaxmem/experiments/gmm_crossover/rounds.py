@@ -1,5 +1,6 @@
 """Training rounds of the crossover experiment: the first grid of each d, then the adaptive
-search rounds or the refinement of the transition windows, each one grid trained and measured.
+search rounds or the refinement of the transition windows, then the rounds that bracket the
+window's ends, each one grid trained and measured.
 
 Each round lives in its own folder with checkpoints/, fingerprint.json and result.npz: an
 unfinished round resumes, a finished one is read back, one of another config is refused.
@@ -43,7 +44,7 @@ def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     fields["data"]["train_sizes"] = [int(n) for n in train_sizes]
     fields["eval"].pop("model_batch")
     fields["eval"].pop("window_fallback", None)  # how the report reads the ratios, not what was measured
-    for later in ("refine_points", "search_tolerance", "search_rounds"):  # later rounds have their own
+    for later in ("refine_points", "search_tolerance", "search_rounds", "window_rounds", "window_tolerance"):  # later rounds have their own
         fields["model"].pop(later)
     return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
 
@@ -187,41 +188,64 @@ def search_capacities(config, result: dict) -> list[np.ndarray]:
     return extra
 
 
+def window_capacities(config, result: dict) -> list[np.ndarray]:
+    """Per data set j: the next window round's untried M values. For each end of the delta window
+    (the first crossings of eval.delta and 1 - eval.delta) whose bracket is still wider than
+    model.window_tolerance x N, or whose upper side is an untrained N, the capacities
+    search.next_round places at that level; empty once both ends are bracketed that closely (or
+    the ratio at a trained M = N stays below the level: that end does not exist)."""
+    model, delta, extra = config.model, config.eval.delta, []
+    for j, n in enumerate(result["set_N"]):
+        of_set = models_of_set(result, j)
+        m, ratio = result["M"][of_set], result["ratio"][of_set]
+        ends = [search.next_round(m, ratio, int(n), model.search_points, model.window_tolerance * int(n), level)
+                for level in (delta, 1.0 - delta)]
+        extra.append(np.union1d(*ends).astype(np.int64))
+    return extra
+
+
 def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> dict:
     """The first grid's result joined with the grids of later rounds.
 
-    Rounds: model.search = 'adaptive' runs up to model.search_rounds rounds of
-    search_capacities (folder grid_dir/round<k>); model.refine_points = r > 0 runs one round of
-    refinement_capacities inside the delta windows (folder grid_dir/refine_r<r>). Each round is
-    one more grid of the same d and N (same data, initialisation, training and evaluation) with
-    its own checkpoints, fingerprint and result.npz: resumed when unfinished, skipped when
-    finished. Returns `first` with every round's models appended to the per-model arrays
-    (MODEL_KEYS), `round` [G'] (0 = the first grid) and `refinement` (round > 0).
+    Stages, in order, each a sequence of rounds that ends early once a round has nothing to
+    train: model.search = 'adaptive' runs up to model.search_rounds rounds of
+    search_capacities (folders grid_dir/round<k>); model.refine_points = r > 0 runs one round of
+    refinement_capacities inside the delta windows (folder grid_dir/refine_r<r>);
+    model.window_rounds = w > 0 then runs up to w rounds of window_capacities, which bracket
+    both ends of each set's delta window (folders grid_dir/window<k>). Each round is one more
+    grid of the same d and N (same data, initialisation, training and evaluation) with its own
+    checkpoints, fingerprint and result.npz: resumed when unfinished, skipped when finished.
+    Returns `first` with every round's models appended to the per-model arrays (MODEL_KEYS),
+    `round` [G'] (0 = the first grid, then 1, 2, ... across stages) and `refinement` (round > 0).
     """
-    if config.model.search == "adaptive":
-        plan = [(f"round{k}", lambda joined: search_capacities(config, joined))
-                for k in range(1, config.model.search_rounds + 1)]
-    elif config.model.refine_points > 0:
-        plan = [(f"refine_r{config.model.refine_points}", lambda joined: refinement_capacities(config, dim, joined))]
-    else:
-        plan = []
+    model = config.model
+    stages = []
+    if model.search == "adaptive":
+        stages.append(("round", model.search_rounds, lambda joined: search_capacities(config, joined)))
+    elif model.refine_points > 0:
+        stages.append((f"refine_r{model.refine_points}", 1, lambda joined: refinement_capacities(config, dim, joined)))
+    if model.window_rounds > 0:
+        stages.append(("window", model.window_rounds, lambda joined: window_capacities(config, joined)))
     joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
-    data_sets = None
-    for k, (folder, next_capacities) in enumerate(plan, start=1):
-        extra = next_capacities(joined)
-        if not any(len(m) for m in extra):
-            break
-        round_dir = os.path.join(grid_dir, folder)
-        fingerprint = json.dumps(dict(grid=str(first["fingerprint"]), round=folder, M=[m.tolist() for m in extra]),
-                                 sort_keys=True)
-        done = _finished_or_claim(round_dir, fingerprint, f"{folder} d={dim}")
-        if done is None:
-            data_sets = data_sets or make_data_sets(config, dim, train_sizes)
-            done = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, extra, k),
-                                       round_dir, f"{folder} d={dim}")
-            if jax.process_index() == 0:
-                io.save_npz(os.path.join(round_dir, "result.npz"), fingerprint=np.array(fingerprint), **done)
-        joined.update({key: np.concatenate([joined[key], done[key]]) for key in MODEL_KEYS})
-        joined["round"] = np.concatenate([joined["round"], np.full(len(done["M"]), k)])
+    data_sets, k = None, 0
+    for prefix, rounds, next_capacities in stages:
+        for i in range(1, rounds + 1):
+            extra = next_capacities(joined)
+            if not any(len(m) for m in extra):
+                break
+            k += 1
+            folder = prefix if prefix.startswith("refine_r") else f"{prefix}{i}"
+            round_dir = os.path.join(grid_dir, folder)
+            fingerprint = json.dumps(dict(grid=str(first["fingerprint"]), round=folder, M=[m.tolist() for m in extra]),
+                                     sort_keys=True)
+            done = _finished_or_claim(round_dir, fingerprint, f"{folder} d={dim}")
+            if done is None:
+                data_sets = data_sets or make_data_sets(config, dim, train_sizes)
+                done = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, extra, k),
+                                           round_dir, f"{folder} d={dim}")
+                if jax.process_index() == 0:
+                    io.save_npz(os.path.join(round_dir, "result.npz"), fingerprint=np.array(fingerprint), **done)
+            joined.update({key: np.concatenate([joined[key], done[key]]) for key in MODEL_KEYS})
+            joined["round"] = np.concatenate([joined["round"], np.full(len(done["M"]), k)])
     joined["refinement"] = joined["round"] > 0
     return joined
