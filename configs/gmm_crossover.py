@@ -263,7 +263,7 @@ def replication_rates() -> ml_collections.ConfigDict:
     """M/N in 0.1..1.0 at N = 200 with 10% of the points stored 10 times, 200 samples per model."""
     config = replication()
     config.data.train_sizes = (200,)
-    config.model.update(search="grid", capacity_fractions=FRACTIONS_10)
+    config.model.update(search="grid", capacity_fractions=FRACTIONS_10, window_rounds=0)
     config.sampling.num_samples = 200
     return config
 
