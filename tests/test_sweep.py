@@ -185,6 +185,9 @@ def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
         assert (root / name / "launches.log").read_text().count("launch") == launches
         attempts = [json.loads(line) for line in (root / name / "attempts.jsonl").read_text().splitlines()]
         assert [a["exit_code"] for a in attempts] == codes  # done exactly once
+        log = (root / name / "run.log").read_text()  # every attempt's output is kept, in order
+        assert log.count("--- attempt started") == launches
+        assert ("simulated crash of the N=12 run" in log) == (name == names[1])
         assert not (root / name / "FAILED").exists()
         config = json.loads((root / name / "config.json").read_text())
         assert config["data"]["train_sizes"] == [int(name.split("=")[1])] and config["training"]["steps"] == 10

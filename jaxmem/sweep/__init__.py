@@ -22,7 +22,7 @@ the family's launcher with `--config.<field>=<value>` overrides, so it writes wh
 run writes and resumes from its own checkpoints. Per-run bookkeeping:
   sweep_run.json        the run's name and swept values
   config.json/.txt      the resolved config (written by the run's launcher)
-  run.log               stdout and stderr of the latest attempt
+  run.log               stdout and stderr of every attempt, each after a '--- attempt started' line
   attempts.jsonl        one line per attempt: exit code, seconds
   DONE                  written atomically after a zero exit; a rerun skips the run
   FAILED                exit code and the tail of stderr; removed when the run is relaunched

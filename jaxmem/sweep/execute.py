@@ -157,7 +157,10 @@ def execute_run(run: Run, command: Sequence[str], env: Mapping[str, str] | None 
     io.write_json(os.path.join(run.workdir, RUN_FILE), dict(name=run.name, values=run.values))
     logging.info("%s: launching %s", run.name, " ".join(command))
     start = time.time()
-    with open(os.path.join(run.workdir, LOG_FILE), "w") as log:
+    with open(os.path.join(run.workdir, LOG_FILE), "a") as log:  # earlier attempts' output is kept
+        log.write(f"--- attempt started {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(start))}: "
+                  f"{' '.join(command)}\n")
+        log.flush()
         child = children.start(command, log, env)
         code = child.wait()
         children.finished(child)
