@@ -6,8 +6,9 @@
 Sizes: quick (seconds; tests), cpu (a CPU host: `make bench`, BENCHMARKS.md's CPU section),
 full (an accelerator: the sizes launch/gpu_check.py records; refused on a CPU backend, where it
 would need ~135 GB); auto (default) is full on an accelerator and cpu otherwise.
-Entries with a peer time the sides in alternating rounds and record, per call, how many cores
-other processes kept busy meanwhile (jaxmem.benchmarks.harness.alternate: `spread`,
+Entries with a peer time the sides in alternating rounds and record how many cores other
+processes kept busy meanwhile (per call of >= 0.5 s, over a side's shorter calls together;
+jaxmem.benchmarks.harness.alternate: `spread`,
 `other_cores_max`, `quiet` when that stayed <= 0.25, and the load average `load_max`). `ratio_vs_baseline`
 is the median over rounds of (baseline time) / (jaxmem's time in the same round), with its range
 in `ratio_min` / `ratio_max`: above 1 means jaxmem is faster. `--edm_reference` points at a

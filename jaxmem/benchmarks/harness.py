@@ -7,7 +7,10 @@ times is far steadier than the ratio of two medians taken minutes apart (PyTorch
 2 threads slow down much more than XLA when another process shares the cores). Every call
 records how many cores other processes kept busy while it ran (`other_cores`: the machine's busy
 CPU time from /proc/stat minus this process's own, over the call's wall time); a comparison
-counts as quiet when no call saw more than QUIET_OTHER_CORES. The 1-minute load average is kept
+counts as quiet when no reading saw more than QUIET_OTHER_CORES. Both clocks tick in 10 ms
+jiffies, so a reading over a few ms is noise (an idle machine can read a whole core): a call of
+at least MIN_READING_S gives its own reading, and a side's shorter calls are read together, over
+their summed time, when that reaches MIN_READING_S (else that side is not measured). The 1-minute load average is kept
 beside it (`load_max`) but does not decide: it counts the benchmark's own threads, so a
 2-thread benchmark alone on 2 cores already reads ~2.
 """
@@ -48,7 +51,8 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, min_time_s: 
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
 
 
-QUIET_OTHER_CORES = 0.25  # cores other processes may keep busy, on average over one call, in a quiet run
+QUIET_OTHER_CORES = 0.25  # cores other processes may keep busy, on average over one reading, in a quiet run
+MIN_READING_S = 0.5       # the shortest timed span read on its own: 50 jiffies, so one jiffy is 0.02 cores
 
 
 def busy_cpu_seconds() -> tuple[float, float] | None:
@@ -66,13 +70,29 @@ def busy_cpu_seconds() -> tuple[float, float] | None:
             own.user + own.system + own.children_user + own.children_system)
 
 
-def other_cores(before: tuple[float, float] | None, after: tuple[float, float] | None, seconds: float) -> float | None:
-    """Cores other processes kept busy on average between two busy_cpu_seconds readings `seconds`
-    apart (never below 0: the two clocks tick at different granularities); None without readings."""
-    if before is None or after is None or seconds <= 0:
+def other_core_seconds(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """CPU seconds other processes spent between two busy_cpu_seconds readings (never below 0: the
+    two clocks tick at different granularities); None without readings."""
+    if before is None or after is None:
         return None
-    machine, own = after[0] - before[0], after[1] - before[1]
-    return max(0.0, (machine - own) / seconds)
+    return max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+
+
+def side_readings(calls: list[tuple[float, float | None]]) -> list[float] | None:
+    """Other-core readings [cores] of one side's timed calls [(seconds, other core-seconds)]: one
+    per call of at least MIN_READING_S, plus one over all shorter calls together when their
+    summed time reaches MIN_READING_S. None when a call has no reading (not Linux) or the short
+    calls are too short in all to be read."""
+    if any(spent is None for _, spent in calls):
+        return None
+    readings = [spent / seconds for seconds, spent in calls if seconds >= MIN_READING_S]
+    short = [(seconds, spent) for seconds, spent in calls if seconds < MIN_READING_S]
+    if short:
+        total = sum(seconds for seconds, _ in short)
+        if total < MIN_READING_S:
+            return None
+        readings.append(sum(spent for _, spent in short) / total)
+    return readings
 
 
 def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
@@ -81,9 +101,10 @@ def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
     once (the order reversed every other round), after `warmup` untimed calls of each.
 
     Returns per side: median_s, min_s, max_s, spread (max - min over median), repeats, load_max
-    (the largest 1-minute load average seen before one of its calls), other_cores_max (the most
-    cores other processes kept busy during one of its calls; None off Linux) and quiet (True when
-    no call of any side saw more than QUIET_OTHER_CORES; False when that was not measured). With
+    (the largest 1-minute load average seen before one of its calls), other_cores_max (the largest
+    of its side_readings: cores other processes kept busy meanwhile; None when not measured) and
+    quiet (True when no reading of any side exceeds QUIET_OTHER_CORES; False when a side was not
+    measured). With
     `reference` (a side's name), each other side also gets ratio_median / ratio_min / ratio_max:
     the time of that side over the reference's in the same round (above 1: the reference is
     faster).
@@ -105,16 +126,17 @@ def alternate(sides: Mapping[str, Callable], rounds: int = 5, warmup: int = 1,
             jax.block_until_ready(sides[name]())
             seconds = time.perf_counter() - t0
             times[name].append(seconds)
-            others[name].append(other_cores(before, busy_cpu_seconds(), seconds))
-    readings = [c for side in others.values() for c in side]
-    quiet = None not in readings and max(readings) <= QUIET_OTHER_CORES
+            others[name].append((seconds, other_core_seconds(before, busy_cpu_seconds())))
+    readings = {name: side_readings(others[name]) for name in names}
+    quiet = all(r is not None for r in readings.values()) and max(
+        c for r in readings.values() for c in r) <= QUIET_OTHER_CORES
     out = {}
     for name in names:
         median = statistics.median(times[name])
         out[name] = dict(median_s=median, min_s=min(times[name]), max_s=max(times[name]),
                          spread=(max(times[name]) - min(times[name])) / median, repeats=rounds,
                          load_max=max(loads[name]),
-                         other_cores_max=max((c for c in others[name] if c is not None), default=None),
+                         other_cores_max=max(readings[name]) if readings[name] else None,
                          quiet=quiet)
         if reference is not None and name != reference:
             ratios = [a / b for a, b in zip(times[name], times[reference])]
