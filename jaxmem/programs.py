@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import neighbors, noise, parallel, sampling
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.data.images import SPLIT_SHAPES
 from jaxmem.denoisers import empirical, unet
 from jaxmem.experiments import edm_training

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import parallel, xla_options
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.noise import vp_alpha, vp_sigma
 from jaxmem.progress import Progress
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.noise import vp_snr
 
 WEIGHTINGS = ("eps", "x0", "custom")

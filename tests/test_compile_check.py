@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from jaxmem import programs, roofline, targets
-from jaxmem.config import ConfigError, load_config
+from jaxmem.config import load_config
+from jaxmem.validation import ConfigError
 from jaxmem.denoisers import empirical
 from jaxmem.experiments.gmm_crossover import grids
 

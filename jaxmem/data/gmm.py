@@ -25,7 +25,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 
 
 @dataclasses.dataclass(frozen=True)

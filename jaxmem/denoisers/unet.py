@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.denoisers.unet_ops import add_channelwise, group_norm
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

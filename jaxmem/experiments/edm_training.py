@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, neighbors, noise, sampling
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
 from jaxmem.data.images import SPLIT_SHAPES
 from jaxmem.denoisers import unet

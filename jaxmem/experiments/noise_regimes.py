@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, noise
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.data import balanced_subset, check_source, load_images, train_heldout_split
 from jaxmem.denoisers import empirical, linear
 from jaxmem.geometry import concentration, coverage, mse, queries, regimes

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, memorization, noise, sampling
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 from jaxmem.experiments import edm_training, sample_quality
 from jaxmem.metrics import scores, weights
 from jaxmem.plots.memorization import posthoc_ema_figure

@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 from jaxmem.data import balanced_subset, check_source, load_images
 from jaxmem.metrics import scores, weights
 from jaxmem.metrics.frechet import SingularCovarianceWarning

@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxmem import io, noise, theory
 from jaxmem.experiments.gmm_crossover.report import linear_fits
-from jaxmem.config import require
+from jaxmem.validation import require
 
 THRESHOLD = 0.5
 # The GMM laboratory's time grid (jaxmem.noise.vp_times' defaults): 26 VP times in [0.001, 0.999].

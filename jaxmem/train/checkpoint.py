@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.io import WriteError
 
 MIN_KEEP = 2

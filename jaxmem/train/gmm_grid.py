@@ -58,7 +58,7 @@ import numpy as np
 import optax
 
 from jaxmem import parallel
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.denoisers import gmm as gmm_denoiser
 from jaxmem.noise import vp_alpha, vp_sigma
 from jaxmem.progress import Progress

@@ -42,7 +42,7 @@ import optax
 from absl import logging
 
 from jaxmem import io, parallel, xla_options
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.data.images import ImageSet
 from jaxmem.data.pipeline import Position, ShuffledBatches
 from jaxmem.denoisers import edm, unet

@@ -44,7 +44,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, sampling
-from jaxmem.config import ConfigError, require, require_choice
+from jaxmem.validation import ConfigError, require, require_choice
 from jaxmem.denoisers import unet
 from jaxmem.experiments import edm_training, sample_quality
 from jaxmem.experiments.denoiser_swaps.models import (REGION_NAMES, model_configs, model_folder, regions, sigma_range,

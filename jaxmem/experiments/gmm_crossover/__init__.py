@@ -48,7 +48,7 @@ import ml_collections
 from absl import logging
 
 from jaxmem import footprint, io, theory
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grid_folders, times_of
 from jaxmem.experiments.gmm_crossover.report import (by_train_size, linear_fits, model_rows, per_t_rows,

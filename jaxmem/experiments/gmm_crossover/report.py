@@ -22,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from jaxmem import io, theory
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 from jaxmem.experiments.gmm_crossover import search
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import io, neighbors, noise
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover import search
 from jaxmem.experiments.gmm_crossover.evaluation import EVAL_SEED, baseline_losses, eval_noise, grid_losses, sample_grid
