@@ -3,8 +3,9 @@
 Every problem a user can fix (a bad config value, an unknown preset or field, unusable input
 data) raises `ConfigError`, a ValueError whose message names the field and the allowed values;
 the launchers (jaxmem.cli) print it on one line and exit 2 instead of showing a traceback.
-Configs are checked where they enter: each experiment's validate_config, called once by the
-launcher (jaxmem.cli.run_main) or the sweep driver before any work.
+Configs are checked where they enter: each experiment's validate_config, called once by its
+launcher (jaxmem.cli.run_main) before any work (the sweep driver also checks every run's config
+before it starts any); the library underneath checks only its own arguments.
 """
 
 from __future__ import annotations

@@ -180,8 +180,8 @@ def measure_wiener_distance(config, params, wiener_params, heldout, sigmas, key)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Measures every curve of the geometry study not yet in workdir and writes them (see module docstring)."""
-    validate_config(config)
+    """Measures every curve of the geometry study not yet in workdir and writes them (see module
+    docstring). `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
 
     def path(name):

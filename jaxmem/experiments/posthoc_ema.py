@@ -116,9 +116,9 @@ def trained_ema_sigma_rel(config: ml_collections.ConfigDict, steps: int) -> floa
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the experiment (see the module docstring); returns the summary (also summary.json)."""
+    """Runs the experiment (see the module docstring); returns the summary (also summary.json).
+    `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
-    validate_config(config)
     q = config.quality
     inception = weights.load() if q.enabled else None  # before training: the weights exist, or the command
     model = config.model

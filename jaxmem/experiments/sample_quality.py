@@ -140,8 +140,8 @@ def options_of(config: ml_collections.ConfigDict) -> scores.ScoreOptions:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Scores the samples; returns the result (also quality.json, quality.md)."""
-    validate_config(config)
+    """Scores the samples; returns the result (also quality.json, quality.md). `config` is
+    checked by validate_config (the launcher's door) beforehand."""
     params = weights.load(config.metrics.weights or None)
     samples = load_samples(config.samples.path, config.samples.key)
     options = options_of(config)

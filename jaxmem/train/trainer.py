@@ -249,15 +249,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Trains the EDM U-Net of `config` on `data` (resuming from workdir/checkpoints if any).
 
-    data: the training ImageSet ([N, H, W, C] in [-1, 1]). devices: the devices of the mesh
-    (default: all). on_step(step, metrics) is called after every step with device metrics
-    (tests use it to interrupt runs). Returns a TrainResult; the state stays sharded.
+    config: checked by validate_training_config (and the experiment's validate_config) at the
+    door. data: the training ImageSet ([N, H, W, C] in [-1, 1], the network's input shape).
+    devices: the devices of the mesh (default: all), over which the batch splits evenly.
+    on_step(step, metrics) is called after every step with device metrics (tests use it to
+    interrupt runs). Returns a TrainResult; the state stays sharded.
     """
     training = config.training
-    num_devices = len(jax.devices() if devices is None else devices)
-    validate_training_config(config, num_devices)
-    check_image_shape(data.shape, config.model)
     batch_size = training.batch_size
+    num_devices = len(jax.devices() if devices is None else devices)
+    if batch_size % num_devices:
+        raise ValueError(f"a batch of {batch_size} images does not split evenly over {num_devices} devices")
     program = build_program(config, data.shape, devices)
     batches = ShuffledBatches(data, batch_size, seed=config.seed, xflip=config.data.xflip,
                               label_dim=config.model.label_dim)

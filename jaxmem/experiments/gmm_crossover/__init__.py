@@ -159,8 +159,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths)."""
-    validate_config(config)
+    """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths).
+    `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
     rows, models, ratio_curves, losses = [], [], [], []
     for dim, train_sizes, folder in grid_folders(config):
