@@ -18,8 +18,9 @@ model.window_tolerance x N), so a window end is measured where the search stoppe
 
 The package: grids.py (data sets, capacities, the stacked initial grid), evaluation.py (losses,
 samples, baselines of many models at once), rounds.py (the first grid and the later rounds,
-each trained, measured and stored), search.py (the adaptive bracket), report.py (tables, fits,
-report.md). This module is the protocol: validate_config, then run.
+each trained, measured and stored), search.py (the adaptive bracket), analysis.py (a row per
+data set, rows pooled over seeds), report.py (tables, report.md). This module is the protocol:
+validate_config, then run.
 
 Workdir:
   d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
@@ -50,9 +51,9 @@ from absl import logging
 from jaxmem import footprint, io, theory
 from jaxmem.validation import require, require_choice
 from jaxmem.data import gmm as gmm_data
+from jaxmem.experiments.gmm_crossover.analysis import by_train_size, summarize
 from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grid_folders, times_of
-from jaxmem.experiments.gmm_crossover.report import (by_train_size, linear_fits, model_rows, per_t_rows,
-                                                 summarize, write_report)
+from jaxmem.experiments.gmm_crossover.report import model_rows, per_t_rows, write_report
 from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
 from jaxmem.train import gmm_grid
 
@@ -174,8 +175,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f], %d models", row["d"], row["K"],
                      row["N"], row["seed"], row["M_pt"], row["window_start"], row["window_end"], row["models"])
 
-    fit = linear_fits([r["N"] for r in rows], [r["M_pt"] for r in rows])
-    predicted = {key: linear_fits([r["N"] for r in rows], [r[key] for r in rows])["slope"]
+    fit = theory.linear_fits([r["N"] for r in rows], [r["M_pt"] for r in rows])
+    predicted = {key: theory.linear_fits([r["N"] for r in rows], [r[key] for r in rows])["slope"]
                  for key in rows[0] if key.startswith("Mstar_")}
     pooled = by_train_size(rows)
     summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, by_N=pooled, files={})

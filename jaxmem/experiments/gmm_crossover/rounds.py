@@ -22,7 +22,7 @@ from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover import search
 from jaxmem.experiments.gmm_crossover.evaluation import EVAL_SEED, baseline_losses, eval_noise, grid_losses, sample_grid
 from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer, times_of
-from jaxmem.experiments.gmm_crossover.report import measured_capacity, models_of_set, summarize
+from jaxmem.experiments.gmm_crossover.analysis import measured_capacity, models_of_set, summarize
 from jaxmem.train import gmm_grid
 
 
