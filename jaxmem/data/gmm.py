@@ -51,6 +51,9 @@ class GMMData:
         return self.train.shape[1]
 
 
+BASIS_SALT = 1  # appended to a subspace GMM's seed for its basis and off-subspace noise
+
+
 def isotropic_gmm(dim: int, num_components: int, num_train: int, num_val: int, seed: int,
                   variance: float = 1.0) -> GMMData:
     """K means uniform on the sphere of radius sqrt(d); x = mu_k + sqrt(s0^2) z, k uniform."""
@@ -81,7 +84,7 @@ def subspace_gmm(dim: int, rank: int, num_components: int, num_train: int, num_v
         raise ValueError(f"subspace_gmm needs 1 <= rank <= dim and off_variance >= 0; got rank = {rank}, "
                          f"dim = {dim}, off_variance = {off_variance}")
     inner = isotropic_gmm(rank, num_components, num_train, num_val, seed, variance)
-    rng = np.random.default_rng([*np.ravel(seed).tolist(), 1])  # its own stream: the inner draws do not move
+    rng = np.random.default_rng([*np.ravel(seed).tolist(), BASIS_SALT])  # the inner draws do not move
     basis, _ = np.linalg.qr(rng.standard_normal((dim, rank)))
 
     def embed(points):

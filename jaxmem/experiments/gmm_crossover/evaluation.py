@@ -67,9 +67,12 @@ def sample_grid(params, masks, x_start, times, final_denoise: bool = True):
     return jax.jit(jax.vmap(one_model))(params, masks, x_start)
 
 
+TRAIN_SPLIT, VAL_SPLIT = 1, 2  # the codes eval_noise folds into EVAL_SEED per split
+
+
 def eval_noise(config, num_points: int, dim: int, split: int) -> jax.Array:
-    """The evaluation noise draws [num_points, eval.noise_draws, d] of a split (1 train, 2 val),
-    shared by every model and baseline of a d (common random numbers)."""
+    """The evaluation noise draws [num_points, eval.noise_draws, d] of a split (TRAIN_SPLIT or
+    VAL_SPLIT), shared by every model and baseline of a d (common random numbers)."""
     return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), split),
                              (num_points, config.eval.noise_draws, dim))
 

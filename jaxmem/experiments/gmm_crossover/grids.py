@@ -18,6 +18,8 @@ from jaxmem.train import gmm_grid
 
 TEMPLATE_PIXELS = 64  # the 8x8 digit templates of the low-rank model
 REPLICATION_SALT = 2  # appended to a data set's seed for its multiplicities
+RANDOM_INIT_SALT = 7  # (seed, d, RANDOM_INIT_SALT[, round]) seeds model.init='random' means
+ROUND_KEYS_PER_DIM = 1000  # a grid's training key: fold_in(PRNGKey(seed), ROUND_KEYS_PER_DIM d + round)
 
 
 def times_of(config) -> np.ndarray:
@@ -115,7 +117,8 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
                 first[s, :len(order)] = data.train[order]
         means = np.broadcast_to(first[:, None], component_mask.shape + (dim,))
     else:
-        init_rng = np.random.default_rng((config.seed, dim, 7) + ((round_index,) if round_index else ()))
+        round_salt = (round_index,) if round_index else ()
+        init_rng = np.random.default_rng((config.seed, dim, RANDOM_INIT_SALT) + round_salt)
         means = init_rng.standard_normal(component_mask.shape + (dim,)).astype(np.float32)
     params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32)}
     if gmm_grid.variance_parameter(config.training.optimizer) == "std":  # the authors' s (s^2 = init_variance)
@@ -123,7 +126,7 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     else:
         params["log_var"] = np.full(m_grid.shape, np.log(config.model.init_variance), np.float32)
     batch = {"train": train, "point_mask": point_mask, "component_mask": component_mask}
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 * dim + round_index)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), ROUND_KEYS_PER_DIM * dim + round_index)
     rngs = np.asarray(jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.asarray(rows)))
     return models, params, batch, rngs
 

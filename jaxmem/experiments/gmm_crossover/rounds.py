@@ -20,7 +20,8 @@ from jaxmem import io, neighbors, noise
 from jaxmem.validation import require
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover import search
-from jaxmem.experiments.gmm_crossover.evaluation import EVAL_SEED, baseline_losses, eval_noise, grid_losses, sample_grid
+from jaxmem.experiments.gmm_crossover.evaluation import (EVAL_SEED, TRAIN_SPLIT, VAL_SPLIT, baseline_losses, eval_noise,
+                                                         grid_losses, sample_grid)
 from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer, times_of
 from jaxmem.experiments.gmm_crossover.analysis import measured_capacity, models_of_set, summarize
 from jaxmem.train import gmm_grid
@@ -108,10 +109,11 @@ def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs,
     # Per-t losses (x0 units) of the trained models, train and validation.
     model_batch = config.eval.model_batch
     train_loss = grid_losses(trained, component_mask, batch["train"][row], batch["point_mask"][row],
-                              eval_noise(config, batch["train"].shape[1], dim, 1), times, model_batch=model_batch)
+                              eval_noise(config, batch["train"].shape[1], dim, TRAIN_SPLIT), times,
+                              model_batch=model_batch)
     val = np.stack([data.val for _, _, _, data in data_sets])[set_of_model]
     val_loss = grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32),
-                            eval_noise(config, val.shape[1], dim, 2), times, model_batch=model_batch)
+                            eval_noise(config, val.shape[1], dim, VAL_SPLIT), times, model_batch=model_batch)
     return dict(
         K=np.array([data_sets[j][0] for j in set_of_model]), N=np.array([data_sets[j][1] for j in set_of_model]),
         seed=np.array([data_sets[j][2] for j in set_of_model]), M=component_mask.sum(axis=1), ratio=ratio,
@@ -137,7 +139,7 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
     times = times_of(config)
     data_sets = make_data_sets(config, dim, train_sizes)
     gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(
-        config, data_sets, eval_noise(config, max(train_sizes), dim, 1), times)
+        config, data_sets, eval_noise(config, max(train_sizes), dim, TRAIN_SPLIT), times)
     result = dict(fingerprint=np.array(fingerprint), times=times,
                   set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
                   set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
