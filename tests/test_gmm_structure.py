@@ -13,7 +13,7 @@ from jaxmem.config import load_config
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments import gmm_crossover as crossover
 from jaxmem.experiments.gmm_crossover import evaluation, structure
-from jaxmem.experiments.gmm_crossover.grids import times_of
+from jaxmem.experiments.gmm_crossover.grids import DataSet, times_of
 
 CONFIG = os.path.join("configs", "gmm_crossover.py")
 
@@ -92,7 +92,7 @@ def test_weighted_baselines_equal_brute_force(config):
     data = gmm_data.replicate(gmm_data.isotropic_gmm(6, 2, 6, 2, seed=4), [1, 1, 4, 1, 2, 1])
     times = times_of(config)[::5]
     eps = np.asarray(evaluation.eval_noise(config, 6, 6, evaluation.TRAIN_SPLIT), np.float64)
-    gen, mem, pmem_m, pmem = evaluation.baseline_losses(config, [(2, 6, 0, data)], eps.astype(np.float32), times)
+    gen, mem, pmem_m, pmem = evaluation.baseline_losses(config, [DataSet(2, 6, 0, data)], eps.astype(np.float32), times)
     order = np.array([2, 4, 0, 1, 3, 5])  # the most replicated first, point order among equals
     points, weights = data.train[order].astype(np.float64), np.array([4, 2, 1, 1, 1, 1], np.float64)
     truth = lambda x, t: _posterior_mean(x, t, data.means.astype(np.float64), np.eye(6))  # noqa: E731

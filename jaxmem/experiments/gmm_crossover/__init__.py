@@ -52,7 +52,7 @@ from jaxmem import footprint, io, theory
 from jaxmem.validation import require, require_choice
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover.analysis import by_train_size, summarize
-from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grid_folders, times_of
+from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grids_of, times_of
 from jaxmem.experiments.gmm_crossover.report import model_rows, per_t_rows, write_report
 from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
 from jaxmem.train import gmm_grid
@@ -164,13 +164,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
     rows, models, ratio_curves, losses = [], [], [], []
-    for dim, train_sizes, folder in grid_folders(config):
-        grid_dir = os.path.join(workdir, folder)
-        result = later_rounds(config, dim, train_sizes, grid_dir, run_grid(config, dim, train_sizes, grid_dir))
-        rows += summarize(config, dim, result)
-        models += model_rows(config, dim, result)
-        losses += per_t_rows(dim, result)
-        ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
+    for grid in grids_of(config):
+        grid_dir = os.path.join(workdir, grid.folder)
+        result = later_rounds(config, grid, grid_dir, run_grid(config, grid, grid_dir))
+        rows += summarize(config, grid.dim, result)
+        models += model_rows(config, grid.dim, result)
+        losses += per_t_rows(grid.dim, result)
+        ratio_curves.append(dict(d=grid.dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
     for row in rows:
         logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f], %d models", row["d"], row["K"],
                      row["N"], row["seed"], row["M_pt"], row["window_start"], row["window_end"], row["models"])
