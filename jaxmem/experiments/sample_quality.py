@@ -105,23 +105,24 @@ def load_samples(path: str, key: str = "") -> np.ndarray:
     return to_uint8(images)
 
 
-def load_reference(data: ml_collections.ConfigDict, num_images: int, seed: int) -> tuple[np.ndarray, str]:
-    """(uint8 reference images, their cache name "<dataset>/<split>/<subset>") of the source
-    data.{dataset, split, data_dir, path}: a class-balanced subset of num_images (0 = all)."""
+def load_reference(data: ml_collections.ConfigDict, num_images: int, seed: int
+                   ) -> tuple[np.ndarray, tuple[str, str, str]]:
+    """(uint8 reference images [N, H, W, C], their cache key (dataset, split, subset)) of the
+    source data.{dataset, split, data_dir, path}: a class-balanced subset of num_images (0 = all)."""
     images = load_images(data.dataset, data.split, data.data_dir, data.path)
     subset = "all"
     if num_images:
         images = images.take(balanced_subset(images.labels, num_images, seed))
         subset = f"n{num_images}_seed{seed}"
     dataset = data.dataset if data.dataset != "npz" else os.path.basename(data.path)
-    return to_uint8(images.images), f"{dataset}/{data.split}/{subset}"
+    return to_uint8(images.images), (dataset, data.split, subset)
 
 
 def reference_stats(data: ml_collections.ConfigDict, num_images: int, seed: int, params,
                     options: scores.ScoreOptions) -> tuple[FeatureStats, str]:
-    """(cached FeatureStats of that reference, its name)."""
-    images, name = load_reference(data, num_images, seed)
-    return scores.reference_of(images, params, *name.split("/", 2), options), name
+    """(cached FeatureStats of that reference, its name "<dataset>/<split>/<subset>")."""
+    images, key = load_reference(data, num_images, seed)
+    return scores.reference_of(images, params, *key, options), "/".join(key)
 
 
 @contextlib.contextmanager
