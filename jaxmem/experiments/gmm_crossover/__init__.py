@@ -129,7 +129,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "an integer >= 0 (0 = the whole batch at once)")
     require(config.eval.model_batch >= 0, "eval.model_batch", config.eval.model_batch,
             "an integer >= 0 (0 = all models at once)")
-    gmm_grid.validate_estimator(training.estimator, training.noise_draws)
+    require_choice("training.estimator", training.estimator, gmm_grid.ESTIMATORS)
+    require(gmm_grid.estimator_draws_allowed(training.estimator, training.noise_draws), "training.noise_draws",
+            training.noise_draws, f"an even integer for training.estimator={training.estimator!r} (draws come in "
+            "pairs)" if "antithetic" in training.estimator else "an integer >= 1")
     require_choice("training.optimizer", training.optimizer, gmm_grid.OPTIMIZERS)
     require(isinstance(training.batch_size, int) and 0 <= training.batch_size <= smallest_n, "training.batch_size",
             training.batch_size, f"an integer in [0, {smallest_n}] (0 = full batch; at most the smallest N)")
