@@ -25,7 +25,6 @@ import dataclasses
 
 import numpy as np
 
-from jaxmem.validation import require, require_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,14 +106,6 @@ def _check_components(num_components: int, num_train: int) -> None:
 REPLICATIONS = ("none", "fraction", "zipf")
 
 
-def check_replication(profile: str, fraction: float, copies: int, exponent: float) -> None:
-    """ConfigError naming the data field on a replication profile `multiplicities` cannot draw."""
-    require_choice("data.replication", profile, REPLICATIONS)
-    require(0.0 <= fraction <= 1.0, "data.replicated_fraction (p)", fraction, "a fraction in [0, 1]")
-    require(isinstance(copies, int | np.integer) and copies >= 1, "data.copies (r)", copies, "an integer >= 1")
-    require(exponent > 0, "data.zipf_exponent", exponent, "a float > 0")
-
-
 def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: int = 1,
                    exponent: float = 1.0, seed=0) -> np.ndarray:
     """[N] int64 copies of each of N distinct points.
@@ -124,7 +115,10 @@ def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: 
     'zipf': the point of random rank i (1-based) is stored max(1, round(copies i^-exponent)) times
     (copies = the largest multiplicity). The choice is seeded by `seed` alone.
     """
-    check_replication(profile, fraction, copies, exponent)
+    if (profile not in REPLICATIONS or not 0.0 <= fraction <= 1.0 or not isinstance(copies, int | np.integer)
+            or copies < 1 or not exponent > 0):
+        raise ValueError(f"multiplicities needs a profile of {REPLICATIONS}, 0 <= fraction <= 1, an integer "
+                         f"copies >= 1 and exponent > 0; got {profile!r}, {fraction}, {copies}, {exponent}")
     counts = np.ones(num_train, np.int64)
     if profile == "none":
         return counts

@@ -83,7 +83,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     else:
         require(data.rank == 0, "data.rank (C)", data.rank, "0 for data.model='isotropic' (use 'subspace' "
                 "for a GMM of lower intrinsic dimension)")
-    gmm_data.check_replication(data.replication, data.replicated_fraction, data.copies, data.zipf_exponent)
+    require_choice("data.replication", data.replication, gmm_data.REPLICATIONS)
+    require(0.0 <= data.replicated_fraction <= 1.0, "data.replicated_fraction (p)", data.replicated_fraction,
+            "a fraction in [0, 1]")
+    require(isinstance(data.copies, int) and data.copies >= 1, "data.copies (r)", data.copies, "an integer >= 1")
+    require(data.zipf_exponent > 0, "data.zipf_exponent", data.zipf_exponent, "a float > 0")
     require(len(data.train_sizes) >= 1 and all(int(n) >= 1 for n in data.train_sizes),
             "data.train_sizes (N)", tuple(data.train_sizes), "integers >= 1")
     require(len(data.num_components) >= 1 and all(int(k) >= 1 for k in data.num_components),
