@@ -5,7 +5,7 @@
 `--help` lists the presets of the launcher's config family and the fields of a preset with
 their values. The command line and then the whole config are checked before any work: a
 problem the user can fix (unknown preset or field, missing file, bad value, unusable data:
-jaxmem.config.ConfigError) prints one `error: ...` line and exits 2; `--verbosity=1` shows the
+jaxmem.validation.ConfigError) prints one `error: ...` line and exits 2; `--verbosity=1` shows the
 traceback instead. The resolved config is written into the workdir before the run starts;
 rerunning the same command resumes (or skips finished work) from what the workdir holds.
 
@@ -23,6 +23,7 @@ import contextlib
 import logging as std_logging
 import os
 import pathlib
+import re
 import signal
 import sys
 import textwrap
@@ -38,8 +39,8 @@ import jax
 from jaxmem import absl_app, compile_cache, footprint, io, lock, parallel
 from jaxmem.absl_app import HELP_FLAGS, USAGE_EXIT_CODE, fail, run_app  # noqa: F401  (run_app: for launchers)
 from jaxmem import workdir as ownership
-from jaxmem.config import (ConfigError, check_finite, check_override, config_module, docstring_entries, field_lines,
-                           get_field, load_config, one_line, require)
+from jaxmem.config import config_module, get_field, load_config
+from jaxmem.validation import ConfigError, check_finite, check_override, config_fields, require
 from jaxmem.train import Preempted
 
 WRITE_ERROR_EXIT_CODE = 1
@@ -104,6 +105,57 @@ def default_config_file(launcher: str) -> str | None:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(launcher))), "configs",
                         os.path.basename(launcher))
     return os.path.relpath(path) if os.path.isfile(path) else None
+
+
+def field_lines(config: ml_collections.ConfigDict, descriptions: Mapping[str, str] | None = None,
+                width: int = 100) -> list[str]:
+    """The config's fields with their values, one wrapped block per group: '  group: a=1 b=(2, 3)',
+    or '  group: <description>' and then the values when `descriptions` ({group: one line}) has it."""
+    groups: dict[str, list[str]] = {}
+    for path, value in config_fields(config):
+        group, _, name = path.rpartition(".")
+        groups.setdefault(group, []).append(f"{name}={value!r}")
+    lines = []
+    for group, items in groups.items():
+        label = f"  {group or '(top level)'}: "
+        description = (descriptions or {}).get(group)
+        if description:
+            lines += [one_line(label + description, width)]
+            label = "      "
+        lines.append(textwrap.fill(" ".join(items), width, initial_indent=label, subsequent_indent="      ",
+                                   break_on_hyphens=False))
+    return lines
+
+
+def docstring_entries(doc: str | None, section: str) -> dict[str, str]:
+    """{name: description} of a config file docstring's section, e.g. its "Presets (...):" or
+    "Fields:" list, whose entries read '  name   description' with deeper indented continuation
+    lines (joined into one line); 'a / b   description' or 'a, b' followed by the description's
+    lines describes both. Empty without the section."""
+    entries: dict[str, list[str]] = {}
+    inside, names = False, []
+    for line in (doc or "").splitlines():
+        if not inside:
+            inside = line.startswith(section)
+            continue
+        if not line.strip() or not line.startswith(" "):
+            if entries:
+                break
+            continue
+        match = re.match(r"^  (\w+(?:(?: / |, )\w+)*)(?:\s+(\S.*))?$", line)
+        if match:
+            names = re.split(r" / |, ", match.group(1))
+            for name in names:
+                entries[name] = [match.group(2) or ""]
+        else:
+            for name in names:
+                entries[name].append(line.strip())
+    return {name: " ".join(p for p in parts if p) for name, parts in entries.items()}
+
+
+def one_line(text: str, width: int) -> str:
+    """text cut to `width` characters, ending in '...' when cut."""
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
 
 
 def launcher_help(launcher: str, spec: str | None) -> str:

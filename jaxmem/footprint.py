@@ -24,7 +24,7 @@ import zipfile
 
 import numpy as np
 
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.data.images import SPLIT_SHAPES
 
 FLOAT = 4  # bytes of a float32

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from jaxmem.config import ConfigError, result_neutral
+from jaxmem.config import result_neutral
+from jaxmem.validation import ConfigError
 
 
 class WriteError(OSError):

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from scipy.special import ndtri
 
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.denoisers.empirical import check_sigma
 from jaxmem.geometry.mse import per_level
 from jaxmem.geometry.queries import map_query_chunks

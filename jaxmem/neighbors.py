@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import parallel
-from jaxmem.config import require
+from jaxmem.validation import require
 
 MEMORIZATION_RATIO = 1.0 / 3.0
 _CHUNK = 32  # columns per chunk in the two-stage selection of candidates

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 
 # EDM's sampling grid (Karras et al. 2022, Table 1 and eq. 5): 18 levels from 80 down to 0.002,
 # rho = 7. Its step count is the paper's; swap regions and regime indices are written on that grid.

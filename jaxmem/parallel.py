@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmem.config import require_choice
+from jaxmem.validation import require_choice
 
 DATA_AXIS = "data"
 

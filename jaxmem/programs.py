@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import neighbors, noise, parallel, sampling
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.data.images import SPLIT_SHAPES
 from jaxmem.denoisers import empirical, unet
 from jaxmem.experiments import edm_training
@@ -197,8 +197,9 @@ def crossover_programs(config, devices, hbm_bytes: int | None, chips: int) -> li
     training = config.training
     chunk = min(training.chunk_steps, training.steps)
     out = []
-    for dim, sizes, folder in grids.grid_folders(config):
-        params, batch, rngs = grids.grid_shapes(config, dim, sizes, chips)
+    for grid in grids.grids_of(config):
+        dim, folder = grid.dim, grid.folder
+        params, batch, rngs = grids.grid_shapes(config, dim, grid.train_sizes, chips)
         program = gmm_grid.grid_program(loss_fn, optimizer, params, batch, rngs, mesh)
         state = _with_shardings(program.state_shapes, program.state_sharding)
         batch = _with_shardings(batch, program.batch_sharding)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import parallel, xla_options
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.noise import vp_alpha, vp_sigma
 from jaxmem.progress import Progress
 
@@ -174,8 +174,8 @@ def edm_generate(step_denoise: Callable, params, num_samples: int, shape: tuple[
     split over the mesh's data axis. Deterministic per seed, independent of batch_size. `name`
     labels the progress lines.
     """
-    require(num_samples >= 1, "num_samples", num_samples, "an integer >= 1")
-    require(batch_size >= 1, "sampling.batch_size", batch_size, "an integer >= 1")
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"edm_generate needs num_samples >= 1 and batch_size >= 1; got {num_samples} and {batch_size}")
     mesh = parallel.make_mesh() if mesh is None else mesh
     batch = -(-batch_size // mesh.size) * mesh.size
     grid = tuple(_check_edm_grid(sigmas).tolist())

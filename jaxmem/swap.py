@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import noise
-from jaxmem.config import require
+from jaxmem.validation import require
 
 Window = tuple[int, int]  # inclusive step indices (first, last)
 

@@ -29,7 +29,7 @@ import dataclasses
 import importlib.util
 import os
 
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 
 GIB = 2**30
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "target_configs")

@@ -39,13 +39,16 @@ fraction p of N points stored r times (W = N (1 + p (r - 1)) rows) this is
     M* = p N + (1 - u*) W - p N r                otherwise,
 which is (1 - u*) N at p = 0 or r = 1. The measured-loss crossover of the experiment uses the
 same order and weights with the exact baseline losses.
+
+linear_fits: the least-squares lines of a crossover capacity against N (M* of the GMM
+laboratory, capacity* of the U-Net crossover), with standard errors.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.noise import vp_snr
 
 WEIGHTINGS = ("eps", "x0", "custom")
@@ -126,3 +129,38 @@ def first_crossing(xs, ys, level: float, rising: bool = True) -> float:
     if j == 0:
         return float(xs[0])
     return float(xs[j - 1] + (xs[j] - xs[j - 1]) * (level - ys[j - 1]) / (ys[j] - ys[j - 1]))
+
+
+def linear_fits(n, capacity_star) -> dict:
+    """Least-squares lines through the finite points: y = slope N + intercept and y = slope_origin N
+    (y: M* here, the U-Net capacity* in jaxmem.experiments.unet_crossover); R^2 = 1 - SS_res / SS_tot
+    (SS_tot about the mean, so the origin fit's R^2 can be negative). NaN where fewer than 2
+    points (1 for the origin fit)."""
+    n, c = np.asarray(n, np.float64), np.asarray(capacity_star, np.float64)
+    require(n.shape == c.shape and n.ndim == 1, "n, capacity_star", (n.shape, c.shape),
+            "two 1-D arrays of one length")
+    ok = np.isfinite(c) & np.isfinite(n)
+    n, c = n[ok], c[ok]
+    nan = float("nan")
+    fit = dict(slope=nan, intercept=nan, r2=nan, slope_origin=nan, r2_origin=nan, points=int(ok.sum()),
+               slope_se=nan, intercept_se=nan, slope_origin_se=nan)
+    total = float(np.sum((c - c.mean()) ** 2)) if c.size else nan
+
+    def r2(residual):
+        return 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
+
+    if c.size >= 1 and np.any(n != 0):
+        fit["slope_origin"] = float(np.sum(n * c) / np.sum(n * n))
+        fit["r2_origin"] = r2(c - fit["slope_origin"] * n)
+        if c.size >= 2:
+            residual = c - fit["slope_origin"] * n
+            fit["slope_origin_se"] = float(np.sqrt(np.sum(residual**2) / (c.size - 1) / np.sum(n * n)))
+    if c.size >= 2 and np.ptp(n) > 0:
+        slope, intercept = np.polyfit(n, c, 1)
+        fit.update(slope=float(slope), intercept=float(intercept), r2=r2(c - (slope * n + intercept)))
+        if c.size >= 3:  # ordinary least-squares standard errors
+            s2 = float(np.sum((c - (slope * n + intercept)) ** 2)) / (c.size - 2)
+            sxx = float(np.sum((n - n.mean()) ** 2))
+            fit["slope_se"] = float(np.sqrt(s2 / sxx))
+            fit["intercept_se"] = float(np.sqrt(s2 * (1.0 / c.size + n.mean() ** 2 / sxx)))
+    return fit

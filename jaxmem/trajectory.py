@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 
 
 def _flat(array, lead: int) -> jnp.ndarray:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 import ml_collections
 
 from jaxmem import io
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 
 OWNER_FILE = "experiment.json"
 NOT_CONTENT = (".lock", ".lock.takeover")  # jaxmem.lock's files

@@ -26,7 +26,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxmem import cli, programs, targets  # noqa: E402
-from jaxmem.config import require_choice  # noqa: E402
+from jaxmem.validation import require_choice  # noqa: E402
 from jaxmem.experiments import compile_check  # noqa: E402
 
 _TARGETS = flags.DEFINE_list("target", ["v5e-8", "h100x8"], f"Targets to compile for: {', '.join(targets.TARGETS)}.")

@@ -13,7 +13,7 @@ from absl import flags
 
 from jaxmem import io
 from jaxmem.cli import WRITE_ERROR_EXIT_CODE, fail, run_app, user_errors
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.experiments.gmm_crossover import estimator_variance
 from jaxmem.train import gmm_grid
 

@@ -22,7 +22,8 @@ from absl import flags, logging
 
 from jaxmem import cli, io, lock
 from jaxmem import workdir as ownership
-from jaxmem.config import load_config, require
+from jaxmem.config import load_config
+from jaxmem.validation import require
 from jaxmem.denoisers import edm_import, unet
 
 _SOURCE = flags.DEFINE_string("source", None, ".npz of an EDM network's state_dict (NVlabs's parameter names).")

@@ -31,7 +31,8 @@ from jaxmem import experiments, footprint, io, lock
 from jaxmem import workdir as ownership
 from jaxmem.sweep import aggregate, execute, expand
 from jaxmem.cli import WRITE_ERROR_EXIT_CODE, fail, quiet_libraries, run_app, user_errors
-from jaxmem.config import load_config, require
+from jaxmem.config import load_config
+from jaxmem.validation import require
 
 flags.DEFINE_string("config", None, "configs/<experiment>.py:<preset> of every run.")
 flags.DEFINE_string("sweep", None, "configs/sweeps/<name>.py defining get_sweep().")

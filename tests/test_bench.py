@@ -152,7 +152,7 @@ def test_fid_bench_runs_without_the_weight_file_or_torch(monkeypatch):
     from flax import traverse_util
 
     from jaxmem.benchmarks import fid
-    from jaxmem.config import ConfigError
+    from jaxmem.validation import ConfigError
     from jaxmem.metrics import weights
 
     def missing(path=None):
@@ -176,7 +176,7 @@ def test_nvlabs_peer_is_built_with_the_constructor_arguments_of_the_reference_ne
     import pytest
 
     from jaxmem.benchmarks import nvlabs_edm
-    from jaxmem.config import ConfigError
+    from jaxmem.validation import ConfigError
     from jaxmem.denoisers import edm_import
 
     for name in ("edm_ddpmpp_uncond", "edm_ddpmpp_uncond_aug", "edm_ddpmpp_cond"):

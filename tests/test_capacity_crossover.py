@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxmem.experiments import unet_crossover as cc
-from jaxmem import io
+from jaxmem import io, theory
 from jaxmem.sweep import aggregate, execute, expand
 from jaxmem.config import config_module, load_config
 
@@ -80,13 +80,13 @@ def test_fit_recovers_a_known_line_from_synthetic_rows():
     table = cc.crossover_table(curves)
     stars = [r["capacity_star"] for r in table]
     np.testing.assert_allclose(stars, [1000.0 * n + 500.0 for n in (16, 32, 64, 128)], rtol=1e-12)
-    fit = cc.linear_fits([r["N"] for r in table], stars)
+    fit = theory.linear_fits([r["N"] for r in table], stars)
     assert fit["slope"] == pytest.approx(1000.0) and fit["intercept"] == pytest.approx(500.0, abs=1e-6)
     assert fit["r2"] == pytest.approx(1.0) and fit["points"] == 4
     n = np.array([16, 32, 64, 128.0])
     assert fit["slope_origin"] == pytest.approx(np.sum(n * (1000 * n + 500)) / np.sum(n * n))
     assert fit["r2_origin"] < 1.0
-    assert math.isnan(cc.linear_fits([16], [5.0])["slope"]) and cc.linear_fits([16], [5.0])["slope_origin"] == 5 / 16
+    assert math.isnan(theory.linear_fits([16], [5.0])["slope"]) and theory.linear_fits([16], [5.0])["slope_origin"] == 5 / 16
 
 
 def _fake_sweep(root, base, rows_by_name):

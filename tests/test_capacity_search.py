@@ -61,7 +61,7 @@ def test_search_bad_input_names_the_field():
 def test_window_rounds_bracket_both_ends_of_a_planted_window():
     """A wide logistic transition the 0.5 search leaves without a window end: the window rounds
     find both first crossings (0.1 and 0.9) to the window tolerance, with N trained."""
-    from jaxmem.experiments.gmm_crossover.report import transition_window
+    from jaxmem.experiments.gmm_crossover.analysis import transition_window
     from jaxmem.experiments.gmm_crossover.rounds import window_capacities
 
     num_train, center, width = 200, 120.0, 12.0

@@ -93,3 +93,14 @@ def test_edm_training_raises_preempted_when_the_trainer_stopped_on_sigterm(tmp_p
         preempted=True))
     with pytest.raises(Preempted, match="same command resumes"):
         edm_training.train_model(load_config("configs/edm_training.py:smoke"), str(tmp_path))
+
+
+def test_a_batch_larger_than_the_training_set_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    """The config is checked at the door (validate_config) only; training the model checks it no more."""
+    config = load_config("configs/edm_training.py:smoke")
+    config.training.batch_size = 64  # the smoke preset trains on 32 images
+    monkeypatch.setattr(edm_training.trainer, "train", lambda config, workdir, data: types.SimpleNamespace(
+        preempted=False))
+    edm_training.validate_config(config)
+    edm_training.train_model(config, str(tmp_path))
+    assert sum("larger than the training set" in r.getMessage() for r in caplog.records) == 1

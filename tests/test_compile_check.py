@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from jaxmem import programs, roofline, targets
-from jaxmem.config import ConfigError, load_config
+from jaxmem.config import load_config
+from jaxmem.validation import ConfigError
 from jaxmem.denoisers import empirical
 from jaxmem.experiments.gmm_crossover import grids
 
@@ -142,9 +143,9 @@ def test_grid_shapes_equal_the_built_grid(preset, overrides):
         for field, value in overrides.items():
             group, name = field.split(".")
             config[group][name] = value
-    for dim, sizes, _ in grids.grid_folders(config):
-        _, params, batch, rngs = grids.build_grid(config, dim, grids.make_data_sets(config, dim, sizes))
-        shapes = grids.grid_shapes(config, dim, sizes)
+    for grid in grids.grids_of(config):
+        _, params, batch, rngs = grids.build_grid(config, grid.dim, grid.data_sets)
+        shapes = grids.grid_shapes(config, grid.dim, grid.train_sizes)
         built = jax.tree_util.tree_map(lambda x: (np.shape(x), np.asarray(x).dtype), (params, batch, rngs))
         abstract = jax.tree_util.tree_map(lambda s: (s.shape, np.dtype(s.dtype)), shapes)
         assert built == abstract

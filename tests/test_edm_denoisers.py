@@ -96,6 +96,8 @@ def test_unknown_preset_is_named():
     ("data.dataset", "imagenet", "data.dataset = 'imagenet' is invalid"),
     ("model.image_size", 9, "model.image_size = 9 is invalid; allowed: a multiple of 2"),
     ("model.channels", 6, "model.channels = 6 is invalid"),
+    ("model.attn_heads", 3, r"model.attn_heads = 3 is invalid; allowed: a divisor of the channel count of every "
+                            r"attention block \(32,\)"),  # the smoke network attends at 4 x 4, with 32 channels
 ])
 def test_bad_config_fields_are_named(field, value, match):
     config = _smoke()

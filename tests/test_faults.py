@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from jaxmem import io, lock
-from jaxmem.config import ConfigError, load_config
+from jaxmem.config import load_config
+from jaxmem.validation import ConfigError
 from jaxmem.experiments import edm_training
 from jaxmem.train.checkpoint import Checkpointer, CheckpointWriteError
 

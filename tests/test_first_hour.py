@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxmem.config import ConfigError, get_field, load_config
+from jaxmem.config import get_field, load_config
+from jaxmem.validation import ConfigError
 from jaxmem.data import load_images
 
 from conftest import REPO

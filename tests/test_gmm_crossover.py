@@ -9,7 +9,7 @@ import pytest
 
 from jaxmem import footprint, noise, theory
 from jaxmem.experiments import gmm_crossover as crossover
-from jaxmem.experiments.gmm_crossover import report
+from jaxmem.experiments.gmm_crossover import analysis
 from jaxmem.config import load_config
 
 CONFIG = "configs/gmm_crossover.py"
@@ -75,7 +75,7 @@ def test_theory_weightings_and_crossings():
     assert theory.measured_crossover([10, 20, 30], [5.0, 3.0, 1.0], 2.0) == pytest.approx(25.0)
     assert np.isnan(theory.measured_crossover([10, 20], [5.0, 3.0], 1.0))
     assert theory.first_crossing([1, 2, 3, 4], [0.0, 0.2, 0.6, 1.0], 0.5) == pytest.approx(2.75)
-    fit = report.linear_fits([50, 100, 150, 200], [40, 80, 120, 160])
+    fit = theory.linear_fits([50, 100, 150, 200], [40, 80, 120, 160])
     assert fit["slope"] == pytest.approx(0.8) and fit["r2"] == pytest.approx(1.0)
 
 
@@ -144,7 +144,7 @@ def test_smoke_with_refinement_trains_inside_the_window_and_rerun_skips(config, 
     models = list(csv.DictReader(open(os.path.join(workdir, "models.csv"))))
     refined = [m for m in models if m["refinement"] == "True"]
     assert len(models) == len(first["M"]) + len(refined) and len(refined) >= 2
-    for before, after in zip(report.summarize(config, 6, first), summary["rows"]):
+    for before, after in zip(analysis.summarize(config, 6, first), summary["rows"]):
         new = sorted(int(m["M"]) for m in refined if int(m["N"]) == before["N"])
         assert len(new) <= 2 and not set(new) & set(first["M"][first["N"] == before["N"]].tolist())
         assert all(before["window_start"] < m < before["window_end"] for m in new)

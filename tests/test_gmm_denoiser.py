@@ -136,7 +136,7 @@ def test_data_models_are_seeded_and_shaped():
     assert np.linalg.matrix_rank(block, tol=1e-4) == 1
     with pytest.raises(ValueError, match="K <= N"):
         gmm_data.isotropic_gmm(5, 11, 10, 4, seed=1)
-    with pytest.raises(ValueError, match="data.dim"):
+    with pytest.raises(ValueError, match=r"data dimension dim >= 1.*got dim = 0"):
         gmm_data.isotropic_gmm(0, 1, 10, 4, seed=1)
 
 

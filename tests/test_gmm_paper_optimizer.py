@@ -14,7 +14,7 @@ from jaxmem.config import load_config
 from jaxmem.data import gmm as gmm_data
 from jaxmem.denoisers import gmm as gmm_denoiser
 from jaxmem.experiments import gmm_crossover as crossover
-from jaxmem.experiments.gmm_crossover import report
+from jaxmem.experiments.gmm_crossover import analysis
 from jaxmem.train import gmm_grid
 
 DIM, DRAWS, STEPS = 4, 5, 10
@@ -164,12 +164,12 @@ def test_ddim_without_the_final_denoising_step_returns_x_at_t_min():
 
 def test_window_falls_back_to_the_first_and_last_capacity():
     m, ratio = np.array([10, 20, 30, 40]), np.array([0.0, 0.05, 0.4, 0.7])
-    assert report.transition_window(m, ratio, 0.1) == pytest.approx((20 + 10 * 0.05 / 0.35, float("nan")),
+    assert analysis.transition_window(m, ratio, 0.1) == pytest.approx((20 + 10 * 0.05 / 0.35, float("nan")),
                                                                      nan_ok=True)
-    assert report.transition_window(m, ratio, 0.1, "capacities")[1] == 40.0
+    assert analysis.transition_window(m, ratio, 0.1, "capacities")[1] == 40.0
     low = np.array([0.0, 0.0, 0.02, 0.05])
-    assert np.isnan(report.transition_window(m, low, 0.1)[0])
-    assert report.transition_window(m, low, 0.1, "capacities") == (10.0, 40.0)
+    assert np.isnan(analysis.transition_window(m, low, 0.1)[0])
+    assert analysis.transition_window(m, low, 0.1, "capacities") == (10.0, 40.0)
 
 
 def test_presets_paper_and_anchor_full_use_the_authors_protocol_and_the_others_do_not_change():

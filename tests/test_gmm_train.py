@@ -10,8 +10,10 @@ import optax
 import pytest
 
 from jaxmem import noise, parallel
+from jaxmem.config import load_config
 from jaxmem.data import gmm as gmm_data
 from jaxmem.denoisers import gmm as gmm_denoiser
+from jaxmem.experiments import gmm_crossover as crossover
 from jaxmem.train import gmm_grid
 from jaxmem.train.loop import init_state, make_train_step
 
@@ -232,5 +234,9 @@ def test_minibatches_visit_every_point_once_per_epoch():
     ("antithetic", 3, r"training.noise_draws = 3.*even"),
 ])
 def test_bad_estimator_names_the_field(estimator, draws, message):
-    with pytest.raises(ValueError, match=message):
+    config = load_config("configs/gmm_crossover.py:smoke")
+    config.training.estimator, config.training.noise_draws = estimator, draws
+    with pytest.raises(ValueError, match=message):  # at the door
+        crossover.validate_config(config)
+    with pytest.raises(ValueError, match=rf"make_gmm_loss needs an estimator .* got '{estimator}', {draws}, 0"):
         gmm_grid.make_gmm_loss(noise.vp_times(6), np.ones(6), draws, estimator=estimator)

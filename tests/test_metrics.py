@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.metrics import frechet, kernel_distance, manifold, resize, weights
 from jaxmem.metrics.features import check_uint8_images, to_uint8
 

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.data.images import load_images
 from jaxmem.metrics import extract_features, frechet, kernel_distance, to_uint8, weights
 

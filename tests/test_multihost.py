@@ -103,7 +103,7 @@ def test_initialize_distributed_runs_alone_without_a_cluster():
     check = textwrap.dedent("""
         import jax, pytest
         from jaxmem import parallel
-        from jaxmem.config import ConfigError
+        from jaxmem.validation import ConfigError
         with pytest.raises(ConfigError, match="JAXMEM_DISTRIBUTED"):
             parallel.initialize_distributed("sometimes")
         assert parallel.initialize_distributed("off") is False

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxmem import parallel
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.neighbors import knn_block, blocks_for_memory, knn, memorization_flags, memorization_rate, memorization_test
 
 

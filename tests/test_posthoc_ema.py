@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from jaxmem.config import ConfigError, load_config
+from jaxmem.config import load_config
+from jaxmem.validation import ConfigError
 from jaxmem.experiments import edm_training, posthoc_ema
 from jaxmem.train import posthoc_ema as ph
 from jaxmem.train import trainer

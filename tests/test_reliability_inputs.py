@@ -148,7 +148,7 @@ def test_a_corrupt_checkpoint_is_reported_in_words_without_tensorstores_spec(tmp
 
 
 def test_the_crossover_figure_labels_what_the_report_says(tmp_path, monkeypatch):
-    from jaxmem.experiments.gmm_crossover.report import linear_fits
+    from jaxmem.theory import linear_fits
     from jaxmem.plots import crossover
 
     rows = [dict(d=6, K=2, N=n, M_pt=0.8 * n, window_start=0.8 * n - 1, window_end=0.8 * n + 1,

@@ -33,7 +33,7 @@ from flax import traverse_util
 
 from jaxmem.benchmarks.edm import step_flops
 from jaxmem.benchmarks.harness import alternate, matmul_rate, time_fn
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.metrics import extract_features, weights
 from jaxmem.metrics.inception import fid_features
 

@@ -26,7 +26,7 @@ import sys
 import ml_collections
 import numpy as np
 
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.denoisers import edm_import
 
 REQUIRED_FILES = ("training/networks.py", "training/loss.py", "torch_utils/persistence.py", "dnnlib/__init__.py")

@@ -25,7 +25,6 @@ import dataclasses
 
 import numpy as np
 
-from jaxmem.config import require, require_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,15 +50,17 @@ class GMMData:
         return self.train.shape[1]
 
 
+BASIS_SALT = 1  # appended to a subspace GMM's seed for its basis and off-subspace noise
+
+
 def isotropic_gmm(dim: int, num_components: int, num_train: int, num_val: int, seed: int,
                   variance: float = 1.0) -> GMMData:
     """K means uniform on the sphere of radius sqrt(d); x = mu_k + sqrt(s0^2) z, k uniform."""
-    require(dim >= 1, "data.dim (d)", dim, "an integer >= 1")
-    require(num_components >= 1, "data.num_components (K)", num_components, "an integer >= 1")
-    require(num_train >= num_components, "data.num_components (K)", num_components,
-            f"K <= N = {num_train} (training points)")
-    require(num_val >= 0, "data.num_val", num_val, "an integer >= 0")
-    require(variance > 0, "data.variance (s0^2)", variance, "a positive float")
+    if dim < 1 or num_components < 1 or num_val < 0 or not variance > 0:
+        raise ValueError(f"isotropic_gmm needs a data dimension dim >= 1, num_components >= 1, num_val >= 0 and "
+                         f"variance > 0; got dim = {dim}, num_components = {num_components}, num_val = {num_val}, "
+                         f"variance = {variance}")
+    _check_components(num_components, num_train)
     rng = np.random.default_rng(seed)
     directions = rng.standard_normal((num_components, dim))
     means = np.sqrt(dim) * directions / np.linalg.norm(directions, axis=1, keepdims=True)
@@ -78,10 +79,11 @@ def subspace_gmm(dim: int, rank: int, num_components: int, num_train: int, num_v
                  variance: float = 1.0, off_variance: float = 0.0) -> GMMData:
     """The isotropic GMM of dimension C = `rank` (means on the sphere of radius sqrt(C)) embedded in
     R^d by a random orthonormal basis B, plus off-subspace noise tau^2 = off_variance per dimension."""
-    require(1 <= rank <= dim, "data.rank (C)", rank, f"an integer in [1, d = {dim}]")
-    require(off_variance >= 0, "data.off_variance (tau^2)", off_variance, "a float >= 0")
+    if not 1 <= rank <= dim or off_variance < 0:
+        raise ValueError(f"subspace_gmm needs 1 <= rank <= dim and off_variance >= 0; got rank = {rank}, "
+                         f"dim = {dim}, off_variance = {off_variance}")
     inner = isotropic_gmm(rank, num_components, num_train, num_val, seed, variance)
-    rng = np.random.default_rng([*np.ravel(seed).tolist(), 1])  # its own stream: the inner draws do not move
+    rng = np.random.default_rng([*np.ravel(seed).tolist(), BASIS_SALT])  # the inner draws do not move
     basis, _ = np.linalg.qr(rng.standard_normal((dim, rank)))
 
     def embed(points):
@@ -94,15 +96,14 @@ def subspace_gmm(dim: int, rank: int, num_components: int, num_train: int, num_v
                    float(variance), basis=basis.astype(np.float32), off_variance=float(off_variance))
 
 
+def _check_components(num_components: int, num_train: int) -> None:
+    """ValueError unless every one of the K components can have a training point (K <= N)."""
+    if num_train < num_components:
+        raise ValueError(f"num_components K = {num_components} exceeds num_train N = {num_train}: K <= N "
+                         "(training points)")
+
+
 REPLICATIONS = ("none", "fraction", "zipf")
-
-
-def check_replication(profile: str, fraction: float, copies: int, exponent: float) -> None:
-    """ConfigError naming the data field on a replication profile `multiplicities` cannot draw."""
-    require_choice("data.replication", profile, REPLICATIONS)
-    require(0.0 <= fraction <= 1.0, "data.replicated_fraction (p)", fraction, "a fraction in [0, 1]")
-    require(isinstance(copies, int | np.integer) and copies >= 1, "data.copies (r)", copies, "an integer >= 1")
-    require(exponent > 0, "data.zipf_exponent", exponent, "a float > 0")
 
 
 def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: int = 1,
@@ -114,7 +115,10 @@ def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: 
     'zipf': the point of random rank i (1-based) is stored max(1, round(copies i^-exponent)) times
     (copies = the largest multiplicity). The choice is seeded by `seed` alone.
     """
-    check_replication(profile, fraction, copies, exponent)
+    if (profile not in REPLICATIONS or not 0.0 <= fraction <= 1.0 or not isinstance(copies, int | np.integer)
+            or copies < 1 or not exponent > 0):
+        raise ValueError(f"multiplicities needs a profile of {REPLICATIONS}, 0 <= fraction <= 1, an integer "
+                         f"copies >= 1 and exponent > 0; got {profile!r}, {fraction}, {copies}, {exponent}")
     counts = np.ones(num_train, np.int64)
     if profile == "none":
         return counts
@@ -130,8 +134,9 @@ def multiplicities(num_train: int, profile: str, fraction: float = 0.0, copies: 
 def replicate(data: GMMData, counts: np.ndarray) -> GMMData:
     """`data` with multiplicities `counts` [N] (see multiplicities)."""
     counts = np.asarray(counts, np.int64)
-    require(counts.shape == (len(data.train),) and np.all(counts >= 1), "multiplicity", counts.shape,
-            f"[{len(data.train)}] integers >= 1")
+    if counts.shape != (len(data.train),) or not np.all(counts >= 1):
+        raise ValueError(f"counts of shape {counts.shape} are not [{len(data.train)}] integers >= 1 (one per "
+                         "training point)")
     return dataclasses.replace(data, multiplicity=counts)
 
 
@@ -158,8 +163,8 @@ def digit_templates(num_components: int) -> np.ndarray:
     from jaxmem.data import load_images
 
     digits = load_images("digits")
-    require(1 <= num_components <= 10, "data.num_components (K)", num_components,
-            "1..10 for the digit templates")
+    if not 1 <= num_components <= 10:
+        raise ValueError(f"num_components = {num_components}: the digit templates are 1..10 classes")
     flat = digits.flat.astype(np.float64)
     templates = np.stack([flat[digits.labels == k].mean(axis=0) for k in range(num_components)])
     return templates / np.linalg.norm(templates, axis=1, keepdims=True)
@@ -172,11 +177,11 @@ def lowrank_templates(num_components: int, rank: int, num_train: int, num_val: i
 
     `means` holds the class means (zero: the classes differ in their subspace, not their mean).
     """
-    require(rank >= 1, "data.rank (C)", rank, "an integer >= 1")
     active_rank = rank if active_rank is None else active_rank
-    require(1 <= active_rank <= rank, "data.rank (C)", active_rank, f"an integer in [1, d / 64 = {rank}]")
-    require(num_train >= num_components, "data.num_components (K)", num_components,
-            f"K <= N = {num_train} (training points)")
+    if not 1 <= active_rank <= rank:
+        raise ValueError(f"lowrank_templates needs 1 <= active_rank <= rank; got active_rank = {active_rank}, "
+                         f"rank = {rank}")
+    _check_components(num_components, num_train)
     templates = digit_templates(num_components)
     rng = np.random.default_rng(seed)
 

@@ -20,7 +20,7 @@ import zipfile
 
 import numpy as np
 
-from jaxmem.config import ConfigError, require, require_choice
+from jaxmem.validation import ConfigError, require, require_choice
 
 DATASETS = ("digits", "mnist_5k", "mnist", "cifar10", "npz")
 # [N, H, W, C] of each split of the named datasets (the offline sets' bundled counts, the tfds

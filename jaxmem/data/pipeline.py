@@ -18,7 +18,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.data.images import ImageSet
 
 

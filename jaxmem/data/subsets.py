@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 
 
 def balanced_subset(labels: np.ndarray, n: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:

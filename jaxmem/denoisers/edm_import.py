@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxmem import io, parallel
 from jaxmem import workdir as ownership
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 from jaxmem.denoisers import unet
 from jaxmem.train.checkpoint import MIN_KEEP, Checkpointer
 

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 
 HIGHEST = jax.lax.Precision.HIGHEST
 # An expanded energy is kept where its error bound is within this factor of a direct float32

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.denoisers.empirical import HIGHEST, check_sigma, per_example_sigma
 
 

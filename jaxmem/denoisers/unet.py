@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.denoisers.unet_ops import add_channelwise, group_norm
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -146,7 +146,8 @@ class SelfAttention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
-        require(c % self.heads == 0, "model.attn_heads", self.heads, f"a divisor of the channel count {c}")
+        if c % self.heads:
+            raise ValueError(f"{self.heads} attention heads do not divide the {c} channels")
         hidden = GroupNorm(dtype=self.dtype, name="norm")(x)
         qkv = Conv(3 * c, 1, attention_qkv, dtype=self.dtype, name="qkv")(hidden)
         qkv = qkv.reshape(b, h * w, self.heads, c // self.heads, 3)
@@ -290,11 +291,17 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
     factor = 2 ** (levels - 1)
     require(model.image_size % factor == 0, "model.image_size", model.image_size,
             f"a multiple of {factor} (the U-Net halves it {levels - 1} times)")
+    # Attention runs at the attn_resolutions and always at the lowest resolution (the decoder's first block).
+    attended = sorted({model.channels * int(model.channel_mult[-1])} | {
+        model.channels * int(mult) for level, mult in enumerate(model.channel_mult)
+        if model.image_size // 2**level in model.attn_resolutions})
+    require(all(width % model.attn_heads == 0 for width in attended), "model.attn_heads", model.attn_heads,
+            f"a divisor of the channel count of every attention block {tuple(attended)}")
 
 
 def network_from_config(model: ml_collections.ConfigDict) -> SongUNet:
-    """The SongUNet described by the `model` config group (validated first)."""
-    validate_model_config(model)
+    """The SongUNet described by the `model` config group (checked by validate_model_config at
+    the door)."""
     fields = {name: model[name] for name in MODEL_FIELDS}
     fields["channel_mult"] = tuple(fields["channel_mult"])
     fields["attn_resolutions"] = tuple(fields["attn_resolutions"])

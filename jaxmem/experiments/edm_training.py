@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, neighbors, noise, sampling
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
 from jaxmem.data.images import SPLIT_SHAPES
 from jaxmem.denoisers import unet
@@ -119,14 +119,14 @@ def recipe_fingerprint(config: ml_collections.ConfigDict) -> str:
 
 
 def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageSet, np.ndarray, trainer.TrainResult]:
-    """Validates, ties the workdir to the training recipe (workdir/fingerprint.json: a changed
-    recipe on a workdir with checkpoints is refused), saves the subset's indices and trains
-    (resuming); raises jaxmem.train.Preempted when SIGTERM stopped it.
+    """Loads the training set and checks its image shape, ties the workdir to the training recipe
+    (workdir/fingerprint.json: a changed recipe on a workdir with checkpoints is refused), saves
+    the subset's indices and trains (resuming); raises jaxmem.train.Preempted when SIGTERM stopped
+    it. `config` is checked by validate_config (the launcher's door) beforehand.
 
     Returns (training subset, its indices into the full split, the TrainResult). On a finished
     workdir this only restores the final checkpoint (jaxmem.experiments.denoiser_swaps reuses trained runs).
     """
-    validate_config(config)
     data, indices = load_training_set(config)
     trainer.check_image_shape(data.shape, config.model)
     # After the data's own checks, so a run stopped by bad data does not claim the workdir.

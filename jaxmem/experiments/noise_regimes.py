@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, noise
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.data import balanced_subset, check_source, load_images, train_heldout_split
 from jaxmem.denoisers import empirical, linear
 from jaxmem.geometry import concentration, coverage, mse, queries, regimes
@@ -180,8 +180,8 @@ def measure_wiener_distance(config, params, wiener_params, heldout, sigmas, key)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Measures every curve of the geometry study not yet in workdir and writes them (see module docstring)."""
-    validate_config(config)
+    """Measures every curve of the geometry study not yet in workdir and writes them (see module
+    docstring). `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
 
     def path(name):

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, memorization, noise, sampling
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 from jaxmem.experiments import edm_training, sample_quality
 from jaxmem.metrics import scores, weights
 from jaxmem.plots.memorization import posthoc_ema_figure
@@ -116,9 +116,9 @@ def trained_ema_sigma_rel(config: ml_collections.ConfigDict, steps: int) -> floa
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the experiment (see the module docstring); returns the summary (also summary.json)."""
+    """Runs the experiment (see the module docstring); returns the summary (also summary.json).
+    `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
-    validate_config(config)
     q = config.quality
     inception = weights.load() if q.enabled else None  # before training: the weights exist, or the command
     model = config.model

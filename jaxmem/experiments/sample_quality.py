@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 from jaxmem.data import balanced_subset, check_source, load_images
 from jaxmem.metrics import scores, weights
 from jaxmem.metrics.frechet import SingularCovarianceWarning
@@ -105,23 +105,24 @@ def load_samples(path: str, key: str = "") -> np.ndarray:
     return to_uint8(images)
 
 
-def load_reference(data: ml_collections.ConfigDict, num_images: int, seed: int) -> tuple[np.ndarray, str]:
-    """(uint8 reference images, their cache name "<dataset>/<split>/<subset>") of the source
-    data.{dataset, split, data_dir, path}: a class-balanced subset of num_images (0 = all)."""
+def load_reference(data: ml_collections.ConfigDict, num_images: int, seed: int
+                   ) -> tuple[np.ndarray, tuple[str, str, str]]:
+    """(uint8 reference images [N, H, W, C], their cache key (dataset, split, subset)) of the
+    source data.{dataset, split, data_dir, path}: a class-balanced subset of num_images (0 = all)."""
     images = load_images(data.dataset, data.split, data.data_dir, data.path)
     subset = "all"
     if num_images:
         images = images.take(balanced_subset(images.labels, num_images, seed))
         subset = f"n{num_images}_seed{seed}"
     dataset = data.dataset if data.dataset != "npz" else os.path.basename(data.path)
-    return to_uint8(images.images), f"{dataset}/{data.split}/{subset}"
+    return to_uint8(images.images), (dataset, data.split, subset)
 
 
 def reference_stats(data: ml_collections.ConfigDict, num_images: int, seed: int, params,
                     options: scores.ScoreOptions) -> tuple[FeatureStats, str]:
-    """(cached FeatureStats of that reference, its name)."""
-    images, name = load_reference(data, num_images, seed)
-    return scores.reference_of(images, params, *name.split("/", 2), options), name
+    """(cached FeatureStats of that reference, its name "<dataset>/<split>/<subset>")."""
+    images, key = load_reference(data, num_images, seed)
+    return scores.reference_of(images, params, *key, options), "/".join(key)
 
 
 @contextlib.contextmanager
@@ -140,8 +141,8 @@ def options_of(config: ml_collections.ConfigDict) -> scores.ScoreOptions:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Scores the samples; returns the result (also quality.json, quality.md)."""
-    validate_config(config)
+    """Scores the samples; returns the result (also quality.json, quality.md). `config` is
+    checked by validate_config (the launcher's door) beforehand."""
     params = weights.load(config.metrics.weights or None)
     samples = load_samples(config.samples.path, config.samples.key)
     options = options_of(config)

@@ -32,8 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxmem import io, noise, theory
-from jaxmem.experiments.gmm_crossover.report import linear_fits
-from jaxmem.config import require
+from jaxmem.validation import require
 
 THRESHOLD = 0.5
 # The GMM laboratory's time grid (jaxmem.noise.vp_times' defaults): 26 VP times in [0.001, 0.999].
@@ -140,7 +139,7 @@ def gmm_reference(paths: Sequence[str] | str = (), n_max: float = 1.0) -> dict:
         n = np.array([io.as_float(r[columns[0]]) for r in rows])
         m = np.array([io.as_float(r[columns[1]]) for r in rows])
         return dict(source=os.path.abspath(path), label=f"measured M_pt ({os.path.basename(path)})",
-                    N=n.tolist(), M_star=m.tolist(), fit=linear_fits(n, m))
+                    N=n.tolist(), M_star=m.tolist(), fit=theory.linear_fits(n, m))
     fraction = theory.formula_crossover_fraction(GMM_TIMES, GMM_WEIGHTING, GMM_VARIANCE)
     n = np.linspace(0.0, max(float(n_max), 1.0), 2)
     return dict(source="closed form", label=(f"closed form M* = {fraction:.3f} N ({GMM_WEIGHTING} weighting, "
@@ -211,7 +210,7 @@ def analyze(rows: Sequence[Mapping], root: str, n: str = "num_train", capacity: 
 
     curves = capacity_curves(rows, n, capacity, rate)
     table = crossover_table(curves, threshold)
-    fit = linear_fits([r["N"] for r in table], [r["capacity_star"] for r in table])
+    fit = theory.linear_fits([r["N"] for r in table], [r["capacity_star"] for r in table])
     gmm = gmm_reference(gmm_results, n_max=max(curves))
     io.write_csv(os.path.join(root, "capacity_crossover.csv"), table, TABLE_COLUMNS)
     io.write_json(os.path.join(root, "capacity_crossover.json"), dict(

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.denoisers import empirical
 from jaxmem.geometry.queries import check_queries, map_query_chunks
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from jaxmem import parallel
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.denoisers import empirical
 from jaxmem.progress import Progress
 

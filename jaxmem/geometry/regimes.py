@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxmem import noise, theory
-from jaxmem.config import require
+from jaxmem.validation import require
 
 REGIMES = ("small", "medium", "large", "neither")
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxmem import parallel
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 from jaxmem.metrics.inception import FEATURE_DIM, fid_features
 from jaxmem.progress import Progress
 

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 
 
 class SingularCovarianceWarning(RuntimeWarning):

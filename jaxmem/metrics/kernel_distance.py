@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 
 SUBSETS = 100
 SUBSET_SIZE = 1000

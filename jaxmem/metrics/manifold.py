@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import neighbors, parallel
-from jaxmem.config import require
+from jaxmem.validation import require
 
 NEIGHBOURS = 3
 _POINT_BLOCK = 4096

@@ -25,7 +25,7 @@ import numpy as np
 from flax import serialization, traverse_util
 
 from jaxmem import io
-from jaxmem.config import ConfigError
+from jaxmem.validation import ConfigError
 from jaxmem.metrics.inception import InceptionV3
 
 WEIGHTS_NAME = "fid_inception_2015-12-05.msgpack"

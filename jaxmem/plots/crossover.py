@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from jaxmem import io
+from jaxmem import io, theory
 from jaxmem.plots import line_text
 
 DIAGONAL_TOLERANCE = 5e-3  # a predicted slope this close to 1 is the M = N line (no crossover below N)
@@ -13,12 +13,11 @@ DIAGONAL_TOLERANCE = 5e-3  # a predicted slope this close to 1 is the M = N line
 
 def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | None = None) -> str:
     """M_pt (with its delta window) versus N per (d, K), the linear fit and the predicted M*, each
-    prediction drawn and labelled with the report's fit (slope and intercept: report.linear_fits).
+    prediction drawn and labelled with the report's fit (slope and intercept: theory.linear_fits).
 
-    rows: the table rows of jaxmem.experiments.gmm_crossover.report.summarize; fit: {slope, intercept, r2};
+    rows: the table rows of jaxmem.experiments.gmm_crossover.analysis.summarize; fit: {slope, intercept, r2};
     pooled: by_train_size rows (mean over seeds with 95% intervals), drawn when several seeds.
     """
-    from jaxmem.experiments.gmm_crossover.report import linear_fits  # here: that package imports this module
 
     figure, axis = plt.subplots(figsize=(6.4, 4.8))
     n_all = np.array([r["N"] for r in rows], np.float64)
@@ -49,7 +48,7 @@ def save_crossover(path: str, rows: list[dict], fit: dict, pooled: list[dict] | 
             continue
         method, weighting = key[len("Mstar_"):].split("_", 1)
         name = f"{'closed form' if method == 'formula' else 'measured losses'} ({weighting})"
-        line = linear_fits(n_all, values)  # the fit the report gives (with intercept)
+        line = theory.linear_fits(n_all, values)  # the fit the report gives (with intercept)
         slope, intercept = line["slope"], line["intercept"]
         if not np.isfinite(slope):  # one N: the line through the origin
             slope, intercept = line["slope_origin"], 0.0

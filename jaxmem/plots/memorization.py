@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxmem import io
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.plots.samples import save_sample_grid
 
 

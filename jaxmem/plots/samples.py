@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxmem import io
-from jaxmem.config import require
+from jaxmem.validation import require
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from jaxmem.plots import line_text
 def save_structure(path: str, table: Sequence[Mapping], fits: Mapping, field: str) -> str:
     """M_pt (mean over seeds, 95% interval) against N, one colour per value of `field`, with the
     closed-form prediction dashed and the measured-loss one dotted; when every value has a single
-    N, M_pt / N against the field value instead. table: structure_table rows; fits: {value: linear_fits}."""
+    N, M_pt / N against the field value instead. table: structure_table rows; fits: {value: theory.linear_fits}."""
     figure, axis = plt.subplots(figsize=(6.4, 4.8))
     values = list(dict.fromkeys(r["value"] for r in table))
     sizes = sorted({r["N"] for r in table})

@@ -19,7 +19,7 @@ def save_capacity_crossover(path: str, curves: Mapping, table: Sequence[Mapping]
     capacity* per N and the fits capacity* = a N + b and a0 N. Right: the GMM laboratory's M*
     versus N (measured points with their fit, or the closed-form line; the legend says which).
     curves: {N: (capacities [J], rates [J], runs)}; table: crossover_table rows; fit:
-    linear_fits; gmm: gmm_reference.
+    theory.linear_fits; gmm: gmm_reference.
     """
     figure, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.8))
     n_runs = np.concatenate([np.full(len(c[0]), size, np.float64) for size, c in curves.items()])

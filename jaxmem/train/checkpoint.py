@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.io import WriteError
 
 MIN_KEEP = 2
@@ -79,7 +79,7 @@ def readable(error: BaseException) -> str:
 
 
 def check_keep(keep: int) -> None:
-    """Fails, naming training.keep_checkpoints, unless keep >= MIN_KEEP."""
+    """Fails, naming training.keep_checkpoints, unless keep >= MIN_KEEP (the config's door check)."""
     require(keep >= MIN_KEEP, "training.keep_checkpoints", keep,
             f"an integer >= {MIN_KEEP} (an unreadable latest step falls back to the previous one)")
 
@@ -95,10 +95,10 @@ class Checkpointer:
 
     def __init__(self, directory: str, keep: int | None = 3, every_steps: int = 0, every_seconds: float = 0.0,
                  async_save: bool = True, with_position: bool = True):
-        if keep is not None:
-            check_keep(keep)
-        require(every_steps >= 0, "training.checkpoint_every_steps", every_steps, "an integer >= 0")
-        require(every_seconds >= 0, "training.checkpoint_every_seconds", every_seconds, "seconds >= 0")
+        if (keep is not None and keep < MIN_KEEP) or every_steps < 0 or every_seconds < 0:
+            raise ValueError(f"a Checkpointer needs keep >= {MIN_KEEP} (or None), every_steps >= 0 and "
+                             f"every_seconds >= 0; got keep = {keep}, every_steps = {every_steps}, "
+                             f"every_seconds = {every_seconds}")
         self.directory = os.path.abspath(directory)
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.with_position = with_position

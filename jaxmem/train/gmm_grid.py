@@ -58,7 +58,6 @@ import numpy as np
 import optax
 
 from jaxmem import parallel
-from jaxmem.config import require, require_choice
 from jaxmem.denoisers import gmm as gmm_denoiser
 from jaxmem.noise import vp_alpha, vp_sigma
 from jaxmem.progress import Progress
@@ -86,7 +85,7 @@ def adam_schedule(steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
 def make_optimizer(name: str, steps: int, peak_lr: float = 1e-3, final_lr: float = 1e-6,
                    warmup_fraction: float = 0.1, adam_b2: float = 0.999) -> optax.GradientTransformation:
     """The optimizer `name` (one of OPTIMIZERS, see the module docstring) on adam_schedule."""
-    require_choice("training.optimizer", name, OPTIMIZERS)
+    _check_optimizer(name)
     schedule = adam_schedule(steps, peak_lr, final_lr, warmup_fraction)
     if name == "jaxmem":
         return optax.adam(schedule, b2=adam_b2)
@@ -96,18 +95,20 @@ def make_optimizer(name: str, steps: int, peak_lr: float = 1e-3, final_lr: float
 
 
 def variance_parameter(optimizer: str) -> str:
-    """The trainable form of s^2 under training.optimizer: 'log_var' (jaxmem) or 'std' (paper)."""
-    require_choice("training.optimizer", optimizer, OPTIMIZERS)
+    """The trainable form of s^2 under `optimizer`: 'log_var' (jaxmem) or 'std' (paper)."""
+    _check_optimizer(optimizer)
     return "std" if optimizer == "paper" else "log_var"
 
 
-def validate_estimator(estimator: str, noise_draws: int) -> None:
-    """Fails, naming the field, on an unknown estimator or an odd R for the antithetic ones."""
-    require_choice("training.estimator", estimator, ESTIMATORS)
-    require(noise_draws >= 1, "training.noise_draws", noise_draws, "an integer >= 1")
-    if "antithetic" in estimator:
-        require(noise_draws % 2 == 0, "training.noise_draws", noise_draws,
-                f"an even integer for training.estimator={estimator!r} (draws come in pairs)")
+def _check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is not one of {OPTIMIZERS}")
+
+
+def estimator_draws_allowed(estimator: str, noise_draws: int) -> bool:
+    """Whether `estimator` draws R = noise_draws: R >= 1, even for the antithetic estimators
+    (their draws come in pairs)."""
+    return noise_draws >= 1 and ("antithetic" not in estimator or noise_draws % 2 == 0)
 
 
 def draw_point(key, dim: int, noise_draws: int, num_times: int, estimator: str = "iid"):
@@ -166,8 +167,9 @@ def make_gmm_loss(times, time_weights, noise_draws: int, point_block: int = 0,
     """
     times = jnp.asarray(times, jnp.float32)
     time_weights = jnp.asarray(time_weights, jnp.float32)
-    validate_estimator(estimator, noise_draws)
-    require(batch_size >= 0, "training.batch_size", batch_size, "an integer >= 0 (0 = full batch)")
+    if estimator not in ESTIMATORS or not estimator_draws_allowed(estimator, noise_draws) or batch_size < 0:
+        raise ValueError(f"make_gmm_loss needs an estimator of {ESTIMATORS} with noise_draws >= 1 (even for the "
+                         f"antithetic ones) and batch_size >= 0; got {estimator!r}, {noise_draws}, {batch_size}")
 
     def loss_fn(params, batch, rng):
         train, point_mask = batch["train"], batch["point_mask"]

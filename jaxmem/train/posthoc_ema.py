@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import ConfigError, require
+from jaxmem.validation import ConfigError, require
 
 GAMMA_AT_MAX = (math.sqrt(5.0) - 3.0) / 2.0
 SIGMA_REL_MAX = math.sqrt((GAMMA_AT_MAX + 1) / ((GAMMA_AT_MAX + 2) ** 2 * (GAMMA_AT_MAX + 3)))

@@ -25,7 +25,6 @@ records and snapshots past the restored step: the resumed run writes them again,
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -42,7 +41,7 @@ import optax
 from absl import logging
 
 from jaxmem import io, parallel, xla_options
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.data.images import ImageSet
 from jaxmem.data.pipeline import Position, ShuffledBatches
 from jaxmem.denoisers import edm, unet
@@ -143,9 +142,16 @@ def check_image_shape(data_shape, model: ml_collections.ConfigDict) -> None:
 
 
 def make_denoiser(config: ml_collections.ConfigDict) -> tuple[unet.SongUNet, Callable]:
-    """(network, denoise(params, x, sigma, labels=None, train=False, rng=None)) of the config."""
-    network = unet.network_from_config(config.model)
-    return network, edm.precondition(edm.flax_net_apply(network), config.model.sigma_data)
+    """(network, denoise(params, x, sigma, labels=None, train=False, rng=None)) of config.model:
+    built once per model group, so the training step and the samplers share one network."""
+    key = io.config_json(config.model)
+    if key not in _DENOISERS:
+        network = unet.network_from_config(config.model)
+        _DENOISERS[key] = network, edm.precondition(edm.flax_net_apply(network), config.model.sigma_data)
+    return _DENOISERS[key]
+
+
+_DENOISERS: dict[str, tuple[unet.SongUNet, Callable]] = {}
 
 
 def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -204,17 +210,26 @@ def build_program(config: ml_collections.ConfigDict, data_shape: tuple[int, ...]
     """The jitted init and train step for `config` on a data mesh over `devices` (default: all).
 
     Memoized on the fields that define the step (model, optim, STEP_FIELDS, image shape,
-    devices), so re-entering `train` in one process (a notebook, the tests) compiles once.
+    devices; the PROGRAMS_KEPT most recently used), so re-entering `train` in one process (a
+    notebook, the tests) compiles once.
     """
-    step_config = {"model": config.model.to_dict(), "optim": config.optim.to_dict(),
+    step_fields = {"model": config.model.to_dict(), "optim": config.optim.to_dict(),
                    "training": {k: config.training[k] for k in STEP_FIELDS}}
     devices = tuple(jax.devices() if devices is None else devices)
-    return _cached_program(json.dumps(step_config, sort_keys=True), tuple(data_shape), devices)
+    key = (json.dumps(step_fields, sort_keys=True), tuple(data_shape), devices)
+    program = _PROGRAMS.pop(key, None) or _compile_program(config, tuple(data_shape), devices)
+    _PROGRAMS[key] = program  # now the most recently used
+    while len(_PROGRAMS) > PROGRAMS_KEPT:
+        _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    return program
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_program(step_config: str, data_shape: tuple[int, ...], devices: tuple) -> Program:
-    config = ml_collections.ConfigDict(json.loads(step_config))
+PROGRAMS_KEPT = 4
+_PROGRAMS: dict[tuple, Program] = {}  # in order of use, the least recent first
+
+
+def _compile_program(config: ml_collections.ConfigDict, data_shape: tuple[int, ...], devices: tuple) -> Program:
+    """build_program without the memo."""
     training = config.training
     mesh = parallel.make_mesh(devices=devices)
     network, denoise = make_denoiser(config)
@@ -249,15 +264,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Trains the EDM U-Net of `config` on `data` (resuming from workdir/checkpoints if any).
 
-    data: the training ImageSet ([N, H, W, C] in [-1, 1]). devices: the devices of the mesh
-    (default: all). on_step(step, metrics) is called after every step with device metrics
-    (tests use it to interrupt runs). Returns a TrainResult; the state stays sharded.
+    config: checked by validate_training_config (and the experiment's validate_config) at the
+    door. data: the training ImageSet ([N, H, W, C] in [-1, 1], the network's input shape).
+    devices: the devices of the mesh (default: all), over which the batch splits evenly.
+    on_step(step, metrics) is called after every step with device metrics (tests use it to
+    interrupt runs). Returns a TrainResult; the state stays sharded.
     """
     training = config.training
-    num_devices = len(jax.devices() if devices is None else devices)
-    validate_training_config(config, num_devices)
-    check_image_shape(data.shape, config.model)
     batch_size = training.batch_size
+    num_devices = len(jax.devices() if devices is None else devices)
+    if batch_size % num_devices:
+        raise ValueError(f"a batch of {batch_size} images does not split evenly over {num_devices} devices")
     program = build_program(config, data.shape, devices)
     batches = ShuffledBatches(data, batch_size, seed=config.seed, xflip=config.data.xflip,
                               label_dim=config.model.label_dim)

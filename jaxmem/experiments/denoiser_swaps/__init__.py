@@ -44,7 +44,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import footprint, io, sampling
-from jaxmem.config import ConfigError, require, require_choice
+from jaxmem.validation import ConfigError, require, require_choice
 from jaxmem.denoisers import unet
 from jaxmem.experiments import edm_training, sample_quality
 from jaxmem.experiments.denoiser_swaps.models import (REGION_NAMES, model_configs, model_folder, regions, sigma_range,
@@ -89,10 +89,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             (s.num_samples, s.batch_size), "integers >= 1")
     edm_training.check_label_batch("swap.batch_size", s.batch_size, config.memorizing.model.label_dim)
     edm_training.check_label_batch("swap.batch_size", s.batch_size, config.generalizing.model.label_dim)
-    regions(config, swap_grid(config))
+    grid = swap_grid(config)
+    found = regions(config, grid)
     m = config.mitigation
     require_choice("mitigation.region", m.region, REGION_NAMES)
     require(0 <= m.weight < 1, "mitigation.weight", m.weight, "0 <= w < 1 (the loss weight inside the region)")
+    if m.enabled:  # model C trains with A's validated recipe and the region's sigma range as its loss window
+        sigma_lo, sigma_hi = sigma_range(grid, found[m.region])
+        require(sigma_lo < sigma_hi, "mitigation.region", m.region, f"a region of at least two grid levels (it is "
+                f"sigma = {sigma_hi:g} only: model C's training.loss_window would be empty)")
     require(config.per_level.num_queries >= 1, "per_level.num_queries", config.per_level.num_queries, ">= 1")
     t = config.trajectory
     require(t.num_samples >= 2, "trajectory.num_samples", t.num_samples, "an integer >= 2")
@@ -108,9 +113,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the experiment (see the module docstring); returns the summary (also summary.json)."""
+    """Runs the experiment (see the module docstring); returns the summary (also summary.json).
+    `config` is checked by validate_config (the launcher's door) beforehand."""
     config = with_imported_models(config)
-    validate_config(config)
     if config.quality.enabled:
         weights.load()  # the Inception weights exist before hours of training, or the command that makes them
     grid = swap_grid(config)

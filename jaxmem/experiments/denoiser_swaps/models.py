@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from jaxmem import noise, swap
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.data import ImageSet
 from jaxmem.denoisers import edm_import
 from jaxmem.experiments import edm_training

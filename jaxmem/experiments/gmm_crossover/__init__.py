@@ -18,8 +18,9 @@ model.window_tolerance x N), so a window end is measured where the search stoppe
 
 The package: grids.py (data sets, capacities, the stacked initial grid), evaluation.py (losses,
 samples, baselines of many models at once), rounds.py (the first grid and the later rounds,
-each trained, measured and stored), search.py (the adaptive bracket), report.py (tables, fits,
-report.md). This module is the protocol: validate_config, then run.
+each trained, measured and stored), search.py (the adaptive bracket), analysis.py (a row per
+data set, rows pooled over seeds), report.py (tables, report.md). This module is the protocol:
+validate_config, then run.
 
 Workdir:
   d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
@@ -48,11 +49,11 @@ import ml_collections
 from absl import logging
 
 from jaxmem import footprint, io, theory
-from jaxmem.config import require, require_choice
+from jaxmem.validation import require, require_choice
 from jaxmem.data import gmm as gmm_data
-from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grid_folders, times_of
-from jaxmem.experiments.gmm_crossover.report import (by_train_size, linear_fits, model_rows, per_t_rows,
-                                                 summarize, write_report)
+from jaxmem.experiments.gmm_crossover.analysis import by_train_size, summarize
+from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grids_of, times_of
+from jaxmem.experiments.gmm_crossover.report import model_rows, per_t_rows, write_report
 from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
 from jaxmem.train import gmm_grid
 
@@ -82,7 +83,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     else:
         require(data.rank == 0, "data.rank (C)", data.rank, "0 for data.model='isotropic' (use 'subspace' "
                 "for a GMM of lower intrinsic dimension)")
-    gmm_data.check_replication(data.replication, data.replicated_fraction, data.copies, data.zipf_exponent)
+    require_choice("data.replication", data.replication, gmm_data.REPLICATIONS)
+    require(0.0 <= data.replicated_fraction <= 1.0, "data.replicated_fraction (p)", data.replicated_fraction,
+            "a fraction in [0, 1]")
+    require(isinstance(data.copies, int) and data.copies >= 1, "data.copies (r)", data.copies, "an integer >= 1")
+    require(data.zipf_exponent > 0, "data.zipf_exponent", data.zipf_exponent, "a float > 0")
     require(len(data.train_sizes) >= 1 and all(int(n) >= 1 for n in data.train_sizes),
             "data.train_sizes (N)", tuple(data.train_sizes), "integers >= 1")
     require(len(data.num_components) >= 1 and all(int(k) >= 1 for k in data.num_components),
@@ -128,7 +133,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "an integer >= 0 (0 = the whole batch at once)")
     require(config.eval.model_batch >= 0, "eval.model_batch", config.eval.model_batch,
             "an integer >= 0 (0 = all models at once)")
-    gmm_grid.validate_estimator(training.estimator, training.noise_draws)
+    require_choice("training.estimator", training.estimator, gmm_grid.ESTIMATORS)
+    require(gmm_grid.estimator_draws_allowed(training.estimator, training.noise_draws), "training.noise_draws",
+            training.noise_draws, f"an even integer for training.estimator={training.estimator!r} (draws come in "
+            "pairs)" if "antithetic" in training.estimator else "an integer >= 1")
     require_choice("training.optimizer", training.optimizer, gmm_grid.OPTIMIZERS)
     require(isinstance(training.batch_size, int) and 0 <= training.batch_size <= smallest_n, "training.batch_size",
             training.batch_size, f"an integer in [0, {smallest_n}] (0 = full batch; at most the smallest N)")
@@ -159,23 +167,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths)."""
-    validate_config(config)
+    """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths).
+    `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
     rows, models, ratio_curves, losses = [], [], [], []
-    for dim, train_sizes, folder in grid_folders(config):
-        grid_dir = os.path.join(workdir, folder)
-        result = later_rounds(config, dim, train_sizes, grid_dir, run_grid(config, dim, train_sizes, grid_dir))
-        rows += summarize(config, dim, result)
-        models += model_rows(config, dim, result)
-        losses += per_t_rows(dim, result)
-        ratio_curves.append(dict(d=dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
+    for grid in grids_of(config):
+        grid_dir = os.path.join(workdir, grid.folder)
+        result = later_rounds(config, grid, grid_dir, run_grid(config, grid, grid_dir))
+        rows += summarize(config, grid.dim, result)
+        models += model_rows(config, grid.dim, result)
+        losses += per_t_rows(grid.dim, result)
+        ratio_curves.append(dict(d=grid.dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
     for row in rows:
         logging.info("d=%d K=%d N=%d seed=%d: M_pt=%.1f window=[%.1f, %.1f], %d models", row["d"], row["K"],
                      row["N"], row["seed"], row["M_pt"], row["window_start"], row["window_end"], row["models"])
 
-    fit = linear_fits([r["N"] for r in rows], [r["M_pt"] for r in rows])
-    predicted = {key: linear_fits([r["N"] for r in rows], [r[key] for r in rows])["slope"]
+    fit = theory.linear_fits([r["N"] for r in rows], [r["M_pt"] for r in rows])
+    predicted = {key: theory.linear_fits([r["N"] for r in rows], [r[key] for r in rows])["slope"]
                  for key in rows[0] if key.startswith("Mstar_")}
     pooled = by_train_size(rows)
     summary = dict(fit=fit, predicted_slopes=predicted, rows=rows, by_N=pooled, files={})

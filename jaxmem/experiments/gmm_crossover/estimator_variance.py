@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem import noise
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.data.gmm import isotropic_gmm
 from jaxmem.train import gmm_grid
 

@@ -67,9 +67,12 @@ def sample_grid(params, masks, x_start, times, final_denoise: bool = True):
     return jax.jit(jax.vmap(one_model))(params, masks, x_start)
 
 
+TRAIN_SPLIT, VAL_SPLIT = 1, 2  # the codes eval_noise folds into EVAL_SEED per split
+
+
 def eval_noise(config, num_points: int, dim: int, split: int) -> jax.Array:
-    """The evaluation noise draws [num_points, eval.noise_draws, d] of a split (1 train, 2 val),
-    shared by every model and baseline of a d (common random numbers)."""
+    """The evaluation noise draws [num_points, eval.noise_draws, d] of a split (TRAIN_SPLIT or
+    VAL_SPLIT), shared by every model and baseline of a d (common random numbers)."""
     return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), split),
                              (num_points, config.eval.noise_draws, dim))
 
@@ -101,7 +104,8 @@ def truth_losses(data: gmm_data.GMMData, points, point_mask, eps, times) -> np.n
 
 
 def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
-    """Per-t x0-unit training losses of the baselines of each data set, with the noise draws `eps`.
+    """Per-t x0-unit training losses of the baselines of each data set (grids.DataSet), with the
+    noise draws `eps` [N_max, R, d] at the times [T].
 
     Returns gen [S, T] (ground truth, truth_losses; NaN for the low-rank model, which has no
     GMM truth), mem [S, T] (all N points, s^2 = 0), pmem_M [S, J] and pmem [S, J, T]: the
@@ -116,7 +120,8 @@ def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
     mem = np.zeros((len(data_sets), len(times)))
     pmem_m = np.full((len(data_sets), num_points), np.nan)
     pmem = np.full((len(data_sets), num_points, len(times)), np.nan)
-    for j, (_, n, _, data) in enumerate(data_sets):  # a handful of data sets per grid
+    for j, data_set in enumerate(data_sets):  # a handful of data sets per grid
+        n, data = data_set.num_train, data_set.data
         order = gmm_data.most_replicated_first(data)
         points = np.zeros((max_n, data.dim), np.float32)
         points[:n] = data.train[order]

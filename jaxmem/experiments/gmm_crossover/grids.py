@@ -2,11 +2,18 @@
 
 A grid is every model of one data dimension d (or one (d, N) with
 training.grid_per_train_size): S training sets (K x N x seed) x C member capacities M, trained
-together by jaxmem.train.gmm_grid. `build_grid` stacks their initial parameters, batches and
-keys; `make_loss_and_optimizer` is the training config's loss and optimizer (training.optimizer).
+together by jaxmem.train.gmm_grid. `grids_of` describes each grid once (a Grid: d, its N, its
+folder, the time grid and its DataSets); `build_grid` stacks their initial parameters, batches
+and keys; `make_loss_and_optimizer` is the training config's loss and optimizer
+(training.optimizer).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +25,8 @@ from jaxmem.train import gmm_grid
 
 TEMPLATE_PIXELS = 64  # the 8x8 digit templates of the low-rank model
 REPLICATION_SALT = 2  # appended to a data set's seed for its multiplicities
+RANDOM_INIT_SALT = 7  # (seed, d, RANDOM_INIT_SALT[, round]) seeds model.init='random' means
+ROUND_KEYS_PER_DIM = 1000  # a grid's training key: fold_in(PRNGKey(seed), ROUND_KEYS_PER_DIM d + round)
 
 
 def times_of(config) -> np.ndarray:
@@ -57,18 +66,48 @@ def replication_counts(config, dim: int, num_components: int, num_train: int, se
                                    data_config.copies, data_config.zipf_exponent, seed)
 
 
-def grid_folders(config) -> list[tuple[int, tuple[int, ...], str]]:
-    """(d, train sizes, folder name) of each grid: one per d, or per (d, N) when
-    training.grid_per_train_size (no padding of small training sets to the largest N)."""
-    sizes = tuple(int(n) for n in config.data.train_sizes)
+class DataSet(NamedTuple):
+    """One training set of a grid: K components, N distinct points, its seed index and its data."""
+
+    num_components: int
+    num_train: int
+    seed_index: int
+    data: gmm_data.GMMData
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """One grid of the experiment: dimension d, its training sizes N, its folder in the workdir,
+    the training and evaluation times [T] (times_of) and, made on first use (a finished grid
+    needs none), its data sets (make_data_sets)."""
+
+    dim: int
+    train_sizes: tuple[int, ...]
+    folder: str
+    times: np.ndarray
+    make_data_sets: Callable[[], list[DataSet]] = dataclasses.field(repr=False, compare=False)
+
+    @functools.cached_property
+    def data_sets(self) -> list[DataSet]:
+        """Every data set of the grid, K x N x seed in that order."""
+        return self.make_data_sets()
+
+
+def grids_of(config) -> list[Grid]:
+    """The grids of the config: one per d, or per (d, N) when training.grid_per_train_size (no
+    padding of small training sets to the largest N); folders d<d> or d<d>_n<N>."""
+    sizes, times = tuple(int(n) for n in config.data.train_sizes), times_of(config)
     if config.training.grid_per_train_size:
-        return [(int(d), (n,), f"d{int(d)}_n{n}") for d in config.data.dims for n in sizes]
-    return [(int(d), sizes, f"d{int(d)}") for d in config.data.dims]
+        layout = [(int(d), (n,), f"d{int(d)}_n{n}") for d in config.data.dims for n in sizes]
+    else:
+        layout = [(int(d), sizes, f"d{int(d)}") for d in config.data.dims]
+    return [Grid(dim, train_sizes, folder, times, functools.partial(make_data_sets, config, dim, train_sizes))
+            for dim, train_sizes, folder in layout]
 
 
-def make_data_sets(config, dim: int, train_sizes) -> list:
-    """[(K, N, seed, GMMData)]: every data set of a grid (K x N x seed)."""
-    return [(k, n, s, make_data(config, dim, k, n, s))
+def make_data_sets(config, dim: int, train_sizes) -> list[DataSet]:
+    """Every data set of a grid of dimension `dim`, K x N x seed in that order."""
+    return [DataSet(k, n, s, make_data(config, dim, k, n, s))
             for k in config.data.num_components for n in train_sizes for s in range(config.model.num_seeds)]
 
 
@@ -76,7 +115,7 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
                ) -> tuple[np.ndarray, dict, dict, np.ndarray]:
     """The stacked initial grid of one d: (models, params, batch, rngs).
 
-    data_sets: make_data_sets of the grid; capacities_of_set[j]: the
+    data_sets: the grid's DataSets (make_data_sets); capacities_of_set[j]: the
     M values to train on set j (default: the capacity_fractions of N; a later round passes its
     own, possibly none for a set). Rows s of the grid are the sets with at least one M; each
     row holds C member models (C = the largest count; a shorter row repeats its first model in
@@ -91,10 +130,11 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     round_index, j), so no two sets or rounds of a d share draws.
     """
     if capacities_of_set is None:
-        capacities_of_set = [capacities(n, config.model.capacity_fractions) for _, n, _, _ in data_sets]
+        capacities_of_set = [capacities(data_set.num_train, config.model.capacity_fractions)
+                             for data_set in data_sets]
     rows = [j for j, m_values in enumerate(capacities_of_set) if len(m_values)]
     members = max(len(capacities_of_set[j]) for j in rows)
-    rows_of_set = [gmm_data.training_rows(data) for _, _, _, data in data_sets]  # stored rows, copies included
+    rows_of_set = [gmm_data.training_rows(data_set.data) for data_set in data_sets]  # stored rows, copies included
     max_n = max(len(r) for r in rows_of_set)
     max_m = max(int(max(capacities_of_set[j])) for j in rows)
     m_grid = np.array([[int(capacities_of_set[j][min(c, len(capacities_of_set[j]) - 1)])
@@ -110,12 +150,13 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
         first = train[:, :max_m].copy()
         if config.model.init == "replicated_first":  # the most replicated distinct points first
             for s, j in enumerate(rows):
-                data = data_sets[j][3]
+                data = data_sets[j].data
                 order = gmm_data.most_replicated_first(data)[:max_m]
                 first[s, :len(order)] = data.train[order]
         means = np.broadcast_to(first[:, None], component_mask.shape + (dim,))
     else:
-        init_rng = np.random.default_rng((config.seed, dim, 7) + ((round_index,) if round_index else ()))
+        round_salt = (round_index,) if round_index else ()
+        init_rng = np.random.default_rng((config.seed, dim, RANDOM_INIT_SALT) + round_salt)
         means = init_rng.standard_normal(component_mask.shape + (dim,)).astype(np.float32)
     params = {"means": np.where(component_mask[..., None], means, 0.0).astype(np.float32)}
     if gmm_grid.variance_parameter(config.training.optimizer) == "std":  # the authors' s (s^2 = init_variance)
@@ -123,7 +164,7 @@ def build_grid(config, dim: int, data_sets, capacities_of_set=None, round_index:
     else:
         params["log_var"] = np.full(m_grid.shape, np.log(config.model.init_variance), np.float32)
     batch = {"train": train, "point_mask": point_mask, "component_mask": component_mask}
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 * dim + round_index)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), ROUND_KEYS_PER_DIM * dim + round_index)
     rngs = np.asarray(jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.asarray(rows)))
     return models, params, batch, rngs
 

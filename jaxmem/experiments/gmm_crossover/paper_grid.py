@@ -35,9 +35,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from jaxmem import io
+from jaxmem import io, theory
 from jaxmem.experiments.gmm_crossover import weighting_fit
-from jaxmem.experiments.gmm_crossover.report import linear_fits, read_table
+from jaxmem.experiments.gmm_crossover.report import read_table
 from jaxmem.noise import vp_snr
 
 SPLIT_SEED = 0
@@ -83,11 +83,11 @@ def configurations(rows: Sequence[Mapping]) -> list[dict]:
 
 
 def fits_by_group(rows: Sequence[Mapping]) -> list[dict]:
-    """Per (d, K): the linear fit of M_pt against N over its data sets (report.linear_fits)."""
+    """Per (d, K): the linear fit of M_pt against N over its data sets (theory.linear_fits)."""
     out = []
     for d, k in sorted({(r["d"], r["K"]) for r in rows}):
         mine = [r for r in rows if (r["d"], r["K"]) == (d, k)]
-        fit = linear_fits([r["N"] for r in mine], [r["M_pt"] for r in mine])
+        fit = theory.linear_fits([r["N"] for r in mine], [r["M_pt"] for r in mine])
         out.append(dict(d=d, K=k, **{key: fit[key] for key in ("slope", "slope_se", "intercept", "intercept_se",
                                                                "r2", "slope_origin", "points")}))
     return out
@@ -119,7 +119,7 @@ def level_fits(rows: Sequence[Mapping]) -> list[dict]:
     where the level was not reached among the trained capacities (NaN)."""
     out = []
     for level in LEVELS:
-        fit = linear_fits([r["N"] for r in rows], [r[level] for r in rows])
+        fit = theory.linear_fits([r["N"] for r in rows], [r[level] for r in rows])
         out.append(dict(level=level, **{key: fit[key] for key in ("slope", "slope_se", "intercept", "r2",
                                                                   "slope_origin", "points")},
                         missing=len(rows) - fit["points"]))
@@ -183,7 +183,7 @@ def analyze(rows: Sequence[Mapping], root: str) -> list[str]:
     per_config, groups, levels = configurations(sets), fits_by_group(sets), level_fits(sets)
     test = homogeneity(groups, sets)
     per_t, errors, details = fit_weighting(sets, baselines)
-    overall = linear_fits([r["N"] for r in sets], [r["M_pt"] for r in sets])
+    overall = theory.linear_fits([r["N"] for r in sets], [r["M_pt"] for r in sets])
     files = dict(data_sets=io.write_csv(os.path.join(root, "data_sets.csv"), table, columns),
                  configurations=io.write_csv(os.path.join(root, "configurations.csv"), per_config),
                  fits_by_dk=io.write_csv(os.path.join(root, "fits_by_dk.csv"), groups),

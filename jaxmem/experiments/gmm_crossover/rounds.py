@@ -17,12 +17,13 @@ import numpy as np
 from absl import logging
 
 from jaxmem import io, neighbors, noise
-from jaxmem.config import require
+from jaxmem.validation import require
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover import search
-from jaxmem.experiments.gmm_crossover.evaluation import EVAL_SEED, baseline_losses, eval_noise, grid_losses, sample_grid
-from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer, times_of
-from jaxmem.experiments.gmm_crossover.report import measured_capacity, models_of_set, summarize
+from jaxmem.experiments.gmm_crossover.evaluation import (EVAL_SEED, TRAIN_SPLIT, VAL_SPLIT, baseline_losses, eval_noise,
+                                                         grid_losses, sample_grid)
+from jaxmem.experiments.gmm_crossover.grids import Grid, build_grid, make_loss_and_optimizer
+from jaxmem.experiments.gmm_crossover.analysis import measured_capacity, models_of_set, summarize
 from jaxmem.train import gmm_grid
 
 
@@ -70,16 +71,15 @@ def _finished_or_claim(grid_dir: str, fingerprint: str, label: str) -> dict | No
     return None
 
 
-def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs, grid_dir: str,
-                        label: str) -> dict:
-    """Trains one grid (checkpointed in grid_dir/checkpoints) and measures each of its G models.
+def train_and_evaluate(config, grid: Grid, models, params, batch, rngs, grid_dir: str, label: str) -> dict:
+    """Trains one round of `grid` (checkpointed in grid_dir/checkpoints) and measures each of its G models.
 
     models: [G, 3] (data set, row, member) from build_grid. Returns per model g: K, N, seed, M,
     ratio (memorisation), landed_multiplicity [S] (per sample: the multiplicity of the
     training point it memorises, 0 when it memorises none), train_loss / val_loss [T] (x0
     units), variance (final s^2), skipped (non-finite steps of its training set).
     """
-    times = times_of(config)
+    dim, data_sets = grid.dim, grid.data_sets
     loss_fn, optimizer = make_loss_and_optimizer(config)
     set_of_model, row, member = models.T
     logging.info("%s: %d models (%d data sets x up to %d, M <= %d, N <= %d), %d steps", label, len(models),
@@ -100,28 +100,30 @@ def train_and_evaluate(config, dim: int, data_sets, models, params, batch, rngs,
                                                      config.training.t_min, config.training.t_max),
                                       config.sampling.final_denoise))
     # Tested against the distinct points; a memorised sample records the multiplicity of its point.
-    tests = [neighbors.memorization_test(samples[g], data_sets[j][3].train) for g, j in enumerate(set_of_model)]
+    tests = [neighbors.memorization_test(samples[g], data_sets[j].data.train) for g, j in enumerate(set_of_model)]
     ratio = np.array([np.mean(flags) for flags, _, _ in tests])
-    landed = np.stack([np.where(flags, gmm_data.multiplicity_of(data_sets[j][3])[nearest], 0)
+    landed = np.stack([np.where(flags, gmm_data.multiplicity_of(data_sets[j].data)[nearest], 0)
                        for (flags, _, nearest), j in zip(tests, set_of_model)])
 
     # Per-t losses (x0 units) of the trained models, train and validation.
     model_batch = config.eval.model_batch
     train_loss = grid_losses(trained, component_mask, batch["train"][row], batch["point_mask"][row],
-                              eval_noise(config, batch["train"].shape[1], dim, 1), times, model_batch=model_batch)
-    val = np.stack([data.val for _, _, _, data in data_sets])[set_of_model]
+                              eval_noise(config, batch["train"].shape[1], dim, TRAIN_SPLIT), grid.times,
+                              model_batch=model_batch)
+    val = np.stack([data_set.data.val for data_set in data_sets])[set_of_model]
     val_loss = grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32),
-                            eval_noise(config, val.shape[1], dim, 2), times, model_batch=model_batch)
+                            eval_noise(config, val.shape[1], dim, VAL_SPLIT), grid.times, model_batch=model_batch)
+    of_model = [data_sets[j] for j in set_of_model]
     return dict(
-        K=np.array([data_sets[j][0] for j in set_of_model]), N=np.array([data_sets[j][1] for j in set_of_model]),
-        seed=np.array([data_sets[j][2] for j in set_of_model]), M=component_mask.sum(axis=1), ratio=ratio,
+        K=np.array([s.num_components for s in of_model]), N=np.array([s.num_train for s in of_model]),
+        seed=np.array([s.seed_index for s in of_model]), M=component_mask.sum(axis=1), ratio=ratio,
         landed_multiplicity=landed,
         train_loss=np.asarray(train_loss), val_loss=np.asarray(val_loss),
         variance=(np.square(trained["std"]) if "std" in trained else np.exp(trained["log_var"])), skipped=np.asarray(state.skipped)[row])
 
 
-def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
-    """Trains and evaluates the first grid of dimension `dim` and the given N; returns (and saves) the arrays.
+def run_grid(config, grid: Grid, grid_dir: str) -> dict:
+    """Trains and evaluates the first round of `grid` in grid_dir; returns (and saves) the arrays.
 
     The baselines come first: with model.search = 'adaptive' their measured-loss crossover
     places the first round's capacities (jaxmem.search.first_round), otherwise the
@@ -130,30 +132,32 @@ def run_grid(config, dim: int, train_sizes, grid_dir: str) -> dict:
     [J], pmem_loss [J, T] (padded with NaN beyond each set's capacities), set_multiplicity
     [N_max] (copies of each distinct point, 0-padded). Also times [T] and the fingerprint.
     """
-    fingerprint = _grid_fingerprint(config, dim, train_sizes)
+    dim, max_n = grid.dim, max(grid.train_sizes)
+    fingerprint = _grid_fingerprint(config, dim, grid.train_sizes)
     finished = _finished_or_claim(grid_dir, fingerprint, f"grid d={dim}")
     if finished is not None:
         return finished
-    times = times_of(config)
-    data_sets = make_data_sets(config, dim, train_sizes)
+    data_sets = grid.data_sets
     gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(
-        config, data_sets, eval_noise(config, max(train_sizes), dim, 1), times)
-    result = dict(fingerprint=np.array(fingerprint), times=times,
-                  set_K=np.array([k for k, _, _, _ in data_sets]), set_N=np.array([n for _, n, _, _ in data_sets]),
-                  set_seed=np.array([s for _, _, s, _ in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
+        config, data_sets, eval_noise(config, max_n, dim, TRAIN_SPLIT), grid.times)
+    result = dict(fingerprint=np.array(fingerprint), times=grid.times,
+                  set_K=np.array([s.num_components for s in data_sets]),
+                  set_N=np.array([s.num_train for s in data_sets]),
+                  set_seed=np.array([s.seed_index for s in data_sets]), gen_loss=gen_loss, mem_loss=mem_loss,
                   pmem_M=pmem_m, pmem_loss=pmem_loss,
-                  set_multiplicity=np.stack([np.pad(gmm_data.multiplicity_of(data), (0, max(train_sizes) - n))
-                                             for _, n, _, data in data_sets]))
+                  set_multiplicity=np.stack([np.pad(gmm_data.multiplicity_of(s.data), (0, max_n - s.num_train))
+                                             for s in data_sets]))
     capacities_of_set = None
     if config.model.search == "adaptive":  # around each set's measured-loss prediction
         model = config.model
         capacities_of_set = [
             search.first_round(
-                n, measured_capacity(result, j, model.search_weighting, config.training.custom_weights)[0],
+                data_set.num_train,
+                measured_capacity(result, j, model.search_weighting, config.training.custom_weights)[0],
                 model.search_points, model.search_span)
-            for j, (_, n, _, _) in enumerate(data_sets)]
-    models = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, capacities_of_set),
-                                 grid_dir, f"train d={dim}")
+            for j, data_set in enumerate(data_sets)]
+    models = train_and_evaluate(config, grid, *build_grid(config, dim, data_sets, capacities_of_set),
+                                grid_dir, f"train d={dim}")
     result.update(models)
     if jax.process_index() == 0:
         io.save_npz(os.path.join(grid_dir, "result.npz"), **result)
@@ -204,8 +208,8 @@ def window_capacities(config, result: dict) -> list[np.ndarray]:
     return extra
 
 
-def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> dict:
-    """The first grid's result joined with the grids of later rounds.
+def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
+    """The first round's result (run_grid) joined with the later rounds of `grid`.
 
     Stages, in order, each a sequence of rounds that ends early once a round has nothing to
     train: model.search = 'adaptive' runs up to model.search_rounds rounds of
@@ -218,7 +222,7 @@ def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> d
     Returns `first` with every round's models appended to the per-model arrays (MODEL_KEYS),
     `round` [G'] (0 = the first grid, then 1, 2, ... across stages) and `refinement` (round > 0).
     """
-    model = config.model
+    model, dim = config.model, grid.dim
     stages = []
     if model.search == "adaptive":
         stages.append(("round", model.search_rounds, lambda joined: search_capacities(config, joined)))
@@ -227,7 +231,7 @@ def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> d
     if model.window_rounds > 0:
         stages.append(("window", model.window_rounds, lambda joined: window_capacities(config, joined)))
     joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
-    data_sets, k = None, 0
+    k = 0
     for prefix, rounds, next_capacities in stages:
         for i in range(1, rounds + 1):
             extra = next_capacities(joined)
@@ -240,9 +244,8 @@ def later_rounds(config, dim: int, train_sizes, grid_dir: str, first: dict) -> d
                                      sort_keys=True)
             done = _finished_or_claim(round_dir, fingerprint, f"{folder} d={dim}")
             if done is None:
-                data_sets = data_sets or make_data_sets(config, dim, train_sizes)
-                done = train_and_evaluate(config, dim, data_sets, *build_grid(config, dim, data_sets, extra, k),
-                                           round_dir, f"{folder} d={dim}")
+                done = train_and_evaluate(config, grid, *build_grid(config, dim, grid.data_sets, extra, k),
+                                          round_dir, f"{folder} d={dim}")
                 if jax.process_index() == 0:
                     io.save_npz(os.path.join(round_dir, "result.npz"), fingerprint=np.array(fingerprint), **done)
             joined.update({key: np.concatenate([joined[key], done[key]]) for key in MODEL_KEYS})

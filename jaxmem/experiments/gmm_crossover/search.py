@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxmem.config import require
+from jaxmem.validation import require
 
 
 def first_round(num_train: int, predicted: float, points: int, span: float) -> np.ndarray:

@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jaxmem import io
-from jaxmem.experiments.gmm_crossover.report import (by_train_size, fit_text, linear_fits, number_or_text,
-                                                   read_table)
+from jaxmem import io, theory
+from jaxmem.experiments.gmm_crossover.analysis import by_train_size
+from jaxmem.experiments.gmm_crossover.report import fit_text, number_or_text, read_table
 
 ANALYSIS = "jaxmem.experiments.gmm_crossover.structure:analyze"
 TABLE_COLUMNS = ("value", "N", "seeds", "M_pt", "ci95_lo", "ci95_hi", "M_pt_over_N", "Mstar_formula_x0",
@@ -57,7 +57,7 @@ def structure_table(groups: Mapping) -> tuple[list[dict], dict]:
     for value, folders in groups.items():
         sets = [row for folder in folders for row in read_table(folder, "crossover.csv")]
         table += [{"value": value, **row} for row in by_train_size(sets)]
-        fits[value] = linear_fits([r["N"] for r in sets], [r["M_pt"] for r in sets])
+        fits[value] = theory.linear_fits([r["N"] for r in sets], [r["M_pt"] for r in sets])
     return table, fits
 
 

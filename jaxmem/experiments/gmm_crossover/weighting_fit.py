@@ -25,7 +25,7 @@ import numpy as np
 from scipy import optimize
 
 from jaxmem import theory
-from jaxmem.config import require
+from jaxmem.validation import require
 
 
 def gap_and_slope(pmem_m, pmem_loss, gen_loss, capacity: float) -> tuple[np.ndarray, np.ndarray]:
