@@ -8,6 +8,7 @@ unfinished round resumes, a finished one is read back, one of another config is 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -181,31 +182,31 @@ def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
     return extra
 
 
-def search_capacities(config, result: dict) -> list[np.ndarray]:
-    """Per data set j: the next adaptive round's untried M values (empty once its bracket is
-    narrower than model.search_tolerance x N, or there is no transition up to M = N)."""
-    model, extra = config.model, []
-    for j, n in enumerate(result["set_N"]):
-        of_set = models_of_set(result, j)
-        extra.append(search.next_round(result["M"][of_set], result["ratio"][of_set], int(n),
-                                                model.search_points, model.search_tolerance * int(n)))
-    return extra
-
-
-def window_capacities(config, result: dict) -> list[np.ndarray]:
-    """Per data set j: the next window round's untried M values. For each end of the delta window
-    (the first crossings of eval.delta and 1 - eval.delta) whose bracket is still wider than
-    model.window_tolerance x N, or whose upper side is an untrained N, the capacities
-    search.next_round places at that level; empty once both ends are bracketed that closely (or
-    the ratio at a trained M = N stays below the level: that end does not exist)."""
-    model, delta, extra = config.model, config.eval.delta, []
+def bracketing_capacities(result: dict, points: int, tolerance_fraction: float, levels) -> list[np.ndarray]:
+    """Per data set j: the untried M values search.next_round places around the first crossing of
+    each of `levels` by its ratio(M), united (empty once every level is bracketed to
+    tolerance_fraction x N, or the ratio at a trained M = N stays below it)."""
+    extra = []
     for j, n in enumerate(result["set_N"]):
         of_set = models_of_set(result, j)
         m, ratio = result["M"][of_set], result["ratio"][of_set]
-        ends = [search.next_round(m, ratio, int(n), model.search_points, model.window_tolerance * int(n), level)
-                for level in (delta, 1.0 - delta)]
-        extra.append(np.union1d(*ends).astype(np.int64))
+        rounds = [search.next_round(m, ratio, int(n), points, tolerance_fraction * int(n), level) for level in levels]
+        extra.append(functools.reduce(np.union1d, rounds).astype(np.int64))
     return extra
+
+
+def search_capacities(config, result: dict) -> list[np.ndarray]:
+    """The next adaptive round: around the 0.5 crossing to model.search_tolerance x N."""
+    return bracketing_capacities(result, config.model.search_points, config.model.search_tolerance, (0.5,))
+
+
+def window_capacities(config, result: dict) -> list[np.ndarray]:
+    """The next window round: around both ends of the delta window (the first crossings of
+    eval.delta and 1 - eval.delta) to model.window_tolerance x N, training M = N where no trained
+    M reached 1 - delta."""
+    delta = config.eval.delta
+    return bracketing_capacities(result, config.model.search_points, config.model.window_tolerance,
+                                 (delta, 1.0 - delta))
 
 
 def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
@@ -223,22 +224,23 @@ def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
     `round` [G'] (0 = the first grid, then 1, 2, ... across stages) and `refinement` (round > 0).
     """
     model, dim = config.model, grid.dim
-    stages = []
+    stages = []  # (the folders of its rounds, the next round's capacities from the joined result)
     if model.search == "adaptive":
-        stages.append(("round", model.search_rounds, lambda joined: search_capacities(config, joined)))
+        stages.append(([f"round{i}" for i in range(1, model.search_rounds + 1)],
+                       lambda joined: search_capacities(config, joined)))
     elif model.refine_points > 0:
-        stages.append((f"refine_r{model.refine_points}", 1, lambda joined: refinement_capacities(config, dim, joined)))
+        stages.append(([f"refine_r{model.refine_points}"], lambda joined: refinement_capacities(config, dim, joined)))
     if model.window_rounds > 0:
-        stages.append(("window", model.window_rounds, lambda joined: window_capacities(config, joined)))
+        stages.append(([f"window{i}" for i in range(1, model.window_rounds + 1)],
+                       lambda joined: window_capacities(config, joined)))
     joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
     k = 0
-    for prefix, rounds, next_capacities in stages:
-        for i in range(1, rounds + 1):
+    for folders, next_capacities in stages:
+        for folder in folders:
             extra = next_capacities(joined)
             if not any(len(m) for m in extra):
                 break
             k += 1
-            folder = prefix if prefix.startswith("refine_r") else f"{prefix}{i}"
             round_dir = os.path.join(grid_dir, folder)
             fingerprint = json.dumps(dict(grid=str(first["fingerprint"]), round=folder, M=[m.tolist() for m in extra]),
                                      sort_keys=True)
