@@ -5,13 +5,13 @@ Comparisons against a peer (`alternate`) run the sides in turns, not one after t
 shared machine a burst of load then hits both sides alike, and the ratio of each round's paired
 times is far steadier than the ratio of two medians taken minutes apart (PyTorch and faiss with
 2 threads slow down much more than XLA when another process shares the cores). Every call
-records how many cores other processes kept busy while it ran (`other_cores`: the machine's busy
-CPU time from /proc/stat minus this process's own, over the call's wall time); a comparison
-counts as quiet when no reading saw more than QUIET_OTHER_CORES. Both clocks tick in 10 ms
-jiffies, so a reading over a few ms is noise (an idle machine can read a whole core): a call of
-at least MIN_READING_S gives its own reading, and a side's shorter calls are read together, over
-their summed time, when that reaches MIN_READING_S (else that side is not measured). The 1-minute load average is kept
-beside it (`load_max`) but does not decide: it counts the benchmark's own threads, so a
+records the CPU time other processes spent while it ran (`other_core_seconds`: the machine's
+busy CPU time from /proc/stat minus this process's own), read as cores over the call's wall
+time; a comparison counts as quiet when no reading saw more than QUIET_OTHER_CORES. Both clocks
+tick in 10 ms jiffies, so a reading over a few ms is noise (an idle machine can read a whole
+core): a call of at least MIN_READING_S gives its own reading, and a side's shorter calls are
+read together, over their summed time, when that reaches MIN_READING_S (else that side is not
+measured). The 1-minute load average is kept beside it (`load_max`) but does not decide: it counts the benchmark's own threads, so a
 2-thread benchmark alone on 2 cores already reads ~2.
 """
 

@@ -161,6 +161,7 @@ def execute_run(run: Run, command: Sequence[str], env: Mapping[str, str] | None 
         log.write(f"--- attempt started {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(start))}: "
                   f"{' '.join(command)}\n")
         log.flush()
+        attempt_offset = log.tell()
         child = children.start(command, log, env)
         code = child.wait()
         children.finished(child)
@@ -175,7 +176,8 @@ def execute_run(run: Run, command: Sequence[str], env: Mapping[str, str] | None 
         io.write_json(os.path.join(run.workdir, DONE), dict(seconds=seconds))
         logging.info("%s: done in %.1f s", run.name, seconds)
         return "done"
-    with open(os.path.join(run.workdir, LOG_FILE)) as log:
+    with open(os.path.join(run.workdir, LOG_FILE)) as log:  # this attempt's lines only
+        log.seek(attempt_offset)
         tail = "".join(log.readlines()[-STDERR_TAIL_LINES:])
     io.write_json(failed_marker, dict(exit_code=code, seconds=seconds, stderr_tail=tail))
     logging.error("%s: FAILED with exit code %d after %.1f s; see %s", run.name, code, seconds,
