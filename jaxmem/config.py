@@ -29,6 +29,17 @@ RESULT_NEUTRAL_FIELDS = (
 )
 
 
+# Fields added after workdirs existed, with the value that reproduces the results from before they
+# existed. A record written before a field existed lacks it; jaxmem.io.differing_fields reads the
+# missing field as this value, so such a workdir still resumes (and a finished sweep run still
+# counts as done) under a config that leaves the field at it.
+LATER_FIELDS = {
+    "data.rank": 0, "data.off_variance": 0.0, "data.replication": "none", "data.replicated_fraction": 0.0,
+    "data.copies": 1, "data.zipf_exponent": 1.0, "training.adam_b2": 0.999, "training.optimizer": "jaxmem",
+    "sampling.final_denoise": True, "model.window_rounds": 0, "model.window_tolerance": 0.05,
+}
+
+
 def result_neutral(field: str) -> bool:
     """Whether dotted `field` (e.g. "training.log_every_steps", "compute.chunk_size") is in
     RESULT_NEUTRAL_FIELDS."""

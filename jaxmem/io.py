@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from jaxmem.config import result_neutral
+from jaxmem.config import LATER_FIELDS, result_neutral
 from jaxmem.validation import ConfigError
 
 
@@ -216,11 +216,15 @@ def check_fingerprint(path: str, fingerprint: str, what: str) -> bool:
 
 
 def differing_fields(old: Mapping, new: Mapping) -> list[str]:
-    """The dotted fields whose values differ between two nested config dicts (a field present in
-    one only counts), leaving out jaxmem.config.RESULT_NEUTRAL_FIELDS; sorted."""
+    """The dotted fields whose values differ between two nested config dicts, leaving out
+    jaxmem.config.RESULT_NEUTRAL_FIELDS; sorted. A field present in one only counts, unless it is
+    in jaxmem.config.LATER_FIELDS and the other holds its value there."""
     old, new = flatten(old), flatten(new)
-    return sorted(k for k in old.keys() | new.keys()
-                  if old.get(k, "<absent>") != new.get(k, "<absent>") and not result_neutral(k))
+
+    def value(flat, key):
+        return flat.get(key, LATER_FIELDS.get(key, "<absent>"))
+
+    return sorted(k for k in old.keys() | new.keys() if value(old, k) != value(new, k) and not result_neutral(k))
 
 
 def flatten(tree, prefix: str = "") -> dict:

@@ -217,3 +217,21 @@ def test_a_finished_run_of_another_config_is_not_counted_as_done(smoke_config, t
         execute.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py")
     io.save_config(run.workdir, expand.resolve(smoke_config, run.values))
     assert execute.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py") == {run.name: "done"}
+
+
+def test_a_run_finished_before_a_field_existed_counts_as_done_at_its_earlier_value(smoke_config, tmp_path):
+    import json
+    from jaxmem import io
+
+    (run,) = expand.expand(smoke_config, [{"training.steps": [10]}], str(tmp_path))
+    os.makedirs(run.workdir)
+    io.write_json(os.path.join(run.workdir, execute.DONE), {"seconds": 1.0})
+    recorded = json.loads(io.config_json(expand.resolve(smoke_config, run.values)))
+    del recorded["model"]["window_rounds"], recorded["model"]["window_tolerance"]  # written before they existed
+    io.write_json(os.path.join(run.workdir, "config.json"), recorded)
+    assert smoke_config.model.window_rounds == 0  # the earlier behaviour
+    assert execute.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py") == {run.name: "done"}
+    with smoke_config.unlocked():
+        smoke_config.model.window_rounds = 2
+    with pytest.raises(ValueError, match="fields that differ: model.window_rounds"):
+        execute.execute([run], smoke_config, SMOKE, launcher="/nonexistent/launcher.py")

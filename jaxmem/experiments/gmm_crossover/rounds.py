@@ -18,6 +18,7 @@ import numpy as np
 from absl import logging
 
 from jaxmem import io, neighbors, noise
+from jaxmem.config import LATER_FIELDS
 from jaxmem.validation import require
 from jaxmem.data import gmm as gmm_data
 from jaxmem.experiments.gmm_crossover import search
@@ -28,18 +29,11 @@ from jaxmem.experiments.gmm_crossover.analysis import measured_capacity, models_
 from jaxmem.train import gmm_grid
 
 
-# Fields added after workdirs existed, with the value that reproduces the results from before they
-# existed: left out of the fingerprint at that value, so those workdirs still resume and are reused.
-LATER_FIELDS = {("data", "rank"): 0, ("data", "off_variance"): 0.0, ("data", "replication"): "none",
-                ("data", "replicated_fraction"): 0.0, ("data", "copies"): 1, ("data", "zipf_exponent"): 1.0,
-                ("training", "adam_b2"): 0.999, ("training", "optimizer"): "jaxmem",
-                ("sampling", "final_denoise"): True}
-
-
 def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     """The config fields a grid's results depend on (a rerun with other values must not reuse them)."""
     fields = {k: config[k].to_dict() for k in ("data", "model", "training", "sampling", "eval")}
-    for (group, name), neutral in LATER_FIELDS.items():
+    for dotted, neutral in LATER_FIELDS.items():  # at their earlier value: as before the field existed
+        group, name = dotted.split(".")
         if fields[group].get(name) == neutral:
             fields[group].pop(name)
     fields["data"].pop("dims")
@@ -47,7 +41,7 @@ def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     fields["eval"].pop("model_batch")
     fields["eval"].pop("window_fallback", None)  # how the report reads the ratios, not what was measured
     for later in ("refine_points", "search_tolerance", "search_rounds", "window_rounds", "window_tolerance"):  # later rounds have their own
-        fields["model"].pop(later)
+        fields["model"].pop(later, None)
     return json.dumps({"seed": config.seed, "dim": dim, **fields}, sort_keys=True, default=list)
 
 
