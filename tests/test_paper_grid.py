@@ -101,6 +101,7 @@ def test_the_sweep_hook_pools_fits_tests_and_fits_the_weighting(tmp_path):
     for name in ("data_sets.csv", "configurations.csv", "fits_by_dk.csv", "levels.csv", "weighting.csv",
                  "weighting_errors.csv", "paper_grid.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert summary["files"]["levels"] == "levels.csv" and summary["files"]["figure"] == "paper_grid.png"  # movable
     assert len((tmp_path / "configurations.csv").read_text().splitlines()) == 1 + 16
     assert any("chi^2" in line for line in lines)
 

@@ -193,7 +193,7 @@ def analyze(rows: Sequence[Mapping], root: str) -> list[str]:
     files["figure"] = plots.save_paper_grid(os.path.join(root, "paper_grid.png"), sets, overall, per_t)
     io.write_json(os.path.join(root, "paper_grid.json"), dict(
         fit=overall, levels=levels, homogeneity=test, fits_by_dk=groups, weighting_errors=errors,
-        weighting_split=details, files=files))
+        weighting_split=details, files={k: os.path.relpath(v, root) for k, v in files.items()}))
     held = {e["weighting"]: e for e in errors if e["split"] == "held_out"}
     return [
         "## The paper's grid", "",
