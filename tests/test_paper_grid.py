@@ -92,7 +92,7 @@ def test_the_sweep_hook_pools_fits_tests_and_fits_the_weighting(tmp_path):
     summary = json.loads((tmp_path / "paper_grid.json").read_text())
     assert summary["fit"]["slope"] == pytest.approx(0.8, abs=0.01) and summary["fit"]["points"] == 32
     assert len(summary["fits_by_dk"]) == 4 and summary["homogeneity"]["dof"] == 3
-    assert summary["homogeneity"]["p_value"] > 0.001  # one slope for every (d, K)
+    assert summary["homogeneity"]["p_value"] > 0.001 and summary["homogeneity"]["f_p_value"] > 0.001  # one slope
     levels = {lv["level"]: lv for lv in summary["levels"]}
     assert levels["window_start"]["slope"] == pytest.approx(0.65) and levels["window_end"]["slope"] == pytest.approx(0.95)
     errors = {(e["weighting"], e["split"]): e for e in summary["weighting_errors"]}
@@ -110,10 +110,30 @@ def test_a_slope_that_depends_on_k_fails_the_homogeneity_test(tmp_path):
     _fake_sweep(str(tmp_path), lambda d, k: 0.7 if k == 3 else 0.9, np.random.default_rng(3))
     paper_grid.analyze([], str(tmp_path))
     test = json.loads((tmp_path / "paper_grid.json").read_text())["homogeneity"]
-    assert test["p_value"] < 1e-6
+    assert test["p_value"] < 1e-6 and test["f_p_value"] < 1e-6
+    groups = json.loads((tmp_path / "paper_grid.json").read_text())["fits_by_dk"]
+    assert sum(g["z"] ** 2 for g in groups) == pytest.approx(test["chi2"])
     assert test["per_K"] == pytest.approx(0.2 / 3, rel=0.1)  # (0.9 - 0.7) / (6 - 3)
 
 
 def test_an_empty_root_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no crossover.csv"):
         paper_grid.analyze([], str(tmp_path))
+
+
+def test_the_common_slope_f_test_equals_two_nested_least_squares_fits():
+    """F from the closed form against the residuals of the two models fitted with dummy columns."""
+    rng = np.random.default_rng(5)
+    rows = [dict(d=d, K=k, N=n, M_pt=(0.78 + 0.01 * k / 3) * n + d / 30 + rng.normal(0, 1.5), seed=s)
+            for d in (30, 40) for k in (3, 6) for n in (50, 100, 150, 200) for s in (0, 1)]
+    test = paper_grid.common_slope_test(rows)
+    keys = sorted({(r["d"], r["K"]) for r in rows})
+    group = np.array([keys.index((r["d"], r["K"])) for r in rows])
+    n_col, y = np.array([r["N"] for r in rows], np.float64), np.array([r["M_pt"] for r in rows])
+    dummies = np.eye(len(keys))[group]
+    common = np.column_stack([dummies, n_col])
+    separate = np.column_stack([dummies, dummies * n_col[:, None]])
+    rss = [np.sum((y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) ** 2) for x in (common, separate)]
+    f = ((rss[0] - rss[1]) / (len(keys) - 1)) / (rss[1] / (len(rows) - 2 * len(keys)))
+    assert test["f"] == pytest.approx(f, rel=1e-9) and test["f_dof"] == [3, 24]
+    assert test["common_slope"] == pytest.approx(np.linalg.lstsq(common, y, rcond=None)[0][-1], rel=1e-9)

@@ -6,7 +6,8 @@ root). analyze(rows, root) reads every run's crossover.csv and the baseline loss
 
   data_sets.csv        one row per data set (d, K, N, seed): M_pt, window, measured-loss M*
   configurations.csv   one row per (d, K, N): M_pt and the window over seeds (mean, sd)
-  fits_by_dk.csv       per (d, K): M_pt = slope N + intercept with standard errors
+  fits_by_dk.csv       per (d, K): M_pt = slope N + intercept with standard errors, and z, the
+                       slope's distance from the weighted mean slope in its standard errors
   levels.csv           the same fit over all data sets for the window start (ratio first >= delta),
                        the 0.5 crossing (M_pt) and the window end (ratio first >= 1 - delta)
   weighting.csv        per grid time t: the fitted x0-unit weights w_t and eps-unit lambda_t beside
@@ -15,10 +16,13 @@ root). analyze(rows, root) reads every run's crossover.csv and the baseline loss
   paper_grid.json      all of the above plus the homogeneity test of the per-(d, K) slopes
   paper_grid.png       M_pt against N marked by d and K; the fitted lambda(t) against the two others
 
-The homogeneity test: with per-(d, K) slopes b_i and standard errors se_i, the weighted mean
+The homogeneity tests: with per-(d, K) slopes b_i and standard errors se_i, the weighted mean
 b = sum(b_i / se_i^2) / sum(1 / se_i^2) and chi^2 = sum((b_i - b)^2 / se_i^2) on (groups - 1)
-degrees of freedom; a small p-value says the slope depends on d or K. A least-squares fit of
-M_pt / N on d and K over all data sets gives the size of any such dependence.
+degrees of freedom; and the F test of one common slope (common_slope_test), which pools the
+residual variance of all groups (each se_i above rests on its group's few data sets only, so a
+group whose points happen to fall close to a line gets a small se_i and a large share of chi^2).
+A small p-value says the slope depends on d or K. A least-squares fit of M_pt / N on d and K
+over all data sets gives the size of any such dependence.
 
 The weighting is fitted (weighting_fit.fit_weights) on the data sets of a random half of the
 configurations (both seeds of a configuration on one side, split seeded by SPLIT_SEED) and
@@ -93,8 +97,35 @@ def fits_by_group(rows: Sequence[Mapping]) -> list[dict]:
     return out
 
 
+def common_slope_test(rows: Sequence[Mapping]) -> dict:
+    """The F test of one slope of M_pt against N for every (d, K) group (analysis of covariance).
+
+    Two nested least-squares models over the data sets: each group its own intercept and slope
+    (residual sum of squares RSS_1 on n - 2G dof) against each group its own intercept and one
+    common slope (RSS_0). F = ((RSS_0 - RSS_1) / (G - 1)) / (RSS_1 / (n - 2G)). Unlike the chi^2 of
+    the per-group slopes, it pools the scatter of all groups into one residual variance instead of
+    trusting each group's slope error from its own n_g - 2 dof.
+    """
+    rss_separate = sxy_total = sxx_total = syy_total = 0.0
+    keys = sorted({(r["d"], r["K"]) for r in rows if np.isfinite(r["M_pt"])})
+    for key in keys:
+        x = np.array([r["N"] for r in rows if (r["d"], r["K"]) == key and np.isfinite(r["M_pt"])], np.float64)
+        y = np.array([r["M_pt"] for r in rows if (r["d"], r["K"]) == key and np.isfinite(r["M_pt"])], np.float64)
+        sxx, sxy, syy = np.sum((x - x.mean()) ** 2), np.sum((x - x.mean()) * (y - y.mean())), np.sum((y - y.mean()) ** 2)
+        rss_separate += syy - sxy**2 / sxx
+        sxx_total, sxy_total, syy_total = sxx_total + sxx, sxy_total + sxy, syy_total + syy
+    n = sum(1 for r in rows if np.isfinite(r["M_pt"]))
+    rss_common = syy_total - sxy_total**2 / sxx_total
+    dof_between, dof_within = len(keys) - 1, n - 2 * len(keys)
+    f = ((rss_common - rss_separate) / dof_between) / (rss_separate / dof_within)
+    return dict(common_slope=float(sxy_total / sxx_total), f=float(f), f_dof=[dof_between, dof_within],
+                f_p_value=float(stats.f.sf(f, dof_between, dof_within)),
+                residual_sd=float(np.sqrt(rss_separate / dof_within)))
+
+
 def homogeneity(groups: Sequence[Mapping], rows: Sequence[Mapping]) -> dict:
-    """The chi^2 test of equal per-(d, K) slopes and the least-squares fit M_pt / N = a + b_d d + b_K K."""
+    """The tests of equal per-(d, K) slopes (chi^2 of the slopes against their own errors, and
+    common_slope_test's F) and the least-squares fit M_pt / N = a + b_d d + b_K K."""
     b = np.array([g["slope"] for g in groups])
     se = np.array([g["slope_se"] for g in groups])
     ok = np.isfinite(b) & np.isfinite(se) & (se > 0)
@@ -111,7 +142,7 @@ def homogeneity(groups: Sequence[Mapping], rows: Sequence[Mapping]) -> dict:
     return dict(groups=int(ok.sum()), weighted_mean_slope=mean, chi2=chi2, dof=dof,
                 p_value=float(stats.chi2.sf(chi2, dof)), slope_min=float(b[ok].min()), slope_max=float(b[ok].max()),
                 per_d=float(coef[1]), per_d_se=float(np.sqrt(cov[1, 1])), per_K=float(coef[2]),
-                per_K_se=float(np.sqrt(cov[2, 2])), data_sets=len(target))
+                per_K_se=float(np.sqrt(cov[2, 2])), data_sets=len(target), **common_slope_test(rows))
 
 
 def level_fits(rows: Sequence[Mapping]) -> list[dict]:
@@ -182,6 +213,8 @@ def analyze(rows: Sequence[Mapping], root: str) -> list[str]:
     table = [{c: r.get(c, float("nan")) for c in columns} for r in sets]
     per_config, groups, levels = configurations(sets), fits_by_group(sets), level_fits(sets)
     test = homogeneity(groups, sets)
+    for group in groups:  # each slope's distance from the weighted mean: its share of chi^2 is z^2
+        group["z"] = (group["slope"] - test["weighted_mean_slope"]) / group["slope_se"]
     per_t, errors, details = fit_weighting(sets, baselines)
     overall = theory.linear_fits([r["N"] for r in sets], [r["M_pt"] for r in sets])
     files = dict(data_sets=io.write_csv(os.path.join(root, "data_sets.csv"), table, columns),
@@ -200,7 +233,8 @@ def analyze(rows: Sequence[Mapping], root: str) -> list[str]:
         f"- {len(sets)} data sets in {len(per_config)} configurations; M_pt = {overall['slope']:.3f} "
         f"(+-{overall['slope_se']:.3f}) N {overall['intercept']:+.1f}, R^2 {overall['r2']:.4f}",
         f"- per-(d, K) slopes {test['slope_min']:.3f}-{test['slope_max']:.3f}, weighted mean "
-        f"{test['weighted_mean_slope']:.3f}; chi^2 {test['chi2']:.1f} on {test['dof']} dof, p = {test['p_value']:.3g}",
+        f"{test['weighted_mean_slope']:.3f}; chi^2 {test['chi2']:.1f} on {test['dof']} dof, p = {test['p_value']:.3g}; "
+        f"one common slope {test['common_slope']:.3f}: F {test['f']:.2f} on {test['f_dof']} dof, p = {test['f_p_value']:.3g}",
         f"- M_pt / N per unit d {test['per_d']:+.5f} (+-{test['per_d_se']:.5f}), per unit K "
         f"{test['per_K']:+.5f} (+-{test['per_K_se']:.5f})",
         *[f"- {lv['level']}: slope {lv['slope']:.3f} (+-{lv['slope_se']:.3f}), {lv['missing']} data sets without it"
