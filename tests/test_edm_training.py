@@ -30,7 +30,7 @@ def tiny_config(steps: int = STEPS):
                         embed_dim=16)
     config.training.update(batch_size=BATCH, total_images=steps * BATCH, checkpoint_every_steps=10,
                            keep_checkpoints=3, log_every_steps=10)
-    config.optim.lr = 2e-3
+    config.optim.peak_lr = 2e-3
     return config
 
 

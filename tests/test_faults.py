@@ -153,12 +153,12 @@ def test_a_changed_training_recipe_on_a_trained_edm_workdir_is_refused(tmp_path)
     io.save_config(str(workdir), config)
     recorded = (workdir / "config.json").read_text()
     changed = subprocess.run([sys.executable, "launch/edm_training.py", "--config=configs/edm_training.py:smoke",
-                              "--config.optim.lr=0.002", f"--workdir={workdir}"], capture_output=True, text=True,
+                              "--config.optim.peak_lr=0.002", f"--workdir={workdir}"], capture_output=True, text=True,
                              cwd=REPO, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert changed.returncode == 2, changed.stderr[-2000:]
     assert changed.stderr.strip().splitlines()[-1] == (
         f"error: {workdir / 'fingerprint.json'} holds the checkpoints of another training recipe (fields that "
-        "differ: optim.lr); rerun with the config that wrote it, or use a new --workdir")
+        "differ: optim.peak_lr); rerun with the config that wrote it, or use a new --workdir")
     assert (workdir / "config.json").read_text() == recorded
 
     neutral = load_config(os.path.join(REPO, "configs/edm_training.py:smoke"))

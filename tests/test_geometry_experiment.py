@@ -73,7 +73,7 @@ def test_smoke_preset_end_to_end(smoke_run):
     assert len(regime["levels"]) == config.grid.num_sigmas
     assert result["paths"]["figure"].endswith("geometry.png")
     with np.load(tmp_path / "split_indices.npz") as split:
-        assert len(split["train"]) == config.data.n_train and len(np.intersect1d(split["train"], split["heldout"])) == 0
+        assert len(split["train"]) == config.data.num_train and len(np.intersect1d(split["train"], split["heldout"])) == 0
 
 
 def _measuring_fails(monkeypatch):
@@ -160,7 +160,7 @@ def test_cifar10_preset_path_with_mock_tfds(tmp_path):
     import tensorflow_datasets as tfds
 
     config = load_config(CONFIG + ":cifar10_1k")
-    config.data.update(n_train=24, n_heldout=12)
+    config.data.update(num_train=24, num_heldout=12)
     config.grid.num_sigmas = 6
     config.concentration.update(num_points=6, draws=1)
     config.coverage.update(num_points=6, draws=1)

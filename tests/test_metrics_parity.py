@@ -125,7 +125,7 @@ def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_
     np.savez(tmp_path / "samples.npz", samples=samples)
     config = load_config("configs/sample_quality.py:smoke")
     config.samples.path = str(tmp_path / "samples.npz")
-    config.data.num_images = 16
+    config.data.num_reference = 16
     config.metrics.batch_size = 8
     config.metrics.kid_subset_size = 8
     result = sample_quality.run(config, str(tmp_path))

@@ -45,8 +45,8 @@ def test_bad_sweeps_fail_with_a_message_naming_the_field(smoke_config, tmp_path)
     with pytest.raises(ValueError, match=r"'data.trian_sizes'; did you mean 'data.train_sizes'\? "
                                          r"\(data has the fields: copies, dims, model, num_components"):
         expand.expand(smoke_config, [{"data.trian_sizes": [(8,)]}], str(tmp_path))
-    with pytest.raises(ValueError, match=r"'optim.lr' \(the config has the fields: .*sampling, seed, training"):
-        expand.flag_axes(smoke_config, {"optim.lr": "1,2"})
+    with pytest.raises(ValueError, match=r"'optim.peak_lr' \(the config has the fields: .*sampling, seed, training"):
+        expand.flag_axes(smoke_config, {"optim.peak_lr": "1,2"})
     with pytest.raises(ValueError, match="is a group"):
         expand.expand(smoke_config, [{"data": [1]}], str(tmp_path))
     with pytest.raises(ValueError, match="equal length"):

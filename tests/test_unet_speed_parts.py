@@ -127,7 +127,8 @@ def test_torch_twin_of_the_bench_network_has_the_reference_parameter_count():
     model = dict(CPU_NETWORK, image_size=32, in_channels=3, attn_resolutions=(16,), attn_heads=1, label_dim=0)
     torch, torch_unet, twin = _torch_twin(model)
     assert sum(p.numel() for p in twin.parameters()) == 8_797_187
-    step = torch_unet.make_train_step(twin, ml_collections.ConfigDict(dict(lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8)))
+    step = torch_unet.make_train_step(
+        twin, ml_collections.ConfigDict(dict(peak_lr=1e-4, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8)))
     before = twin.out_conv.weight.detach().clone()
     loss = step(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert torch.isfinite(loss) and not torch.equal(before, twin.out_conv.weight)

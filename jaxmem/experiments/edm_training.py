@@ -75,9 +75,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             training.checkpoint_every_seconds, ">= 0 (0 = only every checkpoint_every_steps)")
     require(0 <= training.ema_rampup_ratio, "training.ema_rampup_ratio", training.ema_rampup_ratio, ">= 0")
     require(training.loss_window_weight >= 0, "training.loss_window_weight", training.loss_window_weight, ">= 0")
-    require(0 <= optim.beta1 < 1 and 0 <= optim.beta2 < 1, "optim.beta1, optim.beta2", (optim.beta1, optim.beta2),
-            "values in [0, 1)")
-    require(optim.eps > 0, "optim.eps", optim.eps, "> 0")
+    require(0 <= optim.adam_b1 < 1 and 0 <= optim.adam_b2 < 1, "optim.adam_b1, optim.adam_b2",
+            (optim.adam_b1, optim.adam_b2), "values in [0, 1)")
+    require(optim.adam_eps > 0, "optim.adam_eps", optim.adam_eps, "> 0")
     s = config.sampling
     require(0 < s.sigma_min < s.sigma_max, "sampling.sigma_min, sampling.sigma_max", (s.sigma_min, s.sigma_max),
             "0 < sigma_min < sigma_max")
