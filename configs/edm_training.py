@@ -73,8 +73,8 @@ def _cifar10() -> ml_collections.ConfigDict:
     config.optim = ml_collections.ConfigDict(dict(
         peak_lr=1e-3, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8, warmup_images=10_000_000))
     config.sampling = ml_collections.ConfigDict(dict(
-        num_samples=1_000, solver="heun", num_steps=noise.EDM_STEPS, sigma_min=0.002, sigma_max=80.0, rho=7.0,
-        seed=0, batch_size=256, use_ema=True))
+        num_samples=1_000, solver="heun", num_steps=noise.EDM_STEPS, sigma_min=noise.EDM_SIGMA_MIN,
+        sigma_max=noise.EDM_SIGMA_MAX, rho=noise.EDM_RHO, seed=0, batch_size=256, use_ema=True))
     config.eval = ml_collections.ConfigDict(dict(memorization=True, grid_size=64, quality=True,
                                                  quality_heldout=1_000))
     return config

@@ -32,7 +32,8 @@ def _base() -> ml_collections.ConfigDict:
     config.seed = 0
     config.data = ml_collections.ConfigDict(dict(
         dataset="digits", num_train=1000, num_heldout=500, heldout_split="", data_dir="", path=""))
-    config.grid = ml_collections.ConfigDict(dict(num_sigmas=40, sigma_min=0.002, sigma_max=80.0))
+    config.grid = ml_collections.ConfigDict(dict(num_sigmas=40, sigma_min=noise.EDM_SIGMA_MIN,
+                                                     sigma_max=noise.EDM_SIGMA_MAX))
     config.concentration = ml_collections.ConfigDict(dict(num_points=500, draws=8))
     config.coverage = ml_collections.ConfigDict(dict(num_points=500, draws=8, c=5.0))
     config.mse = ml_collections.ConfigDict(dict(num_points=200, draws=4))
