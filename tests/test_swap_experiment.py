@@ -9,7 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from jaxmem import footprint, noise, sampling, swap
+from jaxmem import footprint, noise, sampling
+from jaxmem.experiments.denoiser_swaps import swapping
 from jaxmem.experiments import denoiser_swaps as swap_experiment
 from jaxmem.experiments.denoiser_swaps import models, tables, trajectories
 from jaxmem.config import load_config
@@ -112,7 +113,7 @@ def test_traced_windows_sample_like_the_base_and_the_donor_alone():
     step = tables.pair_step(wiener, memorizer)
 
     def generate(windows):
-        return sampling.edm_generate(step, dict(params, windows=swap.window_array(windows, 8)), 12, (16,), 3, grid,
+        return sampling.edm_generate(step, dict(params, windows=swapping.window_array(windows, 8)), 12, (16,), 3, grid,
                                      "euler", batch_size=12)
 
     def alone(denoise, p):
@@ -128,11 +129,11 @@ def test_traced_windows_sample_like_the_base_and_the_donor_alone():
 
 
 def test_window_array_and_membership():
-    table = swap.window_array([(6, 13), (0, 2)], 18, size=3)
+    table = swapping.window_array([(6, 13), (0, 2)], 18, size=3)
     assert table.tolist() == [[0, 2], [6, 13], [-1, -1]]
-    inside = [bool(swap.in_windows(i, table)) for i in range(18)]
+    inside = [bool(swapping.in_windows(i, table)) for i in range(18)]
     assert inside == [i <= 2 or 6 <= i <= 13 for i in range(18)]
-    assert not any(bool(swap.in_windows(i, swap.window_array([], 18))) for i in range(18))
+    assert not any(bool(swapping.in_windows(i, swapping.window_array([], 18))) for i in range(18))
 
 
 def test_correlations_of_scores_with_the_distance_ratio():
@@ -193,5 +194,5 @@ def test_every_preset_builds_and_validates():
         found = models.regions(config, models.swap_grid(config))
         assert set(found) == {"small", "medium", "large"}
     cifar = load_config(f"{CONFIG}:cifar10")
-    assert models.regions(cifar, models.swap_grid(cifar)) == swap.PAPER_REGIONS
+    assert models.regions(cifar, models.swap_grid(cifar)) == swapping.PAPER_REGIONS
 
