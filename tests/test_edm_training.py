@@ -161,4 +161,4 @@ def test_cifar10_presets_read_tfds_and_fit_the_network():
         data, indices = edm_experiment.load_training_set(config)
     assert data.images.shape == (1000, 32, 32, 3) and len(np.unique(indices)) == 1000
     assert -1.0 <= data.images.min() and data.images.max() <= 1.0
-    trainer.check_image_shape(data.shape, config.model)
+    edm_experiment.check_image_shape(data.shape, config.model)

@@ -133,14 +133,6 @@ def validate_training_config(config: ml_collections.ConfigDict, num_devices: int
                     f"values in (0, {posthoc_ema.SIGMA_REL_MAX:.4f})")
 
 
-def check_image_shape(data_shape, model: ml_collections.ConfigDict) -> None:
-    """Rejects data whose (H, W, C) differs from (model.image_size, model.image_size, model.in_channels)."""
-    expected = unet.input_shape(model)
-    require(tuple(data_shape) == expected, "model.image_size, model.in_channels",
-            (model.image_size, model.in_channels),
-            f"the data's image shape (H, W, C) = {tuple(data_shape)}; the network takes {expected}")
-
-
 def make_denoiser(config: ml_collections.ConfigDict) -> tuple[unet.SongUNet, Callable]:
     """(network, denoise(params, x, sigma, labels=None, train=False, rng=None)) of config.model:
     built once per model group, so the training step and the samplers share one network."""
@@ -275,6 +267,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
     num_devices = len(jax.devices() if devices is None else devices)
     if batch_size % num_devices:
         raise ValueError(f"a batch of {batch_size} images does not split evenly over {num_devices} devices")
+    if tuple(data.shape) != unet.input_shape(config.model):
+        raise ValueError(f"images of shape (H, W, C) = {tuple(data.shape)} do not fit the network, which takes "
+                         f"{unet.input_shape(config.model)}")
     program = build_program(config, data.shape, devices)
     batches = ShuffledBatches(data, batch_size, seed=config.seed, xflip=config.data.xflip,
                               label_dim=config.model.label_dim)

@@ -130,8 +130,7 @@ def train_or_restore(name: str, config: ml_collections.ConfigDict, folder: str) 
     recipe is refused (edm_training.train_model). An imported network's folder is only read: its
     parameters, with the training set of config.data (config: resolved by with_imported_models)."""
     if edm_import.is_imported(folder):
-        data, indices = edm_training.load_training_set(config)
-        trainer.check_image_shape(data.shape, config.model)
+        data, indices = edm_training.load_training_set(config)  # its shape checked at the door
         params, images_seen = edm_import.restore_params(folder)
         return Model(name, config, data, indices, params, edm_training.sampling_denoiser(config), images_seen)
     data, indices, result = edm_training.train_model(config, folder)
