@@ -38,6 +38,7 @@ def _edm(preset="smoke"):
     return f"--config={REPO}/configs/edm_training.py:{preset}"
 
 
+@pytest.mark.slow
 def test_command_line_and_config_errors_are_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
     workdir = f"--workdir={tmp_path / 'wd'}"

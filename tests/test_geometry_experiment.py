@@ -58,6 +58,7 @@ def smoke_run(tmp_path_factory):
     return config, workdir, experiment.run(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_smoke_preset_end_to_end(smoke_run):
     config, tmp_path, result = smoke_run
     for name in ("concentration.csv", "coverage.csv", "mse.csv", "wiener_distance.csv", "regimes.json",
@@ -84,6 +85,7 @@ def _measuring_fails(monkeypatch):
         monkeypatch.setattr(experiment, name, fail)
 
 
+@pytest.mark.slow
 def test_rerun_loads_every_curve_and_rebuilds_the_regime_map(smoke_run, tmp_path, monkeypatch):
     config, first_dir, first = smoke_run
     workdir = tmp_path / "run"
@@ -103,6 +105,7 @@ def test_rerun_loads_every_curve_and_rebuilds_the_regime_map(smoke_run, tmp_path
     assert json.loads((workdir / "regimes.json").read_text())["thresholds"]["w_threshold"] == 0.3
 
 
+@pytest.mark.slow
 def test_rerun_with_another_config_fails_naming_workdir_and_field(smoke_run, monkeypatch):
     _, workdir, _ = smoke_run
     stamp = os.path.getmtime(workdir / "fingerprint.json")
@@ -114,6 +117,7 @@ def test_rerun_with_another_config_fails_naming_workdir_and_field(smoke_run, mon
     assert os.path.getmtime(workdir / "fingerprint.json") == stamp
 
 
+@pytest.mark.slow
 def test_curves_without_fingerprint_are_measured_again(smoke_run, tmp_path, monkeypatch):
     """A workdir of a run before fingerprints: its curves are of unknown config, so not trusted."""
     config, first_dir, _ = smoke_run

@@ -36,6 +36,7 @@ def launcher():
     return sys.modules["gpu_check_launcher"]
 
 
+@pytest.mark.slow
 def test_dry_run_writes_the_summary_and_fills_the_benchmarks_section(tmp_path):
     benchmarks = tmp_path / "BENCHMARKS.md"
     shutil.copy(os.path.join(REPO, "BENCHMARKS.md"), benchmarks)

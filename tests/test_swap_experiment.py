@@ -35,6 +35,7 @@ def smoke_run(tmp_path_factory):
     return workdir, summary
 
 
+@pytest.mark.slow
 def test_smoke_writes_the_table_and_every_figure(smoke_run):
     workdir, summary = smoke_run
     table = read_csv(os.path.join(workdir, "swap_table.csv"))
@@ -68,6 +69,7 @@ def test_smoke_writes_the_table_and_every_figure(smoke_run):
     assert all(os.path.isfile(os.path.join(workdir, name)) for name in linked)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_the_trained_models_and_reproduces_the_table(smoke_run, tmp_path):
     workdir, summary = smoke_run
     with open(os.path.join(workdir, "memorizing", "metrics.jsonl")) as f:
@@ -83,6 +85,7 @@ def test_rerun_reuses_the_trained_models_and_reproduces_the_table(smoke_run, tmp
     assert again["rates"] == summary["rates"]
 
 
+@pytest.mark.slow
 def test_changed_model_recipe_is_refused_on_an_existing_workdir(smoke_run, tmp_path):
     workdir, _ = smoke_run
     config = smoke_config()

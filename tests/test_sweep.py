@@ -113,6 +113,7 @@ def _sweep_cli(*args, timeout=60):
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_runs_and_launches_nothing(tmp_path):
     root = tmp_path / "sweep"
     result = _sweep_cli(f"--config={SMOKE}", "--sweep=configs/sweeps/gmm_crossover_n.py", "--sweep.seed=0,1",
@@ -160,6 +161,7 @@ SMOKE_SWEEP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
     root = tmp_path / "sweep"
     launcher = tmp_path / "flaky_launcher.py"
