@@ -42,7 +42,7 @@ LATER_FIELDS = {
 
 # Fields renamed so that one concept has one name in every experiment family: {old dotted name: new}.
 # A name also matches inside a group that holds a whole config (posthoc_ema's model.optim.lr,
-# denoiser_swaps' models.memorizing.optim.lr). Records written before a rename (config.json,
+# denoiser_swaps' memorizing.optim.lr). Records written before a rename (config.json,
 # fingerprint.json) are read through current_name (jaxmem.io.differing_fields,
 # jaxmem.workdir.recorded_fields_of), so their workdirs resume and finished sweep runs still
 # count as done; an old name on the command line or in a sweep file fails naming the new one
