@@ -7,7 +7,7 @@ WORKDIR ?= runs/demo
 ACCEL  ?= .venv-accelerators
 ACCEL_PY := $(ACCEL)/bin/python
 
-.PHONY: demo test bench gpu-check accelerators compile-check clean
+.PHONY: demo test test-fast bench gpu-check accelerators compile-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed $(ACCEL)/.installed
 	$(PY) -m pytest -q tests
+
+# The fast tier: every test but those marked slow (a call or fixture set-up of more than ~5 s).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
 
 # The smoke preset compiled for a TPU slice and 8 GPUs on this CPU host (launch/compile_check.py).
 compile-check: $(ACCEL)/.installed

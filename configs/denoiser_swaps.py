@@ -65,7 +65,8 @@ def _base(memorizing: ml_collections.ConfigDict, generalizing: ml_collections.Co
     config.workdirs = ml_collections.ConfigDict(dict(memorizing="", generalizing="", mitigated=""))
     config.mitigation = ml_collections.ConfigDict(dict(enabled=True, region="medium", weight=0.1))
     config.swap = ml_collections.ConfigDict(dict(
-        solver="euler", num_steps=noise.EDM_STEPS, sigma_min=0.002, sigma_max=80.0, rho=7.0, num_samples=1_000, seed=1,
+        solver="euler", num_steps=noise.EDM_STEPS, sigma_min=noise.EDM_SIGMA_MIN,
+        sigma_max=noise.EDM_SIGMA_MAX, rho=noise.EDM_RHO, num_samples=1_000, seed=1,
         batch_size=256, regions="paper", regimes_path="", windows_in="index",
         windows=ml_collections.ConfigDict(dict(small=(14, 17), medium=(6, 13), large=(0, 5))), profile=True))
     config.per_level = ml_collections.ConfigDict(dict(num_queries=256, seed=0, chunk_size=256))

@@ -38,7 +38,8 @@ Fields (score_sde-style groups):
             workdir/snapshots every that many steps for post-hoc EMA, launch/posthoc_ema.py; 0 = off:
             about 40-80 snapshots per run in the presets, off in the crossover bases, whose sweeps train
             hundreds of runs)
-  optim     lr, beta1, beta2, eps, warmup_images
+  optim     peak_lr, adam_b1, adam_b2, adam_eps, warmup_images (Adam; the learning rate rises linearly
+            to peak_lr over the first warmup_images images, then stays)
   sampling  num_samples, solver ('heun' or 'euler'), num_steps (noise levels before the final
             0), sigma_min, sigma_max, rho, seed, batch_size, use_ema
   eval      memorization (run the 1/3 nearest-neighbour test against the training subset),
@@ -70,10 +71,10 @@ def _cifar10() -> ml_collections.ConfigDict:
         checkpoint_every_steps=10_000, checkpoint_every_seconds=1800.0, keep_checkpoints=3,
         async_checkpoints=True, power_ema_sigma_rels=(0.05, 0.10), snapshot_every_steps=2_000))
     config.optim = ml_collections.ConfigDict(dict(
-        lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, warmup_images=10_000_000))
+        peak_lr=1e-3, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8, warmup_images=10_000_000))
     config.sampling = ml_collections.ConfigDict(dict(
-        num_samples=1_000, solver="heun", num_steps=noise.EDM_STEPS, sigma_min=0.002, sigma_max=80.0, rho=7.0,
-        seed=0, batch_size=256, use_ema=True))
+        num_samples=1_000, solver="heun", num_steps=noise.EDM_STEPS, sigma_min=noise.EDM_SIGMA_MIN,
+        sigma_max=noise.EDM_SIGMA_MAX, rho=noise.EDM_RHO, seed=0, batch_size=256, use_ema=True))
     config.eval = ml_collections.ConfigDict(dict(memorization=True, grid_size=64, quality=True,
                                                  quality_heldout=1_000))
     return config

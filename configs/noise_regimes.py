@@ -9,7 +9,7 @@ Presets (--config=configs/noise_regimes.py:<preset>):
 
 Fields:
   seed          noise draws and subset selection
-  data          dataset (see jaxmem.data.DATASETS), n_train, n_heldout, heldout_split ('' = held-out
+  data          dataset (see jaxmem.data.DATASETS), num_train, num_heldout, heldout_split ('' = held-out
                 points drawn from the training split, disjoint from the training set; 'test' =
                 the tfds test split), data_dir (tfds), path ('npz' file)
   grid          num_sigmas log-spaced levels in [sigma_min, sigma_max] (pixel units, data in [-1, 1])
@@ -31,8 +31,9 @@ def _base() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.data = ml_collections.ConfigDict(dict(
-        dataset="digits", n_train=1000, n_heldout=500, heldout_split="", data_dir="", path=""))
-    config.grid = ml_collections.ConfigDict(dict(num_sigmas=40, sigma_min=0.002, sigma_max=80.0))
+        dataset="digits", num_train=1000, num_heldout=500, heldout_split="", data_dir="", path=""))
+    config.grid = ml_collections.ConfigDict(dict(num_sigmas=40, sigma_min=noise.EDM_SIGMA_MIN,
+                                                     sigma_max=noise.EDM_SIGMA_MAX))
     config.concentration = ml_collections.ConfigDict(dict(num_points=500, draws=8))
     config.coverage = ml_collections.ConfigDict(dict(num_points=500, draws=8, c=5.0))
     config.mse = ml_collections.ConfigDict(dict(num_points=200, draws=4))
@@ -43,7 +44,7 @@ def _base() -> ml_collections.ConfigDict:
 
 def smoke() -> ml_collections.ConfigDict:
     config = _base()
-    config.data.update(n_train=120, n_heldout=60)
+    config.data.update(num_train=120, num_heldout=60)
     config.grid.num_sigmas = 12
     config.concentration.update(num_points=30, draws=2)
     config.coverage.update(num_points=30, draws=2)
@@ -58,7 +59,7 @@ def digits() -> ml_collections.ConfigDict:
 
 def mnist() -> ml_collections.ConfigDict:
     config = _base()
-    config.data.update(dataset="mnist_5k", n_train=4000, n_heldout=1000)
+    config.data.update(dataset="mnist_5k", num_train=4000, num_heldout=1000)
     config.concentration.update(num_points=1000, draws=4)
     config.coverage.update(num_points=1000, draws=4)
     return config
@@ -66,7 +67,7 @@ def mnist() -> ml_collections.ConfigDict:
 
 def cifar10_1k() -> ml_collections.ConfigDict:
     config = _base()
-    config.data.update(dataset="cifar10", n_train=1000, n_heldout=1000, heldout_split="test")
+    config.data.update(dataset="cifar10", num_train=1000, num_heldout=1000, heldout_split="test")
     config.concentration.update(num_points=1000, draws=10)
     config.coverage.update(num_points=1000, draws=10)
     config.mse.update(num_points=500, draws=2)
@@ -75,7 +76,7 @@ def cifar10_1k() -> ml_collections.ConfigDict:
 
 def cifar10_50k() -> ml_collections.ConfigDict:
     config = cifar10_1k()
-    config.data.n_train = 50_000
+    config.data.num_train = 50_000
     config.compute.update(block_size=4096, chunk_size=1000, mse_chunk_size=250)
     return config
 

@@ -10,7 +10,7 @@ Fields:
   samples  path (.npz with a `samples` or `images` array: [N, H, W(, C)], uint8 or floats in
            [-1, 1] or a declared `pixel_range`; launch/edm_training.py's samples.npz works as it is),
            key (the array's name; '' = samples, else images)
-  data     dataset (jaxmem.data.DATASETS), split, data_dir (tfds), path ('npz'), num_images
+  data     dataset (jaxmem.data.DATASETS), split, data_dir (tfds), path ('npz'), num_reference
            (class-balanced reference subset; 0 = all), subset_seed. The reference's features are
            cached by dataset, split and subset (~/.cache/jaxmem/fid_reference)
   metrics  kid_subsets, kid_subset_size, neighbours (k of precision/recall), seed (KID's
@@ -29,7 +29,7 @@ def default() -> ml_collections.ConfigDict:
     config.samples = ml_collections.ConfigDict(dict(path=ml_collections.FieldReference(None, field_type=str), key=""))
     config.data = ml_collections.ConfigDict(dict(
         dataset="digits", split="train", data_dir=ml_collections.FieldReference(None, field_type=str),
-        path=ml_collections.FieldReference(None, field_type=str), num_images=0, subset_seed=0))
+        path=ml_collections.FieldReference(None, field_type=str), num_reference=0, subset_seed=0))
     config.metrics = ml_collections.ConfigDict(dict(
         kid_subsets=100, kid_subset_size=1000, neighbours=3, seed=0, batch_size=0, weights=""))
     return config
@@ -37,7 +37,7 @@ def default() -> ml_collections.ConfigDict:
 
 def smoke() -> ml_collections.ConfigDict:
     config = default()
-    config.data.num_images = 64
+    config.data.num_reference = 64
     config.metrics.kid_subsets = 10
     config.metrics.kid_subset_size = 32
     return config

@@ -40,6 +40,30 @@ LATER_FIELDS = {
 }
 
 
+# Fields renamed so that one concept has one name in every experiment family: {old dotted name: new}.
+# A name also matches inside a group that holds a whole config (posthoc_ema's model.optim.lr,
+# denoiser_swaps' memorizing.optim.lr). Records written before a rename (config.json,
+# fingerprint.json) are read through current_name (jaxmem.io.differing_fields,
+# jaxmem.workdir.recorded_fields_of), so their workdirs resume and finished sweep runs still
+# count as done; an old name on the command line or in a sweep file fails naming the new one
+# (get_field). No old name is a field of any config today.
+RENAMED_FIELDS = {
+    "data.n_train": "data.num_train", "data.n_heldout": "data.num_heldout",  # noise_regimes
+    "data.num_images": "data.num_reference",  # sample_quality's reference subset
+    "optim.lr": "optim.peak_lr", "optim.beta1": "optim.adam_b1", "optim.beta2": "optim.adam_b2",
+    "optim.eps": "optim.adam_eps",  # edm_training (and the configs that hold one)
+}
+
+
+def current_name(field: str) -> str:
+    """Dotted `field` of a stored record under today's name (RENAMED_FIELDS), e.g. "optim.lr" ->
+    "optim.peak_lr", "model.optim.lr" -> "model.optim.peak_lr"; any other field unchanged."""
+    for old, new in RENAMED_FIELDS.items():
+        if field == old or field.endswith("." + old):
+            return field[:len(field) - len(old)] + new
+    return field
+
+
 def result_neutral(field: str) -> bool:
     """Whether dotted `field` (e.g. "training.log_every_steps", "compute.chunk_size") is in
     RESULT_NEUTRAL_FIELDS."""
@@ -95,6 +119,9 @@ def get_field(config: ml_collections.ConfigDict, path: str):
     node = config
     for i, key in enumerate(path.split(".")):
         if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            renamed = current_name(path)
+            if renamed != path and _has_field(config, renamed):
+                raise ConfigError(f"config field {path!r} was renamed {renamed!r}; write {renamed!r} instead")
             group = ".".join(path.split(".")[:i])
             if not isinstance(node, ml_collections.ConfigDict):
                 raise ConfigError(f"unknown config field {path!r} ({group} is a value, not a group)")
@@ -106,3 +133,12 @@ def get_field(config: ml_collections.ConfigDict, path: str):
     if isinstance(node, ml_collections.ConfigDict):
         raise ConfigError(f"config field {path!r} is a group, not a value; its fields: {', '.join(sorted(node.keys()))}")
     return node
+
+
+def _has_field(config: ml_collections.ConfigDict, path: str) -> bool:
+    """Whether dotted `path` names a field of `config`."""
+    try:
+        get_field(config, path)
+    except ConfigError:
+        return False
+    return True

@@ -202,15 +202,15 @@ def geometry(config) -> dict[str, float]:
     queries x block_size training points x the sigma grid, distances and weights)."""
     _, h, w, c = image_shape(config.data)
     data = config.data
-    block = config.compute.chunk_size * max(config.compute.block_size, data.n_train) * config.grid.num_sigmas
-    return {"data": (data.n_train + data.n_heldout) * h * w * c * FLOAT, "kernel block": 2 * block * FLOAT}
+    block = config.compute.chunk_size * max(config.compute.block_size, data.num_train) * config.grid.num_sigmas
+    return {"data": (data.num_train + data.num_heldout) * h * w * c * FLOAT, "kernel block": 2 * block * FLOAT}
 
 
 def quality(config, samples_shape: tuple[int, ...]) -> dict[str, float]:
     """sample_quality: the samples and reference images, the Inception's weights and one
     feature-extraction batch (metrics.batch_size, or 64 when automatic)."""
     n, h, w, c = image_shape(config.data)
-    reference = config.data.num_images or n
+    reference = config.data.num_reference or n
     return {"data": (math.prod(samples_shape) + reference * h * w * c) * FLOAT,
             "Inception": INCEPTION_PARAMETERS * FLOAT,
             "feature batch": (config.metrics.batch_size or 64) * INCEPTION_ACTIVATIONS_PER_IMAGE * FLOAT}

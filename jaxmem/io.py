@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from jaxmem.config import LATER_FIELDS, result_neutral
+from jaxmem.config import LATER_FIELDS, current_name, result_neutral
 from jaxmem.validation import ConfigError
 
 
@@ -217,9 +217,11 @@ def check_fingerprint(path: str, fingerprint: str, what: str) -> bool:
 
 def differing_fields(old: Mapping, new: Mapping) -> list[str]:
     """The dotted fields whose values differ between two nested config dicts, leaving out
-    jaxmem.config.RESULT_NEUTRAL_FIELDS; sorted. A field present in one only counts, unless it is
-    in jaxmem.config.LATER_FIELDS and the other holds its value there."""
-    old, new = flatten(old), flatten(new)
+    jaxmem.config.RESULT_NEUTRAL_FIELDS; sorted, under today's names. A field of either record
+    under an old name (jaxmem.config.RENAMED_FIELDS, e.g. a fingerprint written before optim.lr
+    became optim.peak_lr) is read as its new name. A field present in one only counts, unless it
+    is in jaxmem.config.LATER_FIELDS and the other holds its value there."""
+    old, new = ({current_name(k): v for k, v in flatten(record).items()} for record in (old, new))
 
     def value(flat, key):
         return flat.get(key, LATER_FIELDS.get(key, "<absent>"))

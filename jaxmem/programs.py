@@ -37,7 +37,7 @@ from jaxmem.metrics import features, inception
 from jaxmem.train import gmm_grid, trainer
 
 FAMILIES = ("edm_training", "noise_regimes", "gmm_crossover", "sample_quality")
-# Images of the training split (when data.num_train / n_train is 0: all of it) and their shape.
+# Images of the training split (when data.num_train is 0: all of it) and their shape.
 SPLIT_SIZES = {name: splits["train"][0] for name, splits in SPLIT_SHAPES.items()}
 IMAGE_SHAPES = {name: splits["train"][1:] for name, splits in SPLIT_SHAPES.items()}
 FID_BATCH = 512   # images per call of the FID network when a config leaves it to the platform
@@ -166,7 +166,7 @@ def geometry_programs(config, devices, hbm_bytes: int | None, chips: int) -> lis
     if not dim:
         raise ConfigError(f"data.dataset={d.dataset!r}: the compile check knows the image shapes of "
                           f"{', '.join(IMAGE_SHAPES)}")
-    num_train = _dataset_size(d.dataset, d.n_train)
+    num_train = _dataset_size(d.dataset, d.num_train)
     replicated, rows = parallel.replicated(mesh), parallel.sharding_along(mesh, 2)
     shapes = empirical.param_shapes(num_train, dim, config.compute.block_size)
     params = _with_shardings(shapes, jax.tree_util.tree_map(lambda _: replicated, shapes))
@@ -219,7 +219,7 @@ def quality_programs(config, devices, hbm_bytes: int | None, chips: int) -> list
     if shape is None:
         raise ConfigError(f"data.dataset={config.data.dataset!r}: the compile check knows the image shapes of "
                           f"{', '.join(IMAGE_SHAPES)}")
-    images = _dataset_size(config.data.dataset, config.data.num_images)
+    images = _dataset_size(config.data.dataset, config.data.num_reference)
     return [fid_program(config.metrics.batch_size or FID_BATCH, shape, mesh, images, chips)]
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 import ml_collections
 
 from jaxmem import io
+from jaxmem.config import current_name
 from jaxmem.validation import ConfigError
 
 OWNER_FILE = "experiment.json"
@@ -111,7 +112,8 @@ def claim(folder: str, owner: str, adopt: Callable[[str], bool] | None = None) -
 def recorded_fields_of(config: ml_collections.ConfigDict) -> Callable[[str], bool]:
     """adopt(folder): whether the folder's config.json or fingerprint.json (what workdirs held
     before owner records) names only fields of `config` (older records may lack fields added
-    since; a record of another experiment names fields this config does not have)."""
+    since, and name renamed fields by their old names, jaxmem.config.RENAMED_FIELDS; a record of
+    another experiment names fields this config does not have)."""
     fields = _field_names(config.to_dict())
 
     def adopt(folder: str) -> bool:
@@ -121,7 +123,8 @@ def recorded_fields_of(config: ml_collections.ConfigDict) -> Callable[[str], boo
                     recorded = json.load(f)
             except (OSError, ValueError):
                 continue
-            return isinstance(recorded, dict) and bool(recorded) and _field_names(recorded) <= fields
+            return (isinstance(recorded, dict) and bool(recorded)
+                    and {current_name(name) for name in _field_names(recorded)} <= fields)
         return False
 
     return adopt

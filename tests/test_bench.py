@@ -123,6 +123,7 @@ def test_bench_tables_hold_only_each_entrys_columns():
     assert edm.splitlines()[2] == "| method | shape | images_per_s | median_s |"
 
 
+@pytest.mark.slow
 def test_bench_launcher_knn_quick(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)

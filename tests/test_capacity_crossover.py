@@ -99,6 +99,7 @@ def _fake_sweep(root, base, rows_by_name):
         io.write_json(os.path.join(workdir, "summary.json"), summary)
 
 
+@pytest.mark.slow
 def test_the_analysis_hook_writes_table_figures_and_report_lines(tmp_path):
     sweep_file = os.path.join(REPO, "configs", "sweeps", "unet_crossover_digits.py")
     analysis = expand.load_sweep_analysis(sweep_file)

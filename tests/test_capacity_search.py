@@ -106,6 +106,7 @@ def adaptive(request):
     return config
 
 
+@pytest.mark.slow
 def test_adaptive_crossover_resumes_after_a_kill_mid_round(adaptive, tmp_path, monkeypatch):
     whole = crossover.run(adaptive, str(tmp_path / "whole"))
     rounds = sorted(n for n in os.listdir(tmp_path / "whole" / "d6") if n.startswith("round"))

@@ -185,6 +185,7 @@ def _launch(tmp_path, *flags, python=ACCELERATORS_PYTHON, name="run"):
     return result, (json.loads(report.read_text()) if report.exists() else None)
 
 
+@pytest.mark.slow
 def test_grid_compiles_for_tpu_and_gpu_targets(tmp_path):
     result, report = _launch(tmp_path, "--config=configs/gmm_crossover.py:smoke", "--target=v5e-8,h100x8")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -199,6 +200,7 @@ def test_grid_compiles_for_tpu_and_gpu_targets(tmp_path):
     assert tpu["hbm_bytes"] == 16 * 2**30 and gpu["hbm_bytes"] == 85_520_809_984  # an H100 80GB reports 79.6 GiB
 
 
+@pytest.mark.slow
 def test_data_parallel_step_all_reduces_gradients_and_never_gathers_the_batch(tmp_path):
     result, report = _launch(tmp_path, "--config=configs/edm_training.py:smoke", "--target=v5e-8", "--programs=train_step")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -215,6 +217,7 @@ def test_data_parallel_step_all_reduces_gradients_and_never_gathers_the_batch(tm
     assert 0.99 * 4 * num_params <= reduced <= 4 * num_params + 1024
 
 
+@pytest.mark.slow
 def test_a_program_that_does_not_fit_is_one_error_line(tmp_path):
     result, report = _launch(tmp_path, "--config=configs/gmm_crossover.py:smoke", "--target=v5e-8",
                              "--config.data.dims=(60000,)", "--config.data.train_sizes=(20000,)")
@@ -224,6 +227,7 @@ def test_a_program_that_does_not_fit_is_one_error_line(tmp_path):
     assert "Traceback" not in result.stderr and report["failures"]
 
 
+@pytest.mark.slow
 def test_bad_targets_are_refused_before_any_work(tmp_path):
     result, _ = _launch(tmp_path, "--config=configs/gmm_crossover.py:smoke", "--target=v5litepod-8")
     assert result.returncode == 2 and "known targets: v5e-8" in result.stderr

@@ -40,6 +40,7 @@ def test_denoiser_tends_to_identity_as_sigma_vanishes():
     np.testing.assert_allclose(denoise(1.0, x, 1e4), SD * wild_net(1.0, x * edm.c_in(1e4), None, None), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_lognormal_sigmas_and_loss_weighting():
     log_sigma = np.log(np.asarray(edm.sample_sigmas(jax.random.PRNGKey(1), 20_000)))
     assert abs(log_sigma.mean() - edm.P_MEAN) < 0.05 and abs(log_sigma.std() - edm.P_STD) < 0.05

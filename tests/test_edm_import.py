@@ -47,6 +47,7 @@ def exported(stored):
 
 
 @pytest.mark.parametrize("name", ["edm_ddpmpp_uncond", "edm_ddpmpp_uncond_aug", "edm_ddpmpp_cond"])
+@pytest.mark.slow
 def test_imported_denoiser_reproduces_the_reference(name):
     stored = fixture(name)
     reference = json.loads(bytes(stored["meta/config_json"]).decode())
@@ -170,6 +171,7 @@ def imported(tmp_path_factory):
     return str(folder / "imported"), source, params
 
 
+@pytest.mark.slow
 def test_launcher_writes_a_workdir_that_restores_the_network(imported):
     workdir, source, params = imported
     with open(os.path.join(workdir, "experiment.json")) as f:
@@ -186,6 +188,7 @@ def test_launcher_writes_a_workdir_that_restores_the_network(imported):
                                                       jax.tree_util.tree_leaves(params)))
 
 
+@pytest.mark.slow
 def test_launcher_reruns_quietly_and_refuses_other_sources_and_bad_input(imported, tmp_path):
     workdir, source, _ = imported
     again = launch(f"--source={source}", f"--workdir={workdir}")
@@ -211,6 +214,7 @@ def test_launcher_reruns_quietly_and_refuses_other_sources_and_bad_input(importe
     assert launch("--help").returncode == 0
 
 
+@pytest.mark.slow
 def test_swap_experiment_takes_an_imported_generalizing_model(imported, tmp_path):
     workdir, _, params = imported
     config = smoke_swap_config()

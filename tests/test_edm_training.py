@@ -30,7 +30,7 @@ def tiny_config(steps: int = STEPS):
                         embed_dim=16)
     config.training.update(batch_size=BATCH, total_images=steps * BATCH, checkpoint_every_steps=10,
                            keep_checkpoints=3, log_every_steps=10)
-    config.optim.lr = 2e-3
+    config.optim.peak_lr = 2e-3
     return config
 
 
@@ -67,6 +67,7 @@ def _assert_same_params(a, b, atol=1e-6):
         np.testing.assert_allclose(x, y, atol=atol, rtol=0)
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_metrics_are_logged(reference):
     workdir, result, losses = reference
     assert len(losses) == STEPS and np.all(np.isfinite(losses))
@@ -79,12 +80,14 @@ def test_loss_decreases_and_metrics_are_logged(reference):
     assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "30", "40"]  # keep-last-3
 
 
+@pytest.mark.slow
 def test_one_device_gives_the_same_loss_trajectory(tmp_path, data, reference):
     _, _, sharded = reference
     _, single = _train(tiny_config(), tmp_path, data, devices=jax.devices()[:1])
     np.testing.assert_allclose(single, sharded, rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_resumed_run_matches_the_uninterrupted_one(tmp_path, data, reference):
     def preempt(step, metrics):
         if step == 13:
@@ -99,6 +102,7 @@ def test_sigterm_saves_and_the_resumed_run_matches_the_uninterrupted_one(tmp_pat
     np.testing.assert_allclose(losses, reference[2][13:], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, data, reference):
     shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
     for root, _, files in os.walk(tmp_path / "checkpoints" / "40" / "state"):
@@ -127,6 +131,7 @@ def test_pipeline_is_deterministic_resumable_and_split_over_hosts(data):
     np.testing.assert_array_equal(np.concatenate(hosts), full["images"])
 
 
+@pytest.mark.slow
 def test_experiment_trains_samples_and_measures_memorization(tmp_path):
     config = tiny_config(steps=4)
     config.sampling.update(num_samples=8, num_steps=4, batch_size=8)
@@ -161,4 +166,4 @@ def test_cifar10_presets_read_tfds_and_fit_the_network():
         data, indices = edm_experiment.load_training_set(config)
     assert data.images.shape == (1000, 32, 32, 3) and len(np.unique(indices)) == 1000
     assert -1.0 <= data.images.min() and data.images.max() <= 1.0
-    trainer.check_image_shape(data.shape, config.model)
+    edm_experiment.check_image_shape(data.shape, config.model)

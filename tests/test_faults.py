@@ -81,6 +81,7 @@ def _launch(tmp_path, *args, file_limit=None):
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
 
 
+@pytest.mark.slow
 def test_a_second_launcher_on_a_busy_workdir_refuses_and_a_failed_write_is_one_line(tmp_path):
     with lock.held(str(tmp_path / "wd")):
         busy = _launch(tmp_path, "--workdir=wd")
@@ -145,6 +146,7 @@ def test_resume_drops_metrics_records_past_the_restored_step(tmp_path):
     assert io.drop_records_after(str(tmp_path / "none.jsonl"), 0) == 0
 
 
+@pytest.mark.slow
 def test_a_changed_training_recipe_on_a_trained_edm_workdir_is_refused(tmp_path):
     config = load_config(os.path.join(REPO, "configs/edm_training.py:smoke"))
     workdir = tmp_path / "edm"
@@ -153,12 +155,12 @@ def test_a_changed_training_recipe_on_a_trained_edm_workdir_is_refused(tmp_path)
     io.save_config(str(workdir), config)
     recorded = (workdir / "config.json").read_text()
     changed = subprocess.run([sys.executable, "launch/edm_training.py", "--config=configs/edm_training.py:smoke",
-                              "--config.optim.lr=0.002", f"--workdir={workdir}"], capture_output=True, text=True,
+                              "--config.optim.peak_lr=0.002", f"--workdir={workdir}"], capture_output=True, text=True,
                              cwd=REPO, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert changed.returncode == 2, changed.stderr[-2000:]
     assert changed.stderr.strip().splitlines()[-1] == (
         f"error: {workdir / 'fingerprint.json'} holds the checkpoints of another training recipe (fields that "
-        "differ: optim.lr); rerun with the config that wrote it, or use a new --workdir")
+        "differ: optim.peak_lr); rerun with the config that wrote it, or use a new --workdir")
     assert (workdir / "config.json").read_text() == recorded
 
     neutral = load_config(os.path.join(REPO, "configs/edm_training.py:smoke"))
@@ -223,6 +225,7 @@ def _alive(pid):
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_sweep_driver_stops_every_child_and_marks_the_runs_unfinished(tmp_path):
     root = tmp_path / "sweep"
     driver = _start_sweep(tmp_path, root, steps=200)
@@ -245,6 +248,7 @@ def test_sigterm_to_the_sweep_driver_stops_every_child_and_marks_the_runs_unfini
 ORPHAN_STEPS = 40
 
 
+@pytest.mark.slow
 def test_a_rerun_after_kill_9_of_the_driver_waits_for_the_orphans_and_matches_an_uninterrupted_sweep(tmp_path):
     reference = _start_sweep(tmp_path, tmp_path / "reference", steps=ORPHAN_STEPS)
     assert reference.wait(timeout=120) == 0

@@ -141,3 +141,25 @@ def test_every_preset_of_every_config_builds():
             assert config.preset == preset and config.is_locked
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config("configs/missing.py:smoke")
+
+
+def test_the_input_pipeline_names_its_own_arguments_and_the_door_names_the_fields():
+    from conftest import REPO
+
+    from jaxmem.data.pipeline import ShuffledBatches
+    from jaxmem.experiments import edm_training
+    from jaxmem.validation import ConfigError
+
+    data = load_images("digits").take(np.arange(20))
+    with pytest.raises(ValueError, match=r"^batch_size = 3 is not a positive multiple of the process count 2$"):
+        ShuffledBatches(data, 3, seed=0, process_index=0, process_count=2)
+    with pytest.raises(ValueError, match=r"^label_dim = 5 does not exceed the largest label 9 in the data$"):
+        ShuffledBatches(data, 4, seed=0, label_dim=5, process_index=0, process_count=1)
+    config = load_config(os.path.join(REPO, "configs/edm_training.py:smoke"))
+    config.model.label_dim = 5
+    with pytest.raises(ConfigError, match=r"model.label_dim = 5 is invalid; allowed: 0 \(unconditional\) or >= the "
+                                          r"10 classes of the data"):
+        edm_training.validate_config(config)
+    config.model.label_dim = 10
+    config.sampling.batch_size = 20
+    edm_training.validate_config(config)

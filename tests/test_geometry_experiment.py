@@ -58,6 +58,7 @@ def smoke_run(tmp_path_factory):
     return config, workdir, experiment.run(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_smoke_preset_end_to_end(smoke_run):
     config, tmp_path, result = smoke_run
     for name in ("concentration.csv", "coverage.csv", "mse.csv", "wiener_distance.csv", "regimes.json",
@@ -73,7 +74,7 @@ def test_smoke_preset_end_to_end(smoke_run):
     assert len(regime["levels"]) == config.grid.num_sigmas
     assert result["paths"]["figure"].endswith("geometry.png")
     with np.load(tmp_path / "split_indices.npz") as split:
-        assert len(split["train"]) == config.data.n_train and len(np.intersect1d(split["train"], split["heldout"])) == 0
+        assert len(split["train"]) == config.data.num_train and len(np.intersect1d(split["train"], split["heldout"])) == 0
 
 
 def _measuring_fails(monkeypatch):
@@ -84,6 +85,7 @@ def _measuring_fails(monkeypatch):
         monkeypatch.setattr(experiment, name, fail)
 
 
+@pytest.mark.slow
 def test_rerun_loads_every_curve_and_rebuilds_the_regime_map(smoke_run, tmp_path, monkeypatch):
     config, first_dir, first = smoke_run
     workdir = tmp_path / "run"
@@ -103,6 +105,7 @@ def test_rerun_loads_every_curve_and_rebuilds_the_regime_map(smoke_run, tmp_path
     assert json.loads((workdir / "regimes.json").read_text())["thresholds"]["w_threshold"] == 0.3
 
 
+@pytest.mark.slow
 def test_rerun_with_another_config_fails_naming_workdir_and_field(smoke_run, monkeypatch):
     _, workdir, _ = smoke_run
     stamp = os.path.getmtime(workdir / "fingerprint.json")
@@ -114,6 +117,7 @@ def test_rerun_with_another_config_fails_naming_workdir_and_field(smoke_run, mon
     assert os.path.getmtime(workdir / "fingerprint.json") == stamp
 
 
+@pytest.mark.slow
 def test_curves_without_fingerprint_are_measured_again(smoke_run, tmp_path, monkeypatch):
     """A workdir of a run before fingerprints: its curves are of unknown config, so not trusted."""
     config, first_dir, _ = smoke_run
@@ -160,7 +164,7 @@ def test_cifar10_preset_path_with_mock_tfds(tmp_path):
     import tensorflow_datasets as tfds
 
     config = load_config(CONFIG + ":cifar10_1k")
-    config.data.update(n_train=24, n_heldout=12)
+    config.data.update(num_train=24, num_heldout=12)
     config.grid.num_sigmas = 6
     config.concentration.update(num_points=6, draws=1)
     config.coverage.update(num_points=6, draws=1)

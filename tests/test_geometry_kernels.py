@@ -139,6 +139,7 @@ def test_coverage_matches_float64_union_of_annuli():
     assert fraction.min() == 0.0 and fraction.max() == 1.0 and np.any((fraction > 0.1) & (fraction < 0.9))
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_same_results_as_one():
     assert jax.device_count() == 8  # tests/conftest.py
     train, source, noise = _problem(q=21, seed=6)  # 21 queries: padding to the device count

@@ -79,6 +79,7 @@ def test_theory_weightings_and_crossings():
     assert fit["slope"] == pytest.approx(0.8) and fit["r2"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_smoke_preset_end_to_end_and_rerun_skips(config, tmp_path):
     workdir = str(tmp_path)
     summary = crossover.run(config, workdir)
@@ -115,6 +116,7 @@ def test_smoke_preset_end_to_end_and_rerun_skips(config, tmp_path):
         crossover.run(config, workdir)
 
 
+@pytest.mark.slow
 def test_lowrank_data_per_size_grids_and_memory_bounds_run(config, tmp_path):
     with config.unlocked():
         config.data.update(model="lowrank", dims=(64,), train_sizes=(8, 12))
@@ -130,6 +132,7 @@ def test_lowrank_data_per_size_grids_and_memory_bounds_run(config, tmp_path):
         crossover.validate_config(config)
 
 
+@pytest.mark.slow
 def test_smoke_with_refinement_trains_inside_the_window_and_rerun_skips(config, tmp_path):
     # A larger lr and 16 samples give the smoke grid a memorisation transition with a window
     # wide enough to hold untrained integer M values (the plain smoke models all memorise).

@@ -39,6 +39,7 @@ def _one_set(n=10, m_values=(6, 4), std=1e-3, seed=0):
     return params, batch, np.asarray(jax.random.PRNGKey(seed))[None]
 
 
+@pytest.mark.slow
 def test_paper_optimizer_equals_a_direct_optax_chain_on_the_same_draws():
     """A few steps of the grid trainer with training.optimizer='paper' and the 'iid_shared_t'
     draws equal, member by member, a direct implementation: autodiff of the loss through `apply`
@@ -94,6 +95,7 @@ def test_paper_chain_is_not_plain_adam():
     np.testing.assert_allclose(two_updates(gmm_grid.make_optimizer("jaxmem", 100)), two_updates(optax.adam(schedule)))
 
 
+@pytest.mark.slow
 def test_std_parameter_gives_the_log_var_model_and_its_gradient():
     """{means, std = s} is the model {means, log_var = log s^2}, for s and -s alike (the model
     sees s^2 only), and the fused loss's gradient w.r.t. s is autodiff's through `apply`."""
@@ -114,6 +116,7 @@ def test_std_parameter_gives_the_log_var_model_and_its_gradient():
     np.testing.assert_allclose(fused["means"], brute["means"], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_s_stays_positive_below_m_equal_n_and_only_s_squared_matters_at_m_equal_n():
     """From the paper's start (means on M training points, s = 1e-3): for M < N the loss falls as
     s grows, so the chain moves s up, away from 0, and s > 0 at every checkpoint of a 300-step

@@ -128,6 +128,7 @@ def _run(config, workdir):
         return {k: f[k] for k in f.files if k != "fingerprint"}
 
 
+@pytest.mark.slow
 def test_replication_with_one_copy_is_the_plain_laboratory_bit_for_bit(config, tmp_path):
     plain = _run(config, tmp_path / "plain")
     with config.unlocked():
@@ -138,6 +139,7 @@ def test_replication_with_one_copy_is_the_plain_laboratory_bit_for_bit(config, t
         np.testing.assert_array_equal(plain[key], once[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_replicated_smoke_reports_per_multiplicity_rates_and_the_sweep_analysis(config, tmp_path):
     with config.unlocked():
         config.data.update(replication="fraction", replicated_fraction=0.25, copies=5)

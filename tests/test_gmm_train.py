@@ -78,6 +78,7 @@ def grid_state():
     return _train(SPECS)
 
 
+@pytest.mark.slow
 def test_grid_equals_each_model_alone_unpadded(grid_state):
     """vmap over sets, members sharing a set's draws, padding of M, N and members change nothing:
     each model equals itself trained alone (a set with one member and the same seed)."""
@@ -95,6 +96,7 @@ def test_grid_equals_each_model_alone_unpadded(grid_state):
     assert np.all(grid_state.skipped == 0)
 
 
+@pytest.mark.slow
 def test_sharded_over_8_devices_equals_one_device(grid_state):
     assert jax.device_count() == 8
     one = _train(SPECS, mesh=parallel.make_mesh(devices=jax.devices()[:1]))
@@ -102,6 +104,7 @@ def test_sharded_over_8_devices_equals_one_device(grid_state):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_params(tmp_path, grid_state):
     class Killed(Exception):
         pass
@@ -118,6 +121,7 @@ def test_interrupted_run_resumes_to_the_same_params(tmp_path, grid_state):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, grid_state):
     _train(SPECS, checkpoint_dir=str(tmp_path))
     assert sorted(map(int, os.listdir(tmp_path))) == [2 * CHUNK, 3 * CHUNK]  # two kept
@@ -147,6 +151,7 @@ def _one_set(specs=((10, 0, [6, 4]),)):
 
 @pytest.mark.parametrize("estimator, batch_size, point_block", [
     ("iid", 0, 0), ("stratified", 4, 0), ("antithetic", 0, 7), ("stratified_antithetic", 3, 5)])
+@pytest.mark.slow
 def test_loss_and_gradient_equal_a_brute_force_loop_over_the_same_draws(estimator, batch_size, point_block):
     """Every estimator, minibatch and block option: the fused, vmapped loss equals a Python loop
     over the step's points and draws through `apply`, and so do the gradients of every member."""
@@ -212,6 +217,7 @@ def test_estimators_are_unbiased(estimator):
     assert abs(draws.mean() - exact) < 3 * draws.std(ddof=1) / np.sqrt(draws.size)
 
 
+@pytest.mark.slow
 def test_minibatch_of_the_whole_set_equals_full_batch():
     full = _train([(10, 0, [6, 3])])
     batched = _train([(10, 0, [6, 3])], batch_size=10)

@@ -36,6 +36,7 @@ def launcher():
     return sys.modules["gpu_check_launcher"]
 
 
+@pytest.mark.slow
 def test_dry_run_writes_the_summary_and_fills_the_benchmarks_section(tmp_path):
     benchmarks = tmp_path / "BENCHMARKS.md"
     shutil.copy(os.path.join(REPO, "BENCHMARKS.md"), benchmarks)
@@ -101,7 +102,7 @@ def test_a_failing_stage_does_not_stop_the_others(launcher, monkeypatch, tmp_pat
 def test_commands_past_their_timeout_are_killed_with_their_output_kept():
     result = stages.run_command([sys.executable, "-u", "-c", "import time; print('started'); time.sleep(60)"], 2.0)
     assert result.returncode is None and result.wall_s < 15 and result.text == "started\n"
-    assert result.first_time("start") < 2.0
+    assert next(t for t, line in result.lines if "start" in line) < 2.0  # stamped on arrival
     failed = stages.run_command([sys.executable, "-c", "import sys; sys.exit(3)"], 30.0)
     assert failed.returncode == 3 and stages.Budget(10.0, reserve_s=2.0).timeout_for(100.0) <= 8.0
 

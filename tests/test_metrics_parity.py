@@ -81,6 +81,7 @@ def features(fid_params, fid_helper, image_sets):
             "torch": [reference_features(fid_helper, x) for x in image_sets]}
 
 
+@pytest.mark.slow
 def test_features_match_the_torchscript_model(features):
     for ours, reference in zip(features["jax"], features["torch"]):
         assert ours.shape == reference.shape == (8, 2048)
@@ -88,6 +89,7 @@ def test_features_match_the_torchscript_model(features):
         assert np.abs(ours - reference).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_fid_matches_fid_helpers_own_fid(features, fid_helper):
     """fid-helper's statistics of its own features (what update_*_stat would collect: the same
     extract_feats calls) and its FID (scipy.linalg.sqrtm of the covariance product: ~50 s here)."""
@@ -106,6 +108,7 @@ def test_fid_matches_fid_helpers_own_fid(features, fid_helper):
     assert ours == pytest.approx(expected, rel=5e-3)
 
 
+@pytest.mark.slow
 def test_kid_matches_within_its_standard_error(features):
     ours = kernel_distance.kid(*features["jax"], num_subsets=50, subset_size=6, seed=3)
     reference = kernel_distance.kid(*features["torch"], num_subsets=50, subset_size=6, seed=3)
@@ -113,6 +116,7 @@ def test_kid_matches_within_its_standard_error(features):
     assert abs(ours.mean - reference.mean) < ours.stderr
 
 
+@pytest.mark.slow
 def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_path, monkeypatch):
     """launch/sample_quality.py's protocol in-process: digits as samples against a digits subset (the
     reference statistics cached in tmp_path, then read back)."""
@@ -125,7 +129,7 @@ def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_
     np.savez(tmp_path / "samples.npz", samples=samples)
     config = load_config("configs/sample_quality.py:smoke")
     config.samples.path = str(tmp_path / "samples.npz")
-    config.data.num_images = 16
+    config.data.num_reference = 16
     config.metrics.batch_size = 8
     config.metrics.kid_subset_size = 8
     result = sample_quality.run(config, str(tmp_path))
@@ -137,6 +141,7 @@ def test_quality_experiment_scores_an_npz_against_a_data_source(fid_params, tmp_
     assert sample_quality.run(config, str(tmp_path / "again"))["fid"] == result["fid"]  # from the cache
 
 
+@pytest.mark.slow
 def test_swap_table_rows_get_sample_quality_beside_their_rates(fid_params, tmp_path, monkeypatch):
     """denoiser_swaps' quality columns, on stand-in samples (digits) for two rows."""
     from jaxmem.config import load_config
@@ -154,6 +159,7 @@ def test_swap_table_rows_get_sample_quality_beside_their_rates(fid_params, tmp_p
         assert set(tables.QUALITY_COLUMNS) <= set(row) and row["fid"] > 0 and 0 <= row["precision"] <= 1
 
 
+@pytest.mark.slow
 def test_edm_summary_scores_samples_against_training_and_held_out_images(fid_params, tmp_path, monkeypatch):
     from jaxmem.config import load_config
     from jaxmem.experiments import edm_training

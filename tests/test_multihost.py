@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import REPO
 from jaxmem.config import load_config
@@ -64,6 +65,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_cpu_cluster_trains_like_one_process(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER.replace("{tests!r}", repr(os.path.join(REPO, "tests"))))

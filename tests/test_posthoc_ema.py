@@ -154,6 +154,7 @@ def real_run(tmp_path_factory):
     return config, data, workdir, result
 
 
+@pytest.mark.slow
 def test_real_run_snapshots_reconstruct_the_tracked_averages(real_run):
     config, data, workdir, result = real_run
     snapshots = trainer.read_snapshots(config, str(workdir), data.shape)
@@ -183,6 +184,7 @@ def test_the_last_step_is_stored_when_the_interval_does_not_divide_the_run(tmp_p
     assert posthoc_ema.snapshot_steps(config.training) == [3, 5]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_writes_identical_snapshots(real_run, tmp_path):
     config, data, reference_dir, _ = real_run
 
@@ -203,6 +205,7 @@ def test_killed_and_resumed_run_writes_identical_snapshots(real_run, tmp_path):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_snapshots_past_the_restored_step_are_written_again(real_run, tmp_path):
     """A run killed after a snapshot but before the next checkpoint resumes from the checkpoint:
     the later snapshots are dropped and rewritten by the resumed run."""

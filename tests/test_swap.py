@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxmem import memorization, noise, sampling, swap
+from jaxmem import memorization, noise, sampling
+from jaxmem.experiments.denoiser_swaps import swapping
 from jaxmem.denoisers import empirical, linear
 
 SIGMAS = noise.edm_sigmas(18)
@@ -14,8 +15,8 @@ SIGMAS = noise.edm_sigmas(18)
 
 def swapped(base, donor, windows):
     """step_denoise(x, sigma, step) of the swap experiment's samplers: donor inside `windows`, base elsewhere."""
-    table = swap.window_array(windows, len(SIGMAS) - 1)
-    return lambda x, sigma, step: swap.switch_in_windows(step, table, donor, base, x, sigma)
+    table = swapping.window_array(windows, len(SIGMAS) - 1)
+    return lambda x, sigma, step: swapping.switch_in_windows(step, table, donor, base, x, sigma)
 
 
 @pytest.fixture(scope="module")
@@ -54,42 +55,42 @@ def test_empirical_optimum_swapped_into_wiener_memorizes_over_the_whole_grid(tin
 
 def test_windows_in_sigma_and_the_paper_regions():
     # the paper's [0.14, 8.4] is rounded: the grid levels 6 and 13 are 8.4009 and 0.13952
-    assert swap.sigma_window(SIGMAS, 0.1395, 8.401) == swap.PAPER_REGIONS["medium"]
-    assert swap.sigma_window(SIGMAS, 8.5, 100.0) == swap.PAPER_REGIONS["large"]
-    assert swap.sigma_window(SIGMAS, 0.0, 0.139) == swap.PAPER_REGIONS["small"]
-    assert swap.check_windows([(14, 17), (0, 5)], 18) == ((0, 5), (14, 17))
+    assert swapping.sigma_window(SIGMAS, 0.1395, 8.401) == swapping.PAPER_REGIONS["medium"]
+    assert swapping.sigma_window(SIGMAS, 8.5, 100.0) == swapping.PAPER_REGIONS["large"]
+    assert swapping.sigma_window(SIGMAS, 0.0, 0.139) == swapping.PAPER_REGIONS["small"]
+    assert swapping.check_windows([(14, 17), (0, 5)], 18) == ((0, 5), (14, 17))
     regime_map = {"edm_grid": {"steps": 18}, "regimes": {
         "small": {"edm_indices": [15, 17]}, "medium": {"edm_indices": [7, 14]},
         "large": {"edm_indices": [0, 6]}, "neither": {"edm_indices": None}}}
-    assert swap.regions_from_regimes(regime_map) == {"small": (15, 17), "medium": (7, 14), "large": (0, 6)}
+    assert swapping.regions_from_regimes(regime_map) == {"small": (15, 17), "medium": (7, 14), "large": (0, 6)}
 
 
 def test_regions_from_a_regimes_json_file(tmp_path):
     path = tmp_path / "regimes.json"
     path.write_text(json.dumps({"edm_grid": {"steps": 10}, "regimes": {"medium": {"edm_indices": [2, 5]}}}))
-    assert swap.regions_from_regimes(str(path), num_steps=10) == {"medium": (2, 5)}
+    assert swapping.regions_from_regimes(str(path), num_steps=10) == {"medium": (2, 5)}
     with pytest.raises(ValueError, match="edm_grid.steps"):
-        swap.regions_from_regimes(str(path))
+        swapping.regions_from_regimes(str(path))
 
 
 @pytest.mark.parametrize("lo, hi, message", [(100.0, 200.0, "outside"), (0.0, 0.001, "outside"),
                                              (8.0, 8.3, "at least one grid level"), (2.0, 1.0, "lo <= hi")])
 def test_bad_sigma_windows(lo, hi, message):
     with pytest.raises(ValueError, match=message):
-        swap.sigma_window(SIGMAS, lo, hi)
+        swapping.sigma_window(SIGMAS, lo, hi)
 
 
 @pytest.mark.parametrize("windows, message", [([(0, 6), (6, 13)], "overlap"), ((5, 3), "first <= last"),
                                               ((0, 18), "first <= last"), ([(0.5, 3)], "inclusive step")])
 def test_bad_index_windows(windows, message):
     with pytest.raises(ValueError, match=message):
-        swap.check_windows(windows, 18)
+        swapping.check_windows(windows, 18)
 
 
 def test_denoisers_with_different_data_shapes_are_rejected(tiny):
     train, memorizer, wiener, start = tiny
     other = functools.partial(linear.apply, linear.make_params(np.ones((5, 12), np.float32) * np.arange(5)[:, None]))
     with pytest.raises(ValueError, match="donor denoiser does not accept data of shape"):
-        swap.check_same_shapes(wiener, other, (16,))
+        swapping.check_same_shapes(wiener, other, (16,))
     with pytest.raises(ValueError, match="output shape"):
-        swap.check_same_shapes(wiener, lambda x, sigma: x[:, :8], (16,))
+        swapping.check_same_shapes(wiener, lambda x, sigma: x[:, :8], (16,))

@@ -9,7 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from jaxmem import footprint, noise, sampling, swap
+from jaxmem import footprint, noise, sampling
+from jaxmem.experiments.denoiser_swaps import swapping
 from jaxmem.experiments import denoiser_swaps as swap_experiment
 from jaxmem.experiments.denoiser_swaps import models, tables, trajectories
 from jaxmem.config import load_config
@@ -34,6 +35,7 @@ def smoke_run(tmp_path_factory):
     return workdir, summary
 
 
+@pytest.mark.slow
 def test_smoke_writes_the_table_and_every_figure(smoke_run):
     workdir, summary = smoke_run
     table = read_csv(os.path.join(workdir, "swap_table.csv"))
@@ -67,6 +69,7 @@ def test_smoke_writes_the_table_and_every_figure(smoke_run):
     assert all(os.path.isfile(os.path.join(workdir, name)) for name in linked)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_the_trained_models_and_reproduces_the_table(smoke_run, tmp_path):
     workdir, summary = smoke_run
     with open(os.path.join(workdir, "memorizing", "metrics.jsonl")) as f:
@@ -82,6 +85,7 @@ def test_rerun_reuses_the_trained_models_and_reproduces_the_table(smoke_run, tmp
     assert again["rates"] == summary["rates"]
 
 
+@pytest.mark.slow
 def test_changed_model_recipe_is_refused_on_an_existing_workdir(smoke_run, tmp_path):
     workdir, _ = smoke_run
     config = smoke_config()
@@ -112,7 +116,7 @@ def test_traced_windows_sample_like_the_base_and_the_donor_alone():
     step = tables.pair_step(wiener, memorizer)
 
     def generate(windows):
-        return sampling.edm_generate(step, dict(params, windows=swap.window_array(windows, 8)), 12, (16,), 3, grid,
+        return sampling.edm_generate(step, dict(params, windows=swapping.window_array(windows, 8)), 12, (16,), 3, grid,
                                      "euler", batch_size=12)
 
     def alone(denoise, p):
@@ -128,11 +132,11 @@ def test_traced_windows_sample_like_the_base_and_the_donor_alone():
 
 
 def test_window_array_and_membership():
-    table = swap.window_array([(6, 13), (0, 2)], 18, size=3)
+    table = swapping.window_array([(6, 13), (0, 2)], 18, size=3)
     assert table.tolist() == [[0, 2], [6, 13], [-1, -1]]
-    inside = [bool(swap.in_windows(i, table)) for i in range(18)]
+    inside = [bool(swapping.in_windows(i, table)) for i in range(18)]
     assert inside == [i <= 2 or 6 <= i <= 13 for i in range(18)]
-    assert not any(bool(swap.in_windows(i, swap.window_array([], 18))) for i in range(18))
+    assert not any(bool(swapping.in_windows(i, swapping.window_array([], 18))) for i in range(18))
 
 
 def test_correlations_of_scores_with_the_distance_ratio():
@@ -193,5 +197,5 @@ def test_every_preset_builds_and_validates():
         found = models.regions(config, models.swap_grid(config))
         assert set(found) == {"small", "medium", "large"}
     cifar = load_config(f"{CONFIG}:cifar10")
-    assert models.regions(cifar, models.swap_grid(cifar)) == swap.PAPER_REGIONS
+    assert models.regions(cifar, models.swap_grid(cifar)) == swapping.PAPER_REGIONS
 

@@ -45,8 +45,8 @@ def test_bad_sweeps_fail_with_a_message_naming_the_field(smoke_config, tmp_path)
     with pytest.raises(ValueError, match=r"'data.trian_sizes'; did you mean 'data.train_sizes'\? "
                                          r"\(data has the fields: copies, dims, model, num_components"):
         expand.expand(smoke_config, [{"data.trian_sizes": [(8,)]}], str(tmp_path))
-    with pytest.raises(ValueError, match=r"'optim.lr' \(the config has the fields: .*sampling, seed, training"):
-        expand.flag_axes(smoke_config, {"optim.lr": "1,2"})
+    with pytest.raises(ValueError, match=r"'optim.peak_lr' \(the config has the fields: .*sampling, seed, training"):
+        expand.flag_axes(smoke_config, {"optim.peak_lr": "1,2"})
     with pytest.raises(ValueError, match="is a group"):
         expand.expand(smoke_config, [{"data": [1]}], str(tmp_path))
     with pytest.raises(ValueError, match="equal length"):
@@ -113,6 +113,7 @@ def _sweep_cli(*args, timeout=60):
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_runs_and_launches_nothing(tmp_path):
     root = tmp_path / "sweep"
     result = _sweep_cli(f"--config={SMOKE}", "--sweep=configs/sweeps/gmm_crossover_n.py", "--sweep.seed=0,1",
@@ -160,6 +161,7 @@ SMOKE_SWEEP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_smoke_sweep_over_n_runs_end_to_end_resumes_and_aggregates(tmp_path):
     root = tmp_path / "sweep"
     launcher = tmp_path / "flaky_launcher.py"

@@ -70,6 +70,7 @@ def test_noise_embedding_is_the_positional_embedding_of_ddpmpp():
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_attention_reads_q_k_v_interleaved_per_channel():
     # qkv output channel 3 * i + j holds q (j = 0), k (j = 1), v (j = 2) of channel i: with
     # the qkv kernel mapping channel i to v only (q = k = 0, uniform attention), the attention

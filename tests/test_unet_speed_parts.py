@@ -16,6 +16,7 @@ from jaxmem.denoisers.unet_ops import add_channelwise, group_norm
 
 
 @pytest.mark.parametrize("shape,groups", [((3, 8, 8, 64), 16), ((2, 4, 6, 12), 3), ((2, 5, 8), 4)])
+@pytest.mark.slow
 def test_group_norm_value_and_gradients_equal_flax(shape, groups):
     keys = jax.random.split(jax.random.PRNGKey(0), 5)
     x = 3.0 + 2.0 * jax.random.normal(keys[0], shape)
@@ -39,6 +40,7 @@ def test_group_norm_value_and_gradients_equal_flax(shape, groups):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.abs(want).max()), err_msg=name)
 
 
+@pytest.mark.slow
 def test_group_norm_gradient_matches_finite_differences_in_float64():
     """Independent of flax: the hand-written backward against central differences (float64)."""
     with jax.enable_x64(True):
@@ -101,6 +103,7 @@ def _torch_twin(model: dict):
     return torch, torch_unet, torch_unet.network_from_config(ml_collections.ConfigDict(model))
 
 
+@pytest.mark.slow
 def test_torch_twin_computes_the_same_network():
     model = dict(image_size=16, in_channels=3, channels=8, channel_mult=(1, 2, 3), num_blocks=1,
                  attn_resolutions=(8,), attn_heads=2, dropout=0.0, noise_features=8, embed_dim=32, label_dim=0)
@@ -127,7 +130,8 @@ def test_torch_twin_of_the_bench_network_has_the_reference_parameter_count():
     model = dict(CPU_NETWORK, image_size=32, in_channels=3, attn_resolutions=(16,), attn_heads=1, label_dim=0)
     torch, torch_unet, twin = _torch_twin(model)
     assert sum(p.numel() for p in twin.parameters()) == 8_797_187
-    step = torch_unet.make_train_step(twin, ml_collections.ConfigDict(dict(lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8)))
+    step = torch_unet.make_train_step(
+        twin, ml_collections.ConfigDict(dict(peak_lr=1e-4, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8)))
     before = twin.out_conv.weight.detach().clone()
     loss = step(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert torch.isfinite(loss) and not torch.equal(before, twin.out_conv.weight)

@@ -13,6 +13,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import traverse_util
 
 from jaxmem.denoisers import edm, unet
@@ -52,6 +53,7 @@ def _loss_and_grads(flat_params):
     return loss, traverse_util.flatten_dict(grads, sep="/")
 
 
+@pytest.mark.slow
 def test_loss_and_gradients_equal_the_saved_reference():
     if os.environ.get("JAXMEM_WRITE_STEP_REFERENCE"):
         params = _fresh_params()

@@ -74,7 +74,8 @@ def build(checkout: str, config: ml_collections.ConfigDict, params, images: np.n
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     loss_fn = loss_module.EDMLoss()
     optim = config.optim
-    optimizer = torch.optim.Adam(net.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
+    optimizer = torch.optim.Adam(net.parameters(), lr=optim.peak_lr, betas=(optim.adam_b1, optim.adam_b2),
+                                 eps=optim.adam_eps)
     inputs = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     sigma = torch.ones(len(inputs))
 

@@ -56,10 +56,6 @@ class CommandResult:
     def text(self) -> str:
         return "".join(line for _, line in self.lines)
 
-    def first_time(self, pattern: str) -> float | None:
-        """Seconds from the start to the first output line matching regex `pattern`, or None."""
-        return next((t for t, line in self.lines if re.search(pattern, line)), None)
-
 
 def run_command(command: list[str], timeout_s: float, env: dict | None = None, cwd: str | None = None
                 ) -> CommandResult:

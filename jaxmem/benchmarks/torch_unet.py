@@ -170,8 +170,9 @@ def load_flax_params(network: SongUNet, flat_params: dict) -> None:
 
 def make_train_step(network: SongUNet, optim, ema_decay: float = 0.999):
     """step(images [B, C, H, W]) -> loss: one EDM training step (loss, backward, Adam with the
-    config.optim group's lr, beta1, beta2, eps; EMA)."""
-    optimizer = torch.optim.Adam(network.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
+    config.optim group's peak_lr, adam_b1, adam_b2, adam_eps; EMA)."""
+    optimizer = torch.optim.Adam(network.parameters(), lr=optim.peak_lr, betas=(optim.adam_b1, optim.adam_b2),
+                                 eps=optim.adam_eps)
     params = list(network.parameters())
     ema = [p.detach().clone() for p in params]
 

@@ -28,6 +28,9 @@ DATASETS = ("digits", "mnist_5k", "mnist", "cifar10", "npz")
 SPLIT_SHAPES = {"digits": {"train": (1797, 8, 8, 1)}, "mnist_5k": {"train": (5000, 28, 28, 1)},
                 "mnist": {"train": (60000, 28, 28, 1), "test": (10000, 28, 28, 1)},
                 "cifar10": {"train": (50000, 32, 32, 3), "test": (10000, 32, 32, 3)}}
+# Classes of the named datasets (labels 0..count - 1), for the door's check of a class-conditional
+# network's label_dim before any data is loaded.
+CLASS_COUNTS = {"digits": 10, "mnist_5k": 10, "mnist": 10, "cifar10": 10}
 _TFDS_SPLITS = ("train", "test")
 
 
@@ -101,8 +104,9 @@ def _load_tfds(name: str, split: str, data_dir: str | None) -> ImageSet:
 
 
 def check_source(name: str, path: str | None) -> None:
-    """Fails, naming data.dataset / data.path, on a source that cannot load or would ignore its
-    path: an unknown dataset, 'npz' without an existing file, a path with another dataset."""
+    """The door's check of a config's data.dataset / data.path (the experiments' validate_config):
+    fails, naming those fields, on a source that cannot load or would ignore its path: an unknown
+    dataset, 'npz' without an existing file, a path with another dataset."""
     require_choice("data.dataset", name, DATASETS)
     if name == "npz":
         require(bool(path) and os.path.isfile(path), "data.path", path,
@@ -140,10 +144,10 @@ def _pixel_range(images: np.ndarray, declared: np.ndarray | None, path: str) -> 
 
 
 def _load_npz(path: str | None) -> ImageSet:
-    check_source("npz", path)
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"dataset 'npz' needs the path of an existing .npz file, not {path!r}")
     if not zipfile.is_zipfile(path):
-        raise ConfigError(f"data.path {path!r} is not an .npz archive; write one with "
-                          "numpy.savez(path, images=..., labels=...)")
+        raise ConfigError(f"{path} is not an .npz archive; write one with numpy.savez(path, images=..., labels=...)")
     with np.load(path) as f:
         require("images" in f.files, f"{path} arrays", f.files, "a file that holds an 'images' array")
         images = _npz_array(f, "images", path)
@@ -169,9 +173,14 @@ def load_images(name: str, split: str = "train", data_dir: str | None = None,
 
     The bundled sets (digits, mnist_5k) have a single split; `split` is ignored for them and
     held-out data comes from `train_heldout_split`. `data_dir` is the tfds data folder;
-    `path` the file for 'npz'.
+    `path` the file for 'npz' (and only for it). ValueError on an unknown `name` or a `path`
+    that would be ignored; ConfigError (naming the file) on an unusable .npz file. A config's
+    data group is checked at the door by check_source.
     """
-    check_source(name, path)
+    if name not in DATASETS:
+        raise ValueError(f"dataset = {name!r} is unknown; one of {', '.join(DATASETS)}")
+    if path and name != "npz":
+        raise ValueError(f"path = {path!r} is read only by dataset 'npz', not {name!r}, which would ignore it")
     if name == "digits":
         return _load_digits()
     if name == "mnist_5k":

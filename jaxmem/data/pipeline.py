@@ -18,7 +18,6 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxmem.validation import require
 from jaxmem.data.images import ImageSet
 
 
@@ -48,12 +47,14 @@ class ShuffledBatches:
                  label_dim: int = 0, process_index: int | None = None, process_count: int | None = None):
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
-        require(batch_size >= 1 and batch_size % self.process_count == 0, "training.batch_size", batch_size,
-                f"a positive multiple of the process count {self.process_count}")
-        require(len(data) >= 1, "data (training images)", len(data), "at least one image")
-        if label_dim:
-            require(int(data.labels.max()) < label_dim, "model.label_dim", label_dim,
-                    f"> the largest label {int(data.labels.max())} in the data")
+        if batch_size < 1 or batch_size % self.process_count:
+            raise ValueError(f"batch_size = {batch_size} is not a positive multiple of the process count "
+                             f"{self.process_count}")
+        if not len(data):
+            raise ValueError("data holds no images")
+        if label_dim and int(data.labels.max()) >= label_dim:
+            raise ValueError(f"label_dim = {label_dim} does not exceed the largest label {int(data.labels.max())} "
+                             "in the data")
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.xflip, self.label_dim = xflip, label_dim
 

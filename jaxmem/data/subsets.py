@@ -41,9 +41,9 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int, exclude: np.ndarray |
     return np.sort(np.concatenate([p[:q] for p, q in zip(pools, quota)]))
 
 
-def train_heldout_split(labels: np.ndarray, n_train: int, n_heldout: int, seed: int
+def train_heldout_split(labels: np.ndarray, num_train: int, num_heldout: int, seed: int
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint class-balanced (train, held-out) index sets of the given sizes."""
-    train = balanced_subset(labels, n_train, seed)
-    heldout = balanced_subset(labels, n_heldout, seed + 1_000_003, exclude=train)
+    train = balanced_subset(labels, num_train, seed)
+    heldout = balanced_subset(labels, num_heldout, seed + 1_000_003, exclude=train)
     return train, heldout

@@ -32,7 +32,7 @@ from absl import logging
 from jaxmem import footprint, io, neighbors, noise, sampling
 from jaxmem.validation import require, require_choice
 from jaxmem.data import ImageSet, balanced_subset, check_source, load_images
-from jaxmem.data.images import SPLIT_SHAPES
+from jaxmem.data.images import CLASS_COUNTS, SPLIT_SHAPES
 from jaxmem.denoisers import unet
 from jaxmem.experiments import sample_quality
 from jaxmem.metrics import FeatureStats, extract_features, scores, weights
@@ -47,8 +47,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     any data is loaded or step trained (the data's own checks follow when it is loaded)."""
     check_source(config.data.dataset, config.data.path)
     require(config.data.num_train >= 0, "data.num_train", config.data.num_train, "0 (all) or a subset size >= 1")
+    classes = CLASS_COUNTS.get(config.data.dataset)
     if config.data.dataset == "npz":
-        images = load_images("npz", path=config.data.path).images
+        source = load_images("npz", path=config.data.path)
+        images, classes = source.images, int(source.labels.max()) + 1
         distinct = len(np.unique(images.reshape(len(images), -1), axis=0))
         require(distinct >= 2, "data.path", config.data.path, f"a file of at least 2 distinct images (it holds "
                 f"{distinct}; the memorization test compares each sample's two nearest training images)")
@@ -59,7 +61,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"0 (all) or a subset size of 1..{available} (the images {config.data.dataset} holds)")
     unet.validate_model_config(config.model)
     if available:
-        trainer.check_image_shape(image, config.model)
+        check_image_shape(image, config.model)
+    check_label_dim(config.model.label_dim, classes)
     resolutions = [config.model.image_size // 2**level for level in range(len(config.model.channel_mult))]
     require(set(config.model.attn_resolutions) <= set(resolutions), "model.attn_resolutions",
             tuple(config.model.attn_resolutions), f"resolutions the network has: a subset of {tuple(resolutions)} "
@@ -75,9 +78,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             training.checkpoint_every_seconds, ">= 0 (0 = only every checkpoint_every_steps)")
     require(0 <= training.ema_rampup_ratio, "training.ema_rampup_ratio", training.ema_rampup_ratio, ">= 0")
     require(training.loss_window_weight >= 0, "training.loss_window_weight", training.loss_window_weight, ">= 0")
-    require(0 <= optim.beta1 < 1 and 0 <= optim.beta2 < 1, "optim.beta1, optim.beta2", (optim.beta1, optim.beta2),
-            "values in [0, 1)")
-    require(optim.eps > 0, "optim.eps", optim.eps, "> 0")
+    require(0 <= optim.adam_b1 < 1 and 0 <= optim.adam_b2 < 1, "optim.adam_b1, optim.adam_b2",
+            (optim.adam_b1, optim.adam_b2), "values in [0, 1)")
+    require(optim.adam_eps > 0, "optim.adam_eps", optim.adam_eps, "> 0")
     s = config.sampling
     require(0 < s.sigma_min < s.sigma_max, "sampling.sigma_min, sampling.sigma_max", (s.sigma_min, s.sigma_max),
             "0 < sigma_min < sigma_max")
@@ -93,6 +96,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         logging.warning("training.batch_size = %d is larger than the training set (%d images): every batch "
                         "repeats images", config.training.batch_size, num_train)
     footprint.require_fits(footprint.edm(config))
+
+
+def check_image_shape(data_shape, model: ml_collections.ConfigDict) -> None:
+    """Rejects data whose (H, W, C) differs from (model.image_size, model.image_size, model.in_channels)."""
+    expected = unet.input_shape(model)
+    require(tuple(data_shape) == expected, "model.image_size, model.in_channels",
+            (model.image_size, model.in_channels),
+            f"the data's image shape (H, W, C) = {tuple(data_shape)}; the network takes {expected}")
+
+
+def check_label_dim(label_dim: int, classes: int) -> None:
+    """A class-conditional network (model.label_dim > 0) needs a label slot for each of the data's
+    `classes` (the named datasets' CLASS_COUNTS, an .npz file's largest label + 1)."""
+    require(label_dim == 0 or label_dim >= classes, "model.label_dim", label_dim,
+            f"0 (unconditional) or >= the {classes} classes of the data (labels 0..{classes - 1})")
 
 
 def check_label_batch(field: str, batch_size: int, label_dim: int) -> None:
@@ -128,7 +146,6 @@ def train_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[ImageS
     workdir this only restores the final checkpoint (jaxmem.experiments.denoiser_swaps reuses trained runs).
     """
     data, indices = load_training_set(config)
-    trainer.check_image_shape(data.shape, config.model)
     # After the data's own checks, so a run stopped by bad data does not claim the workdir.
     io.check_fingerprint(os.path.join(workdir, "fingerprint.json"), recipe_fingerprint(config),
                          "the checkpoints of another training recipe")

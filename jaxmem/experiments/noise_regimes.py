@@ -47,15 +47,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require_choice("data.heldout_split", data.heldout_split, HELDOUT_SPLITS)
     require(not data.heldout_split or data.dataset in TFDS_DATASETS, "data.heldout_split", data.heldout_split,
             f"'' for dataset {data.dataset!r} (a separate held-out split exists only for {', '.join(TFDS_DATASETS)})")
-    require(data.n_train >= 1, "data.n_train", data.n_train, "an integer >= 1")
-    require(data.n_heldout >= 1, "data.n_heldout", data.n_heldout, "an integer >= 1")
+    require(data.num_train >= 1, "data.num_train", data.num_train, "an integer >= 1")
+    require(data.num_heldout >= 1, "data.num_heldout", data.num_heldout, "an integer >= 1")
     grid = config.grid
     require(grid.num_sigmas >= 2, "grid.num_sigmas", grid.num_sigmas, "an integer >= 2")
     require(0 < grid.sigma_min < grid.sigma_max, "grid.sigma_min, grid.sigma_max",
             (grid.sigma_min, grid.sigma_max), "0 < sigma_min < sigma_max")
-    for group, limit, limit_name in (("concentration", data.n_train, "data.n_train"),
-                                     ("coverage", data.n_heldout, "data.n_heldout"),
-                                     ("mse", min(data.n_train, data.n_heldout), "min(data.n_train, data.n_heldout)")):
+    for group, limit, limit_name in (("concentration", data.num_train, "data.num_train"),
+                                     ("coverage", data.num_heldout, "data.num_heldout"),
+                                     ("mse", min(data.num_train, data.num_heldout),
+                                      "min(data.num_train, data.num_heldout)")):
         points, draws = config[group].num_points, config[group].draws
         require(1 <= points <= limit, f"{group}.num_points", points, f"1 <= num_points <= {limit_name} = {limit}")
         require(draws >= 1, f"{group}.draws", draws, "an integer >= 1")
@@ -70,16 +71,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def load_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(train [n_train, d], heldout [n_heldout, d], indices) as flat float32 in [-1, 1]."""
+    """(train [num_train, d], heldout [num_heldout, d], indices) as flat float32 in [-1, 1]."""
     data = config.data
     source = load_images(data.dataset, "train", data.data_dir or None, data.path or None)
     if data.heldout_split:
         heldout_source = load_images(data.dataset, data.heldout_split, data.data_dir or None, data.path or None)
-        train_idx = balanced_subset(source.labels, data.n_train, config.seed)
-        heldout_idx = balanced_subset(heldout_source.labels, data.n_heldout, config.seed + 1)
+        train_idx = balanced_subset(source.labels, data.num_train, config.seed)
+        heldout_idx = balanced_subset(heldout_source.labels, data.num_heldout, config.seed + 1)
     else:
         heldout_source = source
-        train_idx, heldout_idx = train_heldout_split(source.labels, data.n_train, data.n_heldout, config.seed)
+        train_idx, heldout_idx = train_heldout_split(source.labels, data.num_train, data.num_heldout, config.seed)
     indices = {"train": train_idx, "heldout": heldout_idx}
     return source.take(train_idx).flat, heldout_source.take(heldout_idx).flat, indices
 

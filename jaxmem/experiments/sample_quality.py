@@ -54,7 +54,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "an existing .npz file of samples (e.g. the samples.npz of a launch/edm_training.py run)")
     require(zipfile.is_zipfile(path), "samples.path", path, "an .npz archive (numpy.savez)")
     check_source(config.data.dataset, config.data.path)
-    require(config.data.num_images >= 0, "data.num_images", config.data.num_images, "0 (all) or a subset size >= 1")
+    require(config.data.num_reference >= 0, "data.num_reference", config.data.num_reference,
+            "0 (all) or a subset size >= 1")
     m = config.metrics
     require(m.kid_subsets >= 1, "metrics.kid_subsets", m.kid_subsets, ">= 1 (100 is standard)")
     require(m.kid_subset_size >= 2, "metrics.kid_subset_size", m.kid_subset_size, ">= 2 (1000 is standard)")
@@ -105,23 +106,23 @@ def load_samples(path: str, key: str = "") -> np.ndarray:
     return to_uint8(images)
 
 
-def load_reference(data: ml_collections.ConfigDict, num_images: int, seed: int
+def load_reference(data: ml_collections.ConfigDict, num_reference: int, seed: int
                    ) -> tuple[np.ndarray, tuple[str, str, str]]:
     """(uint8 reference images [N, H, W, C], their cache key (dataset, split, subset)) of the
-    source data.{dataset, split, data_dir, path}: a class-balanced subset of num_images (0 = all)."""
+    source data.{dataset, split, data_dir, path}: a class-balanced subset of num_reference (0 = all)."""
     images = load_images(data.dataset, data.split, data.data_dir, data.path)
     subset = "all"
-    if num_images:
-        images = images.take(balanced_subset(images.labels, num_images, seed))
-        subset = f"n{num_images}_seed{seed}"
+    if num_reference:
+        images = images.take(balanced_subset(images.labels, num_reference, seed))
+        subset = f"n{num_reference}_seed{seed}"
     dataset = data.dataset if data.dataset != "npz" else os.path.basename(data.path)
     return to_uint8(images.images), (dataset, data.split, subset)
 
 
-def reference_stats(data: ml_collections.ConfigDict, num_images: int, seed: int, params,
+def reference_stats(data: ml_collections.ConfigDict, num_reference: int, seed: int, params,
                     options: scores.ScoreOptions) -> tuple[FeatureStats, str]:
     """(cached FeatureStats of that reference, its name "<dataset>/<split>/<subset>")."""
-    images, key = load_reference(data, num_images, seed)
+    images, key = load_reference(data, num_reference, seed)
     return scores.reference_of(images, params, *key, options), "/".join(key)
 
 
@@ -147,7 +148,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     samples = load_samples(config.samples.path, config.samples.key)
     options = options_of(config)
     with logged_warnings():
-        stats, name = reference_stats(config.data, config.data.num_images, config.data.subset_seed, params, options)
+        stats, name = reference_stats(config.data, config.data.num_reference, config.data.subset_seed, params, options)
         result = {"samples": os.path.abspath(config.samples.path), "reference": name,
                   **scores.score_samples(samples, stats, params, options)}
     logging.info("quality: %s", scores.rounded(result))

@@ -4,7 +4,7 @@ Sections (big_vision style):
   mesh       a 1-D `data` mesh over all devices of all hosts; the global batch is split along
              it (batch_size must be a multiple of the device count)
   model      SongUNet (unet.py) behind EDM preconditioning and loss (edm.py)
-  optimiser  Adam (beta1, beta2, eps) with a linear learning-rate warm-up measured in images
+  optimiser  Adam (adam_b1, adam_b2, adam_eps) with a linear learning-rate warm-up measured in images
   EMA        half-life in images with ramp-up (EDM, Karras et al. 2022, training setup):
                half_life = min(H, r * images_seen), beta = 0.5 ** (batch / half_life)
   power EMA  with training.snapshot_every_steps > 0, one power-function EMA per
@@ -119,7 +119,7 @@ def validate_training_config(config: ml_collections.ConfigDict, num_devices: int
     if training.loss_window:
         lo, hi = training.loss_window
         require(0 <= lo < hi, "training.loss_window", (lo, hi), "0 <= sigma_lo < sigma_hi")
-    require(optim.lr > 0, "optim.lr", optim.lr, "> 0")
+    require(optim.peak_lr > 0, "optim.peak_lr", optim.peak_lr, "> 0")
     require(optim.warmup_images >= 0, "optim.warmup_images", optim.warmup_images, ">= 0")
     require(training.log_every_steps >= 1, "training.log_every_steps", training.log_every_steps, ">= 1")
     require(training.snapshot_every_steps >= 0, "training.snapshot_every_steps", training.snapshot_every_steps,
@@ -131,14 +131,6 @@ def validate_training_config(config: ml_collections.ConfigDict, num_devices: int
         for sigma_rel in sigma_rels:
             require(0 < sigma_rel < posthoc_ema.SIGMA_REL_MAX, "training.power_ema_sigma_rels", sigma_rels,
                     f"values in (0, {posthoc_ema.SIGMA_REL_MAX:.4f})")
-
-
-def check_image_shape(data_shape, model: ml_collections.ConfigDict) -> None:
-    """Rejects data whose (H, W, C) differs from (model.image_size, model.image_size, model.in_channels)."""
-    expected = unet.input_shape(model)
-    require(tuple(data_shape) == expected, "model.image_size, model.in_channels",
-            (model.image_size, model.in_channels),
-            f"the data's image shape (H, W, C) = {tuple(data_shape)}; the network takes {expected}")
 
 
 def make_denoiser(config: ml_collections.ConfigDict) -> tuple[unet.SongUNet, Callable]:
@@ -156,8 +148,8 @@ _DENOISERS: dict[str, tuple[unet.SongUNet, Callable]] = {}
 
 def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     optim = config.optim
-    return optax.adam(learning_rate(optim.lr, optim.warmup_images, config.training.batch_size),
-                      b1=optim.beta1, b2=optim.beta2, eps=optim.eps)
+    return optax.adam(learning_rate(optim.peak_lr, optim.warmup_images, config.training.batch_size),
+                      b1=optim.adam_b1, b2=optim.adam_b2, eps=optim.adam_eps)
 
 
 class _StopOnSigterm:
@@ -275,6 +267,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: ImageSet, devic
     num_devices = len(jax.devices() if devices is None else devices)
     if batch_size % num_devices:
         raise ValueError(f"a batch of {batch_size} images does not split evenly over {num_devices} devices")
+    if tuple(data.shape) != unet.input_shape(config.model):
+        raise ValueError(f"images of shape (H, W, C) = {tuple(data.shape)} do not fit the network, which takes "
+                         f"{unet.input_shape(config.model)}")
     program = build_program(config, data.shape, devices)
     batches = ShuffledBatches(data, batch_size, seed=config.seed, xflip=config.data.xflip,
                               label_dim=config.model.label_dim)

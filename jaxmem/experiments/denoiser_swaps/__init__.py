@@ -12,7 +12,8 @@ run(config, workdir) with a configs/denoiser_swaps.py config:
      networks imported by launch/import_edm.py (their workdirs are only read; the config's data
      group says what they were trained on).
   2. regions on the swap grid (noise.edm_sigmas(swap.num_steps, ...)): the paper's indices,
-     a geometry run's regimes.json, or explicit windows in step indices or sigma.
+     a geometry run's regimes.json, or explicit windows in step indices or sigma (swapping.py:
+     the step windows and the one branch that picks A or B inside the sampler).
   3. swap table: A alone, B alone, B in A's small / medium / large window, A in B's windows,
      C alone; memorization rate of the samples against A's training set (1/3 test) with a
      Wilson interval; the same starting noise for every row. With quality.enabled, each row's

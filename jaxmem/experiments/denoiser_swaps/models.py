@@ -15,7 +15,8 @@ from collections.abc import Callable
 import ml_collections
 import numpy as np
 
-from jaxmem import noise, swap
+from jaxmem import noise
+from jaxmem.experiments.denoiser_swaps import swapping
 from jaxmem.validation import require, require_choice
 from jaxmem.data import ImageSet
 from jaxmem.denoisers import edm_import
@@ -52,41 +53,41 @@ def swap_grid(config: ml_collections.ConfigDict) -> np.ndarray:
     return noise.edm_sigmas(s.num_steps, s.sigma_min, s.sigma_max, s.rho)
 
 
-def regions(config: ml_collections.ConfigDict, grid: np.ndarray) -> dict[str, swap.Window]:
+def regions(config: ml_collections.ConfigDict, grid: np.ndarray) -> dict[str, swapping.Window]:
     """{"small", "medium", "large": inclusive step window} on the grid, validated and disjoint."""
     s, num_steps = config.swap, len(grid) - 1
     require_choice("swap.regions", s.regions, REGION_SOURCES)
     if s.regions == "paper":
         require(num_steps == noise.EDM_STEPS, "swap.num_steps", num_steps,
                 f"{noise.EDM_STEPS} with swap.regions='paper' (the paper's indices are on the 18-level grid)")
-        found = dict(swap.PAPER_REGIONS)
+        found = dict(swapping.PAPER_REGIONS)
     elif s.regions == "geometry":
         require(bool(s.regimes_path), "swap.regimes_path", s.regimes_path,
                 "the regimes.json of a geometry run (launch/noise_regimes.py) when swap.regions='geometry'")
-        found = swap.regions_from_regimes(s.regimes_path, num_steps)
+        found = swapping.regions_from_regimes(s.regimes_path, num_steps)
     else:
         require_choice("swap.windows_in", s.windows_in, WINDOW_UNITS)
         found = {}
         for name in REGION_NAMES:
             window = tuple(s.windows[name])
             if s.windows_in == "sigma":
-                found[name] = swap.sigma_window(grid, *window)
+                found[name] = swapping.sigma_window(grid, *window)
             else:
-                found[name] = swap.check_windows([window], num_steps)[0]
+                found[name] = swapping.check_windows([window], num_steps)[0]
     missing = [name for name in REGION_NAMES if name not in found]
     require(not missing, "swap regions", sorted(found), f"all of small, medium, large on the {num_steps}-step "
             f"grid (missing: {', '.join(missing)}); give them with swap.regions='explicit'")
-    swap.check_windows(list(found.values()), num_steps)  # disjoint
+    swapping.check_windows(list(found.values()), num_steps)  # disjoint
     return {name: found[name] for name in REGION_NAMES}
 
 
-def sigma_range(grid: np.ndarray, window: swap.Window) -> tuple[float, float]:
+def sigma_range(grid: np.ndarray, window: swapping.Window) -> tuple[float, float]:
     """(sigma_lo, sigma_hi) of the levels of an inclusive step window."""
     return float(grid[window[1]]), float(grid[window[0]])
 
 
 def mitigated_config(config: ml_collections.ConfigDict, grid: np.ndarray,
-                     found: dict[str, swap.Window]) -> ml_collections.ConfigDict:
+                     found: dict[str, swapping.Window]) -> ml_collections.ConfigDict:
     """A's config with training.loss_window = the mitigation region's sigma range, weight w.
 
     grid, found: the swap grid and its regions (swap_grid, regions)."""
@@ -99,7 +100,7 @@ def mitigated_config(config: ml_collections.ConfigDict, grid: np.ndarray,
 
 
 def model_configs(config: ml_collections.ConfigDict, grid: np.ndarray,
-                  found: dict[str, swap.Window]) -> dict[str, ml_collections.ConfigDict]:
+                  found: dict[str, swapping.Window]) -> dict[str, ml_collections.ConfigDict]:
     """{"memorizing", "generalizing" (, "mitigated")}: the edm configs of the models to train."""
     configs = {"memorizing": config.memorizing, "generalizing": config.generalizing}
     if config.mitigation.enabled:
@@ -129,8 +130,7 @@ def train_or_restore(name: str, config: ml_collections.ConfigDict, folder: str) 
     recipe is refused (edm_training.train_model). An imported network's folder is only read: its
     parameters, with the training set of config.data (config: resolved by with_imported_models)."""
     if edm_import.is_imported(folder):
-        data, indices = edm_training.load_training_set(config)
-        trainer.check_image_shape(data.shape, config.model)
+        data, indices = edm_training.load_training_set(config)  # its shape checked at the door
         params, images_seen = edm_import.restore_params(folder)
         return Model(name, config, data, indices, params, edm_training.sampling_denoiser(config), images_seen)
     data, indices, result = edm_training.train_model(config, folder)

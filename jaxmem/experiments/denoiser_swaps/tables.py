@@ -12,9 +12,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxmem import memorization, sampling, swap
+from jaxmem import memorization, sampling
 from jaxmem.data import load_images
 from jaxmem.experiments import sample_quality
+from jaxmem.experiments.denoiser_swaps import swapping
 from jaxmem.experiments.denoiser_swaps.models import Model, held_out, sigma_range
 from jaxmem.metrics import scores, weights
 
@@ -23,17 +24,17 @@ QUALITY_COLUMNS = ["fid", "kid", "kid_se", "precision", "recall"]
 
 def pair_step(base: Model, donor: Model) -> Callable:
     """step_denoise(params, x, sigma, step) for edm_generate: donor inside params["windows"]
-    (int32 [W, 2], jaxmem.swap.window_array), base elsewhere. Windows are traced, so one
+    (int32 [W, 2], swapping.window_array), base elsewhere. Windows are traced, so one
     compiled sampler serves every row of the table with this (base, donor) pair."""
 
     def step(params, x, sigma, index):
-        return swap.switch_in_windows(index, params["windows"], functools.partial(donor.denoise, params["donor"]),
-                                      functools.partial(base.denoise, params["base"]), x, sigma)
+        return swapping.switch_in_windows(index, params["windows"], functools.partial(donor.denoise, params["donor"]),
+                                          functools.partial(base.denoise, params["base"]), x, sigma)
 
     return step
 
 
-def swap_rows(models: dict[str, Model], found: dict[str, swap.Window]) -> list[dict]:
+def swap_rows(models: dict[str, Model], found: dict[str, swapping.Window]) -> list[dict]:
     """The table's rows: (label, base, donor, region or None)."""
     rows = [dict(row="A alone", base="memorizing", donor="generalizing", region=None),
             dict(row="B alone", base="generalizing", donor="memorizing", region=None)]
@@ -57,16 +58,17 @@ class SwapSampler:
         `label` names the progress lines."""
         key = (base, donor)
         if key not in self.steps:
-            swap.check_same_shapes(self.models[base].bound(), self.models[donor].bound(), self.shape)
+            swapping.check_same_shapes(self.models[base].bound(), self.models[donor].bound(), self.shape)
             self.steps[key] = pair_step(self.models[base], self.models[donor])
         s = self.config.swap
         params = {"base": self.models[base].params, "donor": self.models[donor].params,
-                  "windows": swap.window_array(windows, len(self.grid) - 1)}
+                  "windows": swapping.window_array(windows, len(self.grid) - 1)}
         return sampling.edm_generate(self.steps[key], params, s.num_samples, self.shape, s.seed, self.grid,
                                      s.solver, s.batch_size, name=f"sample {label}")
 
 
-def swap_table(config, sampler: SwapSampler, found: dict[str, swap.Window], reference: np.ndarray) -> tuple[list, dict]:
+def swap_table(config, sampler: SwapSampler, found: dict[str, swapping.Window],
+               reference: np.ndarray) -> tuple[list, dict]:
     """Rows of the swap table with rates against `reference` (A's training images), and the
     trajectory_memorization result of each row (samples kept for the pairs figure)."""
     rows, details = [], {}
