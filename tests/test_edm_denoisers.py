@@ -116,7 +116,7 @@ def test_batch_not_divisible_by_devices_is_named():
         trainer.validate_training_config(config, jax.device_count())
 
 
-def test_image_shape_not_matching_network_is_named():
+def test_image_shape_not_matching_network_is_named(tmp_path):
     config = _smoke()
     config.model.image_size = 16
     config.model.attn_resolutions = (8,)  # a resolution a 16 x 16 network has (the smoke's 4 is not)
@@ -125,7 +125,7 @@ def test_image_shape_not_matching_network_is_named():
         edm_experiment.validate_config(config)  # the door names the fields
     with pytest.raises(ValueError, match=r"images of shape \(H, W, C\) = \(8, 8, 1\) do not fit the network, "
                                          r"which takes \(16, 16, 1\)"):
-        edm_experiment.run(config, "/nonexistent-workdir-never-written")  # past the door: the trainer's own check
+        edm_experiment.run(config, str(tmp_path))  # past the door: the trainer's own check
 
 
 @pytest.mark.parametrize("preset", ["smoke", "digits", "mnist", "cifar10_1k", "cifar10_50k"])
