@@ -176,6 +176,7 @@ def test_real_run_snapshots_reconstruct_the_tracked_averages(real_run):
                 np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_last_step_is_stored_when_the_interval_does_not_divide_the_run(tmp_path):
     config = snapshot_config(steps=5)
     data = edm_training.load_training_set(config)[0]
