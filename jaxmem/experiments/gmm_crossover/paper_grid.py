@@ -106,17 +106,17 @@ def common_slope_test(rows: Sequence[Mapping]) -> dict:
     the per-group slopes, it pools the scatter of all groups into one residual variance instead of
     trusting each group's slope error from its own n_g - 2 dof.
     """
+    finite = [r for r in rows if np.isfinite(r["M_pt"])]
+    keys = sorted({(r["d"], r["K"]) for r in finite})
     rss_separate = sxy_total = sxx_total = syy_total = 0.0
-    keys = sorted({(r["d"], r["K"]) for r in rows if np.isfinite(r["M_pt"])})
     for key in keys:
-        x = np.array([r["N"] for r in rows if (r["d"], r["K"]) == key and np.isfinite(r["M_pt"])], np.float64)
-        y = np.array([r["M_pt"] for r in rows if (r["d"], r["K"]) == key and np.isfinite(r["M_pt"])], np.float64)
-        sxx, sxy, syy = np.sum((x - x.mean()) ** 2), np.sum((x - x.mean()) * (y - y.mean())), np.sum((y - y.mean()) ** 2)
+        x, y = np.array([(r["N"], r["M_pt"]) for r in finite if (r["d"], r["K"]) == key], np.float64).T
+        dx, dy = x - x.mean(), y - y.mean()
+        sxx, sxy, syy = np.sum(dx * dx), np.sum(dx * dy), np.sum(dy * dy)
         rss_separate += syy - sxy**2 / sxx
         sxx_total, sxy_total, syy_total = sxx_total + sxx, sxy_total + sxy, syy_total + syy
-    n = sum(1 for r in rows if np.isfinite(r["M_pt"]))
     rss_common = syy_total - sxy_total**2 / sxx_total
-    dof_between, dof_within = len(keys) - 1, n - 2 * len(keys)
+    dof_between, dof_within = len(keys) - 1, len(finite) - 2 * len(keys)
     f = ((rss_common - rss_separate) / dof_between) / (rss_separate / dof_within)
     return dict(common_slope=float(sxy_total / sxx_total), f=float(f), f_dof=[dof_between, dof_within],
                 f_p_value=float(stats.f.sf(f, dof_between, dof_within)),

@@ -34,7 +34,7 @@ def _grid_fingerprint(config, dim: int, train_sizes) -> str:
     fields = {k: config[k].to_dict() for k in ("data", "model", "training", "sampling", "eval")}
     for dotted, neutral in LATER_FIELDS.items():  # at their earlier value: as before the field existed
         group, name = dotted.split(".")
-        if fields[group].get(name) == neutral:
+        if group in fields and fields[group].get(name) == neutral:  # the registry spans every family
             fields[group].pop(name)
     fields["data"].pop("dims")
     fields["data"]["train_sizes"] = [int(n) for n in train_sizes]
