@@ -26,12 +26,17 @@ accelerators: $(ACCEL)/.installed
 demo: $(VENV)/.installed
 	$(PY) launch/gmm_crossover.py --config=configs/gmm_crossover.py:demo --workdir=$(WORKDIR)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a test file per process at a time, so a
+# file's module fixtures are built once; TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(VENV)/.installed $(ACCEL)/.installed
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 # The fast tier: every test but those marked slow (a call or fixture set-up of more than ~5 s).
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # The smoke preset compiled for a TPU slice and 8 GPUs on this CPU host (launch/compile_check.py).
 compile-check: $(ACCEL)/.installed

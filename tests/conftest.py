@@ -1,15 +1,23 @@
-"""Test set-up: 8 fake CPU devices so every sharded path is exercised on one machine.
+"""Test set-up: 8 fake CPU devices so every sharded path is exercised on one machine, and one
+persistent compilation cache for the whole suite.
 
-XLA_FLAGS must be set before jax is imported anywhere, hence here at collection time.
+XLA_FLAGS must be set before jax is imported anywhere, hence here at collection time. The cache
+folder (runs/test_xla_cache, ignored by git; $JAX_COMPILATION_CACHE_DIR wins when set) is read by
+JAX in this process and inherited by every launcher a test starts, so a program compiled once --
+the smoke U-Net's step, a preset's training grid -- is loaded, not compiled, by the other tests and
+subprocesses that build it again, and by the next run of the suite. An entry is keyed by the
+program, the compile options, the versions and the devices, and loads bitwise the program a
+compile would give, so no result depends on it.
 """
 
 import os
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, "runs", "test_xla_cache"))
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
