@@ -25,7 +25,7 @@ from jaxmem.experiments.gmm_crossover import search
 from jaxmem.experiments.gmm_crossover.evaluation import (EVAL_SEED, TRAIN_SPLIT, VAL_SPLIT, baseline_losses, eval_noise,
                                                          grid_losses, sample_grid)
 from jaxmem.experiments.gmm_crossover.grids import Grid, build_grid, make_loss_and_optimizer
-from jaxmem.experiments.gmm_crossover.analysis import measured_capacity, models_of_set, summarize
+from jaxmem.experiments.gmm_crossover.analysis import Evaluation, measured_capacity, models_of_set, summarize
 from jaxmem.train import gmm_grid
 
 
@@ -159,14 +159,13 @@ def run_grid(config, grid: Grid, grid_dir: str) -> dict:
     return result
 
 
-def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
-    """Per data set j of a grid's result: the model.refine_points untrained integer M values
-    strictly inside its delta window [window_start, window_end], evenly spaced (the centres of
-    refine_points equal slices of the candidates; all candidates when there are fewer).
-    Empty for a set without a window (the ratio never reaches delta or 1 - delta)."""
-    points = config.model.refine_points
+def refinement_capacities(evaluation: Evaluation, dim: int, result: dict, points: int) -> list[np.ndarray]:
+    """Per data set j of a grid's result (dimension `dim`): `points` (model.refine_points) untrained
+    integer M values strictly inside its delta window [window_start, window_end] (summarize),
+    evenly spaced (the centres of `points` equal slices of the candidates; all candidates when
+    there are fewer). Empty for a set without a window (the ratio never reaches delta or 1 - delta)."""
     extra = []
-    for j, row in enumerate(summarize(config, dim, result)):
+    for j, row in enumerate(summarize(evaluation, dim, result)):
         start, end = row["window_start"], row["window_end"]
         candidates = np.arange(np.floor(start) + 1, np.ceil(end)) if np.isfinite(start + end) else np.array([])
         candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][models_of_set(result, j)])
@@ -203,8 +202,9 @@ def window_capacities(config, result: dict) -> list[np.ndarray]:
                                  (delta, 1.0 - delta))
 
 
-def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
-    """The first round's result (run_grid) joined with the later rounds of `grid`.
+def later_rounds(config, evaluation: Evaluation, grid: Grid, grid_dir: str, first: dict) -> dict:
+    """The first round's result (run_grid) joined with the later rounds of `grid` (`evaluation`:
+    Evaluation.of(config), which places the refinement and window rounds).
 
     Stages, in order, each a sequence of rounds that ends early once a round has nothing to
     train: model.search = 'adaptive' runs up to model.search_rounds rounds of
@@ -223,7 +223,8 @@ def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
         stages.append(([f"round{i}" for i in range(1, model.search_rounds + 1)],
                        lambda joined: search_capacities(config, joined)))
     elif model.refine_points > 0:
-        stages.append(([f"refine_r{model.refine_points}"], lambda joined: refinement_capacities(config, dim, joined)))
+        stages.append(([f"refine_r{model.refine_points}"],
+                       lambda joined: refinement_capacities(evaluation, dim, joined, model.refine_points)))
     if model.window_rounds > 0:
         stages.append(([f"window{i}" for i in range(1, model.window_rounds + 1)],
                        lambda joined: window_capacities(config, joined)))
