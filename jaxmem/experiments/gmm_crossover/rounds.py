@@ -74,7 +74,7 @@ def train_and_evaluate(config, grid: Grid, models, params, batch, rngs, grid_dir
     training point it memorises, 0 when it memorises none), train_loss / val_loss [T] (x0
     units), variance (final s^2), skipped (non-finite steps of its training set).
     """
-    dim, data_sets = grid.dim, grid.data_sets
+    dim, data_sets, draws = grid.dim, grid.data_sets, config.eval.noise_draws
     loss_fn, optimizer = make_loss_and_optimizer(config)
     set_of_model, row, member = models.T
     logging.info("%s: %d models (%d data sets x up to %d, M <= %d, N <= %d), %d steps", label, len(models),
@@ -103,11 +103,11 @@ def train_and_evaluate(config, grid: Grid, models, params, batch, rngs, grid_dir
     # Per-t losses (x0 units) of the trained models, train and validation.
     model_batch = config.eval.model_batch
     train_loss = grid_losses(trained, component_mask, batch["train"][row], batch["point_mask"][row],
-                              eval_noise(config, batch["train"].shape[1], dim, TRAIN_SPLIT), grid.times,
+                              eval_noise(batch["train"].shape[1], draws, dim, TRAIN_SPLIT), grid.times,
                               model_batch=model_batch)
     val = np.stack([data_set.data.val for data_set in data_sets])[set_of_model]
     val_loss = grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32),
-                            eval_noise(config, val.shape[1], dim, VAL_SPLIT), grid.times, model_batch=model_batch)
+                            eval_noise(val.shape[1], draws, dim, VAL_SPLIT), grid.times, model_batch=model_batch)
     of_model = [data_sets[j] for j in set_of_model]
     return dict(
         K=np.array([s.num_components for s in of_model]), N=np.array([s.num_train for s in of_model]),
@@ -134,7 +134,8 @@ def run_grid(config, grid: Grid, grid_dir: str) -> dict:
         return finished
     data_sets = grid.data_sets
     gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(
-        config, data_sets, eval_noise(config, max_n, dim, TRAIN_SPLIT), grid.times)
+        data_sets, eval_noise(max_n, config.eval.noise_draws, dim, TRAIN_SPLIT), grid.times,
+        config.eval.crossover_points, config.eval.model_batch)
     result = dict(fingerprint=np.array(fingerprint), times=grid.times,
                   set_K=np.array([s.num_components for s in data_sets]),
                   set_N=np.array([s.num_train for s in data_sets]),
