@@ -189,18 +189,17 @@ def bracketing_capacities(result: dict, points: int, tolerance_fraction: float, 
     return extra
 
 
-def search_capacities(config, result: dict) -> list[np.ndarray]:
-    """The next adaptive round: around the 0.5 crossing to model.search_tolerance x N."""
-    return bracketing_capacities(result, config.model.search_points, config.model.search_tolerance, (0.5,))
+def search_capacities(result: dict, points: int, tolerance_fraction: float) -> list[np.ndarray]:
+    """The next adaptive round: `points` (model.search_points) capacities around the 0.5 crossing,
+    to tolerance_fraction (model.search_tolerance) x N."""
+    return bracketing_capacities(result, points, tolerance_fraction, (0.5,))
 
 
-def window_capacities(config, result: dict) -> list[np.ndarray]:
-    """The next window round: around both ends of the delta window (the first crossings of
-    eval.delta and 1 - eval.delta) to model.window_tolerance x N, training M = N where no trained
-    M reached 1 - delta."""
-    delta = config.eval.delta
-    return bracketing_capacities(result, config.model.search_points, config.model.window_tolerance,
-                                 (delta, 1.0 - delta))
+def window_capacities(result: dict, delta: float, points: int, tolerance_fraction: float) -> list[np.ndarray]:
+    """The next window round: `points` (model.search_points) capacities around both ends of the
+    delta window (the first crossings of delta and 1 - delta, eval.delta) to tolerance_fraction
+    (model.window_tolerance) x N, training M = N where no trained M reached 1 - delta."""
+    return bracketing_capacities(result, points, tolerance_fraction, (delta, 1.0 - delta))
 
 
 def later_rounds(config, evaluation: Evaluation, grid: Grid, grid_dir: str, first: dict) -> dict:
@@ -222,13 +221,14 @@ def later_rounds(config, evaluation: Evaluation, grid: Grid, grid_dir: str, firs
     stages = []  # (the folders of its rounds, the next round's capacities from the joined result)
     if model.search == "adaptive":
         stages.append(([f"round{i}" for i in range(1, model.search_rounds + 1)],
-                       lambda joined: search_capacities(config, joined)))
+                       lambda joined: search_capacities(joined, model.search_points, model.search_tolerance)))
     elif model.refine_points > 0:
         stages.append(([f"refine_r{model.refine_points}"],
                        lambda joined: refinement_capacities(evaluation, dim, joined, model.refine_points)))
     if model.window_rounds > 0:
         stages.append(([f"window{i}" for i in range(1, model.window_rounds + 1)],
-                       lambda joined: window_capacities(config, joined)))
+                       lambda joined: window_capacities(joined, evaluation.delta, model.search_points,
+                                                        model.window_tolerance)))
     joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
     k = 0
     for folders, next_capacities in stages:
