@@ -171,11 +171,11 @@ def test_the_optimizer_uses_the_configured_adam_b2(config):
     import jax.numpy as jnp
     import optax
 
-    from jaxmem.experiments.gmm_crossover.grids import make_loss_and_optimizer
+    from jaxmem.experiments.gmm_crossover.grids import make_loss_and_optimizer, times_of
     from jaxmem.train import gmm_grid
 
     config.training.adam_b2 = 0.5
-    _, optimizer = make_loss_and_optimizer(config)
+    _, optimizer = make_loss_and_optimizer(config.training, times_of(config))
     training = config.training
     schedule = gmm_grid.adam_schedule(training.steps, training.peak_lr, training.final_lr, training.warmup_fraction)
 

@@ -75,7 +75,7 @@ def train_and_evaluate(config, grid: Grid, models, params, batch, rngs, grid_dir
     units), variance (final s^2), skipped (non-finite steps of its training set).
     """
     dim, data_sets, draws = grid.dim, grid.data_sets, config.eval.noise_draws
-    loss_fn, optimizer = make_loss_and_optimizer(config)
+    loss_fn, optimizer = make_loss_and_optimizer(config.training, grid.times)
     set_of_model, row, member = models.T
     logging.info("%s: %d models (%d data sets x up to %d, M <= %d, N <= %d), %d steps", label, len(models),
                  len(rngs), batch["component_mask"].shape[1], batch["component_mask"].shape[2],
