@@ -147,7 +147,7 @@ def test_smoke_with_refinement_trains_inside_the_window_and_rerun_skips(config, 
     models = list(csv.DictReader(open(os.path.join(workdir, "models.csv"))))
     refined = [m for m in models if m["refinement"] == "True"]
     assert len(models) == len(first["M"]) + len(refined) and len(refined) >= 2
-    for before, after in zip(analysis.summarize(analysis.Evaluation.of(config), 6, first), summary["rows"]):
+    for before, after in zip(analysis.summarize(analysis.AnalysisSettings.of(config), 6, first), summary["rows"]):
         new = sorted(int(m["M"]) for m in refined if int(m["N"]) == before["N"])
         assert len(new) <= 2 and not set(new) & set(first["M"][first["N"] == before["N"]].tolist())
         assert all(before["window_start"] < m < before["window_end"] for m in new)

@@ -1,7 +1,7 @@
 """The analysis of a crossover grid's results: what rounds.py plans the next round from and the
 tables are built of (jaxmem.experiments.gmm_crossover).
 
-Evaluation: the few config fields the analysis reads, built once per run (Evaluation.of).
+AnalysisSettings: the few config fields the analysis reads, built once per run (AnalysisSettings.of).
 summarize: one row per data set (d, K, N, seed): M_pt (first crossing of ratio 0.5,
 interpolated), its delta window, the bracket of the last search round, models trained, and
 M* predicted by the closed form and the measured losses per weighting. by_train_size: the
@@ -25,7 +25,7 @@ from jaxmem.experiments.gmm_crossover import search
 
 
 @dataclasses.dataclass(frozen=True)
-class Evaluation:
+class AnalysisSettings:
     """What the analysis reads of a crossover config: how the ratios are read (eval.delta, a
     fraction in (0, 0.5); eval.window_fallback), the weightings of the predicted M*
     (eval.weightings; training.custom_weights: the eps-unit weights [T] of 'custom', empty
@@ -42,7 +42,7 @@ class Evaluation:
     off_variance: float
 
     @classmethod
-    def of(cls, config) -> Evaluation:
+    def of(cls, config) -> AnalysisSettings:
         """The record of a crossover config (window_fallback 'nan' where the config predates it)."""
         data = config.data
         return cls(delta=config.eval.delta, window_fallback=config.eval.get("window_fallback", "nan"),
@@ -65,15 +65,15 @@ def measured_capacity(result: dict, j: int, weighting: str, custom=None) -> tupl
     return theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen), float(gen)
 
 
-def dimension_variances(evaluation: Evaluation, dim: int) -> np.ndarray:
+def dimension_variances(settings: AnalysisSettings, dim: int) -> np.ndarray:
     """Per-dimension variances of the data model for the closed form (theory.formula_crossover_fraction):
     [s0^2] (isotropic: every dimension alike), C x s0^2 and (d - C) x tau^2 (subspace), [NaN]
     (low-rank: no GMM truth)."""
-    if evaluation.data_model == "isotropic":
-        return np.array([evaluation.variance], np.float64)
-    if evaluation.data_model == "subspace":
-        return np.concatenate([np.full(evaluation.rank, evaluation.variance),
-                               np.full(dim - evaluation.rank, evaluation.off_variance)])
+    if settings.data_model == "isotropic":
+        return np.array([settings.variance], np.float64)
+    if settings.data_model == "subspace":
+        return np.concatenate([np.full(settings.rank, settings.variance),
+                               np.full(dim - settings.rank, settings.off_variance)])
     return np.array([np.nan])
 
 
@@ -96,20 +96,20 @@ def transition_window(m, ratio, delta: float, fallback: str = "nan") -> tuple[fl
     return start, end
 
 
-def summarize(evaluation: Evaluation, dim: int, result: dict) -> list[dict]:
+def summarize(settings: AnalysisSettings, dim: int, result: dict) -> list[dict]:
     """One table row per data set (d, K, N, seed) of a grid of dimension `dim`: M_pt, delta window,
     predicted M* per method (closed form and measured losses, per weighting of `evaluation`)."""
-    times, delta, custom = result["times"], evaluation.delta, evaluation.custom_weights
-    variances = dimension_variances(evaluation, dim)
+    times, delta, custom = result["times"], settings.delta, settings.custom_weights
+    variances = dimension_variances(settings, dim)
     formula_fraction = {weighting: theory.formula_crossover_fraction(times, weighting, variances, custom)
-                        for weighting in evaluation.weightings}  # closed-form M*/N: the same for every set
+                        for weighting in settings.weightings}  # closed-form M*/N: the same for every set
     rows = []
     for j in range(len(result["set_N"])):
         k, n, s = int(result["set_K"][j]), int(result["set_N"][j]), int(result["set_seed"][j])
         of_set = models_of_set(result, j)
         order = np.argsort(result["M"][of_set])
         m, ratio = result["M"][of_set][order], result["ratio"][of_set][order]
-        start, end = transition_window(m, ratio, delta, evaluation.window_fallback)
+        start, end = transition_window(m, ratio, delta, settings.window_fallback)
         row = dict(d=dim, K=k, N=n, seed=s, M_pt=theory.first_crossing(m, ratio, 0.5),
                    window_start=start, window_end=end,
                    ratio_at_max_M=float(ratio[-1]), models=int(of_set.sum()))

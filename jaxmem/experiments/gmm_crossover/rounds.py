@@ -25,7 +25,7 @@ from jaxmem.experiments.gmm_crossover import search
 from jaxmem.experiments.gmm_crossover.evaluation import (EVAL_SEED, TRAIN_SPLIT, VAL_SPLIT, baseline_losses, eval_noise,
                                                          grid_losses, sample_grid)
 from jaxmem.experiments.gmm_crossover.grids import Grid, build_grid, make_loss_and_optimizer
-from jaxmem.experiments.gmm_crossover.analysis import Evaluation, measured_capacity, models_of_set, summarize
+from jaxmem.experiments.gmm_crossover.analysis import AnalysisSettings, measured_capacity, models_of_set, summarize
 from jaxmem.train import gmm_grid
 
 
@@ -160,13 +160,13 @@ def run_grid(config, grid: Grid, grid_dir: str) -> dict:
     return result
 
 
-def refinement_capacities(evaluation: Evaluation, dim: int, result: dict, points: int) -> list[np.ndarray]:
+def refinement_capacities(settings: AnalysisSettings, dim: int, result: dict, points: int) -> list[np.ndarray]:
     """Per data set j of a grid's result (dimension `dim`): `points` (model.refine_points) untrained
     integer M values strictly inside its delta window [window_start, window_end] (summarize),
     evenly spaced (the centres of `points` equal slices of the candidates; all candidates when
     there are fewer). Empty for a set without a window (the ratio never reaches delta or 1 - delta)."""
     extra = []
-    for j, row in enumerate(summarize(evaluation, dim, result)):
+    for j, row in enumerate(summarize(settings, dim, result)):
         start, end = row["window_start"], row["window_end"]
         candidates = np.arange(np.floor(start) + 1, np.ceil(end)) if np.isfinite(start + end) else np.array([])
         candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][models_of_set(result, j)])
@@ -202,9 +202,9 @@ def window_capacities(result: dict, delta: float, points: int, tolerance_fractio
     return bracketing_capacities(result, points, tolerance_fraction, (delta, 1.0 - delta))
 
 
-def later_rounds(config, evaluation: Evaluation, grid: Grid, grid_dir: str, first: dict) -> dict:
-    """The first round's result (run_grid) joined with the later rounds of `grid` (`evaluation`:
-    Evaluation.of(config), which places the refinement and window rounds).
+def later_rounds(config, settings: AnalysisSettings, grid: Grid, grid_dir: str, first: dict) -> dict:
+    """The first round's result (run_grid) joined with the later rounds of `grid` (`settings`:
+    AnalysisSettings.of(config), which places the refinement and window rounds).
 
     Stages, in order, each a sequence of rounds that ends early once a round has nothing to
     train: model.search = 'adaptive' runs up to model.search_rounds rounds of
@@ -212,7 +212,7 @@ def later_rounds(config, evaluation: Evaluation, grid: Grid, grid_dir: str, firs
     refinement_capacities inside the delta windows (folder grid_dir/refine_r<r>);
     model.window_rounds = w > 0 then runs up to w rounds of window_capacities, which bracket
     both ends of each set's delta window (folders grid_dir/window<k>). Each round is one more
-    grid of the same d and N (same data, initialisation, training and evaluation) with its own
+    grid of the same d and N (same data, initialisation, training and settings) with its own
     checkpoints, fingerprint and result.npz: resumed when unfinished, skipped when finished.
     Returns `first` with every round's models appended to the per-model arrays (MODEL_KEYS),
     `round` [G'] (0 = the first grid, then 1, 2, ... across stages) and `refinement` (round > 0).
@@ -224,10 +224,10 @@ def later_rounds(config, evaluation: Evaluation, grid: Grid, grid_dir: str, firs
                        lambda joined: search_capacities(joined, model.search_points, model.search_tolerance)))
     elif model.refine_points > 0:
         stages.append(([f"refine_r{model.refine_points}"],
-                       lambda joined: refinement_capacities(evaluation, dim, joined, model.refine_points)))
+                       lambda joined: refinement_capacities(settings, dim, joined, model.refine_points)))
     if model.window_rounds > 0:
         stages.append(([f"window{i}" for i in range(1, model.window_rounds + 1)],
-                       lambda joined: window_capacities(joined, evaluation.delta, model.search_points,
+                       lambda joined: window_capacities(joined, settings.delta, model.search_points,
                                                         model.window_tolerance)))
     joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
     k = 0
