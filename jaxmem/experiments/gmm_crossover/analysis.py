@@ -98,7 +98,7 @@ def transition_window(m, ratio, delta: float, fallback: str = "nan") -> tuple[fl
 
 def summarize(settings: AnalysisSettings, dim: int, result: dict) -> list[dict]:
     """One table row per data set (d, K, N, seed) of a grid of dimension `dim`: M_pt, delta window,
-    predicted M* per method (closed form and measured losses, per weighting of `evaluation`)."""
+    predicted M* per method (closed form and measured losses, per weighting of `settings`)."""
     times, delta, custom = result["times"], settings.delta, settings.custom_weights
     variances = dimension_variances(settings, dim)
     formula_fraction = {weighting: theory.formula_crossover_fraction(times, weighting, variances, custom)
