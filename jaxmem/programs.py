@@ -193,7 +193,7 @@ def crossover_programs(config, devices, hbm_bytes: int | None, chips: int) -> li
     del hbm_bytes
 
     mesh = parallel.make_mesh(devices=devices)
-    loss_fn, optimizer = grids.make_loss_and_optimizer(config)
+    loss_fn, optimizer = grids.make_loss_and_optimizer(config.training, grids.times_of(config))
     training = config.training
     chunk = min(training.chunk_steps, training.steps)
     out = []

@@ -79,7 +79,8 @@ def test_window_rounds_bracket_both_ends_of_a_planted_window():
         result = dict(set_K=np.array([12]), set_N=np.array([num_train]), set_seed=np.array([0]),
                       K=np.full(len(tried), 12), N=np.full(len(tried), num_train), seed=np.zeros(len(tried), int),
                       M=tried, ratio=ratios)
-        (new,) = window_capacities(config, result)
+        (new,) = window_capacities(result, config.eval.delta, config.model.search_points,
+                                   config.model.window_tolerance)
         if new.size == 0:
             break
         assert not np.isin(new, tried).any() and new.min() >= 1 and new.max() <= num_train

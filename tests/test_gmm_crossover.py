@@ -147,7 +147,7 @@ def test_smoke_with_refinement_trains_inside_the_window_and_rerun_skips(config, 
     models = list(csv.DictReader(open(os.path.join(workdir, "models.csv"))))
     refined = [m for m in models if m["refinement"] == "True"]
     assert len(models) == len(first["M"]) + len(refined) and len(refined) >= 2
-    for before, after in zip(analysis.summarize(config, 6, first), summary["rows"]):
+    for before, after in zip(analysis.summarize(analysis.AnalysisSettings.of(config), 6, first), summary["rows"]):
         new = sorted(int(m["M"]) for m in refined if int(m["N"]) == before["N"])
         assert len(new) <= 2 and not set(new) & set(first["M"][first["N"] == before["N"]].tolist())
         assert all(before["window_start"] < m < before["window_end"] for m in new)
@@ -171,11 +171,11 @@ def test_the_optimizer_uses_the_configured_adam_b2(config):
     import jax.numpy as jnp
     import optax
 
-    from jaxmem.experiments.gmm_crossover.grids import make_loss_and_optimizer
+    from jaxmem.experiments.gmm_crossover.grids import make_loss_and_optimizer, times_of
     from jaxmem.train import gmm_grid
 
     config.training.adam_b2 = 0.5
-    _, optimizer = make_loss_and_optimizer(config)
+    _, optimizer = make_loss_and_optimizer(config.training, times_of(config))
     training = config.training
     schedule = gmm_grid.adam_schedule(training.steps, training.peak_lr, training.final_lr, training.warmup_fraction)
 

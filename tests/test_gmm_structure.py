@@ -91,8 +91,9 @@ def test_weighted_baselines_equal_brute_force(config):
     config.eval.update(noise_draws=3, crossover_points=6)
     data = gmm_data.replicate(gmm_data.isotropic_gmm(6, 2, 6, 2, seed=4), [1, 1, 4, 1, 2, 1])
     times = times_of(config)[::5]
-    eps = np.asarray(evaluation.eval_noise(config, 6, 6, evaluation.TRAIN_SPLIT), np.float64)
-    gen, mem, pmem_m, pmem = evaluation.baseline_losses(config, [DataSet(2, 6, 0, data)], eps.astype(np.float32), times)
+    eps = np.asarray(evaluation.eval_noise(6, config.eval.noise_draws, 6, evaluation.TRAIN_SPLIT), np.float64)
+    gen, mem, pmem_m, pmem = evaluation.baseline_losses([DataSet(2, 6, 0, data)], eps.astype(np.float32), times,
+                                                        config.eval.crossover_points, config.eval.model_batch)
     order = np.array([2, 4, 0, 1, 3, 5])  # the most replicated first, point order among equals
     points, weights = data.train[order].astype(np.float64), np.array([4, 2, 1, 1, 1, 1], np.float64)
     truth = lambda x, t: _posterior_mean(x, t, data.means.astype(np.float64), np.eye(6))  # noqa: E731
@@ -111,7 +112,7 @@ def test_subspace_truth_losses_equal_the_anisotropic_gmm_brute_force(config):
     assert np.allclose(basis.T @ basis, np.eye(3), atol=1e-6)
     covariance = 0.7 * basis @ basis.T + 0.05 * (np.eye(8) - basis @ basis.T)
     times = times_of(config)[::6]
-    eps = np.asarray(evaluation.eval_noise(config, 5, 8, evaluation.TRAIN_SPLIT), np.float64)
+    eps = np.asarray(evaluation.eval_noise(5, config.eval.noise_draws, 8, evaluation.TRAIN_SPLIT), np.float64)
     weights = np.array([1.0, 3.0, 1.0, 2.0, 1.0])
     ours = evaluation.truth_losses(data, data.train, weights.astype(np.float32), eps.astype(np.float32), times)
     truth = lambda x, t: _posterior_mean(x, t, data.means.astype(np.float64), covariance)  # noqa: E731

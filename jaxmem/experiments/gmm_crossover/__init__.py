@@ -19,8 +19,8 @@ model.window_tolerance x N), so a window end is measured where the search stoppe
 The package: grids.py (data sets, capacities, the stacked initial grid), evaluation.py (losses,
 samples, baselines of many models at once), rounds.py (the first grid and the later rounds,
 each trained, measured and stored), search.py (the adaptive bracket), analysis.py (a row per
-data set, rows pooled over seeds), report.py (tables, report.md). This module is the protocol:
-validate_config, then run.
+data set, rows pooled over seeds, read as the config's AnalysisSettings record says), report.py
+(tables, report.md). This module is the protocol: validate_config, then run.
 
 Workdir:
   d<d>[_n<N>]/checkpoints/  orbax checkpoints of a grid while it trains (resumed on rerun)
@@ -51,7 +51,7 @@ from absl import logging
 from jaxmem import footprint, io, theory
 from jaxmem.validation import require, require_choice
 from jaxmem.data import gmm as gmm_data
-from jaxmem.experiments.gmm_crossover.analysis import by_train_size, summarize
+from jaxmem.experiments.gmm_crossover.analysis import AnalysisSettings, by_train_size, summarize
 from jaxmem.experiments.gmm_crossover.grids import TEMPLATE_PIXELS, grids_of, times_of
 from jaxmem.experiments.gmm_crossover.report import model_rows, per_t_rows, write_report
 from jaxmem.experiments.gmm_crossover.rounds import later_rounds, run_grid
@@ -170,12 +170,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the sweep into `workdir`; returns the summary (fit, predictions, file paths).
     `config` is checked by validate_config (the launcher's door) beforehand."""
     started = time.perf_counter()
+    settings = AnalysisSettings.of(config)  # what the analysis reads of the config
     rows, models, ratio_curves, losses = [], [], [], []
     for grid in grids_of(config):
         grid_dir = os.path.join(workdir, grid.folder)
-        result = later_rounds(config, grid, grid_dir, run_grid(config, grid, grid_dir))
-        rows += summarize(config, grid.dim, result)
-        models += model_rows(config, grid.dim, result)
+        result = later_rounds(config, settings, grid, grid_dir, run_grid(config, grid, grid_dir))
+        rows += summarize(settings, grid.dim, result)
+        models += model_rows(settings, grid.dim, result)
         losses += per_t_rows(grid.dim, result)
         ratio_curves.append(dict(d=grid.dim, K=result["K"], N=result["N"], M=result["M"], ratio=result["ratio"]))
     for row in rows:

@@ -1,6 +1,7 @@
 """The analysis of a crossover grid's results: what rounds.py plans the next round from and the
 tables are built of (jaxmem.experiments.gmm_crossover).
 
+AnalysisSettings: the few config fields the analysis reads, built once per run (AnalysisSettings.of).
 summarize: one row per data set (d, K, N, seed): M_pt (first crossing of ratio 0.5,
 interpolated), its delta window, the bracket of the last search round, models trained, and
 M* predicted by the closed form and the measured losses per weighting. by_train_size: the
@@ -14,11 +15,39 @@ mem_loss [T] and pmem_loss [P, T] at the capacities pmem_M [P]; the time grid ti
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy import stats
 
 from jaxmem import theory
 from jaxmem.experiments.gmm_crossover import search
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisSettings:
+    """What the analysis reads of a crossover config: how the ratios are read (eval.delta, a
+    fraction in (0, 0.5); eval.window_fallback), the weightings of the predicted M*
+    (eval.weightings; training.custom_weights: the eps-unit weights [T] of 'custom', empty
+    otherwise) and the data model of the closed form (data.model, data.variance s0^2, data.rank
+    C, data.off_variance tau^2)."""
+
+    delta: float
+    window_fallback: str
+    weightings: tuple[str, ...]
+    custom_weights: tuple[float, ...]
+    data_model: str
+    variance: float
+    rank: int
+    off_variance: float
+
+    @classmethod
+    def of(cls, config) -> AnalysisSettings:
+        """The record of a crossover config (window_fallback 'nan' where the config predates it)."""
+        data = config.data
+        return cls(delta=config.eval.delta, window_fallback=config.eval.get("window_fallback", "nan"),
+                   weightings=tuple(config.eval.weightings), custom_weights=tuple(config.training.custom_weights),
+                   data_model=data.model, variance=data.variance, rank=data.rank, off_variance=data.off_variance)
 
 
 def models_of_set(result: dict, j: int) -> np.ndarray:
@@ -36,15 +65,15 @@ def measured_capacity(result: dict, j: int, weighting: str, custom=None) -> tupl
     return theory.measured_crossover(result["pmem_M"][j][valid], pmem, gen), float(gen)
 
 
-def dimension_variances(config, dim: int) -> np.ndarray:
+def dimension_variances(settings: AnalysisSettings, dim: int) -> np.ndarray:
     """Per-dimension variances of the data model for the closed form (theory.formula_crossover_fraction):
     [s0^2] (isotropic: every dimension alike), C x s0^2 and (d - C) x tau^2 (subspace), [NaN]
     (low-rank: no GMM truth)."""
-    data = config.data
-    if data.model == "isotropic":
-        return np.array([data.variance], np.float64)
-    if data.model == "subspace":
-        return np.concatenate([np.full(data.rank, data.variance), np.full(dim - data.rank, data.off_variance)])
+    if settings.data_model == "isotropic":
+        return np.array([settings.variance], np.float64)
+    if settings.data_model == "subspace":
+        return np.concatenate([np.full(settings.rank, settings.variance),
+                               np.full(dim - settings.rank, settings.off_variance)])
     return np.array([np.nan])
 
 
@@ -67,16 +96,20 @@ def transition_window(m, ratio, delta: float, fallback: str = "nan") -> tuple[fl
     return start, end
 
 
-def summarize(config, dim: int, result: dict) -> list[dict]:
-    """One table row per data set (d, K, N, seed): M_pt, delta window, predicted M* per method."""
-    times, delta = result["times"], config.eval.delta
+def summarize(settings: AnalysisSettings, dim: int, result: dict) -> list[dict]:
+    """One table row per data set (d, K, N, seed) of a grid of dimension `dim`: M_pt, delta window,
+    predicted M* per method (closed form and measured losses, per weighting of `settings`)."""
+    times, delta, custom = result["times"], settings.delta, settings.custom_weights
+    variances = dimension_variances(settings, dim)
+    formula_fraction = {weighting: theory.formula_crossover_fraction(times, weighting, variances, custom)
+                        for weighting in settings.weightings}  # closed-form M*/N: the same for every set
     rows = []
     for j in range(len(result["set_N"])):
         k, n, s = int(result["set_K"][j]), int(result["set_N"][j]), int(result["set_seed"][j])
         of_set = models_of_set(result, j)
         order = np.argsort(result["M"][of_set])
         m, ratio = result["M"][of_set][order], result["ratio"][of_set][order]
-        start, end = transition_window(m, ratio, delta, config.eval.get("window_fallback", "nan"))
+        start, end = transition_window(m, ratio, delta, settings.window_fallback)
         row = dict(d=dim, K=k, N=n, seed=s, M_pt=theory.first_crossing(m, ratio, 0.5),
                    window_start=start, window_end=end,
                    ratio_at_max_M=float(ratio[-1]), models=int(of_set.sum()))
@@ -84,9 +117,7 @@ def summarize(config, dim: int, result: dict) -> list[dict]:
         counts = set_multiplicity(result, j)
         if np.any(counts > 1):  # replicated data: stored rows and replicated points
             row.update(rows=int(counts.sum()), replicated_points=int(np.sum(counts > 1)))
-        for weighting in config.eval.weightings:
-            custom = config.training.custom_weights
-            fraction = theory.formula_crossover_fraction(times, weighting, dimension_variances(config, dim), custom)
+        for weighting, fraction in formula_fraction.items():
             row[f"Mstar_formula_{weighting}"] = (theory.covered_capacity(counts, fraction) if np.any(counts > 1)
                                                  else n * fraction)
             row[f"Mstar_measured_{weighting}"], row[f"gen_loss_{weighting}"] = measured_capacity(

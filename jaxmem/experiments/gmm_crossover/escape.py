@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from jaxmem import io
-from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer
+from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer, times_of
 from jaxmem.plots.crossover import save_escape
 from jaxmem.train import gmm_grid
 
@@ -49,7 +49,7 @@ def trajectory(anchor: ml_collections.ConfigDict, steps: int, peak_lr: float, sc
                            optimizer="jaxmem")  # escape.md studies Adam on log s^2
     data_sets = make_data_sets(config, DIM, (TRAIN_SIZE,))
     models, params, batch, rngs = build_grid(config, DIM, data_sets, [CAPACITIES])
-    loss_fn, _ = make_loss_and_optimizer(config)
+    loss_fn, _ = make_loss_and_optimizer(config.training, times_of(config))
     lr = gmm_grid.adam_schedule(steps, peak_lr) if schedule == "paper" else peak_lr
     points = []
 

@@ -70,11 +70,10 @@ def sample_grid(params, masks, x_start, times, final_denoise: bool = True):
 TRAIN_SPLIT, VAL_SPLIT = 1, 2  # the codes eval_noise folds into EVAL_SEED per split
 
 
-def eval_noise(config, num_points: int, dim: int, split: int) -> jax.Array:
-    """The evaluation noise draws [num_points, eval.noise_draws, d] of a split (TRAIN_SPLIT or
-    VAL_SPLIT), shared by every model and baseline of a d (common random numbers)."""
-    return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), split),
-                             (num_points, config.eval.noise_draws, dim))
+def eval_noise(num_points: int, draws: int, dim: int, split: int) -> jax.Array:
+    """The evaluation noise draws [num_points, draws (eval.noise_draws), d] of a split (TRAIN_SPLIT
+    or VAL_SPLIT), shared by every model and baseline of a d (common random numbers)."""
+    return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), split), (num_points, draws, dim))
 
 
 def truth_losses(data: gmm_data.GMMData, points, point_mask, eps, times) -> np.ndarray:
@@ -103,9 +102,11 @@ def truth_losses(data: gmm_data.GMMData, points, point_mask, eps, times) -> np.n
     return np.asarray(inside, np.float64) + np.asarray(outside)
 
 
-def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
+def baseline_losses(data_sets, eps, times, crossover_points: int, model_batch: int = 0) -> tuple[np.ndarray, ...]:
     """Per-t x0-unit training losses of the baselines of each data set (grids.DataSet), with the
-    noise draws `eps` [N_max, R, d] at the times [T].
+    noise draws `eps` [N_max, R, d] at the times [T]; crossover_points (eval.crossover_points):
+    J, the partially memorising capacities per set; model_batch (eval.model_batch): masks
+    evaluated at once (0 = all).
 
     Returns gen [S, T] (ground truth, truth_losses; NaN for the low-rank model, which has no
     GMM truth), mem [S, T] (all N points, s^2 = 0), pmem_M [S, J] and pmem [S, J, T]: the
@@ -114,12 +115,11 @@ def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
     to N (NaN-padded where a smaller N has fewer distinct capacities). Every loss is the mean
     over the stored training set: each distinct point weighted by its multiplicity.
     """
-    num_points, model_batch = config.eval.crossover_points, config.eval.model_batch
     max_n = eps.shape[0]
     gen = np.full((len(data_sets), len(times)), np.nan)
     mem = np.zeros((len(data_sets), len(times)))
-    pmem_m = np.full((len(data_sets), num_points), np.nan)
-    pmem = np.full((len(data_sets), num_points, len(times)), np.nan)
+    pmem_m = np.full((len(data_sets), crossover_points), np.nan)
+    pmem = np.full((len(data_sets), crossover_points, len(times)), np.nan)
     for j, data_set in enumerate(data_sets):  # a handful of data sets per grid
         n, data = data_set.num_train, data_set.data
         order = gmm_data.most_replicated_first(data)
@@ -129,7 +129,7 @@ def baseline_losses(config, data_sets, eps, times) -> tuple[np.ndarray, ...]:
         point_mask[:n] = gmm_data.multiplicity_of(data)[order]
         if data.variance is not None:
             gen[j] = truth_losses(data, points, point_mask, eps, times)
-        m_values = np.unique(np.rint(np.linspace(1, n, num_points)).astype(np.int64))
+        m_values = np.unique(np.rint(np.linspace(1, n, crossover_points)).astype(np.int64))
         masks = np.arange(max_n)[None, :] < m_values[:, None]
         losses = np.asarray(capacity_losses(gmm_denoiser.memorizing_params(points), masks, points, point_mask,
                                              eps, times, model_batch=model_batch))

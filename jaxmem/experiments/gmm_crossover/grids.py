@@ -5,7 +5,7 @@ training.grid_per_train_size): S training sets (K x N x seed) x C member capacit
 together by jaxmem.train.gmm_grid. `grids_of` describes each grid once (a Grid: d, its N, its
 folder, the time grid and its DataSets); `build_grid` stacks their initial parameters, batches
 and keys; `make_loss_and_optimizer` is the training config's loss and optimizer
-(training.optimizer).
+(training.optimizer) on a grid's times.
 """
 
 from __future__ import annotations
@@ -188,10 +188,10 @@ def grid_shapes(config, dim: int, train_sizes, sets_multiple: int = 1) -> tuple[
     return params, batch, jax.ShapeDtypeStruct((sets, 2), jnp.uint32)
 
 
-def make_loss_and_optimizer(config) -> tuple:
-    """(loss_fn, optimizer) of the training config (jaxmem.train.gmm_grid.make_gmm_loss and
-    make_optimizer: training.optimizer on the Adam schedule)."""
-    times, training = times_of(config), config.training
+def make_loss_and_optimizer(training, times) -> tuple:
+    """(loss_fn, optimizer) of the training group `training` (config.training) on the time grid
+    `times` [T] (times_of; a Grid's times): jaxmem.train.gmm_grid.make_gmm_loss and
+    make_optimizer (training.optimizer on the Adam schedule)."""
     loss_fn = gmm_grid.make_gmm_loss(
         times, theory.eps_loss_weights(times, training.weighting, training.custom_weights),
         training.noise_draws, training.point_block, training.estimator, training.batch_size)

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from jaxmem import io, theory
-from jaxmem.experiments.gmm_crossover.analysis import models_of_set, set_multiplicity
+from jaxmem.experiments.gmm_crossover.analysis import AnalysisSettings, models_of_set, set_multiplicity
 from jaxmem.validation import ConfigError
 
 
@@ -48,15 +48,15 @@ def number_or_text(text: str):
     return text
 
 
-def model_rows(config, dim: int, result: dict) -> list[dict]:
-    """One row per trained model: capacity, memorisation ratio, final s^2, whether it belongs to
-    the refinement grid, and weighted losses (x0-unit per-t losses combined with each
-    weighting) on the training and validation sets. With replicated data, per multiplicity m of
-    the set: ratio_x<m> (share of the samples that memorise a point stored m times; they sum to
-    the ratio) and enrichment_x<m> (ratio_x<m> / ratio over the share of distinct points stored m
-    times: 1 when memorised samples land on points regardless of their multiplicity; NaN at
-    ratio 0)."""
-    times, custom = result["times"], config.training.custom_weights
+def model_rows(settings: AnalysisSettings, dim: int, result: dict) -> list[dict]:
+    """One row per trained model of a grid of dimension `dim`: capacity, memorisation ratio, final
+    s^2, whether it belongs to the refinement grid, and weighted losses (x0-unit per-t losses
+    combined with each weighting of `settings`) on the training and validation sets. With
+    replicated data, per multiplicity m of the set: ratio_x<m> (share of the samples that memorise
+    a point stored m times; they sum to the ratio) and enrichment_x<m> (ratio_x<m> / ratio over
+    the share of distinct points stored m times: 1 when memorised samples land on points
+    regardless of their multiplicity; NaN at ratio 0)."""
+    times, custom = result["times"], settings.custom_weights
     set_of_model = np.zeros(len(result["M"]), np.int64)
     for j in range(len(result["set_N"])):
         set_of_model[models_of_set(result, j)] = j
@@ -67,7 +67,7 @@ def model_rows(config, dim: int, result: dict) -> list[dict]:
                    ratio=float(result["ratio"][g]), variance=float(result["variance"][g]),
                    skipped_steps=int(result["skipped"][g]), refinement=bool(result["refinement"][g]),
                    round=int(result["round"][g]))
-        for weighting in config.eval.weightings:
+        for weighting in settings.weightings:
             for split in ("train", "val"):
                 row[f"{split}_loss_{weighting}"] = float(theory.weighted_loss(
                     result[f"{split}_loss"][g], times, weighting, custom))

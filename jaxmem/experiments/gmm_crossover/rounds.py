@@ -25,7 +25,7 @@ from jaxmem.experiments.gmm_crossover import search
 from jaxmem.experiments.gmm_crossover.evaluation import (EVAL_SEED, TRAIN_SPLIT, VAL_SPLIT, baseline_losses, eval_noise,
                                                          grid_losses, sample_grid)
 from jaxmem.experiments.gmm_crossover.grids import Grid, build_grid, make_loss_and_optimizer
-from jaxmem.experiments.gmm_crossover.analysis import measured_capacity, models_of_set, summarize
+from jaxmem.experiments.gmm_crossover.analysis import AnalysisSettings, measured_capacity, models_of_set, summarize
 from jaxmem.train import gmm_grid
 
 
@@ -74,8 +74,8 @@ def train_and_evaluate(config, grid: Grid, models, params, batch, rngs, grid_dir
     training point it memorises, 0 when it memorises none), train_loss / val_loss [T] (x0
     units), variance (final s^2), skipped (non-finite steps of its training set).
     """
-    dim, data_sets = grid.dim, grid.data_sets
-    loss_fn, optimizer = make_loss_and_optimizer(config)
+    dim, data_sets, draws = grid.dim, grid.data_sets, config.eval.noise_draws
+    loss_fn, optimizer = make_loss_and_optimizer(config.training, grid.times)
     set_of_model, row, member = models.T
     logging.info("%s: %d models (%d data sets x up to %d, M <= %d, N <= %d), %d steps", label, len(models),
                  len(rngs), batch["component_mask"].shape[1], batch["component_mask"].shape[2],
@@ -103,11 +103,11 @@ def train_and_evaluate(config, grid: Grid, models, params, batch, rngs, grid_dir
     # Per-t losses (x0 units) of the trained models, train and validation.
     model_batch = config.eval.model_batch
     train_loss = grid_losses(trained, component_mask, batch["train"][row], batch["point_mask"][row],
-                              eval_noise(config, batch["train"].shape[1], dim, TRAIN_SPLIT), grid.times,
+                              eval_noise(batch["train"].shape[1], draws, dim, TRAIN_SPLIT), grid.times,
                               model_batch=model_batch)
     val = np.stack([data_set.data.val for data_set in data_sets])[set_of_model]
     val_loss = grid_losses(trained, component_mask, val, np.ones(val.shape[:2], np.float32),
-                            eval_noise(config, val.shape[1], dim, VAL_SPLIT), grid.times, model_batch=model_batch)
+                            eval_noise(val.shape[1], draws, dim, VAL_SPLIT), grid.times, model_batch=model_batch)
     of_model = [data_sets[j] for j in set_of_model]
     return dict(
         K=np.array([s.num_components for s in of_model]), N=np.array([s.num_train for s in of_model]),
@@ -134,7 +134,8 @@ def run_grid(config, grid: Grid, grid_dir: str) -> dict:
         return finished
     data_sets = grid.data_sets
     gen_loss, mem_loss, pmem_m, pmem_loss = baseline_losses(
-        config, data_sets, eval_noise(config, max_n, dim, TRAIN_SPLIT), grid.times)
+        data_sets, eval_noise(max_n, config.eval.noise_draws, dim, TRAIN_SPLIT), grid.times,
+        config.eval.crossover_points, config.eval.model_batch)
     result = dict(fingerprint=np.array(fingerprint), times=grid.times,
                   set_K=np.array([s.num_components for s in data_sets]),
                   set_N=np.array([s.num_train for s in data_sets]),
@@ -159,14 +160,13 @@ def run_grid(config, grid: Grid, grid_dir: str) -> dict:
     return result
 
 
-def refinement_capacities(config, dim: int, result: dict) -> list[np.ndarray]:
-    """Per data set j of a grid's result: the model.refine_points untrained integer M values
-    strictly inside its delta window [window_start, window_end], evenly spaced (the centres of
-    refine_points equal slices of the candidates; all candidates when there are fewer).
-    Empty for a set without a window (the ratio never reaches delta or 1 - delta)."""
-    points = config.model.refine_points
+def refinement_capacities(settings: AnalysisSettings, dim: int, result: dict, points: int) -> list[np.ndarray]:
+    """Per data set j of a grid's result (dimension `dim`): `points` (model.refine_points) untrained
+    integer M values strictly inside its delta window [window_start, window_end] (summarize),
+    evenly spaced (the centres of `points` equal slices of the candidates; all candidates when
+    there are fewer). Empty for a set without a window (the ratio never reaches delta or 1 - delta)."""
     extra = []
-    for j, row in enumerate(summarize(config, dim, result)):
+    for j, row in enumerate(summarize(settings, dim, result)):
         start, end = row["window_start"], row["window_end"]
         candidates = np.arange(np.floor(start) + 1, np.ceil(end)) if np.isfinite(start + end) else np.array([])
         candidates = np.setdiff1d(candidates.astype(np.int64), result["M"][models_of_set(result, j)])
@@ -189,22 +189,22 @@ def bracketing_capacities(result: dict, points: int, tolerance_fraction: float, 
     return extra
 
 
-def search_capacities(config, result: dict) -> list[np.ndarray]:
-    """The next adaptive round: around the 0.5 crossing to model.search_tolerance x N."""
-    return bracketing_capacities(result, config.model.search_points, config.model.search_tolerance, (0.5,))
+def search_capacities(result: dict, points: int, tolerance_fraction: float) -> list[np.ndarray]:
+    """The next adaptive round: `points` (model.search_points) capacities around the 0.5 crossing,
+    to tolerance_fraction (model.search_tolerance) x N."""
+    return bracketing_capacities(result, points, tolerance_fraction, (0.5,))
 
 
-def window_capacities(config, result: dict) -> list[np.ndarray]:
-    """The next window round: around both ends of the delta window (the first crossings of
-    eval.delta and 1 - eval.delta) to model.window_tolerance x N, training M = N where no trained
-    M reached 1 - delta."""
-    delta = config.eval.delta
-    return bracketing_capacities(result, config.model.search_points, config.model.window_tolerance,
-                                 (delta, 1.0 - delta))
+def window_capacities(result: dict, delta: float, points: int, tolerance_fraction: float) -> list[np.ndarray]:
+    """The next window round: `points` (model.search_points) capacities around both ends of the
+    delta window (the first crossings of delta and 1 - delta, eval.delta) to tolerance_fraction
+    (model.window_tolerance) x N, training M = N where no trained M reached 1 - delta."""
+    return bracketing_capacities(result, points, tolerance_fraction, (delta, 1.0 - delta))
 
 
-def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
-    """The first round's result (run_grid) joined with the later rounds of `grid`.
+def later_rounds(config, settings: AnalysisSettings, grid: Grid, grid_dir: str, first: dict) -> dict:
+    """The first round's result (run_grid) joined with the later rounds of `grid` (`settings`:
+    AnalysisSettings.of(config), which places the refinement and window rounds).
 
     Stages, in order, each a sequence of rounds that ends early once a round has nothing to
     train: model.search = 'adaptive' runs up to model.search_rounds rounds of
@@ -212,7 +212,7 @@ def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
     refinement_capacities inside the delta windows (folder grid_dir/refine_r<r>);
     model.window_rounds = w > 0 then runs up to w rounds of window_capacities, which bracket
     both ends of each set's delta window (folders grid_dir/window<k>). Each round is one more
-    grid of the same d and N (same data, initialisation, training and evaluation) with its own
+    grid of the same d and N (same data, initialisation, training and settings) with its own
     checkpoints, fingerprint and result.npz: resumed when unfinished, skipped when finished.
     Returns `first` with every round's models appended to the per-model arrays (MODEL_KEYS),
     `round` [G'] (0 = the first grid, then 1, 2, ... across stages) and `refinement` (round > 0).
@@ -221,12 +221,14 @@ def later_rounds(config, grid: Grid, grid_dir: str, first: dict) -> dict:
     stages = []  # (the folders of its rounds, the next round's capacities from the joined result)
     if model.search == "adaptive":
         stages.append(([f"round{i}" for i in range(1, model.search_rounds + 1)],
-                       lambda joined: search_capacities(config, joined)))
+                       lambda joined: search_capacities(joined, model.search_points, model.search_tolerance)))
     elif model.refine_points > 0:
-        stages.append(([f"refine_r{model.refine_points}"], lambda joined: refinement_capacities(config, dim, joined)))
+        stages.append(([f"refine_r{model.refine_points}"],
+                       lambda joined: refinement_capacities(settings, dim, joined, model.refine_points)))
     if model.window_rounds > 0:
         stages.append(([f"window{i}" for i in range(1, model.window_rounds + 1)],
-                       lambda joined: window_capacities(config, joined)))
+                       lambda joined: window_capacities(joined, settings.delta, model.search_points,
+                                                        model.window_tolerance)))
     joined = {**first, "round": np.zeros(len(first["M"]), np.int64)}
     k = 0
     for folders, next_capacities in stages:
