@@ -113,6 +113,18 @@ def test_short_calls_are_read_together_not_one_jiffy_at_a_time(monkeypatch):
     assert unread["a"]["other_cores_max"] is None and unread["a"]["quiet"] is False
 
 
+def test_short_calls_beside_long_ones_are_read_with_the_shortest_long_call():
+    """A side whose calls straddle the reading length (0.45 s and 0.55-0.7 s) is read whole: the
+    short call is pooled with the shortest long one, and a busy short call still shows."""
+    from jaxmem.benchmarks.harness import MIN_READING_S, side_readings
+
+    assert MIN_READING_S == 0.5
+    readings = side_readings([(0.7, 0.0), (0.45, 0.45), (0.55, 0.0)])  # 0.45 s with a whole core beside it
+    assert readings == pytest.approx([0.0, 0.45 / 1.0])
+    assert side_readings([(0.2, 0.0), (0.2, 0.0)]) is None  # 0.4 s in all: too short to read
+    assert side_readings([(0.3, 0.03), (0.3, 0.0), (0.9, 0.09)]) == pytest.approx([0.1, 0.05])
+
+
 def test_bench_tables_hold_only_each_entrys_columns():
     from jaxmem.benchmarks.harness import tables_by_entry
 

@@ -4,7 +4,10 @@ Compares jaxmem.neighbors.knn with a plain jnp blocked baseline (matmul-expansio
 block of training points, a running lax.top_k; no re-rank, no certificate) on the same inputs
 in the same run; at the host-sized sizes also with a numpy brute force (matmul expansion +
 argpartition) and with faiss IndexFlatL2 / torch.cdist+topk when those optional packages are
-installed. Every row reports the fraction of the device's measured matmul rate
+installed, and with the search's product alone, [Q, d] x [d, N], twice: as XLA computes it
+(jaxmem's floor: no selection, no re-rank) and as numpy's BLAS does (OpenBLAS sgemm, the kind
+of kernel faiss runs): the two bound what selection costs and what the matmul library gives
+away. Every row reports the fraction of the device's measured matmul rate
 (2 Q N d FLOP per search).
 
 Sizes (queries Q, training points N, dimension d):
@@ -80,6 +83,14 @@ def _host_baselines(queries, train):
         pass
 
 
+def _products(queries, train):
+    """The search's product alone, [Q, d] x [d, N]: XLA's dot (HIGHEST precision) and numpy's BLAS."""
+    product = jax.jit(lambda q, x: jnp.dot(q, x.T, precision=jax.lax.Precision.HIGHEST))
+    on_device = jnp.asarray(queries), jnp.asarray(train)
+    yield "the product alone: XLA dot (no selection)", lambda: product(*on_device)
+    yield "the product alone: numpy BLAS sgemm", lambda: queries @ train.T
+
+
 def run(size: str, rounds: int = 5) -> list[dict]:
     """Every side timed in alternating rounds (jaxmem.benchmarks.harness.alternate); rows: entry, method, shape,
     median_s, spread, ratio_vs_baseline (the side's time over jaxmem's in the same round, median;
@@ -95,6 +106,7 @@ def run(size: str, rounds: int = 5) -> list[dict]:
              f"jnp blocked expansion+top_k (block {BASELINE_BLOCK}, not exact)": lambda: jnp_blocked_top2(queries, train)}
     if size in HOST_BASELINE_SIZES:
         sides.update(_host_baselines(queries, train))
+        sides.update(_products(queries, train))
     timings = alternate(sides, rounds=rounds, reference=ours)
     rows = []
     for method, timing in timings.items():
