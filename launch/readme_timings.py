@@ -60,10 +60,6 @@ def main(argv):
     with tempfile.TemporaryDirectory(prefix="jaxmem_readme_") as root:
         clone = os.path.join(root, "jaxmem")
         subprocess.run(["git", "clone", "-q", repo, clone], check=True)
-        if not os.path.exists(os.path.join(repo, "..", "shared")):
-            print("note: no ../shared beside the repository; tests that read it may skip", file=sys.stderr)
-        elif not os.path.exists(os.path.join(root, "shared")):
-            os.symlink(os.path.abspath(os.path.join(repo, "..", "shared")), os.path.join(root, "shared"))
         for name in names:
             start = time.perf_counter()
             result = subprocess.run(COMMANDS[name], shell=True, cwd=clone, capture_output=True, text=True)
