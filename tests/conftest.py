@@ -12,6 +12,8 @@ compile would give, so no result depends on it.
 
 import os
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -23,13 +25,22 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", False)
 
 
+def first_in_fast_tier(cases) -> list:
+    """pytest.param per case of a parametrised launcher test, each a subprocess of ~5 s (Python,
+    jax and the experiment imported): the first case stays in the fast tier, the others are marked
+    slow, so `make test-fast` still starts a launcher of each kind and `make test` runs them all."""
+    return [pytest.param(case, marks=() if i == 0 else pytest.mark.slow) for i, case in enumerate(cases)]
+
+
 # The files that take longest on 2 cores (pytest --durations), in that order. They are collected
 # first, so the xdist workers (make test: a file per worker at a time, handed out in collection
 # order) start them early and finish together instead of one worker running the longest file
 # alone at the end. Every other file keeps its order after them.
 LONGEST_FIRST = ("test_swap_experiment.py", "test_metrics_parity.py", "test_edm_training.py",
                  "test_reliability_inputs.py", "test_posthoc_ema.py", "test_multihost.py", "test_edm_import.py",
-                 "test_compile_check.py", "test_sweep.py", "test_gmm_train.py", "test_gmm_crossover.py")
+                 "test_compile_check.py", "test_sweep.py", "test_unet_step_numbers.py", "test_first_hour.py",
+                 "test_gpu_check.py", "test_gmm_train.py", "test_gmm_crossover.py", "test_faults.py",
+                 "test_capacity_search.py", "test_unet_speed_parts.py")
 
 
 def pytest_collection_modifyitems(items):

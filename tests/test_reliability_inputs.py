@@ -12,7 +12,7 @@ import pytest
 
 from jaxmem.train.checkpoint import Checkpointer, CheckpointWriteError
 
-from conftest import REPO
+from conftest import REPO, first_in_fast_tier
 from test_reliability_workdirs import launch, one_error
 
 CROSSOVER = ["--config=configs/gmm_crossover.py:smoke"]
@@ -69,7 +69,7 @@ BAD_INPUTS = {  # launcher, arguments (the workdir is added), exit status, a par
 }
 
 
-@pytest.mark.parametrize("case", BAD_INPUTS)
+@pytest.mark.parametrize("case", first_in_fast_tier(BAD_INPUTS))
 def test_bad_input_is_one_error_line(tmp_path, case):
     name, args, code, words = BAD_INPUTS[case]
     (tmp_path / "a_file").write_text("")
@@ -107,7 +107,7 @@ def test_an_unwritable_compare_report_is_one_line_exit_1(tmp_path):
     assert "cannot write" in one_error(out, 1)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(REPO) / "launch").glob("*.py")))
+@pytest.mark.parametrize("name", first_in_fast_tier(sorted(p.stem for p in (Path(REPO) / "launch").glob("*.py"))))
 def test_help_exits_0_on_every_launcher(name):
     out = launch(name, "--help")
     assert out.returncode == 0 and "--" in out.stdout, out.stderr[-2000:]

@@ -17,7 +17,7 @@ from jaxmem import workdir as ownership
 from jaxmem.config import load_config
 from jaxmem.metrics import weights
 
-from conftest import REPO
+from conftest import REPO, first_in_fast_tier
 
 # Every launcher that owns a workdir, with a config it accepts (the owner name is the launcher's).
 LAUNCHERS = {
@@ -107,7 +107,7 @@ def foreign(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name", [*LAUNCHERS, "sample_quality"])
+@pytest.mark.parametrize("name", first_in_fast_tier([*LAUNCHERS, "sample_quality"]))
 def test_every_launcher_refuses_a_foreign_workdir_before_writing(tmp_path, foreign, name):
     args = LAUNCHERS.get(name, QUALITY)
     if name == "sample_quality":
