@@ -212,7 +212,7 @@ def later_rounds(config, settings: AnalysisSettings, grid: Grid, grid_dir: str, 
     refinement_capacities inside the delta windows (folder grid_dir/refine_r<r>);
     model.window_rounds = w > 0 then runs up to w rounds of window_capacities, which bracket
     both ends of each set's delta window (folders grid_dir/window<k>). Each round is one more
-    grid of the same d and N (same data, initialisation, training and settings) with its own
+    grid of the same d and N (same data, initialisation, training and evaluation) with its own
     checkpoints, fingerprint and result.npz: resumed when unfinished, skipped when finished.
     Returns `first` with every round's models appended to the per-model arrays (MODEL_KEYS),
     `round` [G'] (0 = the first grid, then 1, 2, ... across stages) and `refinement` (round > 0).
