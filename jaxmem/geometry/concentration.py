@@ -54,19 +54,21 @@ def num_query_tiles(num_queries: int, query_tile: int | None = None) -> int:
 def fold_levels(state: RunningSoftmax, gram, cross, valid, sigmas) -> RunningSoftmax:
     """Folds one block into the per-level states [L, T]: gram, cross [T, B], valid [B], sigmas [L].
 
-    Level by level (lax.scan): the energies gram + 2 s cross (padding +inf) of the level are the
-    loop carry, written by the previous step, so the block minimum and the exponents read one
-    materialised buffer (`RunningSoftmax.of_energies`).
+    The block is summarised level by level (lax.scan) with `RunningSoftmax.of_energies`: the
+    energies gram + 2 s cross (padding +inf) of a level are the loop carry, written by the
+    previous step, so the block minimum and the exponents read one materialised buffer. The
+    summaries [L, T] are merged into the state once, after the scan.
     """
     def energies(sigma):
         return jnp.where(valid, gram + 2.0 * sigma * cross, jnp.inf)
 
     def level(level_energies, xs):
-        next_sigma, level_state = xs
-        summary = RunningSoftmax.of_energies(level_state.inv_temperature, level_energies)
-        return energies(next_sigma), level_state.merge(summary)
+        next_sigma, inv_temperature = xs
+        summary = RunningSoftmax.of_energies(inv_temperature, level_energies)
+        return energies(next_sigma), summary
 
-    return jax.lax.scan(level, energies(sigmas[0]), (jnp.roll(sigmas, -1), state))[1]
+    xs = (jnp.roll(sigmas, -1), state.inv_temperature)
+    return state.merge(jax.lax.scan(level, energies(sigmas[0]), xs)[1])
 
 
 @functools.partial(jax.jit, static_argnames="query_tile")
