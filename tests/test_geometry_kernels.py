@@ -135,7 +135,7 @@ def test_tiled_level_fold_equals_the_per_level_fold():
     block: the tiled fold equals the one-tile fold bitwise and, sharded over eight devices, to
     rounding; it equals the per-level `of_block` fold up to the float32 rounding of the energies
     G + 2 s C (a fused multiply-add or not: beta eps |e| ~ 3e-5 at the level where it peaks)."""
-    rows = concentration.CPU_QUERY_TILE
+    rows = 32
     rng = np.random.default_rng(8)
     train = rng.uniform(-1, 1, (40, 12)).astype(np.float32)
     train[[7, 21, 33]] = train[3]  # four copies of one point, in three blocks
@@ -146,11 +146,13 @@ def test_tiled_level_fold_equals_the_per_level_fold():
                      rng.uniform(-1, 1, (3 * rows, 12))).astype(np.float32)
     noise = rng.standard_normal(clean.shape).astype(np.float32)
     params = empirical.make_params(train, block_size=16)
-    assert concentration.num_query_tiles(len(source), rows) == 3
+    assert concentration.num_query_tiles(len(source), 16, rows) == 3
     tiled = concentration.concentration_kernel(clean, noise, source, params, SIGMAS, query_tile=rows)
     one_tile = concentration.concentration_kernel(clean, noise, source, params, SIGMAS, query_tile=3 * rows)
-    sharded = concentration.posterior_concentration(params, clean, noise, SIGMAS, source, chunk_size=len(source),
-                                                    mesh=parallel.make_mesh())
+    mesh = parallel.make_mesh()
+    sharded = concentration.concentration_kernel(
+        *(jax.device_put(a, parallel.sharding_along(mesh, a.ndim)) for a in (clean, noise, source)),
+        jax.device_put(params, parallel.replicated(mesh)), SIGMAS, query_tile=rows)
     reference = _per_level_fold(*map(jnp.asarray, (clean, noise, source)), params, jnp.asarray(SIGMAS))
     for name in concentration.CONCENTRATION_FIELDS:
         np.testing.assert_array_equal(tiled[name], one_tile[name], err_msg=name)

@@ -37,17 +37,18 @@ from jaxmem.geometry.queries import check_queries, map_query_chunks
 
 NO_SOURCE = -1
 CONCENTRATION_FIELDS = ("max_weight", "entropy", "effective_count", "source_weight")
-# On CPU each block's queries are folded in tiles of about this many rows: a level's [rows, block]
-# buffers (energies, exponentials, ...) then stay in a core's L2 cache across their passes.
-CPU_QUERY_TILE = 32
+# On CPU each block's queries are folded in tiles of rows whose [rows, block] float32 buffers
+# (energies, exponentials, ...) take this many bytes, so they stay in a core's L2 cache across
+# the passes of a level: 32 rows of a 1024-point block.
+CPU_TILE_BYTES = 128 * 1024
 
 
-def num_query_tiles(num_queries: int, query_tile: int | None = None) -> int:
+def num_query_tiles(num_queries: int, block: int, query_tile: int | None = None) -> int:
     """Tiles the queries of one block are folded in: the most that keep >= query_tile rows each
-    and divide num_queries. query_tile None: CPU_QUERY_TILE on CPU, all queries in one tile
-    elsewhere (an accelerator wants whole-block kernels)."""
+    and divide num_queries. query_tile None: CPU_TILE_BYTES // (4 block) rows on CPU, all queries
+    in one tile elsewhere (an accelerator wants whole-block kernels)."""
     if query_tile is None:
-        query_tile = CPU_QUERY_TILE if jax.default_backend() == "cpu" else num_queries
+        query_tile = max(1, CPU_TILE_BYTES // (4 * block)) if jax.default_backend() == "cpu" else num_queries
     return max(n for n in range(1, max(1, num_queries // query_tile) + 1) if num_queries % n == 0)
 
 
@@ -83,7 +84,7 @@ def concentration_kernel(clean, noise, source, params, sigmas, query_tile: int |
     """
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
     num_levels, num_queries = sigmas.shape[0], clean.shape[0]
-    tiles = num_query_tiles(num_queries, query_tile)
+    tiles = num_query_tiles(num_queries, params["points"].shape[1], query_tile)
     rows = num_queries // tiles
 
     # Tile j holds queries j, j + tiles, ...: with the queries sharded over devices, each device
