@@ -172,7 +172,8 @@ def test_of_energies_equals_of_block():
     for beta in (1e-3, 0.1, 1.0, 1e3, 1e6):
         inv_temperature = jnp.full(6, beta, jnp.float32)
         block = empirical.RunningSoftmax.of_block(inv_temperature, jnp.asarray(energies), jnp.asarray(valid))
-        fast = empirical.RunningSoftmax.of_energies(inv_temperature, jnp.where(valid, energies, jnp.inf))
+        fast = empirical.RunningSoftmax.of_energies(inv_temperature, jnp.where(valid, energies, jnp.inf),
+                                                    jnp.asarray(valid))
         np.testing.assert_array_equal(fast.min_energy, block.min_energy)
         for name in ("rest", "mass_sq", "mass_logit"):
             np.testing.assert_allclose(getattr(fast, name), getattr(block, name), rtol=1e-6, atol=1e-30,
