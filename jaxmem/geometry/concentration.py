@@ -68,9 +68,9 @@ def fold_levels(state: RunningSoftmax, gram, cross, valid, sigmas) -> RunningSof
     def level(level_energies, xs):
         next_sigma, inv_temperature = xs
         summary = RunningSoftmax.of_energies(inv_temperature, level_energies, valid)
-        # A zero-valued data dependency (mass_logit is finite, and it needs the minimum, the
-        # centred energies and the exponents): the next energies are written after the last read
-        # of these, into the carry's own buffer; without it XLA copies the carry twice per level.
+        # A zero-valued data dependency on the summary, the carry's last reader (mass_logit is
+        # finite): the next energies are written after it, into the carry's own buffer; without
+        # it XLA copies the carry twice per level.
         return energies(next_sigma + 0.0 * summary.mass_logit[0]), summary
 
     xs = (jnp.roll(sigmas, -1), state.inv_temperature)
