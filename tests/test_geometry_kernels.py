@@ -115,6 +115,74 @@ def test_shared_matmul_path_equals_per_sigma_recompute():
         np.testing.assert_allclose(shared[name], baseline[name], rtol=2e-5, atol=1e-30)
 
 
+def _per_level_fold(clean, noise, source, params, sigmas):
+    """The kernel's statistics from `RunningSoftmax.update` (`of_block`) over whole blocks, one
+    level at a time: the fold before query tiles and `of_energies`. {field: [Q, L]}."""
+    def fold(state, terms, centred_points, valid):
+        gram, cross = terms
+        return jax.lax.map(lambda args: args[1].update(gram + 2.0 * args[0] * cross, valid), (sigmas, state))
+
+    inv_temperature = jnp.broadcast_to((0.5 / sigmas**2)[:, None], (len(sigmas), len(clean)))
+    init = empirical.RunningSoftmax.init(inv_temperature)
+    state = jax.tree.map(jnp.transpose, empirical.scan_blocks(params, clean, fold, init, noise, source))
+    source_weight = jnp.where(source[:, None] >= 0, jnp.exp(-state.log_partition()), 0.0)
+    return {"max_weight": state.max_weight(), "entropy": state.entropy(),
+            "effective_count": state.effective_count(), "source_weight": source_weight}
+
+
+def test_tiled_level_fold_equals_the_per_level_fold():
+    """Three query tiles, duplicated training points, sources and NO_SOURCE queries, a padded
+    block: the tiled fold equals the one-tile fold bitwise and, sharded over eight devices, to
+    rounding; it equals the per-level `of_block` fold up to the float32 rounding of the energies
+    G + 2 s C (a fused multiply-add or not: beta eps |e| ~ 3e-5 at the level where it peaks)."""
+    rows = 32
+    rng = np.random.default_rng(8)
+    train = rng.uniform(-1, 1, (40, 12)).astype(np.float32)
+    train[[7, 21, 33]] = train[3]  # four copies of one point, in three blocks
+    source = rng.integers(0, 40, 3 * rows).astype(np.int32)
+    source[::5] = concentration.NO_SOURCE
+    source[1::7] = 21
+    clean = np.where(source[:, None] >= 0, train[np.maximum(source, 0)],
+                     rng.uniform(-1, 1, (3 * rows, 12))).astype(np.float32)
+    noise = rng.standard_normal(clean.shape).astype(np.float32)
+    params = empirical.make_params(train, block_size=16)
+    assert concentration.num_query_tiles(len(source), 16, rows) == 3
+    tiled = concentration.concentration_kernel(clean, noise, source, params, SIGMAS, query_tile=rows)
+    one_tile = concentration.concentration_kernel(clean, noise, source, params, SIGMAS, query_tile=3 * rows)
+    mesh = parallel.make_mesh()
+    sharded = concentration.concentration_kernel(
+        *(jax.device_put(a, parallel.sharding_along(mesh, a.ndim)) for a in (clean, noise, source)),
+        jax.device_put(params, parallel.replicated(mesh)), SIGMAS, query_tile=rows)
+    reference = _per_level_fold(*map(jnp.asarray, (clean, noise, source)), params, jnp.asarray(SIGMAS))
+    for name in concentration.CONCENTRATION_FIELDS:
+        np.testing.assert_array_equal(tiled[name], one_tile[name], err_msg=name)
+        np.testing.assert_allclose(sharded[name], tiled[name], rtol=1e-6, atol=1e-30, err_msg=name)
+        np.testing.assert_allclose(tiled[name], reference[name], rtol=1e-5, atol=1e-30, err_msg=name)
+    copies = np.isin(source, [3, 7, 21, 33])
+    np.testing.assert_array_equal(np.asarray(tiled["max_weight"])[:, 0], np.where(copies, 0.25, 1.0))  # snapped
+
+
+def test_of_energies_equals_of_block():
+    """Ties (exact duplicates), padding (+inf) and one-hot (the exponentials skipped) to flat
+    temperatures."""
+    rng = np.random.default_rng(9)
+    energies = rng.uniform(0.0, 50.0, (6, 64)).astype(np.float32)
+    energies[:, 10] = energies[:, 40] = energies.min(axis=1) - 1.0  # two leaders per row
+    energies[3, 5] = 0.0  # a source
+    valid = np.arange(64) < 60
+    for beta in (1e-3, 0.1, 1.0, 1e3, 1e6):
+        inv_temperature = jnp.full(6, beta, jnp.float32)
+        block = empirical.RunningSoftmax.of_block(inv_temperature, jnp.asarray(energies), jnp.asarray(valid))
+        fast = empirical.RunningSoftmax.of_energies(inv_temperature, jnp.where(valid, energies, jnp.inf),
+                                                    jnp.asarray(valid))
+        np.testing.assert_array_equal(fast.min_energy, block.min_energy)
+        for name in ("rest", "mass_sq", "mass_logit"):
+            np.testing.assert_allclose(getattr(fast, name), getattr(block, name), rtol=1e-6, atol=1e-30,
+                                       err_msg=f"{name} at beta={beta:g}")
+            if beta >= 1e3:  # one-hot rows (of_energies skips the exponentials): exact counts
+                np.testing.assert_array_equal(getattr(fast, name), getattr(block, name), err_msg=name)
+
+
 def test_coverage_matches_float64_union_of_annuli():
     rng = np.random.default_rng(5)
     d = 24

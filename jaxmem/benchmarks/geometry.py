@@ -3,7 +3,9 @@
 Both methods compute W (max weight), entropy and effective count for the same noisy queries
 x_q + s z_q at every level s of a 40-level grid:
   shared_matmul   jaxmem.geometry.concentration.concentration_kernel: G = |x - x_i|^2 and
-                  C = <z, x - x_i> once per block, all levels from them (4 Q N d flops)
+                  C = <z, x - x_i> once per block, all levels from them (4 Q N d flops); the
+                  levels' softmax passes run on tiles of queries (L2-sized on CPU), one
+                  exponential per energy
   per_sigma       the baseline: y = x + s z formed per level and streamed through the empirical
                   denoiser's posterior (L passes, 2 L Q N d flops)
 matmul_fraction = matmul flops / time / measured matmul rate (the roofline of the distance work).

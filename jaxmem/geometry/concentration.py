@@ -8,7 +8,8 @@ level s is y = x + s z and (paper A; docs/formulas.md)
 G and C need one matmul each per block of training points and serve every level: up to the
 constant s^2 |z|^2, which cancels in the softmax, the energies are e_i(s) = G_i + 2 s C_i at
 inverse temperature 1 / (2 s^2). The softmax over i is streamed with the shared
-`RunningSoftmax` (per query and level), giving at each level
+`RunningSoftmax` (per query and level; each block is folded tile of queries by tile, level by
+level, `fold_levels`), giving at each level
 
     W_sigma = E[max_i w_i],   entropy -sum w log w,   effective count 1 / sum w_i^2,
     source weight w_{i*} (i* the training index of x; exactly exp(-logsumexp) since e_{i*} = 0).
@@ -23,6 +24,8 @@ difference x - x_i, which serves every level. Every other energy errs by at most
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,26 +37,75 @@ from jaxmem.geometry.queries import check_queries, map_query_chunks
 
 NO_SOURCE = -1
 CONCENTRATION_FIELDS = ("max_weight", "entropy", "effective_count", "source_weight")
+# On CPU each block's queries are folded in tiles of rows whose [rows, block] float32 buffers
+# (energies, exponentials, ...) take this many bytes: 64 rows of a 1024-point block. XLA:CPU
+# splits a loop fusion over two threads from 512 KiB accessed (input + output), so each core
+# works on 128 KiB halves that stay in its L2 cache across the passes of a level. On one core
+# (taskset, loaded machine) tiles of 32, 64 and 128 rows timed the same.
+CPU_TILE_BYTES = 256 * 1024
 
 
-@jax.jit
-def concentration_kernel(clean, noise, source, params, sigmas) -> dict:
+def num_query_tiles(num_queries: int, block: int, query_tile: int | None = None) -> int:
+    """Tiles the queries of one block are folded in: the most that keep >= query_tile rows each
+    and divide num_queries. query_tile None: CPU_TILE_BYTES // (4 block) rows on CPU, all queries
+    in one tile elsewhere (an accelerator wants whole-block kernels)."""
+    if query_tile is None:
+        query_tile = max(1, CPU_TILE_BYTES // (4 * block)) if jax.default_backend() == "cpu" else num_queries
+    return max(n for n in range(1, max(1, num_queries // query_tile) + 1) if num_queries % n == 0)
+
+
+def fold_levels(state: RunningSoftmax, gram, cross, valid, sigmas) -> RunningSoftmax:
+    """Folds one block into the per-level states [L, T]: gram, cross [T, B], valid [B], sigmas [L].
+
+    The block is summarised level by level (lax.scan) with `RunningSoftmax.of_energies`: the
+    energies gram + 2 s cross (padding +inf) of a level are the loop carry, written by the
+    previous step, so the block minimum and the exponents read one materialised buffer. The
+    summaries [L, T] are merged into the state once, after the scan.
+    """
+    def energies(sigma):
+        return jnp.where(valid, gram + 2.0 * sigma * cross, jnp.inf)
+
+    def level(level_energies, xs):
+        next_sigma, inv_temperature = xs
+        summary = RunningSoftmax.of_energies(inv_temperature, level_energies, valid)
+        # A zero-valued data dependency on the summary, the carry's last reader (mass_logit is
+        # finite): the next energies are written after it, into the carry's own buffer; without
+        # it XLA copies the carry twice per level.
+        return energies(next_sigma + 0.0 * summary.mass_logit[0]), summary
+
+    xs = (jnp.roll(sigmas, -1), state.inv_temperature)
+    return state.merge(jax.lax.scan(level, energies(sigmas[0]), xs)[1])
+
+
+@functools.partial(jax.jit, static_argnames="query_tile")
+def concentration_kernel(clean, noise, source, params, sigmas, query_tile: int | None = None) -> dict:
     """Per-query concentration at every level in one pass; clean/noise [Q, d], source [Q], sigmas [L].
 
+    query_tile: rows per query tile of the fold (`num_query_tiles`; None: the platform's default).
     Returns {field: [Q, L]} for CONCENTRATION_FIELDS.
     """
     clean, noise, sigmas = clean.astype(jnp.float32), noise.astype(jnp.float32), sigmas.astype(jnp.float32)
+    num_levels, num_queries = sigmas.shape[0], clean.shape[0]
+    tiles = num_query_tiles(num_queries, params["points"].shape[1], query_tile)
+    rows = num_queries // tiles
+
+    # Tile j holds queries j, j + tiles, ...: with the queries sharded over devices, each device
+    # keeps its own rows of every tile.
+    def to_tiles(a):  # [Q, ...] -> [tiles, rows, ...]
+        return jnp.swapaxes(a.reshape(rows, tiles, *a.shape[1:]), 0, 1)
+
+    def state_to_tiles(a):  # [L, Q] -> [tiles, L, rows]
+        return jnp.moveaxis(a.reshape(num_levels, rows, tiles), 2, 0)
 
     def fold(state, terms, centred_points, valid):
-        gram, cross = terms
+        def tile(xs):
+            tile_state, gram, cross = xs
+            return fold_levels(tile_state, gram, cross, valid, sigmas)
 
-        def level(args):
-            sigma, level_state = args
-            return level_state.update(gram + 2.0 * sigma * cross, valid)
+        folded = jax.lax.map(tile, (jax.tree.map(state_to_tiles, state), *map(to_tiles, terms)))
+        return jax.tree.map(lambda a: jnp.moveaxis(a, 0, 2).reshape(num_levels, num_queries), folded)
 
-        return jax.lax.map(level, (sigmas, state))  # one level at a time: [Q, block] temporaries
-
-    inv_temperature = jnp.broadcast_to((0.5 / jnp.square(sigmas))[:, None], (sigmas.shape[0], clean.shape[0]))
+    inv_temperature = jnp.broadcast_to((0.5 / jnp.square(sigmas))[:, None], (num_levels, num_queries))
     state = empirical.scan_blocks(params, clean, fold, RunningSoftmax.init(inv_temperature), noise, source)
     state = jax.tree.map(jnp.transpose, state)  # [L, Q] -> [Q, L]
     source_weight = jnp.where(source[:, None] >= 0, jnp.exp(-state.log_partition()), 0.0)
