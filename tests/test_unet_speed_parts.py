@@ -2,6 +2,8 @@
 GroupNorm under autodiff, the per-program XLA options, and the bench's PyTorch twin of the
 network (same function, same parameter count), which makes the bench's ratio a fair one."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,9 +12,12 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from conftest import REPO
 from jaxmem import xla_options
+from jaxmem.config import load_config
 from jaxmem.denoisers import unet
 from jaxmem.denoisers.unet_ops import add_channelwise, group_norm
+from jaxmem.train import trainer
 
 
 @pytest.mark.parametrize("shape,groups", [((3, 8, 8, 64), 16), ((2, 4, 6, 12), 3), ((2, 5, 8), 4)])
@@ -93,7 +98,24 @@ def test_xla_options_only_on_cpu_and_only_when_accepted():
 
     assert xla_options.convolutions([Device()]) == {}
     assert xla_options.convolutions(jax.devices("cpu")) == dict(xla_options.CPU_CONVOLUTIONS)
+    assert xla_options.initialisation([Device()]) == {}
+    assert xla_options.initialisation(jax.devices("cpu")) == dict(xla_options.CPU_INITIALISATION)
     assert not xla_options._accepted((("xla_cpu_no_such_option_here", "1"),))
+
+
+def test_the_training_state_init_compiled_for_a_fast_compile_gives_the_same_bits():
+    """trainer's init program (LLVM level 0 on CPU) against the same function compiled with the
+    defaults, for a class-conditional U-Net with attention: every parameter, optimizer and EMA
+    entry bit for bit."""
+    config = load_config(os.path.join(REPO, "configs", "edm_training.py:smoke"))
+    config.model.update(channels=8, channel_mult=(1, 2), attn_resolutions=(4,), label_dim=10)
+    program = trainer.build_program(config, unet.input_shape(config.model), jax.devices()[:1])
+    key = jax.random.PRNGKey(3)
+    fast, default = program.init(key), jax.jit(program.init.__wrapped__)(key)
+    leaves = jax.tree_util.tree_leaves(fast)
+    assert len(leaves) > 50
+    for a, b in zip(leaves, jax.tree_util.tree_leaves(default), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def _torch_twin(model: dict):

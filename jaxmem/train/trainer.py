@@ -245,7 +245,8 @@ def _compile_program(config: ml_collections.ConfigDict, data_shape: tuple[int, .
     if label_dim:
         batch_sharding["labels"] = parallel.sharding_along(mesh, 2)
     return Program(
-        mesh=mesh, init=jax.jit(init, out_shardings=state_sharding),
+        mesh=mesh,
+        init=jax.jit(init, out_shardings=state_sharding, compiler_options=xla_options.initialisation(devices)),
         step=jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
                      out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0,
                      compiler_options=xla_options.convolutions(devices)),
