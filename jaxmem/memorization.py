@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
-from scipy.special import ndtri
 
 from jaxmem.validation import require
 from jaxmem.denoisers.empirical import check_sigma
@@ -37,6 +36,8 @@ def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
     k, n = np.asarray(successes, np.float64), np.asarray(trials, np.float64)
     require(bool(np.all(n >= 1)) and bool(np.all((k >= 0) & (k <= n))), "successes, trials",
             (successes, trials), "0 <= successes <= trials, trials >= 1")
+    from scipy.special import ndtri  # here: scipy's import costs a launcher's --help half a second
+
     z = ndtri(0.5 + 0.5 * level)
     center = (k + 0.5 * z * z) / (n + z * z)
     half = z / (n + z * z) * np.sqrt(k * (n - k) / n + 0.25 * z * z)

@@ -36,7 +36,6 @@ from jaxmem.data.images import CLASS_COUNTS, SPLIT_SHAPES
 from jaxmem.denoisers import unet
 from jaxmem.experiments import sample_quality
 from jaxmem.metrics import FeatureStats, extract_features, scores, weights
-from jaxmem.plots.samples import save_sample_grid
 from jaxmem.train import Preempted, checkpoint, trainer
 from jaxmem.trajectory import guided_denoiser
 
@@ -233,6 +232,7 @@ def quality_summary(config: ml_collections.ConfigDict, data: ImageSet, indices: 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains, samples and measures memorization (and with eval.quality sample quality); returns
     the summary (also summary.json)."""
+    from jaxmem.plots.samples import save_sample_grid  # imported here: pyplot costs every launcher start ~0.5 s
     if config.eval.quality:
         weights.load()  # the Inception weights exist before training, or the command that makes them
     data, indices, result = train_model(config, workdir)

@@ -34,7 +34,6 @@ from jaxmem.validation import require, require_choice
 from jaxmem.data import balanced_subset, check_source, load_images, train_heldout_split
 from jaxmem.denoisers import empirical, linear
 from jaxmem.geometry import concentration, coverage, mse, queries, regimes
-from jaxmem.plots import geometry as geometry_plot
 
 HELDOUT_SPLITS = ("", "test")
 TFDS_DATASETS = ("mnist", "cifar10")
@@ -183,6 +182,7 @@ def measure_wiener_distance(config, params, wiener_params, heldout, sigmas, key)
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Measures every curve of the geometry study not yet in workdir and writes them (see module
     docstring). `config` is checked by validate_config (the launcher's door) beforehand."""
+    from jaxmem.plots import geometry as geometry_plot  # imported here: pyplot costs every launcher start ~0.5 s
     started = time.perf_counter()
 
     def path(name):

@@ -37,7 +37,6 @@ from jaxmem import footprint, io, memorization, noise, sampling
 from jaxmem.validation import ConfigError, require
 from jaxmem.experiments import edm_training, sample_quality
 from jaxmem.metrics import scores, weights
-from jaxmem.plots.memorization import posthoc_ema_figure
 from jaxmem.train import posthoc_ema, trainer
 
 COLUMNS = ["row", "sigma_rel", "gamma", "profile_error", "rate", "ci_low", "ci_high", "samples"]
@@ -118,6 +117,7 @@ def trained_ema_sigma_rel(config: ml_collections.ConfigDict, steps: int) -> floa
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the experiment (see the module docstring); returns the summary (also summary.json).
     `config` is checked by validate_config (the launcher's door) beforehand."""
+    from jaxmem.plots.memorization import posthoc_ema_figure  # imported here: pyplot costs every launcher start ~0.5 s
     started = time.perf_counter()
     q = config.quality
     inception = weights.load() if q.enabled else None  # before training: the weights exist, or the command

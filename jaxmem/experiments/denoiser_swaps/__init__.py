@@ -54,7 +54,6 @@ from jaxmem.experiments.denoiser_swaps.tables import (QUALITY_COLUMNS, SwapSampl
                                                      nearest_rows, per_level_rows, swap_profile, swap_table)
 from jaxmem.metrics import weights
 from jaxmem.experiments.denoiser_swaps.trajectories import SCORES, correlations, trajectory_scores
-from jaxmem.plots import memorization as plots
 
 SWAP_COLUMNS = ["row", "base", "donor", "region", "steps", "sigma_lo", "sigma_hi", "rate", "ci_low", "ci_high",
                 "samples"]
@@ -116,6 +115,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the experiment (see the module docstring); returns the summary (also summary.json).
     `config` is checked by validate_config (the launcher's door) beforehand."""
+    from jaxmem.plots import memorization as plots  # imported here: pyplot costs every launcher start ~0.5 s
     config = with_imported_models(config)
     if config.quality.enabled:
         weights.load()  # the Inception weights exist before hours of training, or the command that makes them

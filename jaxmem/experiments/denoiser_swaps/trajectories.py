@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from scipy import stats
 
 from jaxmem import memorization, sampling, trajectory
 from jaxmem.experiments.denoiser_swaps.models import Model
@@ -44,6 +43,7 @@ def correlations(result: dict) -> list[dict]:
     """Spearman correlation of each score with d1/d2 (negative: the score rises as samples
     memorize) and the point-biserial (Pearson) correlation with the memorized flag; NaN when
     either side is constant."""
+    from scipy import stats  # imported here: scipy.stats costs every launcher start ~0.6 s
     rows = []
     flags = result["memorized"].astype(np.float64)
     for name in SCORES:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy import stats
 
 from jaxmem import theory
 from jaxmem.experiments.gmm_crossover import search
@@ -131,6 +130,7 @@ def by_train_size(rows: list[dict]) -> list[dict]:
     """The rows of each (d, K, N) pooled over seeds: M_pt mean, standard deviation, Student-t 95%
     interval (NaN half-width for one seed), seeds with a transition, models trained, and the
     mean predicted M* per method."""
+    from scipy import stats  # imported here: scipy.stats costs every launcher start ~0.6 s
     pooled = []
     for key in sorted({(r["d"], r["K"], r["N"]) for r in rows}):
         mine = [r for r in rows if (r["d"], r["K"], r["N"]) == key]

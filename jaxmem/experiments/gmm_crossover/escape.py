@@ -18,7 +18,6 @@ import optax
 
 from jaxmem import io
 from jaxmem.experiments.gmm_crossover.grids import build_grid, make_data_sets, make_loss_and_optimizer, times_of
-from jaxmem.plots.crossover import save_escape
 from jaxmem.train import gmm_grid
 
 DIM, TRAIN_SIZE = 50, 200
@@ -65,6 +64,7 @@ def run(anchor: ml_collections.ConfigDict, folder: str, settings=SETTINGS) -> li
     """Every setting's trajectory; writes escape.csv (every record), escape.md (per setting: the
     first recorded step at which s^2 of the M = 100 model reached ESCAPED_S2, and both models'
     s^2 at the end) and escape.png into `folder`. Returns the rows of escape.csv."""
+    from jaxmem.plots.crossover import save_escape  # imported here: pyplot costs every launcher start ~0.5 s
     rows = []
     for label, steps, peak_lr, schedule, b2 in settings:
         for step, s2_100, s2_160 in trajectory(anchor, steps, peak_lr, schedule, b2):

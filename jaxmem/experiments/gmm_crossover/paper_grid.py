@@ -37,7 +37,6 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 from jaxmem import io, theory
 from jaxmem.experiments.gmm_crossover import weighting_fit
@@ -106,6 +105,7 @@ def common_slope_test(rows: Sequence[Mapping]) -> dict:
     the per-group slopes, it pools the scatter of all groups into one residual variance instead of
     trusting each group's slope error from its own n_g - 2 dof.
     """
+    from scipy import stats  # imported here: scipy.stats costs every launcher start ~0.6 s
     finite = [r for r in rows if np.isfinite(r["M_pt"])]
     keys = sorted({(r["d"], r["K"]) for r in finite})
     rss_separate = sxy_total = sxx_total = syy_total = 0.0
@@ -126,6 +126,7 @@ def common_slope_test(rows: Sequence[Mapping]) -> dict:
 def homogeneity(groups: Sequence[Mapping], rows: Sequence[Mapping]) -> dict:
     """The tests of equal per-(d, K) slopes (chi^2 of the slopes against their own errors, and
     common_slope_test's F) and the least-squares fit M_pt / N = a + b_d d + b_K K."""
+    from scipy import stats  # imported here: scipy.stats costs every launcher start ~0.6 s
     b = np.array([g["slope"] for g in groups])
     se = np.array([g["slope_se"] for g in groups])
     ok = np.isfinite(b) & np.isfinite(se) & (se > 0)

@@ -22,7 +22,6 @@ the exact crossing, not the first-order error.
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize
 
 from jaxmem import theory
 from jaxmem.validation import require
@@ -55,6 +54,7 @@ def first_order_errors(weights, gaps, slopes, train_sizes) -> np.ndarray:
 def fit_weights(gaps, slopes, train_sizes, start=None) -> np.ndarray:
     """w [T] >= 0 summing to 1 that minimises mean_j e_j(w)^2 (L-BFGS-B from `start`, default
     uniform x0 weights). gaps, slopes: [S, T] (gap_and_slope per data set); train_sizes: [S]."""
+    from scipy import optimize  # imported here: scipy costs every launcher start ~0.5 s
     gaps, slopes = np.asarray(gaps, np.float64), np.asarray(slopes, np.float64)
     require(gaps.ndim == 2 and gaps.shape == slopes.shape and gaps.shape[0] == len(train_sizes),
             "gaps, slopes, train_sizes", (gaps.shape, slopes.shape, len(train_sizes)), "[S, T], [S, T] and S sizes")
