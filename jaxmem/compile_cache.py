@@ -20,6 +20,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 DEFAULT_FOLDER = os.path.join("~", ".cache", "jaxmem", "xla")
 MIN_COMPILE_SECONDS = 1.0  # programs compiling faster than this are not worth a file
+MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # JAX's own variable; wins when set
 
 
 def default_folder() -> str:
@@ -31,8 +32,10 @@ def enable(folder: str | None, min_compile_seconds: float = MIN_COMPILE_SECONDS)
     """Points JAX's persistent compilation cache at `folder` (created; ~ expanded) for the rest of
     the process and returns its absolute path; None or '' turns the cache off and returns None.
 
-    Programs that compile in under `min_compile_seconds` are not stored. Takes effect also when
-    something was compiled before (the cache is re-initialised).
+    Programs that compile in under `min_compile_seconds` ($JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS
+    when set: the test suite sets 0, so the small programs its ~60 launcher processes share are
+    stored too) are not stored. Takes effect also when something was compiled before (the cache is
+    re-initialised).
     """
     if not folder:
         jax.config.update("jax_compilation_cache_dir", None)
@@ -41,7 +44,8 @@ def enable(folder: str | None, min_compile_seconds: float = MIN_COMPILE_SECONDS)
     folder = os.path.abspath(os.path.expanduser(folder))
     os.makedirs(folder, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    min_compile_seconds = float(os.environ.get(MIN_COMPILE_ENV, min_compile_seconds))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     compilation_cache.reset_cache()  # a cache initialised earlier without a folder would stay off
     return folder

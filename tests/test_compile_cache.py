@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import jax
+
 from jaxmem import compile_cache
 
 PROBE = """
@@ -14,6 +16,8 @@ import jax, jax.numpy as jnp
 from jax import monitoring
 events = []
 monitoring.register_event_listener(lambda name, **kw: events.append(name))
+import jax
+
 from jaxmem import compile_cache
 folder = compile_cache.enable(sys.argv[1] or None, min_compile_seconds=0)
 step = jax.jit(lambda w, x: jnp.tanh(x @ w).sum())
@@ -51,3 +55,17 @@ def test_the_default_folder_follows_jax_environment_variable(monkeypatch):
     assert compile_cache.default_folder() == "/somewhere/xla"
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
     assert compile_cache.default_folder() == os.path.join("~", ".cache", "jaxmem", "xla")
+
+
+def test_jax_minimum_compile_time_variable_wins_over_the_default(monkeypatch, tmp_path):
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    try:
+        monkeypatch.setenv(compile_cache.MIN_COMPILE_ENV, "0.25")
+        compile_cache.enable(str(tmp_path))
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.25
+        monkeypatch.delenv(compile_cache.MIN_COMPILE_ENV)
+        compile_cache.enable(str(tmp_path))
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == compile_cache.MIN_COMPILE_SECONDS
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        compile_cache.enable(before[0])
