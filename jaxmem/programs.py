@@ -177,10 +177,14 @@ def geometry_programs(config, devices, hbm_bytes: int | None, chips: int) -> lis
     levels = f"{config.grid.num_sigmas} levels"
     conc_queries = config.concentration.num_points * config.concentration.draws
     cov_queries = config.coverage.num_points * config.coverage.draws
+    # The kernel picks its query tiles from the backend it runs on; compiled here for another
+    # platform, it is told: CPU tiles for a CPU target, the whole chunk in one tile otherwise.
+    query_tile = None if devices[0].platform == "cpu" else chunk
     return [
         Program("concentration", concentration.concentration_kernel, (queries, queries, source, params, sigmas),
                 "f32_highest",
-                math.ceil(conc_queries / chunk), f"{chunk} queries x {num_train} points x d {dim}, {levels}", chunk),
+                math.ceil(conc_queries / chunk), f"{chunk} queries x {num_train} points x d {dim}, {levels}", chunk,
+                (query_tile,)),
         Program("coverage", coverage.coverage_kernel,
                 (queries, queries, params, sigmas, _abstract((2,), jnp.float32, replicated)), "f32_highest",
                 math.ceil(cov_queries / chunk), f"{chunk} queries x {num_train} points x d {dim}, {levels}", chunk),

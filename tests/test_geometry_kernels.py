@@ -163,7 +163,7 @@ def test_tiled_level_fold_equals_the_per_level_fold():
 
 
 def test_of_energies_equals_of_block():
-    """Ties (exact duplicates), padding (+inf) and one-hot (the exponentials skipped) to flat
+    """Ties (exact duplicates), padding (+inf) and one-hot (every other exponential 0) to flat
     temperatures."""
     rng = np.random.default_rng(9)
     energies = rng.uniform(0.0, 50.0, (6, 64)).astype(np.float32)
@@ -179,7 +179,7 @@ def test_of_energies_equals_of_block():
         for name in ("rest", "mass_sq", "mass_logit"):
             np.testing.assert_allclose(getattr(fast, name), getattr(block, name), rtol=1e-6, atol=1e-30,
                                        err_msg=f"{name} at beta={beta:g}")
-            if beta >= 1e3:  # one-hot rows (of_energies skips the exponentials): exact counts
+            if beta >= 1e3:  # one-hot rows (every other p underflows to 0): exact counts
                 np.testing.assert_array_equal(getattr(fast, name), getattr(block, name), err_msg=name)
 
 
@@ -258,3 +258,20 @@ def test_bad_input_errors_name_the_field():
         linear.make_params(np.zeros((0, 3)))
     with pytest.raises(ValueError, match="train"):
         empirical.make_params(np.full((3, 2), np.nan, np.float32))
+
+
+def test_the_level_fold_couples_no_rows_when_queries_are_sharded():
+    """Compiled with the queries sharded over 8 devices, the multi-level kernel's only collective
+    is the certificate's loop condition (any query still pending a direct recompute): nothing in
+    the per-level softmax reduces over rows, which on a multi-chip run would be a collective per
+    level and block."""
+    mesh = parallel.make_mesh()
+    train = np.random.default_rng(0).standard_normal((100, 16)).astype(np.float32)
+    params = jax.device_put(empirical.make_params(train, 32), parallel.replicated(mesh))
+    queries = jax.device_put(jnp.asarray(train[:64]), parallel.sharding_along(mesh, 2))
+    source = jax.device_put(jnp.arange(64, dtype=jnp.int32), parallel.sharding_along(mesh, 1))
+    text = concentration.concentration_kernel.lower(queries, queries, source, params,
+                                                    jnp.asarray([0.1, 1.0, 10.0])).compile().as_text()
+    collectives = [line for line in text.splitlines()
+                   if any(f" {op}(" in line for op in ("all-reduce", "all-gather", "collective-permute", "all-to-all"))]
+    assert len(collectives) == 1 and "reduce_or" in collectives[0], collectives

@@ -48,9 +48,6 @@ HIGHEST = jax.lax.Precision.HIGHEST
 # An expanded energy is kept where its error bound is within this factor of a direct float32
 # evaluation's worst case (`needs_direct`); with |a| ~ |b| that holds for a cosine below ~0.8.
 TRUST_FACTOR = 32.0
-# exp(x) is 0 in float32 below this exponent (exp(-110) = 1.7e-48, under half the smallest
-# denormal), whatever the exponential's implementation or denormal flushing.
-UNDERFLOW_EXPONENT = -110.0
 
 
 class RunningSoftmax(NamedTuple):
@@ -117,29 +114,18 @@ class RunningSoftmax(NamedTuple):
         either count gives the same rest) and 0 elsewhere, and the two-operand terms p - floor(p)
         and p * centred masked with `valid`, which makes XLA compute them in its own loop fusions
         rather than in YNNPACK reductions (3-5x slower with two inputs). Equal to `of_block` up to
-        the rounding of the sums. Where every row's runner-up has centred < UNDERFLOW_EXPONENT
-        (small sigma: the block is one-hot for all its rows), every other p is 0 and the sums are
-        the leader counts: a lax.cond returns them without the exponentials, bit for bit the same.
+        the rounding of the sums. Every reduction is per row: nothing couples rows (or devices,
+        when the rows are sharded).
         """
         block_min = jnp.min(energies, axis=-1)
-
-        def one_hot():  # every other candidate's exponent underflows: the sums are counts
-            leaders = jnp.sum(jnp.where(energies == block_min[..., None], 1.0, 0.0), axis=-1)
-            return cls(inv_temperature, block_min, leaders - 1.0, leaders, jnp.zeros_like(leaders), None)
-
-        def summed():
-            centred = jnp.maximum((block_min[..., None] - energies) * inv_temperature[..., None],
-                                  jnp.finfo(energies.dtype).min)
-            p = jax.lax.optimization_barrier(jnp.exp(centred))
-            ones = jnp.floor(p)
-            leaders = jnp.sum(ones, axis=-1)
-            rest = jnp.sum(jnp.where(valid, p - ones, 0.0), axis=-1) + (leaders - 1.0)
-            return cls(inv_temperature, block_min, rest, jnp.sum(p * p, axis=-1),
-                       jnp.sum(jnp.where(valid, p * centred, 0.0), axis=-1), None)
-
-        runner_up = jnp.min(jnp.where(energies > block_min[..., None], energies, jnp.inf), axis=-1)
-        underflows = jnp.all((block_min - runner_up) * inv_temperature < UNDERFLOW_EXPONENT)
-        return jax.lax.cond(underflows, one_hot, summed)
+        centred = jnp.maximum((block_min[..., None] - energies) * inv_temperature[..., None],
+                              jnp.finfo(energies.dtype).min)
+        p = jax.lax.optimization_barrier(jnp.exp(centred))
+        ones = jnp.floor(p)
+        leaders = jnp.sum(ones, axis=-1)
+        rest = jnp.sum(jnp.where(valid, p - ones, 0.0), axis=-1) + (leaders - 1.0)
+        return cls(inv_temperature, block_min, rest, jnp.sum(p * p, axis=-1),
+                   jnp.sum(jnp.where(valid, p * centred, 0.0), axis=-1), None)
 
     def merge(self, other: "RunningSoftmax") -> "RunningSoftmax":
         """The summary of both candidate sets (same inv_temperature)."""

@@ -68,10 +68,11 @@ def fold_levels(state: RunningSoftmax, gram, cross, valid, sigmas) -> RunningSof
     def level(level_energies, xs):
         next_sigma, inv_temperature = xs
         summary = RunningSoftmax.of_energies(inv_temperature, level_energies, valid)
-        # A zero-valued data dependency on the summary, the carry's last reader (mass_logit is
-        # finite): the next energies are written after it, into the carry's own buffer; without
-        # it XLA copies the carry twice per level.
-        return energies(next_sigma + 0.0 * summary.mass_logit[0]), summary
+        # A zero-valued data dependency of each row on its summary, the carry's last reader
+        # (mass_logit is finite): the next energies are written after it, into the carry's own
+        # buffer; without it XLA copies the carry twice per level. Row by row, so rows sharded
+        # over devices need no collective.
+        return energies(next_sigma + 0.0 * summary.mass_logit[:, None]), summary
 
     xs = (jnp.roll(sigmas, -1), state.inv_temperature)
     return state.merge(jax.lax.scan(level, energies(sigmas[0]), xs)[1])
