@@ -4,6 +4,8 @@ wall time and name the convolution directions of both sides. No timing threshold
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +68,12 @@ def test_quick_profiles_add_up_to_the_calls_and_hold_the_convolutions(tmp_path):
         assert json.load(f)["size"] == "quick"
     text = open(os.path.join(tmp_path, "profile.md")).read()
     assert "| convolution forward |" in text and "| **call (wall)** |" in text
+
+
+def test_bench_launcher_refuses_profile_without_only_edm(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(repo, "launch", "bench.py"), "--only=knn", "--profile",
+                          f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": repo})
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == "error: --profile profiles the edm entry only; give --only=edm (got --only=knn)"
