@@ -2,6 +2,7 @@
 
     python launch/bench.py [--only=knn,gmm,geometry] [--size=auto|quick|cpu|full] [--workdir=runs/bench]
     python launch/bench.py --only=edm --size=cpu --edm_reference=../edm   # NVlabs's own code as the peer
+    python launch/bench.py --only=edm --size=cpu --profile --edm_reference=../edm   # per-op profiles
 
 Sizes: quick (seconds; tests), cpu (a CPU host: `make bench`, BENCHMARKS.md's CPU section),
 full (an accelerator: the sizes launch/gpu_check.py records; refused on a CPU backend, where it
@@ -16,6 +17,9 @@ checkout of github.com/NVlabs/edm (get one for your own runs); the edm entry the
 NVlabs's network, loss and step beside jaxmem's and the PyTorch twin's. `matmul_fraction` is the
 share of the device's matmul rate measured in the same run. `peak_gib` is the device memory
 peak of this process after the entry (cumulative over the entries of one run; n/a on CPU).
+`--profile` (with --only=edm) times nothing: it writes per-operation profiles of the EDM train step
+and forward pass of each side, by category, as profile.md / profile.json into the workdir
+(jaxmem.benchmarks.profile).
 """
 
 import datetime
@@ -35,6 +39,7 @@ _ONLY = flags.DEFINE_list("only", [], "Entries to run (default: all).")
 _SIZE = flags.DEFINE_enum("size", "auto", ["auto", *jaxmem.benchmarks.SIZES], "Problem sizes.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Where results.json and results.md go.")
 _EDM_REFERENCE = flags.DEFINE_string("edm_reference", None, "A checkout of NVlabs/edm: the edm entry's peer.")
+_PROFILE = flags.DEFINE_bool("profile", False, "With --only=edm: per-op profiles of both sides instead of timings.")
 
 
 def entries() -> dict:
@@ -65,6 +70,14 @@ def main(argv):
         with user_errors():
             nvlabs_edm.load_reference(_EDM_REFERENCE.value)
         options["edm"] = {"edm_reference": _EDM_REFERENCE.value}
+    if _PROFILE.value:
+        if _ONLY.value != ["edm"]:
+            fail(f"--profile profiles the edm entry only; give --only=edm (got --only={','.join(_ONLY.value)})")
+        from jaxmem.benchmarks import profile
+
+        out = profile.run(size, _WORKDIR.value, _EDM_REFERENCE.value)
+        print(f"{len(out['cases'])} profiles in {os.path.join(_WORKDIR.value, 'profile.md')}")
+        return
     rows = []
     for name in _ONLY.value or sorted(available):
         logging.info("bench entry %s (%s)", name, size)

@@ -81,8 +81,9 @@ def measure(preset: str, dtype: str, batch_size: int | None = None, steps_per_ca
             model=None) -> tuple[dict, dict]:
     """Compiles `steps_per_call` training steps and one forward pass of `preset` (compute dtype
     `dtype`, config.model overrides `model`) and calls each once (a batch the device cannot hold
-    fails here); (the row without timings, {config, params, images, flops, peak, step, forward}:
-    step and forward are the zero-argument callables to time)."""
+    fails here); (the row without timings, {config, params, images, flops, peak, step, forward,
+    step_hlo, forward_hlo}: step and forward are the zero-argument callables to time, the _hlo
+    entries zero-argument callables giving the compiled programs' HLO text)."""
     config = bench_config(preset, dtype, batch_size, model)
     shape = unet.input_shape(config.model)
     batch_size = config.training.batch_size
@@ -104,7 +105,7 @@ def measure(preset: str, dtype: str, batch_size: int | None = None, steps_per_ca
 
     network = unet.network_from_config(config.model)
     forward = jax.jit(lambda p, x: network.apply({"params": p}, x, jnp.zeros((x.shape[0],))),
-                      compiler_options=xla_options.convolutions(jax.devices()))
+                      compiler_options=xla_options.convolutions(jax.devices())).lower(state.params, batch["images"]).compile()
     jax.block_until_ready((run_steps(), forward(state.params, batch["images"])))
     peak = matmul_rate(dtype=unet.DTYPES[dtype], repeats=3)
     changed = "".join(f", {k}={v}" for k, v in (model or {}).items())
@@ -115,7 +116,7 @@ def measure(preset: str, dtype: str, batch_size: int | None = None, steps_per_ca
            "extrapolates": f"{preset}: {config.training.total_images:,} training images"}
     return row, {"config": config, "params": initial, "images": np.asarray(images), "flops": flops, "peak": peak,
                  "step": run_steps, "forward": lambda: forward(state.params, batch["images"]),
-                 "steps_per_call": steps_per_call}
+                 "steps_per_call": steps_per_call, "step_hlo": compiled.as_text, "forward_hlo": forward.as_text}
 
 
 def add_timings(row: dict, inputs: dict, step: dict, forward: dict) -> dict:

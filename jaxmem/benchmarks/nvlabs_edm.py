@@ -64,6 +64,7 @@ def build(checkout: str, config: ml_collections.ConfigDict, params, images: np.n
     training steps and one forward pass on `images` [B, H, W, C] (NHWC, as jaxmem's bench makes
     them), with jaxmem's parameter tree `params` loaded into the reference network."""
     import torch
+    from torch.profiler import record_function
 
     networks, loss_module = load_reference(checkout)
     net = networks.EDMPrecond(**constructor_kwargs(config.model))
@@ -84,11 +85,12 @@ def build(checkout: str, config: ml_collections.ConfigDict, params, images: np.n
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(net=net, images=inputs)
             loss.sum().mul(1.0 / len(inputs)).backward()
-            for p in net.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+            with record_function("jaxmem.grad_checks"):  # names for jaxmem.benchmarks.profile
+                for p in net.parameters():
+                    if p.grad is not None:
+                        torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
             optimizer.step()
-            with torch.no_grad():
+            with torch.no_grad(), record_function("jaxmem.ema"):
                 for p_ema, p in zip(ema.parameters(), net.parameters()):
                     p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
         return loss.detach()
