@@ -8,7 +8,7 @@ median time and its ratio to the baseline timed in the same run.
 import os
 
 SIZES = ("quick", "cpu", "full")  # tests / a CPU host (`make bench`) / an accelerator (gpu_check)
-SUPPORT_MODULES = ("gpu_report", "harness", "nvlabs_edm", "stages", "torch_unet")
+SUPPORT_MODULES = ("gpu_report", "harness", "nvlabs_edm", "profile", "stages", "torch_unet")
 
 
 def entry_names() -> list[str]:

@@ -105,7 +105,8 @@ def measure(preset: str, dtype: str, batch_size: int | None = None, steps_per_ca
 
     network = unet.network_from_config(config.model)
     forward = jax.jit(lambda p, x: network.apply({"params": p}, x, jnp.zeros((x.shape[0],))),
-                      compiler_options=xla_options.convolutions(jax.devices())).lower(state.params, batch["images"]).compile()
+                      compiler_options=xla_options.convolutions(jax.devices()))
+    forward = forward.lower(state.params, batch["images"]).compile()
     jax.block_until_ready((run_steps(), forward(state.params, batch["images"])))
     peak = matmul_rate(dtype=unet.DTYPES[dtype], repeats=3)
     changed = "".join(f", {k}={v}" for k, v in (model or {}).items())
