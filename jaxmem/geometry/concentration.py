@@ -38,11 +38,11 @@ from jaxmem.geometry.queries import check_queries, map_query_chunks
 NO_SOURCE = -1
 CONCENTRATION_FIELDS = ("max_weight", "entropy", "effective_count", "source_weight")
 # On CPU each block's queries are folded in tiles of rows whose [rows, block] float32 buffers
-# (energies, exponentials, ...) take this many bytes: 64 rows of a 1024-point block. XLA:CPU
-# splits a loop fusion over two threads from 512 KiB accessed (input + output), so each core
-# works on 128 KiB halves that stay in its L2 cache across the passes of a level. On one core
-# (taskset, loaded machine) tiles of 32, 64 and 128 rows timed the same.
-CPU_TILE_BYTES = 256 * 1024
+# (energies, exponentials, ...) take this many bytes: 32 rows of a 1024-point block, which stay
+# in L2 across the passes of a level. Quiet 2-core machine, bench inputs (Q 512, N 4096, block
+# 1024, 40 levels), median of 5 alternating rounds against the fold before tiles: 8 rows 0.89x
+# its time, 16 rows 0.86x, 32 rows 0.84-0.85x, 64 rows 0.95x, 128 rows 0.92x.
+CPU_TILE_BYTES = 128 * 1024
 
 
 def num_query_tiles(num_queries: int, block: int, query_tile: int | None = None) -> int:
