@@ -105,8 +105,7 @@ def parse_hlo(text: str) -> dict[str, dict]:
                       if n in instructions and instructions[n]["op_name"]]
             record["op_name"] = named[0] if named else ""
         if "convolution" in record["inner"]:
-            conv = next(r for r in inner if r["opcode"] == "convolution")
-            record.update(window=conv["window"], operands=record["operands"])
+            record["window"] = next(r for r in inner if r["opcode"] == "convolution")["window"]
     return instructions
 
 
@@ -137,7 +136,6 @@ def classify_hlo(record: dict, instructions: dict) -> tuple[str, str]:
             kind = "backward-data" if backward else "forward"
         return f"convolution {kind}", _conv_key(record, instructions, kind)
     if opcode == "dot" and op_name.endswith("conv_general_dilated"):  # a 1x1 convolution XLA made a dot
-        kind = "backward" if backward else "forward"
         return f"convolution {kind}-data" if backward else "convolution forward", f"1x1 dot -> {record['shape']}"
     if record["fusion_root"] in ("copy", "transpose", "concatenate") or opcode in ("copy", "transpose", "concatenate"):
         return "copies, transposes, concatenation", record["fusion_root"]
