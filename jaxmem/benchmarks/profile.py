@@ -136,7 +136,7 @@ def classify_hlo(record: dict, instructions: dict) -> tuple[str, str]:
             kind = "backward-data" if backward else "forward"
         return f"convolution {kind}", _conv_key(record, instructions, kind)
     if opcode == "dot" and op_name.endswith("conv_general_dilated"):  # a 1x1 convolution XLA made a dot
-        return f"convolution {kind}-data" if backward else "convolution forward", f"1x1 dot -> {record['shape']}"
+        return "convolution backward-data" if backward else "convolution forward", f"1x1 dot -> {record['shape']}"
     if record["fusion_root"] in ("copy", "transpose", "concatenate") or opcode in ("copy", "transpose", "concatenate"):
         return "copies, transposes, concatenation", record["fusion_root"]
     if "SongUNet" not in op_name:
